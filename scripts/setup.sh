@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Idempotent setup for development and tests on a Debian machine, as root.
+#
+#   scripts/setup.sh                installs what is missing (npm packages, apt packages, bpffs,
+#                                   the Kubernetes test binaries) and prints one line per step
+#   scripts/setup.sh --testbin-dir  same for the test binaries only; prints their directory
+#
+# Everything is skipped when already in place, so npm scripts can call this before each run.
+# The test binaries are built from the Go modules pinned in test/testbin/*/go.mod and cached
+# outside the repository, keyed by a hash of those files (SLUICE_CACHE, default ~/.cache/sluice).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${SLUICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice}
+apt_packages=(clang llvm libbpf-dev bpftool iproute2 git)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+ensure_npm() {
+  local stamp="$root/node_modules/.sluice-lock-sha256"
+  local want
+  want=$(sha256sum "$root/package-lock.json" | cut -d' ' -f1)
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
+  say "npm ci"
+  (cd "$root" && npm ci --no-audit --no-fund >&2)
+  echo "$want" >"$stamp"
+}
+
+ensure_apt() {
+  local missing=() p
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return
+  [[ $(id -u) -eq 0 ]] || die "missing Debian packages ${missing[*]}; run this script as root to install them"
+  say "apt-get install ${missing[*]}"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+ensure_bpffs() {
+  if [[ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" == "bpf_fs" ]]; then return; fi
+  [[ $(id -u) -eq 0 ]] || die "bpffs is not mounted at /sys/fs/bpf; run this script as root to mount it"
+  say "mount bpffs at /sys/fs/bpf"
+  mkdir -p /sys/fs/bpf
+  mount -t bpf bpf /sys/fs/bpf
+}
+
+# build_module NAME PACKAGE... : builds the packages of test/testbin/NAME into a directory keyed
+# by the hash of that module's go.mod and go.sum, and prints the directory.
+build_module() {
+  local name=$1; shift
+  local mod="$root/test/testbin/$name"
+  local key out
+  key=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16)
+  out="$cache/testbin/$name-$key"
+  if [[ ! -f "$out/.complete" ]]; then
+    command -v go >/dev/null || die "Go is needed to build the Kubernetes test binaries ($name) and was not found on PATH"
+    say "building $name test binaries into $out (first time only; this takes several minutes)"
+    local start=$SECONDS
+    rm -rf "$out" && mkdir -p "$out"
+    (cd "$mod" && GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$out/" "$@") >&2 \
+      || die "building $name test binaries failed (see the go output above)"
+    touch "$out/.complete"
+    say "built $name in $((SECONDS - start)) s"
+  fi
+  echo "$out"
+}
+
+ensure_testbin() {
+  local k8s etcd helm bin
+  k8s=$(build_module kubernetes k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  etcd=$(build_module etcd go.etcd.io/etcd/server/v3)
+  helm=$(build_module helm helm.sh/helm/v3/cmd/helm)
+  bin="$cache/testbin/bin"
+  mkdir -p "$bin"
+  ln -sfn "$k8s/kube-apiserver" "$bin/kube-apiserver"
+  ln -sfn "$k8s/kubectl" "$bin/kubectl"
+  ln -sfn "$etcd/v3" "$bin/etcd"
+  ln -sfn "$helm/helm" "$bin/helm"
+  local b
+  for b in kube-apiserver kubectl etcd helm; do
+    [[ -x "$bin/$b" ]] || die "test binary $b is missing from $bin"
+  done
+  echo "$bin"
+}
+
+case "${1:-}" in
+  --testbin-dir)
+    ensure_testbin
+    ;;
+  "")
+    ensure_npm
+    ensure_apt
+    ensure_bpffs
+    bin=$(ensure_testbin)
+    say "test binaries in $bin"
+    ;;
+  *)
+    die "unknown option $1 (use --testbin-dir or nothing)"
+    ;;
+esac

@@ -1,0 +1,49 @@
+import { defineConfig } from "vitest/config";
+
+/**
+ * Four test projects. `unit` needs no privileges; `kernel` loads real BPF into the running
+ * kernel; `cluster` talks to a real kube-apiserver + etcd; `e2e` uses all of them at once.
+ * Privileged projects run their files one at a time: they share the kernel and two cores.
+ */
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["operator/**/*.test.ts", "node-agent/**/*.test.ts", "common/**/*.test.ts", "test/unit/**/*.test.ts"],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        test: {
+          name: "kernel",
+          include: ["test/kernel/**/*.test.ts"],
+          globalSetup: ["test/kernel/global-setup.ts"],
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          name: "cluster",
+          include: ["test/cluster/**/*.test.ts"],
+          globalSetup: ["test/cluster/global-setup.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          globalSetup: ["test/kernel/global-setup.ts", "test/cluster/global-setup.ts"],
+          fileParallelism: false,
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+        },
+      },
+    ],
+  },
+});
