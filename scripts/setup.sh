@@ -47,22 +47,24 @@ ensure_bpffs() {
   mount -t bpf bpf /sys/fs/bpf
 }
 
-# build_module NAME PACKAGE... : builds the packages of test/testbin/NAME into a directory keyed
-# by the hash of that module's go.mod and go.sum, and prints the directory.
+# build_module NAME LDFLAGS PACKAGE... : builds the packages of test/testbin/NAME into a directory
+# keyed by the hash of that module's go.mod, go.sum and link flags, and prints the directory.
 build_module() {
-  local name=$1; shift
+  local name=$1 ldflags=$2; shift 2
   local mod="$root/test/testbin/$name"
   local key out
-  key=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16)
+  key=$( (cat "$mod/go.mod" "$mod/go.sum"; echo "$ldflags") | sha256sum | cut -c1-16)
   out="$cache/testbin/$name-$key"
   if [[ ! -f "$out/.complete" ]]; then
     command -v go >/dev/null || die "Go is needed to build the Kubernetes test binaries ($name) and was not found on PATH"
     say "building $name test binaries into $out (first time only; this takes several minutes)"
     local start=$SECONDS
     rm -rf "$out" && mkdir -p "$out"
-    (cd "$mod" && GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$out/" "$@") >&2 \
+    (cd "$mod" && GOFLAGS=-mod=mod go build -trimpath -ldflags="-s -w $ldflags" -o "$out/" "$@") >&2 \
       || die "building $name test binaries failed (see the go output above)"
     touch "$out/.complete"
+    # Builds for versions no longer pinned are dead weight in the cache.
+    find "$cache/testbin" -maxdepth 1 -name "$name-*" ! -path "$out" -exec rm -rf {} + 2>/dev/null || true
     say "built $name in $((SECONDS - start)) s"
   fi
   echo "$out"
@@ -70,14 +72,25 @@ build_module() {
 
 ensure_testbin() {
   local k8s etcd helm bin
-  k8s=$(build_module kubernetes k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
-  etcd=$(build_module etcd go.etcd.io/etcd/server/v3)
-  helm=$(build_module helm helm.sh/helm/v3/cmd/helm)
+  mkdir -p "$cache/testbin"
+  # One builder at a time: parallel test runs on a fresh machine wait for the first build.
+  exec 9>"$cache/testbin/.lock"
+  flock 9
+  # Stamp the versions the binaries report (kubectl and helm compare them for version skew).
+  local kv v=k8s.io/component-base/version
+  kv=$(sed -n 's/^require k8s.io\/kubernetes v\([0-9]*\)\.\([0-9]*\)\..*/\1 \2/p' "$root/test/testbin/kubernetes/go.mod")
+  local major=${kv% *} minor=${kv#* }
+  local full
+  full=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\).*/\1/p' "$root/test/testbin/kubernetes/go.mod")
+  k8s=$(build_module kubernetes "-X $v.gitVersion=$full -X $v.gitMajor=$major -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  etcd=$(build_module etcd "" go.etcd.io/etcd/server/v3)
+  helm=$(build_module helm "" helm.sh/helm/v3/cmd/helm)
   bin="$cache/testbin/bin"
   mkdir -p "$bin"
   ln -sfn "$k8s/kube-apiserver" "$bin/kube-apiserver"
   ln -sfn "$k8s/kubectl" "$bin/kubectl"
-  ln -sfn "$etcd/v3" "$bin/etcd"
+  ln -sfn "$etcd/server" "$bin/etcd"
   ln -sfn "$helm/helm" "$bin/helm"
   local b
   for b in kube-apiserver kubectl etcd helm; do
