@@ -1,0 +1,111 @@
+import type { Logger } from "../../../common/log.ts";
+import { WorkQueue } from "./workqueue.ts";
+
+/** What a reconcile asks for next. */
+export interface ReconcileResult {
+  /** Reconcile this key again after this many milliseconds (periodic sync, waiting for a dependency). */
+  requeueAfterMs?: number;
+}
+
+/**
+ * An error that says the spec itself is wrong: retrying will not help until the object changes.
+ * The reconciler has already set `Stalled`; the controller does not requeue.
+ */
+export class StallingError extends Error {
+  override name = "StallingError";
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * An error that says a dependency is not there yet: requeue after `retryAfterMs`
+ * without counting it as a failure.
+ */
+export class WaitingError extends Error {
+  override name = "WaitingError";
+  constructor(
+    readonly reason: string,
+    message: string,
+    readonly retryAfterMs = 5_000,
+  ) {
+    super(message);
+  }
+}
+
+/** Reconciles one key ("namespace/name"). Must be idempotent. */
+export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | void>;
+
+/**
+ * Runs a reconcile function over a work queue with a fixed number of workers. Unexpected errors
+ * back off exponentially per key; StallingError stops retries; WaitingError requeues plainly.
+ */
+export class Controller {
+  readonly queue = new WorkQueue();
+  private workers: Promise<void>[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly reconcile: Reconcile,
+    private readonly log: Logger,
+    private readonly concurrency = 2,
+  ) {}
+
+  /** Queues a key for reconciling now. */
+  enqueue(key: string): void {
+    this.queue.add(key);
+  }
+
+  /** Starts the workers. */
+  start(): void {
+    for (let i = 0; i < this.concurrency; i++) this.workers.push(this.work());
+  }
+
+  /** Stops taking keys and waits for the reconciles in flight. */
+  async stop(): Promise<void> {
+    this.queue.shutdown();
+    await Promise.all(this.workers);
+  }
+
+  private async work(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      const log = this.log.child({ controller: this.name, key });
+      try {
+        const result = await this.reconcile(key, log);
+        this.queue.forget(key);
+        if (result?.requeueAfterMs !== undefined) this.queue.addAfter(key, result.requeueAfterMs);
+      } catch (err) {
+        if (err instanceof StallingError) {
+          this.queue.forget(key);
+          log.warn({ reason: err.reason }, err.message);
+        } else if (err instanceof WaitingError) {
+          this.queue.forget(key);
+          log.info({ reason: err.reason, retryAfterMs: err.retryAfterMs }, err.message);
+          this.queue.addAfter(key, err.retryAfterMs);
+        } else {
+          const delay = this.queue.addRateLimited(key);
+          log.error({ err, retryInMs: delay }, "reconcile failed");
+        }
+      } finally {
+        this.queue.done(key);
+      }
+    }
+  }
+}
+
+/** "namespace/name" (or "name" for cluster-scoped objects). */
+export function objectKey(obj: { metadata?: { namespace?: string; name?: string } }): string {
+  const ns = obj.metadata?.namespace;
+  return ns ? `${ns}/${obj.metadata?.name ?? ""}` : (obj.metadata?.name ?? "");
+}
+
+/** Splits a key made by objectKey. */
+export function splitKey(key: string): { namespace: string | undefined; name: string } {
+  const i = key.indexOf("/");
+  return i < 0 ? { namespace: undefined, name: key } : { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}
