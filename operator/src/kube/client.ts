@@ -26,7 +26,7 @@ export interface KubeObject {
     resourceVersion?: string;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
-    ownerReferences?: Array<{ apiVersion: string; kind: string; name: string; uid: string; [key: string]: unknown }>;
+    ownerReferences?: Array<{ apiVersion: string; kind: string; name: string; uid: string; controller?: boolean; blockOwnerDeletion?: boolean }>;
     creationTimestamp?: string;
     deletionTimestamp?: string;
     [key: string]: unknown;
