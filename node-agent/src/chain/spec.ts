@@ -1,0 +1,110 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { TestVector } from "../../../common/api/testvector.ts";
+
+/** The hook a chain is attached to. */
+export type Hook = "xdp" | "tc-ingress" | "tc-egress";
+
+/** How an XDP chain is attached: the driver's native mode, generic (skb) mode, or native with generic fallback. */
+export type XdpMode = "native" | "generic" | "auto";
+
+/** One map entry of a runtime table, already encoded to the map's key and value layout. */
+export interface TableEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+/** A value for a `const volatile` setting in an NF's `.rodata`. */
+export type RodataValue = number | bigint | boolean;
+
+/**
+ * One network function of a chain, ready to load: its compiled object, the values of its
+ * `const volatile` parameters and the full contents of its runtime tables.
+ */
+export interface NfLoadSpec {
+  /** Name of the NF in the chain (unique in the chain; keys its counters and carried maps). */
+  name: string;
+  /** Path of the compiled BPF ELF object. */
+  objectPath: string;
+  /** Program to run; default: the one program of the hook's type whose name ends in `_xdp` / `_tc`. */
+  programName?: string;
+  /** `const volatile` parameter values by variable name. */
+  rodata?: Record<string, RodataValue>;
+  /** Runtime tables: map name -> every entry the map must hold (others are removed). */
+  tables?: Record<string, TableEntry[]>;
+}
+
+/**
+ * A chain as it should run: a pure, deterministic description (no fds). The chain manager turns
+ * it into kernel objects; two specs with the same `codeDigest` differ at most in their tables.
+ */
+export interface ChainSpec {
+  /** Chain name: the directory of its pins (letters, digits, `-`, `_`, `.`). */
+  name: string;
+  /** Revision label shown in status (the operator uses a hash of the plan). */
+  revision: string;
+  hook: Hook;
+  /** Interfaces the chain is attached to, by name. */
+  interfaces: string[];
+  xdpMode?: XdpMode;
+  /** Network functions in order; at most MAX_CHAIN_LENGTH. */
+  functions: NfLoadSpec[];
+  /** Test vectors the chain must pass on this kernel before it is switched in. */
+  tests?: TestVector[];
+}
+
+/** Tail calls per packet are limited to 33 by the kernel: root -> NF 0 -> ... -> NF 31. */
+export const MAX_CHAIN_LENGTH = 32;
+
+/** Refused before anything is loaded. */
+export class ChainSpecError extends Error {
+  override name = "ChainSpecError";
+}
+
+const chainNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/;
+
+/** Checks what can be checked without the kernel; throws ChainSpecError naming the field. */
+export function validateChainSpec(spec: ChainSpec): void {
+  if (!chainNamePattern.test(spec.name)) throw new ChainSpecError(`name: ${JSON.stringify(spec.name)} is not a valid chain name`);
+  if (spec.functions.length === 0) throw new ChainSpecError("functions: a chain needs at least one network function");
+  if (spec.functions.length > MAX_CHAIN_LENGTH) {
+    throw new ChainSpecError(
+      `functions: ${spec.functions.length} network functions; at most ${MAX_CHAIN_LENGTH} fit in one chain (the kernel allows 33 tail calls per packet)`,
+    );
+  }
+  if (spec.interfaces.length === 0) throw new ChainSpecError("interfaces: a chain needs at least one interface");
+  const seen = new Set<string>();
+  spec.functions.forEach((nf, i) => {
+    if (!chainNamePattern.test(nf.name)) throw new ChainSpecError(`functions[${i}].name: ${JSON.stringify(nf.name)} is not a valid name`);
+    if (seen.has(nf.name)) throw new ChainSpecError(`functions[${i}].name: ${nf.name} appears twice in the chain`);
+    seen.add(nf.name);
+  });
+}
+
+/** sha256 of a file; objects are tens of kilobytes, so hashing costs microseconds. */
+function fileDigest(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+/**
+ * Digest of everything that needs new programs when it changes: order, objects, programs and
+ * parameters, hook and attach mode. Tables are not part of it: a table-only change is applied in
+ * place, without a switch.
+ */
+export function codeDigest(spec: ChainSpec): string {
+  const h = createHash("sha256");
+  h.update(JSON.stringify({ hook: spec.hook, xdpMode: spec.xdpMode ?? "auto" }));
+  for (const nf of spec.functions) {
+    h.update(
+      JSON.stringify({
+        name: nf.name,
+        object: fileDigest(nf.objectPath),
+        program: nf.programName ?? "",
+        rodata: Object.entries(nf.rodata ?? {})
+          .sort(([a], [b]) => a.localeCompare(b))
+          .map(([k, v]) => [k, String(v)]),
+      }),
+    );
+  }
+  return h.digest("hex");
+}
