@@ -13,7 +13,7 @@ import {
   fetchArtifact,
   type Artifact,
   type StoredArtifact,
-} from "../artifact/index.ts";
+} from "../../../common/artifact/index.ts";
 import { SourceServer, signWebhookPayload, webhookPath, type WebhookTrigger } from "./index.ts";
 
 let tmp: string;

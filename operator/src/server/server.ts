@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { rootLogger, type Logger } from "../../../common/log.ts";
-import type { ArtifactStore } from "../artifact/store.ts";
+import type { ArtifactStore } from "../../../common/artifact/store.ts";
 
 /** What a verified webhook delivery tells its handler. */
 export interface WebhookTrigger {

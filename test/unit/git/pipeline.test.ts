@@ -14,7 +14,7 @@ import {
   ArtifactSymlinkError,
   buildArtifact,
   fetchArtifact,
-} from "../../../operator/src/artifact/index.ts";
+} from "../../../common/artifact/index.ts";
 import { sync } from "../../../operator/src/git/index.ts";
 import { loadRevision } from "../../../operator/src/manifests/index.ts";
 import { SourceServer } from "../../../operator/src/server/index.ts";
