@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/* flowmon: see flowmon.h. */
+#include "sluice.h"
+#include "flowmon.h"
+
+SEC("xdp")
+int flowmon_xdp(struct xdp_md *ctx)
+{
+	struct sluice_pkt pkt;
+	int parsed = SLUICE_PARSE(ctx, &pkt);
+
+	return SLUICE_EXIT(ctx, flowmon_process(&pkt, parsed));
+}
+
+SEC("tc")
+int flowmon_tc(struct __sk_buff *skb)
+{
+	struct sluice_pkt pkt;
+	int parsed = SLUICE_PARSE(skb, &pkt);
+
+	return SLUICE_EXIT(skb, flowmon_process(&pkt, parsed));
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

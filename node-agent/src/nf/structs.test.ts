@@ -1,0 +1,129 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { BPF_DIR, BPF_INCLUDE_DIR, systemIncludeArgs } from "../compile/compile.ts";
+import { BUILTIN_NFS } from "./registry.ts";
+import { ChainContract } from "./types.ts";
+import {
+  FIREWALL_MAX_RULES,
+  FLOWMON_MAX_FLOWS,
+  FirewallAction,
+  FirewallMatch,
+  RATELIMIT_MAX_SOURCES,
+  SLUICE_MAX_NFS,
+  SLUICE_PROGS_ENTRIES,
+  SLUICE_STATS_ENTRIES,
+  STRUCT_LAYOUTS,
+  decodePerCpuNfStats,
+} from "./structs.ts";
+
+const run = promisify(execFile);
+
+/** Compile `lines` for the BPF target, syntax only; resolves with clang's stderr ("" when clean). */
+async function clangCheck(lines: string[]): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "sluice-structs-"));
+  try {
+    const file = join(dir, "check.c");
+    await writeFile(file, lines.join("\n"));
+    const clang = process.env.SLUICE_CLANG ?? "clang";
+    const includes = ["-I", BPF_INCLUDE_DIR, "-I", join(BPF_DIR, "nf"), ...(await systemIncludeArgs(clang))];
+    return await run(clang, ["-target", "bpf", "-fsyntax-only", ...includes, file]).then(
+      () => "",
+      (err: { stderr?: string }) => err.stderr ?? String(err),
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The TypeScript mirror and the C headers must agree byte for byte. clang checks it: every
+ * size, offset and constant becomes a _Static_assert in a BPF-target translation unit.
+ */
+describe("TypeScript mirror of the C structs", () => {
+  it("sizes, offsets and constants match the headers (checked by clang)", async () => {
+    const asserts: string[] = [];
+    for (const layout of STRUCT_LAYOUTS) {
+      asserts.push(`_Static_assert(sizeof(${layout.name}) == ${layout.size}, "sizeof ${layout.name}");`);
+      for (const [field, offset] of Object.entries(layout.offsets)) {
+        asserts.push(
+          `_Static_assert(__builtin_offsetof(${layout.name}, ${field}) == ${offset}, "${layout.name}.${field}");`,
+        );
+      }
+    }
+    const constants: Record<string, number> = {
+      SLUICE_MAX_NFS,
+      SLUICE_PROGS_ENTRIES,
+      SLUICE_STATS_ENTRIES,
+      FIREWALL_MAX_RULES,
+      RATELIMIT_MAX_SOURCES,
+      FLOWMON_MAX_FLOWS,
+      FIREWALL_ALLOW: FirewallAction.ALLOW,
+      FIREWALL_DENY: FirewallAction.DENY,
+      ...Object.fromEntries(
+        Object.entries(FirewallMatch).map(([name, bit]) => [`FIREWALL_MATCH_${name}`, bit]),
+      ),
+    };
+    for (const [name, value] of Object.entries(constants)) {
+      asserts.push(`_Static_assert(${name} == ${value}, "${name}");`);
+    }
+    const stderr = await clangCheck([
+      "#include <sluice_types.h>",
+      "#include <firewall/firewall_types.h>",
+      "#include <ratelimit/ratelimit_types.h>",
+      "#include <flowmon/flowmon_types.h>",
+      ...asserts,
+    ]);
+    expect(stderr).toBe("");
+  });
+
+  it("map definitions in the registry match the C map declarations", async () => {
+    // A BTF-defined map encodes its numbers in types: __uint(x, N) is `int (*x)[N]`,
+    // __type(x, T) is `T *x`. sizeof recovers them at compile time.
+    const asserts: string[] = [];
+    const owners = [...Object.values(BUILTIN_NFS), { name: "sluice.h", maps: ChainContract.maps }];
+    for (const nf of owners) {
+      for (const [map, def] of Object.entries(nf.maps)) {
+        const numbers: [string, string, number][] = [
+          ["type", `sizeof(*${map}.type) / sizeof(int)`, def.type],
+          ["max_entries", `sizeof(*${map}.max_entries) / sizeof(int)`, def.maxEntries],
+          ["key size", `sizeof(*${map}.key)`, def.keySize],
+          ["value size", `sizeof(*${map}.value)`, def.valueSize],
+        ];
+        if (def.flags !== 0) numbers.push(["flags", `sizeof(*${map}.map_flags) / sizeof(int)`, def.flags]);
+        for (const [what, expr, value] of numbers) {
+          asserts.push(`_Static_assert(${expr} == ${value}, "${nf.name}: ${map} ${what}");`);
+        }
+      }
+    }
+    expect(asserts.length).toBeGreaterThan(0);
+    const stderr = await clangCheck([
+      "#include <firewall/firewall.h>",
+      "#include <ratelimit/ratelimit.h>",
+      "#include <flowmon/flowmon.h>",
+      ...asserts,
+    ]);
+    expect(stderr).toBe("");
+  });
+
+  it("per-CPU stats are summed over CPUs", () => {
+    const cpus = 3;
+    const buffer = Buffer.alloc(40 * cpus);
+    for (let cpu = 0; cpu < cpus; cpu++) {
+      [1n, 100n, 1n, 0n, 0n].forEach((v, i) =>
+        buffer.writeBigUInt64LE(v * BigInt(cpu + 1), cpu * 40 + i * 8),
+      );
+    }
+    expect(decodePerCpuNfStats(buffer, cpus)).toEqual({
+      packets: 6n,
+      bytes: 600n,
+      drops: 6n,
+      passes: 0n,
+      errors: 0n,
+    });
+    expect(() => decodePerCpuNfStats(buffer, 4)).toThrow(RangeError);
+  });
+});

@@ -1,0 +1,111 @@
+import type { z } from "zod";
+import type { ProgramHook } from "../packet/verdict.ts";
+
+/** `enum bpf_map_type` values of the maps the chain and the built-in NFs declare. */
+export const BpfMapType = { HASH: 1, ARRAY: 2, PROG_ARRAY: 3, PERCPU_ARRAY: 6, LRU_HASH: 9 } as const;
+
+/** `BPF_F_NO_PREALLOC`. */
+export const BPF_F_NO_PREALLOC = 1;
+
+/**
+ * A map as an NF object declares it (the same shape as the loader's map definition); a map
+ * carries over only while all of this is unchanged.
+ */
+export interface MapDefinition {
+  /** `BPF_MAP_TYPE_*` ({@link BpfMapType}). */
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** `BPF_F_*` map flags. */
+  flags: number;
+}
+
+/** Names and map definitions fixed by the chain contract (`bpf/include/sluice.h`, `bpf/root`). */
+export const ChainContract = {
+  /** The revision's prog array, shared by all NFs of one revision. */
+  progsMap: "sluice_progs",
+  /** Per-CPU `struct sluice_nf_stats` by stable NF index, shared by all revisions. */
+  statsMap: "sluice_stats",
+  /** Definitions of the two shared maps, as every NF object declares them. */
+  maps: {
+    sluice_progs: { type: BpfMapType.PROG_ARRAY, keySize: 4, valueSize: 4, maxEntries: 33, flags: 0 },
+    sluice_stats: { type: BpfMapType.PERCPU_ARRAY, keySize: 4, valueSize: 40, maxEntries: 64, flags: 0 },
+  } satisfies Record<string, MapDefinition>,
+  /** `.rodata` settings the loader writes into every NF before load (all `__u32`). */
+  rodata: { nextSlot: "sluice_next_slot", isLast: "sluice_is_last", nfIndex: "sluice_nf_index" },
+  root: {
+    /** Entry of the root object, relative to `bpf/`. */
+    entry: "root/root.bpf.c",
+    programs: { xdp: "sluice_root_xdp", tc: "sluice_root_tc" } satisfies Record<ProgramHook, string>,
+    /** One-slot prog array; slot 0 holds NF 0 of the live revision. */
+    progArray: "sluice_root",
+    /** Per-CPU `struct sluice_nf_stats`, entry 0: packets that found no chain (as errors). */
+    statsMap: "sluice_root_stats",
+  },
+} as const;
+
+/** One map entry, ready for `bpf_map_update_elem`. */
+export interface MapEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+/**
+ * Desired contents of an NF's runtime-table maps: map name -> every entry it must hold. The
+ * applier writes these entries and deletes any other key, so the map ends up holding exactly
+ * this set.
+ */
+export type MapContents = Record<string, MapEntry[]>;
+
+/** A `const volatile` setting to write into `.rodata` before load. */
+export interface RodataSetting {
+  /** The C variable name, e.g. `ratelimit_rate`. */
+  variable: string;
+  type: "u8" | "u16" | "u32" | "u64";
+  value: bigint;
+}
+
+/** Settings as a record by variable name, the form the loader's `.rodata` option takes. */
+export function rodataValues(settings: readonly RodataSetting[]): Record<string, bigint> {
+  return Object.fromEntries(settings.map((setting) => [setting.variable, setting.value]));
+}
+
+/** The little-endian bytes of a setting, as they go into `.rodata`. */
+export function encodeRodataValue(setting: RodataSetting): Buffer {
+  const sizes = { u8: 1, u16: 2, u32: 4, u64: 8 } as const;
+  const bytes = Buffer.alloc(sizes[setting.type]);
+  if (setting.type === "u64") bytes.writeBigUInt64LE(setting.value);
+  else bytes.writeUIntLE(Number(setting.value), 0, sizes[setting.type]);
+  return bytes;
+}
+
+/**
+ * A built-in network function: where its C source is, what it attaches to, its typed
+ * parameters (load-time `.rodata` settings: changing them needs no recompile) and its runtime
+ * tables (map entries that change without reloading).
+ */
+export interface BuiltinNf<Params = unknown, Tables = unknown> {
+  /** Name used in manifests: `source: { builtin: <name> }`. */
+  readonly name: string;
+  /** One line for docs and `sluice` CLI listings. */
+  readonly summary: string;
+  /** The C entry file, relative to `bpf/`. */
+  readonly entry: string;
+  /** The directory whose contents decide the compile cache key, relative to `bpf/`. */
+  readonly sourceDir: string;
+  /** Program name per supported program type (`<nf>_xdp`, `<nf>_tc`). */
+  readonly programs: Readonly<Partial<Record<ProgramHook, string>>>;
+  /** Parameters with their defaults; `.describe()` on each field documents it. */
+  readonly params: z.ZodType<Params>;
+  /** The `.rodata` settings for parsed parameters. */
+  rodata(params: Params): RodataSetting[];
+  /** Runtime tables (validated input shape; defaults applied). */
+  readonly tables: z.ZodType<Tables>;
+  /** Map contents for parsed tables. Every map named in `tableMaps` appears in the result. */
+  encodeTables(tables: Tables): MapContents;
+  /** Maps that encodeTables fills (replaced as a whole on every table change). */
+  readonly tableMaps: readonly string[];
+  /** The NF's own maps (carried over across revisions while their definition is unchanged). */
+  readonly maps: Readonly<Record<string, MapDefinition>>;
+}
