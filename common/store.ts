@@ -51,9 +51,10 @@ export interface Store {
   get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined>;
   /**
    * Creates or updates an object from its desired form (metadata labels/annotations/owners and
-   * spec; status is left alone). Generation grows when the spec changes.
+   * spec; status is left alone). Generation grows when the spec changes. With `dryRun` the
+   * object is validated as if written, and nothing changes.
    */
-  apply(obj: StoredObject): Promise<StoredObject>;
+  apply(obj: StoredObject, options?: { dryRun?: boolean }): Promise<StoredObject>;
   /** Deletes an object; false when it was not there. */
   delete(kind: string, namespace: string | undefined, name: string): Promise<boolean>;
   /** Replaces the status of an object (merge at the top level of status). */
@@ -99,7 +100,8 @@ export class MemoryStore implements Store {
     return obj && structuredClone(obj);
   }
 
-  async apply(desired: StoredObject): Promise<StoredObject> {
+  async apply(desired: StoredObject, options: { dryRun?: boolean } = {}): Promise<StoredObject> {
+    if (options.dryRun) return structuredClone(desired);
     const key = storeKey(desired.kind, desired.metadata.namespace, desired.metadata.name);
     const existing = this.objects.get(key);
     const specChanged = !existing || JSON.stringify(existing.spec) !== JSON.stringify(desired.spec);

@@ -30,6 +30,7 @@ export const GitSecretKeys = {
   username: "username",
   password: "password",
   bearerToken: "bearerToken",
+  webhookToken: "token",
   identity: "identity",
   knownHosts: "known_hosts",
 } as const;
@@ -107,6 +108,9 @@ export const GitSourceSpec = z.strictObject({
   secretRef: LocalObjectReference.optional().describe(
     "Secret with credentials: username and password, or bearerToken, for HTTPS; identity and known_hosts for SSH.",
   ),
+  webhookSecretRef: LocalObjectReference.optional().describe(
+    "Secret whose key 'token' signs push webhooks (X-Hub-Signature-256). The hook URL path is in status.webhookPath.",
+  ),
 });
 export type GitSourceSpec = z.infer<typeof GitSourceSpec>;
 
@@ -153,6 +157,11 @@ export const GitSourceStatus = z.object({
     .optional()
     .describe("Value of the sluice.dev/reconcile-at annotation last handled."),
   inventory: z.array(InventoryEntry).max(10_000).optional().describe("Objects applied from this source."),
+  webhookPath: z
+    .string()
+    .max(256)
+    .optional()
+    .describe("Path on the operator's HTTP endpoint that receives push webhooks for this source."),
 });
 export type GitSourceStatus = z.infer<typeof GitSourceStatus>;
 

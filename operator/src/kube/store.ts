@@ -78,7 +78,7 @@ export class KubeStore implements Store {
     return obj && (structuredClone(obj) as StoredObject);
   }
 
-  async apply(obj: StoredObject): Promise<StoredObject> {
+  async apply(obj: StoredObject, options: { dryRun?: boolean } = {}): Promise<StoredObject> {
     const { status: _status, ...desired } = obj;
     const md = desired.metadata;
     const body = {
@@ -91,7 +91,7 @@ export class KubeStore implements Store {
         ownerReferences: md.ownerReferences,
       },
     };
-    return (await this.client.apply(resourceOf(obj.kind), body)) as StoredObject;
+    return (await this.client.apply(resourceOf(obj.kind), body, { dryRun: options.dryRun })) as StoredObject;
   }
 
   async delete(kind: string, namespace: string | undefined, name: string): Promise<boolean> {
