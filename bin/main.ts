@@ -1,0 +1,80 @@
+import { parseArgs } from "node:util";
+import { rootLogger } from "../common/log.ts";
+
+/** Exit codes a script can rely on. */
+export const ExitCode = {
+  Ok: 0,
+  /** The command ran and found a problem (invalid manifests, failed vectors). */
+  Failed: 1,
+  /** The command line itself is wrong. */
+  Usage: 2,
+  /** Something this host lacks (root, bpffs, clang, a kernel feature). */
+  Environment: 3,
+} as const;
+
+const usage = `sluice — GitOps for chains of eBPF network functions
+
+Usage:
+  sluice operator [--kubeconfig FILE] [--namespace NS] [--port 8080] [--data-dir DIR] [--advertise-url URL]
+  sluice help
+
+Exit codes: 0 ok, 1 the command found a problem, 2 bad usage, 3 this host lacks something.
+`;
+
+/** Runs one sluice command; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "operator":
+      return operator(rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(usage);
+      return command === undefined ? ExitCode.Usage : ExitCode.Ok;
+    default:
+      process.stderr.write(`sluice: unknown command ${JSON.stringify(command)}\n\n${usage}`);
+      return ExitCode.Usage;
+  }
+}
+
+async function operator(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      kubeconfig: { type: "string" },
+      namespace: { type: "string" },
+      port: { type: "string", default: "8080" },
+      host: { type: "string" },
+      "data-dir": { type: "string", default: "/var/lib/sluice" },
+      "advertise-url": { type: "string" },
+    },
+    strict: true,
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write(`sluice operator: --port: ${values.port} is not a port number\n`);
+    return ExitCode.Usage;
+  }
+  const { startOperator } = await import("../operator/src/operator.ts");
+  const running = await startOperator({
+    kubeconfig: values.kubeconfig,
+    namespace: values.namespace,
+    port,
+    host: values.host,
+    dataDir: values["data-dir"],
+    advertiseUrl: values["advertise-url"],
+  });
+  await waitForSignal();
+  rootLogger.info("stopping operator");
+  await running.stop();
+  return ExitCode.Ok;
+}
+
+function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once("SIGINT", () => resolve());
+    process.once("SIGTERM", () => resolve());
+  });
+}

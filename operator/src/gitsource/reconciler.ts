@@ -1,0 +1,343 @@
+import { join } from "node:path";
+import { rm } from "node:fs/promises";
+import {
+  API_VERSION,
+  ConditionType,
+  GitSecretKeys,
+  GitSource,
+  parseDuration,
+  RECONCILE_AT_ANNOTATION,
+  Reason,
+  removeCondition,
+  setCondition,
+  type Artifact,
+  type Condition,
+  type GitSourceStatus,
+  type InventoryEntry,
+  type SluiceObject,
+} from "../../../common/api/index.ts";
+import { ArtifactError, ArtifactStore, buildArtifact } from "../../../common/artifact/index.ts";
+import type { Logger } from "../../../common/log.ts";
+import type { Store, StoredObject } from "../../../common/store.ts";
+import {
+  GitAuthError,
+  GitRefNotFoundError,
+  GitSpecError,
+  GitTimeoutError,
+  sync,
+  type GitAuth,
+  type GitSyncResult,
+} from "../git/index.ts";
+import { loadRevision } from "../manifests/index.ts";
+
+/** Label put on every object applied from a GitSource: `<namespace>.<name>` of the source. */
+export const SOURCE_LABEL = "sluice.dev/source";
+
+/** What the GitSource reconciler needs from its surroundings. */
+export interface GitSourceDeps {
+  store: Store;
+  artifacts: ArtifactStore;
+  /** Base URL the agents download artifacts from, e.g. http://sluice-operator.sluice:8080. */
+  artifactBaseUrl: string;
+  /** Directory for working clones, one per source. */
+  workRoot: string;
+  /** Reads a Secret's data (decoded); undefined when it does not exist. Absent in single-host mode. */
+  readSecret?: (namespace: string, name: string) => Promise<Record<string, string> | undefined>;
+  /**
+   * Registers (or keeps) the push webhook of a source signed with `token` and returns its URL
+   * path; a trigger reconciles the source at once. Absent when there is no HTTP endpoint.
+   */
+  ensureWebhook?: (namespace: string, name: string, token: string | undefined) => string | undefined;
+  /** Logs and records an event on the object. */
+  event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
+  now?: () => Date;
+}
+
+/** Where a reconcile stands while its steps run; status is written from it once, at the end. */
+interface Run {
+  source: GitSource;
+  stored: StoredObject;
+  log: Logger;
+  status: GitSourceStatus;
+  conditions: Condition[];
+  sync?: GitSyncResult;
+  artifact?: Artifact;
+  objects?: SluiceObject[];
+}
+
+/** A step either continues, or ends the reconcile with a requeue delay (ms; undefined = none). */
+type StepResult = { next: true } | { next: false; requeueAfterMs?: number };
+type Step = (run: Run, deps: GitSourceDeps) => Promise<StepResult>;
+
+const next: StepResult = { next: true };
+
+/**
+ * Reconciles one GitSource: fetch the ref, pack the tree at `spec.path` into an artifact,
+ * validate every manifest of the revision as one unit, apply them with server-side apply, prune
+ * what left Git, and record the inventory. The steps run in order; the first that fails or
+ * finishes early stops the list, and status is written once at the end (Flux's
+ * source-controller works the same way).
+ *
+ * A bad revision changes nothing that was applied before: validation runs on the whole
+ * revision, then a server-side dry run of every object, before the first real write.
+ */
+export async function reconcileGitSource(
+  deps: GitSourceDeps,
+  namespace: string,
+  name: string,
+  parentLog: Logger,
+): Promise<{ requeueAfterMs?: number }> {
+  const stored = await deps.store.get("GitSource", namespace, name);
+  if (!stored) {
+    // Deleted: what it applied stays (like Flux without a finalizer); its files go.
+    await deps.artifacts.remove(namespace, name).catch(() => undefined);
+    await rm(join(deps.workRoot, namespace, name), { recursive: true, force: true });
+    return {};
+  }
+  const parsed = GitSource.safeParse(stored);
+  if (!parsed.success) {
+    // The API server validated it already; this only happens with a hand-made store object.
+    parentLog.error({ issues: parsed.error.issues }, "GitSource does not parse");
+    return {};
+  }
+  const source = parsed.data;
+  const log = parentLog.child({ kind: "GitSource", namespace, name });
+  const run: Run = {
+    source,
+    stored,
+    log,
+    status: { ...source.status },
+    conditions: source.status.conditions ?? [],
+  };
+  const interval = parseDuration(source.spec.interval);
+  let result: StepResult = next;
+  for (const step of steps) {
+    result = await step(run, deps);
+    if (!result.next) break;
+  }
+  await writeStatus(run, deps);
+  if (!result.next) return result.requeueAfterMs === undefined ? {} : { requeueAfterMs: result.requeueAfterMs };
+  return { requeueAfterMs: interval };
+}
+
+const steps: Step[] = [reconcileSuspend, reconcileWebhook, reconcileSource, reconcileArtifact, reconcileManifests, reconcileApply];
+
+async function reconcileSuspend(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  if (!run.source.spec.suspend) return next;
+  mark(run, deps, "False", Reason.Suspended, "reconciliation is suspended", false);
+  return { next: false };
+}
+
+async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  const { spec, metadata } = run.source;
+  const ns = metadata.namespace ?? "default";
+  if (!deps.ensureWebhook) return next;
+  if (!spec.webhookSecretRef) {
+    deps.ensureWebhook(ns, metadata.name, undefined);
+    delete run.status.webhookPath;
+    return next;
+  }
+  const data = deps.readSecret ? await deps.readSecret(ns, spec.webhookSecretRef.name) : undefined;
+  const token = data?.[GitSecretKeys.webhookToken];
+  if (!token) {
+    return fail(run, deps, Reason.SecretNotFound, `secret ${spec.webhookSecretRef.name} with key ${GitSecretKeys.webhookToken} not found`, false);
+  }
+  run.status.webhookPath = deps.ensureWebhook(ns, metadata.name, token);
+  return next;
+}
+
+async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  const { spec, metadata } = run.source;
+  const ns = metadata.namespace ?? "default";
+  let auth: GitAuth | undefined;
+  if (spec.secretRef) {
+    const data = deps.readSecret ? await deps.readSecret(ns, spec.secretRef.name) : undefined;
+    const found = data && secretToAuth(data);
+    if (!found) {
+      return fail(
+        run,
+        deps,
+        Reason.SecretNotFound,
+        data
+          ? `secret ${spec.secretRef.name} has none of ${GitSecretKeys.username}+${GitSecretKeys.password}, ${GitSecretKeys.bearerToken}, or ${GitSecretKeys.identity}+${GitSecretKeys.knownHosts}`
+          : `secret ${spec.secretRef.name} not found`,
+        false,
+      );
+    }
+    auth = found;
+  }
+  try {
+    run.sync = await sync({
+      url: spec.url,
+      ref: spec.ref,
+      workDir: join(deps.workRoot, ns, metadata.name),
+      timeoutMs: parseDuration(spec.timeout),
+      auth,
+      logger: run.log,
+    });
+    return next;
+  } catch (err) {
+    if (err instanceof GitSpecError) return fail(run, deps, Reason.InvalidSpec, err.message, true);
+    if (err instanceof GitAuthError) return fail(run, deps, Reason.AuthenticationFailed, err.message, false);
+    if (err instanceof GitRefNotFoundError) return fail(run, deps, Reason.RefNotFound, err.message, false);
+    if (err instanceof GitTimeoutError) return fail(run, deps, Reason.GitOperationFailed, err.message, false);
+    return fail(run, deps, Reason.GitOperationFailed, err instanceof Error ? err.message : String(err), false);
+  }
+}
+
+async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  const { metadata, spec } = run.source;
+  const ns = metadata.namespace ?? "default";
+  const revision = run.sync!.revision;
+  const previous = run.status.artifact;
+  if (previous?.revision === revision && (await deps.artifacts.get(ns, metadata.name, previous.digest))) {
+    run.artifact = previous;
+    return next;
+  }
+  try {
+    const built = await buildArtifact(run.sync!.dir, spec.path);
+    const stored = await deps.artifacts.put(ns, metadata.name, built);
+    run.artifact = {
+      revision,
+      digest: built.digest,
+      url: new URL(stored.urlPath, deps.artifactBaseUrl).toString(),
+      lastUpdateTime: now(deps).toISOString().replace(/\.\d{3}Z$/, "Z"),
+      size: stored.size,
+    };
+    deps.event(run.stored, "Normal", "NewArtifact", `stored artifact for revision ${revision}`);
+    return next;
+  } catch (err) {
+    if (err instanceof ArtifactError) return fail(run, deps, Reason.ArtifactFailed, err.message, false);
+    throw err;
+  }
+}
+
+async function reconcileManifests(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  const { metadata, spec } = run.source;
+  const ns = metadata.namespace ?? "default";
+  const dir = join(run.sync!.dir, spec.path);
+  const loaded = await loadRevision(dir, { defaultNamespace: ns, displayPrefix: spec.path === "." ? "" : spec.path });
+  if (!loaded.ok) {
+    return fail(run, deps, Reason.ManifestsInvalid, `revision ${run.sync!.revision} rejected: ${loaded.message}`, false);
+  }
+  run.objects = loaded.objects;
+  return next;
+}
+
+async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  const { metadata, spec } = run.source;
+  const ns = metadata.namespace ?? "default";
+  const revision = run.sync!.revision;
+  const desired = run.objects!.map((o) => toApplied(o, ns, `${ns}.${metadata.name}`));
+  try {
+    // All or nothing: the API server validates every object (CEL rules included) before the
+    // first one is written.
+    for (const obj of desired) await deps.store.apply(obj, { dryRun: true });
+    for (const obj of desired) await deps.store.apply(obj);
+  } catch (err) {
+    return fail(run, deps, Reason.ApplyFailed, `revision ${revision}: ${err instanceof Error ? err.message : String(err)}`, false);
+  }
+  const inventory: InventoryEntry[] = desired.map((o) => ({
+    kind: o.kind,
+    namespace: o.metadata.namespace,
+    name: o.metadata.name,
+  }));
+  const keep = new Set(inventory.map(inventoryKey));
+  let pruned = 0;
+  if (spec.prune) {
+    for (const old of run.status.inventory ?? []) {
+      if (keep.has(inventoryKey(old))) continue;
+      try {
+        if (await deps.store.delete(old.kind, old.namespace, old.name)) pruned++;
+      } catch (err) {
+        return fail(run, deps, Reason.PruneFailed, `${old.kind} ${old.namespace}/${old.name}: ${String(err)}`, false);
+      }
+    }
+  }
+  const changed = run.status.lastAppliedRevision !== revision;
+  // The artifact in status is the one whose manifests are applied: NetworkFunctions with a
+  // path source resolve against it, so it never points at a rejected revision.
+  run.status.artifact = run.artifact;
+  run.status.inventory = inventory;
+  run.status.lastAppliedRevision = revision;
+  const message = `applied revision ${revision}: ${inventory.length} objects${pruned ? `, pruned ${pruned}` : ""}`;
+  if (changed || pruned) deps.event(run.stored, "Normal", "Applied", message);
+  mark(run, deps, "True", Reason.Succeeded, message, false);
+  return next;
+}
+
+/** The object as it is applied: namespaced into the source's namespace, labelled with its source. */
+function toApplied(obj: SluiceObject, namespace: string, sourceLabel: string): StoredObject {
+  const { status: _status, ...rest } = obj as SluiceObject & { status?: unknown };
+  return {
+    ...rest,
+    apiVersion: API_VERSION,
+    metadata: {
+      ...obj.metadata,
+      namespace: obj.metadata.namespace ?? namespace,
+      labels: { ...obj.metadata.labels, [SOURCE_LABEL]: sourceLabel },
+    },
+  } as StoredObject;
+}
+
+function inventoryKey(e: InventoryEntry): string {
+  return `${e.kind}/${e.namespace ?? ""}/${e.name}`;
+}
+
+function secretToAuth(data: Record<string, string>): GitAuth | undefined {
+  const k = GitSecretKeys;
+  if (data[k.bearerToken]) return { type: "bearer", token: data[k.bearerToken]! };
+  if (data[k.username] !== undefined && data[k.password] !== undefined) {
+    return { type: "basic", username: data[k.username]!, password: data[k.password]! };
+  }
+  if (data[k.identity] && data[k.knownHosts]) {
+    return { type: "ssh", privateKey: data[k.identity]!, knownHosts: data[k.knownHosts]! };
+  }
+  return undefined;
+}
+
+function now(deps: GitSourceDeps): Date {
+  return deps.now?.() ?? new Date();
+}
+
+/** Sets Ready (and Reconciling while work is under way) for the current generation. */
+function mark(run: Run, deps: GitSourceDeps, ready: Condition["status"], reason: string, message: string, reconciling: boolean): void {
+  const generation = run.source.metadata.generation;
+  const t = now(deps);
+  let c = setCondition(run.conditions, { type: ConditionType.Ready, status: ready, reason, message, observedGeneration: generation }, t);
+  c = reconciling
+    ? setCondition(c, { type: ConditionType.Reconciling, status: "True", reason, message, observedGeneration: generation }, t)
+    : removeCondition(c, ConditionType.Reconciling);
+  c = removeCondition(c, ConditionType.Stalled);
+  run.conditions = c;
+}
+
+/**
+ * Ends the reconcile with Ready=False. A stalling failure (the spec is wrong) also sets Stalled
+ * and is not retried until the spec changes; others are retried at the interval.
+ */
+function fail(run: Run, deps: GitSourceDeps, reason: string, message: string, stalled: boolean): StepResult {
+  mark(run, deps, "False", reason, message, false);
+  if (stalled) {
+    run.conditions = setCondition(
+      run.conditions,
+      { type: ConditionType.Stalled, status: "True", reason, message, observedGeneration: run.source.metadata.generation },
+      now(deps),
+    );
+  }
+  deps.event(run.stored, "Warning", reason, message);
+  if (stalled) return { next: false };
+  return { next: false, requeueAfterMs: parseDuration(run.source.spec.interval) };
+}
+
+async function writeStatus(run: Run, deps: GitSourceDeps): Promise<void> {
+  const { metadata } = run.source;
+  const annotation = metadata.annotations?.[RECONCILE_AT_ANNOTATION];
+  const status: GitSourceStatus = {
+    ...run.status,
+    conditions: run.conditions,
+    observedGeneration: metadata.generation ?? run.status.observedGeneration,
+    ...(annotation ? { lastHandledReconcileAt: annotation } : {}),
+  };
+  await deps.store.patchStatus("GitSource", metadata.namespace, metadata.name, status);
+}
