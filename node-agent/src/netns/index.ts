@@ -85,3 +85,34 @@ export function ifIndex(ifname: string, netns?: string): number {
     throw new NetnsError(`no interface ${ifname}${netns ? ` in network namespace ${netns}` : ""}`);
   return index;
 }
+
+const IfNameIndex = koffi.struct("sluice_if_nameindex", { if_index: "uint", if_name: "char *" });
+const ifNameIndex = libc.func("void *if_nameindex(void)") as () => unknown;
+const ifFreeNameIndex = libc.func("void if_freenameindex(void *ptr)") as (ptr: unknown) => void;
+
+/**
+ * Names of every interface in the current network namespace, or in `netns` when given
+ * (if_nameindex(3), which asks the kernel over netlink, so it sees the namespace the thread is
+ * in — unlike /sys/class/net, which shows the namespace sysfs was mounted in).
+ */
+export function listInterfaces(netns?: string): string[] {
+  const read = (): string[] => {
+    const head = ifNameIndex();
+    if (!head) throw new NetnsError(`if_nameindex: errno ${koffi.errno()}`);
+    try {
+      const names: string[] = [];
+      for (let i = 0; ; i++) {
+        const entry = koffi.decode(head, i * koffi.sizeof(IfNameIndex), IfNameIndex) as {
+          if_index: number;
+          if_name: string | null;
+        };
+        if (entry.if_index === 0) break;
+        if (entry.if_name) names.push(entry.if_name);
+      }
+      return names;
+    } finally {
+      ifFreeNameIndex(head);
+    }
+  };
+  return netns === undefined ? read() : withNetns(netns, read);
+}
