@@ -144,7 +144,7 @@ export class MemoryStore implements Store {
     const next: StoredObject = {
       ...obj,
       metadata: { ...obj.metadata, resourceVersion: String(++this.version) },
-      status: { ...((obj.status as object | undefined) ?? {}), ...(status as object) },
+      status: mergeStatus(obj.status, status),
     };
     this.objects.set(key, next);
     this.emit({ type: "changed", object: next });
@@ -162,4 +162,14 @@ export class MemoryStore implements Store {
   private emit(event: StoreEvent): void {
     this.events.emit("event", event);
   }
+}
+
+/** JSON merge patch (RFC 7386) at the top level of status: null removes a field. */
+function mergeStatus(current: unknown, patch: unknown): unknown {
+  const out: Record<string, unknown> = { ...((current as Record<string, unknown> | undefined) ?? {}) };
+  for (const [k, v] of Object.entries((patch as Record<string, unknown>) ?? {})) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
 }
