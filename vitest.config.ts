@@ -11,7 +11,12 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["operator/**/*.test.ts", "node-agent/**/*.test.ts", "common/**/*.test.ts", "test/unit/**/*.test.ts"],
+          include: [
+            "operator/**/*.test.ts",
+            "node-agent/**/*.test.ts",
+            "common/**/*.test.ts",
+            "test/unit/**/*.test.ts",
+          ],
           testTimeout: 20_000,
         },
       },

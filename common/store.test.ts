@@ -33,7 +33,9 @@ describe("MemoryStore", () => {
         name: "web-node1",
         namespace: "default",
         labels: { "sluice.dev/node": "node1" },
-        ownerReferences: [{ apiVersion: "sluice.dev/v1alpha1", kind: "ServiceChain", name: "web", uid: owner.metadata.uid! }],
+        ownerReferences: [
+          { apiVersion: "sluice.dev/v1alpha1", kind: "ServiceChain", name: "web", uid: owner.metadata.uid! },
+        ],
       },
       spec: {},
     });

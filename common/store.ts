@@ -58,7 +58,12 @@ export interface Store {
   /** Deletes an object; false when it was not there. */
   delete(kind: string, namespace: string | undefined, name: string): Promise<boolean>;
   /** Replaces the status of an object (merge at the top level of status). */
-  patchStatus(kind: string, namespace: string | undefined, name: string, status: unknown): Promise<StoredObject>;
+  patchStatus(
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+    status: unknown,
+  ): Promise<StoredObject>;
   /** Calls `handler` for every change to objects of `kind` from now on; returns an unsubscribe. */
   watch(kind: string, handler: (event: StoreEvent) => void): () => void;
 }
@@ -92,7 +97,11 @@ export class MemoryStore implements Store {
       if (labels && !Object.entries(labels).every(([k, v]) => obj.metadata.labels?.[k] === v)) continue;
       out.push(structuredClone(obj));
     }
-    return out.sort((a, b) => storeKey(a.kind, a.metadata.namespace, a.metadata.name).localeCompare(storeKey(b.kind, b.metadata.namespace, b.metadata.name)));
+    return out.sort((a, b) =>
+      storeKey(a.kind, a.metadata.namespace, a.metadata.name).localeCompare(
+        storeKey(b.kind, b.metadata.namespace, b.metadata.name),
+      ),
+    );
   }
 
   async get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined> {
@@ -137,7 +146,12 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async patchStatus(kind: string, namespace: string | undefined, name: string, status: unknown): Promise<StoredObject> {
+  async patchStatus(
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+    status: unknown,
+  ): Promise<StoredObject> {
     const key = storeKey(kind, namespace, name);
     const obj = this.objects.get(key);
     if (!obj) throw new Error(`${kind} ${namespace ? `${namespace}/` : ""}${name} not found`);

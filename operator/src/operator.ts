@@ -51,7 +51,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   let ready = false;
   const server = new SourceServer({ store: artifacts, ready: () => ready, logger: log });
   const listening = await server.listen(options.port, options.host ?? "0.0.0.0");
-  const advertiseUrl = options.advertiseUrl ?? `http://${options.host && options.host !== "0.0.0.0" ? options.host : "127.0.0.1"}:${listening.port}`;
+  const advertiseUrl =
+    options.advertiseUrl ??
+    `http://${options.host && options.host !== "0.0.0.0" ? options.host : "127.0.0.1"}:${listening.port}`;
 
   const gitSources = new Controller(
     "gitsource",
@@ -70,9 +72,15 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     artifactBaseUrl: advertiseUrl,
     workRoot: join(options.dataDir, "git"),
     readSecret: async (namespace, name) => {
-      const secret = await client.get<StoredObject & { data?: Record<string, string> }>(CoreResources.Secret, namespace, name);
+      const secret = await client.get<StoredObject & { data?: Record<string, string> }>(
+        CoreResources.Secret,
+        namespace,
+        name,
+      );
       if (!secret) return undefined;
-      return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]));
+      return Object.fromEntries(
+        Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+      );
     },
     ensureWebhook: (namespace, name, token) => {
       const key = `${namespace}/${name}`;
@@ -86,7 +94,13 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       return reg.path;
     },
     event: (obj, type, reason, message) => {
-      void recorder.record(log.child({ kind: obj.kind, namespace: obj.metadata.namespace, name: obj.metadata.name }), obj, type, reason, message);
+      void recorder.record(
+        log.child({ kind: obj.kind, namespace: obj.metadata.namespace, name: obj.metadata.name }),
+        obj,
+        type,
+        reason,
+        message,
+      );
     },
   };
 
@@ -102,7 +116,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       gitSources.enqueue(key);
       return;
     }
-    const fingerprint = JSON.stringify([event.object.metadata.generation, event.object.metadata.annotations ?? {}]);
+    const fingerprint = JSON.stringify([
+      event.object.metadata.generation,
+      event.object.metadata.annotations ?? {},
+    ]);
     if (seen.get(key) === fingerprint) return;
     seen.set(key, fingerprint);
     gitSources.enqueue(key);

@@ -135,7 +135,11 @@ export class NodeAgent {
     this.queue.set(key, first);
   }
 
-  private async reconcile(namespace: string | undefined, name: string, deletedPinName?: string): Promise<void> {
+  private async reconcile(
+    namespace: string | undefined,
+    name: string,
+    deletedPinName?: string,
+  ): Promise<void> {
     const { store, dataPlane, log: rootLog } = this.options;
     const stored = await store.get("NodeChain", namespace, name);
     if (!stored) {
@@ -158,9 +162,15 @@ export class NodeAgent {
     const generation = nc.metadata.generation ?? 0;
     const status = nc.status;
     const live = this.live.get(chain);
-    if (live === nc.spec.revision && status.phase === "Ready" && status.observedGeneration === generation) return;
+    if (live === nc.spec.revision && status.phase === "Ready" && status.observedGeneration === generation)
+      return;
     const forced = this.retryNow.delete(chain);
-    if (!forced && status.phase === "Failed" && status.observedGeneration === generation && status.revision === live) {
+    if (
+      !forced &&
+      status.phase === "Failed" &&
+      status.observedGeneration === generation &&
+      status.revision === live
+    ) {
       // This generation already failed; the spec must change before it is tried again.
       return;
     }
@@ -171,13 +181,30 @@ export class NodeAgent {
       ...status,
       phase: "Loading",
       observedGeneration: generation,
-      conditions: setCondition(status.conditions, { type: ConditionType.Ready, status: "False", reason: Reason.Progressing, message: `switching to revision ${nc.spec.revision}`, observedGeneration: generation }, new Date()),
+      conditions: setCondition(
+        status.conditions,
+        {
+          type: ConditionType.Ready,
+          status: "False",
+          reason: Reason.Progressing,
+          message: `switching to revision ${nc.spec.revision}`,
+          observedGeneration: generation,
+        },
+        new Date(),
+      ),
     });
     try {
-      const built = await buildChainSpec(nc.spec, { cacheDir: this.options.cacheDir, netns: this.options.netns, chainName: chain });
+      const built = await buildChainSpec(nc.spec, {
+        cacheDir: this.options.cacheDir,
+        netns: this.options.netns,
+        chainName: chain,
+      });
       const result = await dataPlane.apply(built.spec);
       this.live.set(chain, result.revision);
-      log.info({ compiled: built.compiled, cached: built.cached, programs: result.programIds.length }, "chain is live");
+      log.info(
+        { compiled: built.compiled, cached: built.cached, programs: result.programIds.length },
+        "chain is live",
+      );
       await this.writeStatus(nc.metadata.namespace, name, {
         observedGeneration: generation,
         phase: "Ready",
@@ -186,19 +213,43 @@ export class NodeAgent {
         attachedInterfaces: result.attachedInterfaces,
         selfTest: result.selfTest,
         lastError: null as unknown as undefined,
-        conditions: setCondition(status.conditions, { type: ConditionType.Ready, status: "True", reason: Reason.Succeeded, message: `revision ${result.revision} is live on ${result.attachedInterfaces.join(", ")}`, observedGeneration: generation }, new Date()),
+        conditions: setCondition(
+          status.conditions,
+          {
+            type: ConditionType.Ready,
+            status: "True",
+            reason: Reason.Succeeded,
+            message: `revision ${result.revision} is live on ${result.attachedInterfaces.join(", ")}`,
+            observedGeneration: generation,
+          },
+          new Date(),
+        ),
       });
     } catch (err) {
       const failure = describeFailure(err);
       log.error({ err, reason: failure.reason }, failure.message);
-      const lastError: LastError = { reason: failure.reason, message: failure.message.slice(0, 4096), ...(failure.log ? { log: failure.log.slice(-16_000) } : {}) };
+      const lastError: LastError = {
+        reason: failure.reason,
+        message: failure.message.slice(0, 4096),
+        ...(failure.log ? { log: failure.log.slice(-16_000) } : {}),
+      };
       await this.writeStatus(nc.metadata.namespace, name, {
         observedGeneration: generation,
         phase: "Failed",
         revision: this.live.get(chain),
         lastError,
         ...(failure.selfTest ? { selfTest: failure.selfTest } : {}),
-        conditions: setCondition(status.conditions, { type: ConditionType.Ready, status: "False", reason: failure.reason, message: failure.message.slice(0, 4096), observedGeneration: generation }, new Date()),
+        conditions: setCondition(
+          status.conditions,
+          {
+            type: ConditionType.Ready,
+            status: "False",
+            reason: failure.reason,
+            message: failure.message.slice(0, 4096),
+            observedGeneration: generation,
+          },
+          new Date(),
+        ),
       });
       if (failure.transient && !this.stopped) {
         const retry = setTimeout(() => {
@@ -212,7 +263,11 @@ export class NodeAgent {
     }
   }
 
-  private async writeStatus(namespace: string | undefined, name: string, status: NodeChainStatus): Promise<void> {
+  private async writeStatus(
+    namespace: string | undefined,
+    name: string,
+    status: NodeChainStatus,
+  ): Promise<void> {
     this.options.onStatus?.(name, status);
     try {
       await this.options.store.patchStatus("NodeChain", namespace, name, status);
@@ -234,7 +289,10 @@ export function describeFailure(err: unknown): Failure {
     const transient = err.reason === Reason.ArtifactFetchFailed;
     return { reason: err.reason, message: err.message, log: err.log, transient };
   }
-  const e = err as Error & { log?: string; results?: Array<{ vector: string; passed: boolean; expected: string; got: string }> };
+  const e = err as Error & {
+    log?: string;
+    results?: Array<{ vector: string; passed: boolean; expected: string; got: string }>;
+  };
   switch (e?.name) {
     case "VerifierError":
       return { reason: Reason.VerifierRejected, message: e.message, log: e.log, transient: false };
@@ -257,7 +315,11 @@ export function describeFailure(err: unknown): Failure {
     case "AttachError":
       return { reason: Reason.AttachFailed, message: e.message, transient: true };
     default:
-      return { reason: Reason.LoadFailed, message: e instanceof Error ? e.message : String(err), transient: true };
+      return {
+        reason: Reason.LoadFailed,
+        message: e instanceof Error ? e.message : String(err),
+        transient: true,
+      };
   }
 }
 

@@ -2,8 +2,18 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { Reason, type NodeChainSpec, type ResolvedFunction, type TestVector } from "../../../common/api/index.ts";
-import { ArtifactDigestMismatchError, ArtifactError, digestHex, fetchArtifact } from "../../../common/artifact/index.ts";
+import {
+  Reason,
+  type NodeChainSpec,
+  type ResolvedFunction,
+  type TestVector,
+} from "../../../common/api/index.ts";
+import {
+  ArtifactDigestMismatchError,
+  ArtifactError,
+  digestHex,
+  fetchArtifact,
+} from "../../../common/artifact/index.ts";
 import type { ChainSpec, NfLoadSpec, RodataValue, TableEntry } from "../chain/spec.ts";
 import { BPF_DIR, compile, CompileError } from "../compile/index.ts";
 import { listInterfaces } from "../netns/index.ts";
@@ -116,7 +126,9 @@ async function sourceOf(fn: ResolvedFunction, options: BuildOptions): Promise<Re
     };
   }
   // Custom C: parameters become -D defines, so they are compile-time as the API says.
-  const defines = Object.fromEntries(Object.entries(fn.parameters ?? {}).map(([k, v]) => [k, String(typeof v === "boolean" ? Number(v) : v)]));
+  const defines = Object.fromEntries(
+    Object.entries(fn.parameters ?? {}).map(([k, v]) => [k, String(typeof v === "boolean" ? Number(v) : v)]),
+  );
   if ("inline" in src) {
     const hash = createHash("sha256").update(src.inline).digest("hex");
     const dir = join(options.cacheDir, "inline", hash);
@@ -150,7 +162,10 @@ async function fetchCached(url: string, digest: string, options: BuildOptions): 
     await rm(tmp, { recursive: true, force: true });
     if (err instanceof ArtifactDigestMismatchError) throw new BuildError(Reason.DigestMismatch, err.message);
     if (err instanceof ArtifactError) throw new BuildError(Reason.ArtifactFetchFailed, err.message);
-    throw new BuildError(Reason.ArtifactFetchFailed, `artifact ${url}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new BuildError(
+      Reason.ArtifactFetchFailed,
+      `artifact ${url}: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
   return join(dir, "tree");
 }
@@ -175,7 +190,10 @@ function customTables(fn: ResolvedFunction, index: number): Record<string, Table
 
 function hexField(v: unknown, where: string): Buffer {
   if (typeof v !== "string" || !/^([0-9a-fA-F]{2})+$/.test(v.replace(/\s/g, ""))) {
-    throw new BuildError(Reason.InvalidSpec, `${where}: must be a hex string of whole bytes, like "0a000001"`);
+    throw new BuildError(
+      Reason.InvalidSpec,
+      `${where}: must be a hex string of whole bytes, like "0a000001"`,
+    );
   }
   return Buffer.from(v.replace(/\s/g, ""), "hex");
 }
@@ -207,7 +225,10 @@ function globToRegExp(pattern: string): RegExp {
       const end = pattern.indexOf("]", i + 1);
       if (end < 0) re += "\\[";
       else {
-        re += `[${pattern.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\")}]`;
+        re += `[${pattern
+          .slice(i + 1, end)
+          .replace(/^!/, "^")
+          .replace(/\\/g, "\\\\")}]`;
         i = end;
       }
     } else re += c.replace(/[.+^${}()|\\]/g, "\\$&");

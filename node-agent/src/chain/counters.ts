@@ -33,7 +33,10 @@ export interface NfCounters {
 export const zeroEnded = (): EndedCounters => ({ packets: 0n, bytes: 0n, drops: 0n, passes: 0n, errors: 0n });
 
 /** Derives user-facing counters for NFs in `order` from what ended in each. */
-export function deriveCounters(order: string[], ended: ReadonlyMap<string, EndedCounters>): Map<string, NfCounters> {
+export function deriveCounters(
+  order: string[],
+  ended: ReadonlyMap<string, EndedCounters>,
+): Map<string, NfCounters> {
   const out = new Map<string, NfCounters>();
   let seenPackets = 0n;
   let seenBytes = 0n;

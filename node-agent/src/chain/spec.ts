@@ -65,18 +65,23 @@ const chainNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/;
 
 /** Checks what can be checked without the kernel; throws ChainSpecError naming the field. */
 export function validateChainSpec(spec: ChainSpec): void {
-  if (!chainNamePattern.test(spec.name)) throw new ChainSpecError(`name: ${JSON.stringify(spec.name)} is not a valid chain name`);
-  if (spec.functions.length === 0) throw new ChainSpecError("functions: a chain needs at least one network function");
+  if (!chainNamePattern.test(spec.name))
+    throw new ChainSpecError(`name: ${JSON.stringify(spec.name)} is not a valid chain name`);
+  if (spec.functions.length === 0)
+    throw new ChainSpecError("functions: a chain needs at least one network function");
   if (spec.functions.length > MAX_CHAIN_LENGTH) {
     throw new ChainSpecError(
       `functions: ${spec.functions.length} network functions; at most ${MAX_CHAIN_LENGTH} fit in one chain (the kernel allows 33 tail calls per packet)`,
     );
   }
-  if (spec.interfaces.length === 0) throw new ChainSpecError("interfaces: a chain needs at least one interface");
+  if (spec.interfaces.length === 0)
+    throw new ChainSpecError("interfaces: a chain needs at least one interface");
   const seen = new Set<string>();
   spec.functions.forEach((nf, i) => {
-    if (!chainNamePattern.test(nf.name)) throw new ChainSpecError(`functions[${i}].name: ${JSON.stringify(nf.name)} is not a valid name`);
-    if (seen.has(nf.name)) throw new ChainSpecError(`functions[${i}].name: ${nf.name} appears twice in the chain`);
+    if (!chainNamePattern.test(nf.name))
+      throw new ChainSpecError(`functions[${i}].name: ${JSON.stringify(nf.name)} is not a valid name`);
+    if (seen.has(nf.name))
+      throw new ChainSpecError(`functions[${i}].name: ${nf.name} appears twice in the chain`);
     seen.add(nf.name);
   });
 }

@@ -116,11 +116,19 @@ export async function reconcileGitSource(
     if (!result.next) break;
   }
   await writeStatus(run, deps);
-  if (!result.next) return result.requeueAfterMs === undefined ? {} : { requeueAfterMs: result.requeueAfterMs };
+  if (!result.next)
+    return result.requeueAfterMs === undefined ? {} : { requeueAfterMs: result.requeueAfterMs };
   return { requeueAfterMs: interval };
 }
 
-const steps: Step[] = [reconcileSuspend, reconcileWebhook, reconcileSource, reconcileArtifact, reconcileManifests, reconcileApply];
+const steps: Step[] = [
+  reconcileSuspend,
+  reconcileWebhook,
+  reconcileSource,
+  reconcileArtifact,
+  reconcileManifests,
+  reconcileApply,
+];
 
 async function reconcileSuspend(run: Run, deps: GitSourceDeps): Promise<StepResult> {
   if (!run.source.spec.suspend) return next;
@@ -140,7 +148,13 @@ async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResu
   const data = deps.readSecret ? await deps.readSecret(ns, spec.webhookSecretRef.name) : undefined;
   const token = data?.[GitSecretKeys.webhookToken];
   if (!token) {
-    return fail(run, deps, Reason.SecretNotFound, `secret ${spec.webhookSecretRef.name} with key ${GitSecretKeys.webhookToken} not found`, false);
+    return fail(
+      run,
+      deps,
+      Reason.SecretNotFound,
+      `secret ${spec.webhookSecretRef.name} with key ${GitSecretKeys.webhookToken} not found`,
+      false,
+    );
   }
   run.status.webhookPath = deps.ensureWebhook(ns, metadata.name, token);
   return next;
@@ -181,7 +195,13 @@ async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResul
     if (err instanceof GitAuthError) return fail(run, deps, Reason.AuthenticationFailed, err.message, false);
     if (err instanceof GitRefNotFoundError) return fail(run, deps, Reason.RefNotFound, err.message, false);
     if (err instanceof GitTimeoutError) return fail(run, deps, Reason.GitOperationFailed, err.message, false);
-    return fail(run, deps, Reason.GitOperationFailed, err instanceof Error ? err.message : String(err), false);
+    return fail(
+      run,
+      deps,
+      Reason.GitOperationFailed,
+      err instanceof Error ? err.message : String(err),
+      false,
+    );
   }
 }
 
@@ -201,7 +221,9 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
       revision,
       digest: built.digest,
       url: new URL(stored.urlPath, deps.artifactBaseUrl).toString(),
-      lastUpdateTime: now(deps).toISOString().replace(/\.\d{3}Z$/, "Z"),
+      lastUpdateTime: now(deps)
+        .toISOString()
+        .replace(/\.\d{3}Z$/, "Z"),
       size: stored.size,
     };
     deps.event(run.stored, "Normal", "NewArtifact", `stored artifact for revision ${revision}`);
@@ -216,9 +238,18 @@ async function reconcileManifests(run: Run, deps: GitSourceDeps): Promise<StepRe
   const { metadata, spec } = run.source;
   const ns = metadata.namespace ?? "default";
   const dir = join(run.sync!.dir, spec.path);
-  const loaded = await loadRevision(dir, { defaultNamespace: ns, displayPrefix: spec.path === "." ? "" : spec.path });
+  const loaded = await loadRevision(dir, {
+    defaultNamespace: ns,
+    displayPrefix: spec.path === "." ? "" : spec.path,
+  });
   if (!loaded.ok) {
-    return fail(run, deps, Reason.ManifestsInvalid, `revision ${run.sync!.revision} rejected: ${loaded.message}`, false);
+    return fail(
+      run,
+      deps,
+      Reason.ManifestsInvalid,
+      `revision ${run.sync!.revision} rejected: ${loaded.message}`,
+      false,
+    );
   }
   run.objects = loaded.objects;
   return next;
@@ -235,7 +266,13 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
     for (const obj of desired) await deps.store.apply(obj, { dryRun: true });
     for (const obj of desired) await deps.store.apply(obj);
   } catch (err) {
-    return fail(run, deps, Reason.ApplyFailed, `revision ${revision}: ${err instanceof Error ? err.message : String(err)}`, false);
+    return fail(
+      run,
+      deps,
+      Reason.ApplyFailed,
+      `revision ${revision}: ${err instanceof Error ? err.message : String(err)}`,
+      false,
+    );
   }
   const inventory: InventoryEntry[] = desired.map((o) => ({
     kind: o.kind,
@@ -250,7 +287,13 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
       try {
         if (await deps.store.delete(old.kind, old.namespace, old.name)) pruned++;
       } catch (err) {
-        return fail(run, deps, Reason.PruneFailed, `${old.kind} ${old.namespace}/${old.name}: ${String(err)}`, false);
+        return fail(
+          run,
+          deps,
+          Reason.PruneFailed,
+          `${old.kind} ${old.namespace}/${old.name}: ${String(err)}`,
+          false,
+        );
       }
     }
   }
@@ -301,12 +344,27 @@ function now(deps: GitSourceDeps): Date {
 }
 
 /** Sets Ready (and Reconciling while work is under way) for the current generation. */
-function mark(run: Run, deps: GitSourceDeps, ready: Condition["status"], reason: string, message: string, reconciling: boolean): void {
+function mark(
+  run: Run,
+  deps: GitSourceDeps,
+  ready: Condition["status"],
+  reason: string,
+  message: string,
+  reconciling: boolean,
+): void {
   const generation = run.source.metadata.generation;
   const t = now(deps);
-  let c = setCondition(run.conditions, { type: ConditionType.Ready, status: ready, reason, message, observedGeneration: generation }, t);
+  let c = setCondition(
+    run.conditions,
+    { type: ConditionType.Ready, status: ready, reason, message, observedGeneration: generation },
+    t,
+  );
   c = reconciling
-    ? setCondition(c, { type: ConditionType.Reconciling, status: "True", reason, message, observedGeneration: generation }, t)
+    ? setCondition(
+        c,
+        { type: ConditionType.Reconciling, status: "True", reason, message, observedGeneration: generation },
+        t,
+      )
     : removeCondition(c, ConditionType.Reconciling);
   c = removeCondition(c, ConditionType.Stalled);
   run.conditions = c;
@@ -321,7 +379,13 @@ function fail(run: Run, deps: GitSourceDeps, reason: string, message: string, st
   if (stalled) {
     run.conditions = setCondition(
       run.conditions,
-      { type: ConditionType.Stalled, status: "True", reason, message, observedGeneration: run.source.metadata.generation },
+      {
+        type: ConditionType.Stalled,
+        status: "True",
+        reason,
+        message,
+        observedGeneration: run.source.metadata.generation,
+      },
       now(deps),
     );
   }

@@ -26,7 +26,14 @@ export interface KubeObject {
     resourceVersion?: string;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
-    ownerReferences?: Array<{ apiVersion: string; kind: string; name: string; uid: string; controller?: boolean; blockOwnerDeletion?: boolean }>;
+    ownerReferences?: Array<{
+      apiVersion: string;
+      kind: string;
+      name: string;
+      uid: string;
+      controller?: boolean;
+      blockOwnerDeletion?: boolean;
+    }>;
     creationTimestamp?: string;
     deletionTimestamp?: string;
     [key: string]: unknown;
@@ -135,38 +142,40 @@ export class KubeClient {
     }
     const transport = url.protocol === "https:" ? https : http;
     return new Promise<T>((resolve, reject) => {
-      const req = transport.request(
-        url,
-        { ...reqOptions, method, headers, timeout: 30_000 },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("error", reject);
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            const status = res.statusCode ?? 0;
-            let parsed: unknown = undefined;
-            try {
-              parsed = text ? JSON.parse(text) : undefined;
-            } catch {
-              parsed = undefined;
-            }
-            if (status >= 200 && status < 300) return resolve(parsed as T);
-            const s = (parsed ?? {}) as { reason?: string; message?: string; details?: unknown };
-            reject(
-              new KubeApiError(
-                status,
-                s.reason ?? "Unknown",
-                `${method} ${url.pathname}: ${status} ${s.message ?? text.slice(0, 300)}`,
-                s.details,
-              ),
-            );
-          });
-        },
+      const req = transport.request(url, { ...reqOptions, method, headers, timeout: 30_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          const status = res.statusCode ?? 0;
+          let parsed: unknown = undefined;
+          try {
+            parsed = text ? JSON.parse(text) : undefined;
+          } catch {
+            parsed = undefined;
+          }
+          if (status >= 200 && status < 300) return resolve(parsed as T);
+          const s = (parsed ?? {}) as { reason?: string; message?: string; details?: unknown };
+          reject(
+            new KubeApiError(
+              status,
+              s.reason ?? "Unknown",
+              `${method} ${url.pathname}: ${status} ${s.message ?? text.slice(0, 300)}`,
+              s.details,
+            ),
+          );
+        });
+      });
+      req.on("timeout", () =>
+        req.destroy(new KubeApiError(0, "Timeout", `${method} ${url.pathname}: timed out`)),
       );
-      req.on("timeout", () => req.destroy(new KubeApiError(0, "Timeout", `${method} ${url.pathname}: timed out`)));
       req.on("error", (err) =>
-        reject(err instanceof KubeApiError ? err : new KubeApiError(0, "ConnectionError", `${method} ${url.pathname}: ${err.message}`)),
+        reject(
+          err instanceof KubeApiError
+            ? err
+            : new KubeApiError(0, "ConnectionError", `${method} ${url.pathname}: ${err.message}`),
+        ),
       );
       if (payload) req.write(payload);
       req.end();
@@ -174,7 +183,11 @@ export class KubeClient {
   }
 
   /** Gets one object, or undefined when it does not exist. */
-  async get<T extends KubeObject = KubeObject>(res: Resource, namespace: string | undefined, name: string): Promise<T | undefined> {
+  async get<T extends KubeObject = KubeObject>(
+    res: Resource,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<T | undefined> {
     try {
       return await this.request<T>("GET", resourcePath(res, namespace, name));
     } catch (err) {

@@ -11,7 +11,10 @@ export type EventType = "Normal" | "Warning";
  * event on the same object are folded into one Event whose count grows, as kubectl expects.
  */
 export class EventRecorder {
-  private readonly recent = new Map<string, { eventName: string; namespace: string; count: number; first: string }>();
+  private readonly recent = new Map<
+    string,
+    { eventName: string; namespace: string; count: number; first: string }
+  >();
 
   constructor(
     private readonly client: KubeClient | undefined,
@@ -19,7 +22,13 @@ export class EventRecorder {
   ) {}
 
   /** Logs the event on `log` and records it on `obj`; never throws (an event is best effort). */
-  async record(log: Logger, obj: KubeObject, type: EventType, reason: string, message: string): Promise<void> {
+  async record(
+    log: Logger,
+    obj: KubeObject,
+    type: EventType,
+    reason: string,
+    message: string,
+  ): Promise<void> {
     if (type === "Warning") log.warn({ reason }, message);
     else log.info({ reason }, message);
     if (!this.client) return;

@@ -45,8 +45,13 @@ export class Informer<T extends KubeObject> {
     this.hasSynced = new Promise((resolve) => (this.synced = resolve));
     const path = resourcePath(resource, options.namespace);
     const list = async () => {
-      const result = await client.list<T>(resource, options.namespace, { labelSelector: options.labelSelector });
-      return result as unknown as { items: KubernetesObject[]; metadata: { resourceVersion?: string } } as never;
+      const result = await client.list<T>(resource, options.namespace, {
+        labelSelector: options.labelSelector,
+      });
+      return result as unknown as {
+        items: KubernetesObject[];
+        metadata: { resourceVersion?: string };
+      } as never;
     };
     this.informer = makeInformer<KubernetesObject>(client.kubeConfig, path, list, options.labelSelector);
     const heard = () => {
@@ -70,13 +75,19 @@ export class Informer<T extends KubeObject> {
     });
     this.informer.on("error", (err) => this.restart(err));
     const watchdogMs = options.watchdogMs ?? 5 * 60_000;
-    this.watchdog = setInterval(() => {
-      if (!this.stopped && Date.now() - this.lastHeard > watchdogMs) {
-        this.log.warn({ resource: resource.plural, silentMs: Date.now() - this.lastHeard }, "watch silent; restarting it");
-        this.lastHeard = Date.now();
-        void this.informer.stop().then(() => this.begin());
-      }
-    }, Math.min(watchdogMs, 30_000));
+    this.watchdog = setInterval(
+      () => {
+        if (!this.stopped && Date.now() - this.lastHeard > watchdogMs) {
+          this.log.warn(
+            { resource: resource.plural, silentMs: Date.now() - this.lastHeard },
+            "watch silent; restarting it",
+          );
+          this.lastHeard = Date.now();
+          void this.informer.stop().then(() => this.begin());
+        }
+      },
+      Math.min(watchdogMs, 30_000),
+    );
     this.watchdog.unref();
   }
 

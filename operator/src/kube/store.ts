@@ -64,7 +64,11 @@ export class KubeStore implements Store {
     if (informer) {
       items = informer.list(namespace);
     } else {
-      const selector = labels ? Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") : undefined;
+      const selector = labels
+        ? Object.entries(labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(",")
+        : undefined;
       items = (await this.client.list(resourceOf(kind), namespace, { labelSelector: selector })).items;
     }
     return items
@@ -74,7 +78,9 @@ export class KubeStore implements Store {
 
   async get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined> {
     const informer = this.informers.get(kind);
-    const obj = informer ? informer.get(name, namespace) : await this.client.get(resourceOf(kind), namespace, name);
+    const obj = informer
+      ? informer.get(name, namespace)
+      : await this.client.get(resourceOf(kind), namespace, name);
     return obj && (structuredClone(obj) as StoredObject);
   }
 
@@ -98,7 +104,12 @@ export class KubeStore implements Store {
     return this.client.delete(resourceOf(kind), namespace, name);
   }
 
-  async patchStatus(kind: string, namespace: string | undefined, name: string, status: unknown): Promise<StoredObject> {
+  async patchStatus(
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+    status: unknown,
+  ): Promise<StoredObject> {
     return (await this.client.patchStatus(resourceOf(kind), namespace, name, status)) as StoredObject;
   }
 
