@@ -16,6 +16,7 @@ const usage = `sluice — GitOps for chains of eBPF network functions
 
 Usage:
   sluice operator [--kubeconfig FILE] [--namespace NS] [--port 8080] [--data-dir DIR] [--advertise-url URL]
+  sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR] [--cache-dir DIR]
   sluice help
 
 Exit codes: 0 ok, 1 the command found a problem, 2 bad usage, 3 this host lacks something.
@@ -27,6 +28,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "operator":
       return operator(rest);
+    case "agent":
+      return agent(rest);
     case undefined:
     case "help":
     case "--help":
@@ -69,6 +72,46 @@ async function operator(argv: string[]): Promise<number> {
   await waitForSignal();
   rootLogger.info("stopping operator");
   await running.stop();
+  return ExitCode.Ok;
+}
+
+async function agent(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      "node-name": { type: "string", default: process.env.NODE_NAME },
+      kubeconfig: { type: "string" },
+      netns: { type: "string" },
+      "bpffs-root": { type: "string" },
+      "cache-dir": { type: "string", default: "/var/cache/sluice" },
+    },
+    strict: true,
+  });
+  const nodeName = values["node-name"];
+  if (!nodeName) {
+    process.stderr.write("sluice agent: --node-name (or NODE_NAME) is required\n");
+    return ExitCode.Usage;
+  }
+  const { KubeClient } = await import("../operator/src/kube/client.ts");
+  const { KubeStore } = await import("../operator/src/kube/store.ts");
+  const { NODE_LABEL } = await import("../common/api/index.ts");
+  const { startAgent } = await import("../node-agent/src/agent/run.ts");
+  const client = values.kubeconfig ? KubeClient.fromFile(values.kubeconfig) : KubeClient.fromDefault();
+  const log = rootLogger.child({ component: "agent" });
+  // The agent sees only its own node's NodeChains: its cost does not grow with the cluster.
+  const store = new KubeStore(client, log, { labelSelectors: { NodeChain: `${NODE_LABEL}=${nodeName}` } });
+  const running = await startAgent({
+    nodeName,
+    store,
+    bpffsRoot: values["bpffs-root"],
+    cacheDir: values["cache-dir"],
+    netns: values.netns,
+    logger: log,
+  });
+  await waitForSignal();
+  rootLogger.info("stopping agent; chains stay pinned and forwarding");
+  await running.stop();
+  await store.stop();
   return ExitCode.Ok;
 }
 

@@ -19,7 +19,7 @@ export interface DataPlane {
   /** Converges a chain to the spec: build next to the live one, self-test, switch atomically. */
   apply(spec: ChainSpec): Promise<DataPlaneResult>;
   /** Takes over pinned chains left by an earlier process, without touching traffic. */
-  adopt(): Promise<Array<{ name: string; revision: string }>>;
+  adopt(): Promise<Array<{ name: string; revision: string; outcome?: "adopted" | "removed" }>>;
   /** Detaches and unpins a chain. */
   remove(name: string): Promise<void>;
 }
@@ -78,6 +78,7 @@ export class NodeAgent {
   async start(): Promise<void> {
     const { store, nodeName, log } = this.options;
     for (const chain of await this.options.dataPlane.adopt()) {
+      if (chain.outcome === "removed") continue;
       this.live.set(chain.name, chain.revision);
       log.info({ chain: chain.name, revision: chain.revision }, "adopted pinned chain");
     }

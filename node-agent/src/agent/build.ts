@@ -88,6 +88,7 @@ export async function buildChainSpec(plan: NodeChainSpec, options: BuildOptions)
       programName: source.programs?.[hookProgram],
       rodata: source.rodata,
       tables: source.tables ?? customTables(fn, i),
+      ...(fn.tests?.length ? { tests: fn.tests } : {}),
     });
   }
   const tests: TestVector[] = [...(plan.tests ?? [])];
