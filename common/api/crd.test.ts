@@ -74,6 +74,8 @@ describe("generated CRD schemas", () => {
     ).toEqual([
       "NetworkFunction spec.parameters.*",
       "NetworkFunction spec.tables.*.[]",
+      "ServiceChain status.lastGoodPlan.functions.[].parameters.*",
+      "ServiceChain status.lastGoodPlan.functions.[].tables.*.[]",
       "NodeChain spec.functions.[].parameters.*",
       "NodeChain spec.functions.[].tables.*.[]",
     ]);

@@ -1,19 +1,7 @@
 import { z } from "zod";
 import { Conditions } from "./conditions.ts";
-import {
-  API_VERSION,
-  Dns1123Label,
-  Dns1123Subdomain,
-  Hook,
-  kube,
-  ObjectMeta,
-  ObservedGeneration,
-  RelativePath,
-  Sha256Digest,
-  stringSet,
-} from "./meta.ts";
-import { BuiltinName, MAX_INLINE_SOURCE, Parameters, Tables, TestVectors } from "./networkfunction.ts";
-import { InterfacePattern, MAX_CHAIN_LENGTH } from "./servicechain.ts";
+import { API_VERSION, Dns1123Label, Dns1123Subdomain, ObjectMeta, ObservedGeneration } from "./meta.ts";
+import { ChainPlan, MAX_CHAIN_LENGTH } from "./servicechain.ts";
 
 /**
  * NodeChain: the fully resolved plan of one ServiceChain on one node. The operator writes the
@@ -21,69 +9,11 @@ import { InterfacePattern, MAX_CHAIN_LENGTH } from "./servicechain.ts";
  * status. The agent watches only its own NodeChains (field selector `spec.nodeName=<node>`).
  */
 
-/** A file inside a GitSource artifact, pinned by digest. */
-export const ArtifactFile = z.strictObject({
-  url: z.string().min(1).max(2048).describe("HTTP URL of the artifact (tar.gz)."),
-  digest: Sha256Digest.describe("sha256 of the artifact; the agent refuses a download that does not match."),
-  path: RelativePath.describe("C entry file inside the artifact."),
-});
-export type ArtifactFile = z.infer<typeof ArtifactFile>;
-
-/** The resolved C source of one function: exactly one of `builtin`, `artifact` or `inline`. */
-export const ResolvedSource = z
-  .xor(
-    [
-      z.strictObject({ builtin: BuiltinName.describe("Name of a built-in network function.") }),
-      z.strictObject({ artifact: ArtifactFile.describe("Entry file inside a GitSource artifact.") }),
-      z.strictObject({ inline: z.string().min(1).max(MAX_INLINE_SOURCE).describe("C source text.") }),
-    ],
-    { error: "source needs exactly one of builtin, artifact or inline" },
-  )
-  .describe("Resolved C source: exactly one of builtin, artifact or inline.")
-  .register(kube, {
-    validations: [
-      {
-        rule: "[has(self.builtin), has(self.artifact), has(self.inline)].exists_one(x, x)",
-        message: "source needs exactly one of builtin, artifact or inline",
-      },
-    ],
-  });
-export type ResolvedSource = z.infer<typeof ResolvedSource>;
-
-/** One function of the plan, at its position in the chain. */
-export const ResolvedFunction = z.strictObject({
-  name: Dns1123Subdomain.describe(
-    "Name of this position in the chain (the alias, or the NetworkFunction's name).",
-  ),
-  networkFunction: Dns1123Subdomain.describe("Name of the NetworkFunction it was resolved from."),
-  source: ResolvedSource,
-  parameters: Parameters.optional().describe("Compile-time parameters."),
-  tables: Tables.optional().describe("Runtime map entries by table name."),
-  tests: TestVectors.optional().describe("The function's own test vectors."),
-});
-export type ResolvedFunction = z.infer<typeof ResolvedFunction>;
-
-/** Desired state of a NodeChain, written by the operator. */
+/** Desired state of a NodeChain, written by the operator: the node, the chain, and the chain's plan. */
 export const NodeChainSpec = z.strictObject({
   nodeName: Dns1123Subdomain.describe("Node whose agent runs this plan."),
   chain: Dns1123Label.describe("Name of the ServiceChain this plan comes from."),
-  revision: z
-    .string()
-    .min(1)
-    .max(128)
-    .regex(/^[A-Za-z0-9._:-]+$/, "must be letters, digits, '.', '_', ':' or '-'")
-    .describe("Revision of the plan (a hash of everything below); the agent reports it once live."),
-  interfaces: stringSet(InterfacePattern, "interface")
-    .min(1)
-    .max(64)
-    .describe("Interface names or glob patterns, matched on the node."),
-  hook: Hook.describe("Hook the chain is attached to."),
-  functions: z
-    .array(ResolvedFunction)
-    .min(1)
-    .max(MAX_CHAIN_LENGTH)
-    .describe("Functions in packet order, fully resolved."),
-  tests: TestVectors.optional().describe("The chain's own test vectors."),
+  ...ChainPlan.shape,
 });
 export type NodeChainSpec = z.infer<typeof NodeChainSpec>;
 

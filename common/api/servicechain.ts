@@ -10,9 +10,12 @@ import {
   nameIsLabelRule,
   objectMeta,
   ObservedGeneration,
+  RelativePath,
+  Sha256Digest,
   stringSet,
+  Timestamp,
 } from "./meta.ts";
-import { TestVectors } from "./networkfunction.ts";
+import { BuiltinName, MAX_INLINE_SOURCE, Parameters, Tables, TestVectors } from "./networkfunction.ts";
 
 /**
  * ServiceChain: an ordered chain of NetworkFunctions attached to interfaces on the selected
@@ -176,6 +179,76 @@ export const ServiceChainSpec = z.strictObject({
 });
 export type ServiceChainSpec = z.infer<typeof ServiceChainSpec>;
 
+/*
+ * The plan: a ServiceChain with every reference resolved (NetworkFunctions, GitSource artifacts),
+ * independent of the node. The operator writes it into each NodeChain, and keeps the plan of the
+ * last good revision in the ServiceChain's status so that nodes can return to it after Git moved on.
+ */
+
+/** A file inside a GitSource artifact, pinned by digest. */
+export const ArtifactFile = z.strictObject({
+  url: z.string().min(1).max(2048).describe("HTTP URL of the artifact (tar.gz)."),
+  digest: Sha256Digest.describe("sha256 of the artifact; the agent refuses a download that does not match."),
+  path: RelativePath.describe("C entry file inside the artifact."),
+});
+export type ArtifactFile = z.infer<typeof ArtifactFile>;
+
+/** The resolved C source of one function: exactly one of `builtin`, `artifact` or `inline`. */
+export const ResolvedSource = z
+  .xor(
+    [
+      z.strictObject({ builtin: BuiltinName.describe("Name of a built-in network function.") }),
+      z.strictObject({ artifact: ArtifactFile.describe("Entry file inside a GitSource artifact.") }),
+      z.strictObject({ inline: z.string().min(1).max(MAX_INLINE_SOURCE).describe("C source text.") }),
+    ],
+    { error: "source needs exactly one of builtin, artifact or inline" },
+  )
+  .describe("Resolved C source: exactly one of builtin, artifact or inline.")
+  .register(kube, {
+    validations: [
+      {
+        rule: "[has(self.builtin), has(self.artifact), has(self.inline)].exists_one(x, x)",
+        message: "source needs exactly one of builtin, artifact or inline",
+      },
+    ],
+  });
+export type ResolvedSource = z.infer<typeof ResolvedSource>;
+
+/** One function of the plan, at its position in the chain. */
+export const ResolvedFunction = z.strictObject({
+  name: Dns1123Subdomain.describe(
+    "Name of this position in the chain (the alias, or the NetworkFunction's name).",
+  ),
+  networkFunction: Dns1123Subdomain.describe("Name of the NetworkFunction it was resolved from."),
+  source: ResolvedSource,
+  parameters: Parameters.optional().describe("Compile-time parameters."),
+  tables: Tables.optional().describe("Runtime map entries by table name."),
+  tests: TestVectors.optional().describe("The function's own test vectors."),
+});
+export type ResolvedFunction = z.infer<typeof ResolvedFunction>;
+
+/** The resolved chain, the same for every node; its revision is a hash of the other fields. */
+export const ChainPlan = z.strictObject({
+  revision: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[A-Za-z0-9._:-]+$/, "must be letters, digits, '.', '_', ':' or '-'")
+    .describe("Revision of the plan (a hash of the fields below); the agent reports it once live."),
+  interfaces: stringSet(InterfacePattern, "interface")
+    .min(1)
+    .max(64)
+    .describe("Interface names or glob patterns, matched on the node."),
+  hook: Hook.describe("Hook the chain is attached to."),
+  functions: z
+    .array(ResolvedFunction)
+    .min(1)
+    .max(MAX_CHAIN_LENGTH)
+    .describe("Functions in packet order, fully resolved."),
+  tests: TestVectors.optional().describe("The chain's own test vectors."),
+});
+export type ChainPlan = z.infer<typeof ChainPlan>;
+
 /** Node counts of the current revision. */
 export const NodeCounts = z.object({
   desired: z.number().int().min(0).default(0).describe("Nodes selected by nodeSelector."),
@@ -225,6 +298,19 @@ export const ServiceChainStatus = z.object({
     .max(MAX_FAILED_NODES)
     .optional()
     .describe("Nodes that failed the current revision (bounded)."),
+  lastGoodPlan: ChainPlan.optional().describe(
+    "Plan of lastGoodRevision, kept so that nodes can return to it when a later revision fails.",
+  ),
+  failedRevision: z
+    .string()
+    .max(128)
+    .optional()
+    .describe(
+      "Revision whose rollout was halted (a node failed it or the progress deadline passed); it is not rolled out further until the plan changes. Empty when no rollout is halted.",
+    ),
+  lastProgressTime: Timestamp.optional().describe(
+    "When the rollout last made progress (a node was moved or became Ready); progressDeadlineSeconds counts from here.",
+  ),
   conditions: Conditions.optional().describe("Ready, Progressing, Degraded, Reconciling and Stalled."),
 });
 export type ServiceChainStatus = z.infer<typeof ServiceChainStatus>;

@@ -1,0 +1,123 @@
+import { join } from "node:path";
+import type { ArtifactStore } from "../../common/artifact/index.ts";
+import type { Logger } from "../../common/log.ts";
+import type { Store, StoredObject } from "../../common/store.ts";
+import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.ts";
+import { Controller, objectKey, splitKey } from "./kube/controller.ts";
+import type { SourceServer } from "./server/index.ts";
+import { reconcileServiceChain, serviceChainKeysFor } from "./servicechain/index.ts";
+
+/** What the controllers need; the cluster operator and single-host mode each provide it. */
+export interface ControlPlaneOptions {
+  store: Store;
+  artifacts: ArtifactStore;
+  server: SourceServer;
+  /** URL agents use to reach `server`. */
+  advertiseUrl: string;
+  /** Directory for working clones. */
+  dataDir: string;
+  /** Reads a Secret's data; absent in single-host mode. */
+  readSecret?: GitSourceDeps["readSecret"];
+  /** Records an event (the log line is written by the caller's recorder too). */
+  event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
+  log: Logger;
+  concurrency?: number;
+  now?: () => Date;
+}
+
+/** The running controllers. */
+export interface ControlPlane {
+  gitSources: Controller;
+  serviceChains: Controller;
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires the GitSource and ServiceChain controllers to a store: every change that can matter to
+ * an object queues it, reconciles are idempotent, and both run the same way against the
+ * Kubernetes API and against memory.
+ */
+export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
+  const { store, server, log } = options;
+  const now = options.now ?? (() => new Date());
+  const gitSources = new Controller(
+    "gitsource",
+    async (key, klog) => {
+      const { namespace, name } = splitKey(key);
+      return reconcileGitSource(gitDeps, namespace ?? "default", name, klog);
+    },
+    log,
+    options.concurrency ?? 2,
+  );
+  const serviceChains = new Controller(
+    "servicechain",
+    async (key, klog) => {
+      const { namespace, name } = splitKey(key);
+      return reconcileServiceChain({ store, event: options.event, now }, namespace ?? "default", name, klog);
+    },
+    log,
+    options.concurrency ?? 2,
+  );
+
+  const webhooks = new Map<string, { token: string; path: string; unregister: () => void }>();
+  const gitDeps: GitSourceDeps = {
+    store,
+    artifacts: options.artifacts,
+    artifactBaseUrl: options.advertiseUrl,
+    workRoot: join(options.dataDir, "git"),
+    readSecret: options.readSecret,
+    ensureWebhook: (namespace, name, token) => {
+      const key = `${namespace}/${name}`;
+      const existing = webhooks.get(key);
+      if (existing && existing.token === token) return existing.path;
+      existing?.unregister();
+      webhooks.delete(key);
+      if (!token) return undefined;
+      const reg = server.registerWebhook(token, () => gitSources.enqueue(key));
+      webhooks.set(key, { token, path: reg.path, unregister: reg.unregister });
+      return reg.path;
+    },
+    event: options.event,
+    now,
+  };
+
+  // A GitSource is reconciled when its spec or annotations change (our own status writes only
+  // bump resourceVersion and are ignored), and then on its interval.
+  const seen = new Map<string, string>();
+  const unwatchGit = store.watch("GitSource", (event) => {
+    const key = objectKey(event.object);
+    if (event.type === "deleted") {
+      seen.delete(key);
+      webhooks.get(key)?.unregister();
+      webhooks.delete(key);
+      gitSources.enqueue(key);
+      return;
+    }
+    const fingerprint = JSON.stringify([event.object.metadata.generation, event.object.metadata.annotations ?? {}]);
+    if (seen.get(key) !== fingerprint) {
+      seen.set(key, fingerprint);
+      gitSources.enqueue(key);
+    }
+  });
+  // Anything a chain depends on (its functions, their sources, nodes, its NodeChains' status)
+  // queues the chains it concerns.
+  const unwatchChains = ["ServiceChain", "NetworkFunction", "GitSource", "Node", "NodeChain"].map((kind) =>
+    store.watch(kind, (event) => {
+      void serviceChainKeysFor(event, store)
+        .then((keys) => keys.forEach((k) => serviceChains.enqueue(k)))
+        .catch((err) => log.error({ err, kind }, "cannot map change to chains"));
+    }),
+  );
+  gitSources.start();
+  serviceChains.start();
+  return {
+    gitSources,
+    serviceChains,
+    async stop() {
+      unwatchGit();
+      unwatchChains.forEach((u) => u());
+      for (const w of webhooks.values()) w.unregister();
+      await Promise.all([gitSources.stop(), serviceChains.stop()]);
+    },
+  };
+}

@@ -1,0 +1,211 @@
+import { createHash } from "node:crypto";
+import {
+  chainFunctionName,
+  matchesLabelSelector,
+  Reason,
+  type ChainPlan,
+  type GitSource,
+  type LabelSelector,
+  type NetworkFunction,
+  type ResolvedFunction,
+  type ResolvedSource,
+  type ServiceChain,
+} from "../../../common/api/index.ts";
+
+/**
+ * Planning: a ServiceChain plus the objects it refers to (NetworkFunctions, GitSource artifacts)
+ * become one node-independent {@link ChainPlan} whose revision is a hash of its content. Pure
+ * functions over plain data: the reconciler fetches the objects, this file decides.
+ */
+
+/** Hex digits of a plan revision: short enough for `kubectl get`, long enough to never collide in practice. */
+export const REVISION_LENGTH = 16;
+
+/** Why a chain cannot be planned; the reason becomes the Ready condition's reason. */
+export type PlanFailureReason =
+  | typeof Reason.FunctionNotFound
+  | typeof Reason.SourceNotReady
+  | typeof Reason.HookNotSupported
+  | typeof Reason.InvalidSpec;
+
+/** Outcome of {@link resolvePlan}. `stalled` failures need a spec change; the others wait for an object to appear. */
+export type PlanResult =
+  { ok: true; plan: ChainPlan } | { ok: false; reason: PlanFailureReason; message: string; stalled: boolean };
+
+/** What a plan is made from, keyed by object name (all in the chain's namespace). */
+export interface PlanInputs {
+  chain: ServiceChain;
+  /** NetworkFunctions by name; a name that does not parse maps to its issues as text. */
+  functions: ReadonlyMap<string, NetworkFunction | { invalid: string }>;
+  /** GitSources by name. */
+  sources: ReadonlyMap<string, GitSource>;
+}
+
+interface Problem {
+  reason: PlanFailureReason;
+  message: string;
+}
+
+/**
+ * Resolves every function of the chain. All problems are reported at once (a user fixing a chain
+ * wants the whole list); the reason is that of the first, in chain order.
+ */
+export function resolvePlan({ chain, functions, sources }: PlanInputs): PlanResult {
+  const hook = chain.spec.attachment.hook;
+  const problems: Problem[] = [];
+  const resolved: ResolvedFunction[] = [];
+  for (const ref of chain.spec.functions) {
+    const nf = functions.get(ref.name);
+    if (!nf) {
+      problems.push({ reason: Reason.FunctionNotFound, message: `NetworkFunction ${ref.name} not found` });
+      continue;
+    }
+    if ("invalid" in nf) {
+      problems.push({
+        reason: Reason.InvalidSpec,
+        message: `NetworkFunction ${ref.name} is invalid: ${nf.invalid}`,
+      });
+      continue;
+    }
+    if (!nf.spec.hooks.includes(hook)) {
+      problems.push({
+        reason: Reason.HookNotSupported,
+        message: `NetworkFunction ${ref.name} supports ${nf.spec.hooks.join(", ")}, not the chain's hook ${hook}`,
+      });
+      continue;
+    }
+    const source = resolveSource(nf, sources);
+    if ("reason" in source) {
+      problems.push(source);
+      continue;
+    }
+    const { parameters, tables, tests } = nf.spec;
+    resolved.push({
+      name: chainFunctionName(ref),
+      networkFunction: ref.name,
+      source,
+      ...(parameters !== undefined && { parameters }),
+      ...(tables !== undefined && { tables }),
+      ...(tests !== undefined && { tests }),
+    });
+  }
+  const first = problems[0];
+  if (first) {
+    return {
+      ok: false,
+      reason: first.reason,
+      message: problems.map((p) => p.message).join("; "),
+      // A hook mismatch or an invalid function needs someone to edit a spec; a missing function
+      // or source may simply not have arrived yet.
+      stalled: problems.some((p) => p.reason === Reason.HookNotSupported || p.reason === Reason.InvalidSpec),
+    };
+  }
+  // `tests` is always present (possibly empty) so that a plan never loses a field between two
+  // writes: a JSON merge patch of the status would otherwise keep the old one.
+  const body = {
+    interfaces: chain.spec.attachment.interfaces,
+    hook,
+    functions: resolved,
+    tests: chain.spec.tests ?? [],
+  };
+  return { ok: true, plan: { revision: planRevision(body), ...body } };
+}
+
+function resolveSource(nf: NetworkFunction, sources: PlanInputs["sources"]): ResolvedSource | Problem {
+  const src = nf.spec.source;
+  if ("builtin" in src) return { builtin: src.builtin };
+  if ("inline" in src) return { inline: src.inline };
+  const name = nf.metadata.name;
+  const gitSource = sources.get(src.sourceRef.name);
+  if (!gitSource) {
+    return {
+      reason: Reason.SourceNotReady,
+      message: `GitSource ${src.sourceRef.name} of NetworkFunction ${name} not found`,
+    };
+  }
+  const artifact = gitSource.status.artifact;
+  if (!artifact) {
+    return {
+      reason: Reason.SourceNotReady,
+      message: `GitSource ${src.sourceRef.name} of NetworkFunction ${name} has no artifact yet`,
+    };
+  }
+  return { artifact: { url: artifact.url, digest: artifact.digest, path: src.path } };
+}
+
+/** The revision of a plan body: the first {@link REVISION_LENGTH} hex digits of the sha256 of its canonical JSON. */
+export function planRevision(body: Omit<ChainPlan, "revision">): string {
+  return createHash("sha256").update(canonicalJson(body)).digest("hex").slice(0, REVISION_LENGTH);
+}
+
+/**
+ * JSON with object keys sorted at every level and undefined members dropped, so that equal
+ * content always gives equal text (the apiserver does not keep key order).
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(sortKeys(value));
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(value).sort()) {
+      const v = (value as Record<string, unknown>)[key];
+      if (v !== undefined) out[key] = sortKeys(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+/** Longest Kubernetes object name (DNS-1123 subdomain). */
+const MAX_NAME = 253;
+/** Longest label value. */
+const MAX_LABEL_VALUE = 63;
+const HASH_LENGTH = 10;
+
+function shortHash(text: string): string {
+  return createHash("sha256").update(text).digest("hex").slice(0, HASH_LENGTH);
+}
+
+/** `text` cut to `max` characters, then trimmed back to end on a letter or digit. */
+function cut(text: string, max: number): string {
+  return text.slice(0, max).replace(/[^A-Za-z0-9]+$/, "");
+}
+
+/**
+ * Name of the NodeChain of `chain` on `node`: `<chain>.<node>`. A chain name has no '.', so the
+ * first dot splits the two and no pair of names can collide. When that is too long for an object
+ * name, the node part is cut short and a hash of the full node name follows as its own label.
+ */
+export function nodeChainName(chain: string, node: string): string {
+  const full = `${chain}.${node}`;
+  if (full.length <= MAX_NAME) return full;
+  const room = MAX_NAME - chain.length - 2 - HASH_LENGTH;
+  return `${chain}.${cut(node, room)}.${shortHash(node)}`;
+}
+
+/**
+ * The value of the node label on a NodeChain. Node names may be longer than a label value
+ * allows; those get a shortened form with a hash (agents select by `spec.nodeName` anyway).
+ */
+export function nodeLabelValue(node: string): string {
+  if (node.length <= MAX_LABEL_VALUE) return node;
+  return `${cut(node, MAX_LABEL_VALUE - HASH_LENGTH - 1)}-${shortHash(node)}`;
+}
+
+/** A node as planning sees it: its name, labels, and whether it is going away. */
+export interface NodeInfo {
+  name: string;
+  labels: Record<string, string>;
+  deleting?: boolean;
+}
+
+/** Names of the nodes `selector` picks (all when it is absent), sorted; nodes being deleted are left out. */
+export function selectNodes(selector: LabelSelector | undefined, nodes: readonly NodeInfo[]): string[] {
+  return nodes
+    .filter((n) => !n.deleting && matchesLabelSelector(selector, n.labels))
+    .map((n) => n.name)
+    .sort();
+}

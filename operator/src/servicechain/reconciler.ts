@@ -1,0 +1,546 @@
+import {
+  API_VERSION,
+  CHAIN_LABEL,
+  ConditionType,
+  formatParseError,
+  formatTime,
+  GitSource,
+  LabelSelector,
+  NetworkFunction,
+  NODE_LABEL,
+  NodeChainStatus,
+  nodesSummary,
+  PROMOTE_ANNOTATION,
+  Reason,
+  removeCondition,
+  ServiceChain,
+  setCondition,
+  toSluiceIssues,
+  type ChainPlan,
+  type Condition,
+  type ServiceChainStatus,
+} from "../../../common/api/index.ts";
+import type { Logger } from "../../../common/log.ts";
+import type { Store, StoredObject, StoreEvent } from "../../../common/store.ts";
+import {
+  canonicalJson,
+  nodeChainName,
+  nodeLabelValue,
+  resolvePlan,
+  selectNodes,
+  type NodeInfo,
+} from "./plan.ts";
+import { decideRollout, type NodeChainState, type RolloutDecision } from "./rollout.ts";
+
+/** What the ServiceChain reconciler needs from its surroundings. */
+export interface ServiceChainDeps {
+  /** Where ServiceChains, NetworkFunctions, GitSources, Nodes and NodeChains live. */
+  store: Store;
+  /** Logs and records an event on the object. */
+  event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
+  /** The clock (minReadySeconds, progressDeadlineSeconds, condition times). */
+  now: () => Date;
+}
+
+/** Where a reconcile stands while its steps run; status is written from it once, at the end. */
+interface Run {
+  chain: ServiceChain;
+  stored: StoredObject;
+  log: Logger;
+  /** The status as read. */
+  previous: ServiceChainStatus;
+  /** The status being built. */
+  status: ServiceChainStatus;
+  conditions: Condition[];
+  plan?: ChainPlan;
+  selected?: string[];
+  requeueAfterMs?: number;
+}
+
+/** A step either continues or ends the reconcile (status is still written). */
+type Step = (run: Run, deps: ServiceChainDeps) => Promise<boolean>;
+
+/**
+ * Reconciles one ServiceChain: resolve its functions into a plan, select the nodes, and move
+ * nodes to the plan's revision as the rollout strategy allows, writing one NodeChain per
+ * (chain, node). Steps run in order; the first that cannot go on ends the list, and status is
+ * written once at the end, only when it changed. Everything is derived from the store, so a
+ * repeated reconcile writes nothing.
+ */
+export async function reconcileServiceChain(
+  deps: ServiceChainDeps,
+  namespace: string,
+  name: string,
+  parentLog: Logger,
+): Promise<{ requeueAfterMs?: number }> {
+  const stored = await deps.store.get("ServiceChain", namespace, name);
+  if (!stored) {
+    // Owner references take the NodeChains away where a garbage collector runs; do it here too
+    // so that no node keeps a chain whose ServiceChain is gone.
+    for (const nc of await deps.store.list("NodeChain", namespace, { [CHAIN_LABEL]: name })) {
+      await deps.store.delete("NodeChain", namespace, nc.metadata.name);
+    }
+    return {};
+  }
+  const parsed = ServiceChain.safeParse(stored);
+  if (!parsed.success) {
+    // The apiserver validated it already; this only happens with a hand-made store object.
+    parentLog.error({ issues: parsed.error.issues }, "ServiceChain does not parse");
+    return {};
+  }
+  const chain = parsed.data;
+  const run: Run = {
+    chain,
+    stored,
+    log: parentLog.child({ kind: "ServiceChain", namespace, name, revision: chain.status.revision }),
+    previous: chain.status,
+    status: { ...chain.status },
+    conditions: chain.status.conditions ?? [],
+  };
+  for (const step of steps) {
+    if (!(await step(run, deps))) break;
+  }
+  await writeStatus(run, deps);
+  return run.requeueAfterMs === undefined ? {} : { requeueAfterMs: run.requeueAfterMs };
+}
+
+const steps: Step[] = [reconcilePlan, reconcileNodes, reconcileRollout];
+
+/** Resolves the chain's functions into a plan; a chain that cannot be planned writes nothing. */
+async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean> {
+  const { chain } = run;
+  const ns = chain.metadata.namespace ?? "default";
+  const functions = new Map<string, NetworkFunction | { invalid: string }>();
+  const sources = new Map<string, GitSource>();
+  for (const ref of chain.spec.functions) {
+    if (functions.has(ref.name)) continue;
+    const obj = await deps.store.get("NetworkFunction", ns, ref.name);
+    if (!obj) continue;
+    const nf = NetworkFunction.safeParse(obj);
+    if (!nf.success) {
+      functions.set(ref.name, {
+        invalid: formatParseError({ issues: toSluiceIssues(nf.error.issues, obj) }),
+      });
+      continue;
+    }
+    functions.set(ref.name, nf.data);
+    const src = nf.data.spec.source;
+    if ("sourceRef" in src && !sources.has(src.sourceRef.name)) {
+      const gs = GitSource.safeParse(await deps.store.get("GitSource", ns, src.sourceRef.name));
+      if (gs.success) sources.set(src.sourceRef.name, gs.data);
+    }
+  }
+  const result = resolvePlan({ chain, functions, sources });
+  if (!result.ok) {
+    const changed = !sameCondition(run.conditions, ConditionType.Ready, result.reason, result.message);
+    setConditions(run, deps, {
+      ready: ["False", result.reason, result.message],
+      reconciling: result.stalled ? undefined : [result.reason, result.message],
+      stalled: result.stalled ? [result.reason, result.message] : undefined,
+    });
+    if (changed) deps.event(run.stored, "Warning", result.reason, result.message);
+    return false;
+  }
+  run.plan = result.plan;
+  run.log = run.log.child({ revision: result.plan.revision });
+  return true;
+}
+
+/** Picks the nodes the chain runs on. */
+async function reconcileNodes(run: Run, deps: ServiceChainDeps): Promise<boolean> {
+  const nodes: NodeInfo[] = (await deps.store.list("Node")).map((n) => ({
+    name: n.metadata.name,
+    labels: n.metadata.labels ?? {},
+    deleting: n.metadata.deletionTimestamp !== undefined,
+  }));
+  run.selected = selectNodes(run.chain.spec.nodeSelector, nodes);
+  return true;
+}
+
+/** Moves nodes towards the plan (or back to the last good one) and sums up where they are. */
+async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<boolean> {
+  const { chain, previous } = run;
+  const plan = run.plan!;
+  const ns = chain.metadata.namespace ?? "default";
+  const now = deps.now();
+
+  // This chain's NodeChains by node; a second one for the same node is a leftover.
+  const byNode = new Map<string, StoredObject>();
+  const leftovers: StoredObject[] = [];
+  for (const nc of await deps.store.list("NodeChain", ns, { [CHAIN_LABEL]: chain.metadata.name })) {
+    const node = (nc.spec as { nodeName?: unknown } | undefined)?.nodeName;
+    if (typeof node !== "string" || byNode.has(node)) leftovers.push(nc);
+    else byNode.set(node, nc);
+  }
+  const states = new Map<string, NodeChainState>();
+  for (const [node, nc] of byNode) {
+    const status = NodeChainStatus.safeParse(nc.status);
+    states.set(node, {
+      revision: String((nc.spec as { revision?: unknown }).revision ?? ""),
+      generation: nc.metadata.generation,
+      status: nc.status !== undefined && status.success ? status.data : undefined,
+    });
+  }
+
+  const progressing = findReason(previous.conditions, ConditionType.Progressing);
+  const sameRevision = previous.revision === plan.revision;
+  const decision = decideRollout({
+    target: plan,
+    lastGood: previous.lastGoodPlan,
+    previous: {
+      revision: previous.revision,
+      ready: sameRevision ? previous.nodes?.ready : undefined,
+      gated: sameRevision && (progressing === Reason.RolloutPaused || progressing === Reason.CanaryPaused),
+      lastProgressTime: previous.lastProgressTime ? new Date(previous.lastProgressTime) : undefined,
+      failedRevision: previous.failedRevision,
+      failedNodes: previous.failedNodes,
+    },
+    selected: run.selected!,
+    nodeChains: states,
+    strategy: chain.spec.rollout,
+    promoted: chain.metadata.annotations?.[PROMOTE_ANNOTATION] === plan.revision,
+    now,
+  });
+
+  for (const nc of leftovers) await deps.store.delete("NodeChain", ns, nc.metadata.name);
+  for (const node of decision.removed)
+    await deps.store.delete("NodeChain", ns, byNode.get(node)!.metadata.name);
+  for (const node of run.selected!) {
+    const existing = byNode.get(node);
+    const next = decision.writes.get(node);
+    const desired = nodeChainObject(
+      chain,
+      node,
+      existing?.metadata.name,
+      next ?? (existing?.spec as Record<string, unknown> | undefined),
+    );
+    if (desired && (!existing || differs(existing, desired))) await deps.store.apply(desired);
+  }
+
+  recordDecision(run, deps, decision);
+  run.requeueAfterMs = decision.requeueAfterMs;
+  return true;
+}
+
+/** Puts the decision into status, conditions and events. */
+function recordDecision(run: Run, deps: ServiceChainDeps, d: RolloutDecision): void {
+  const { previous } = run;
+  const plan = run.plan!;
+  const R = plan.revision;
+  const G = d.lastGood?.revision;
+  run.status = {
+    ...run.status,
+    revision: R,
+    ...(d.lastGood && { lastGoodRevision: G, lastGoodPlan: d.lastGood }),
+    nodes: { ...d.counts, summary: nodesSummary(d.counts) },
+    failedNodes: d.failedNodes,
+    failedRevision: d.failedRevision,
+    lastProgressTime: formatTime(d.lastProgressTime),
+  };
+
+  const event = (type: "Normal" | "Warning", reason: string, message: string) =>
+    deps.event(run.stored, type, reason, message);
+  if (previous.revision !== R)
+    event(
+      "Normal",
+      "RevisionPlanned",
+      `planned revision ${R}${previous.revision ? ` (was ${previous.revision})` : ""}`,
+    );
+  if (d.removed.length > 0)
+    event("Normal", "NodesRemoved", `removed the chain from ${list(d.removed)}: no longer selected`);
+  if (d.moved.length > 0) event("Normal", Reason.RollingOut, `moving ${list(d.moved)} to revision ${R}`);
+
+  const ready = `${d.counts.ready}/${d.counts.desired} nodes Ready on revision ${R}`;
+  switch (d.phase) {
+    case "NoNodes": {
+      const message = "nodeSelector matches no node";
+      setConditions(run, deps, {
+        ready: ["False", Reason.NoNodesSelected, message],
+        progressing: ["False", Reason.NoNodesSelected, message],
+        degraded: ["False", Reason.NoNodesSelected, message],
+      });
+      break;
+    }
+    case "Complete": {
+      const message = `revision ${R} is Ready on ${d.counts.ready}/${d.counts.desired} nodes`;
+      setConditions(run, deps, {
+        ready: ["True", Reason.RolloutComplete, message],
+        progressing: ["False", Reason.RolloutComplete, message],
+        degraded: ["False", Reason.RolloutComplete, message],
+      });
+      if (previous.lastGoodRevision !== R) event("Normal", Reason.RolloutComplete, message);
+      break;
+    }
+    case "Halted": {
+      const cause =
+        d.haltReason === Reason.ProgressDeadlineExceeded
+          ? `rollout of revision ${R} made no progress within ${run.chain.spec.rollout.progressDeadlineSeconds}s (${list(d.failedNodes.map((f) => f.node))} not Ready)`
+          : d.failedNodes
+              .map((f) => `node ${f.node} failed revision ${R}: ${f.reason}: ${f.message}`)
+              .join("; ");
+      const outcome = d.rollingBack
+        ? `; nodes returned to revision ${G}`
+        : G
+          ? `; rollout halted, no further node is moved`
+          : `; rollout halted, there is no earlier good revision to return to`;
+      const reason = d.rollingBack ? Reason.RolledBack : d.haltReason!;
+      const message = `${cause}${outcome}`;
+      setConditions(run, deps, {
+        ready: ["False", reason, message],
+        progressing: ["False", reason, message],
+        degraded: ["True", reason, message],
+        stalled: [reason, message],
+      });
+      if (d.newlyHalted) event("Warning", d.haltReason!, cause);
+      if (d.rolledBack.length > 0)
+        event("Warning", Reason.RolledBack, `returned ${list(d.rolledBack)} to revision ${G}`);
+      break;
+    }
+    case "Paused": {
+      const message = `rollout of revision ${R} is paused: ${ready}`;
+      setConditions(run, deps, {
+        ready: ["False", Reason.RolloutPaused, message],
+        progressing: ["False", Reason.RolloutPaused, message],
+        degraded: ["False", Reason.RolloutPaused, message],
+        reconciling: [Reason.RolloutPaused, message],
+      });
+      break;
+    }
+    case "CanaryPaused": {
+      const rest = d.counts.desired - d.onTarget.length;
+      const message = `canary ${list(d.onTarget)} runs revision ${R}; set annotation ${PROMOTE_ANNOTATION}=${R} to roll out to the other ${rest} node${rest === 1 ? "" : "s"}`;
+      setConditions(run, deps, {
+        ready: ["False", Reason.CanaryPaused, message],
+        progressing: ["False", Reason.CanaryPaused, message],
+        degraded: ["False", Reason.CanaryPaused, message],
+        reconciling: [Reason.CanaryPaused, message],
+      });
+      if (findReason(previous.conditions, ConditionType.Progressing) !== Reason.CanaryPaused)
+        event("Normal", Reason.CanaryPaused, message);
+      break;
+    }
+    case "RollingOut": {
+      const waiting = d.inTransition.length > 0 ? `; in transition: ${list(d.inTransition)}` : "";
+      const message = `rolling out: ${ready}${waiting}`;
+      if (d.failedNodes.length > 0) {
+        // Nodes failing a revision that ran everywhere before: those nodes need attention.
+        const failures = d.failedNodes.map((f) => `node ${f.node}: ${f.reason}: ${f.message}`).join("; ");
+        setConditions(run, deps, {
+          ready: ["False", Reason.NodesFailed, failures],
+          progressing: ["True", Reason.RollingOut, message],
+          degraded: ["True", Reason.NodesFailed, failures],
+          reconciling: [Reason.RollingOut, message],
+        });
+        if (!sameCondition(previous.conditions, ConditionType.Degraded, Reason.NodesFailed, failures))
+          event("Warning", Reason.NodesFailed, failures);
+      } else {
+        setConditions(run, deps, {
+          ready: ["False", Reason.RollingOut, message],
+          progressing: ["True", Reason.RollingOut, message],
+          degraded: ["False", Reason.RollingOut, message],
+          reconciling: [Reason.RollingOut, message],
+        });
+      }
+      break;
+    }
+  }
+  run.log.debug(
+    { phase: d.phase, moved: d.moved, rolledBack: d.rolledBack, counts: d.counts },
+    "rollout step",
+  );
+}
+
+type Triple = [Condition["status"], string, string];
+
+/**
+ * Sets the conditions of this reconcile for the current generation. Ready is always set;
+ * Progressing and Degraded when given; Reconciling and Stalled (abnormal-true, kstatus) are set
+ * when given and removed otherwise.
+ */
+function setConditions(
+  run: Run,
+  deps: ServiceChainDeps,
+  c: {
+    ready: Triple;
+    progressing?: Triple;
+    degraded?: Triple;
+    reconciling?: [string, string];
+    stalled?: [string, string];
+  },
+): void {
+  const generation = run.chain.metadata.generation;
+  const t = deps.now();
+  const set = (list: Condition[], type: string, [status, reason, message]: Triple) =>
+    setCondition(
+      list,
+      { type, status, reason, message: message.slice(0, 32_768), observedGeneration: generation },
+      t,
+    );
+  let list = set(run.conditions, ConditionType.Ready, c.ready);
+  if (c.progressing) list = set(list, ConditionType.Progressing, c.progressing);
+  if (c.degraded) list = set(list, ConditionType.Degraded, c.degraded);
+  list = c.reconciling
+    ? set(list, ConditionType.Reconciling, ["True", ...c.reconciling])
+    : removeCondition(list, ConditionType.Reconciling);
+  list = c.stalled
+    ? set(list, ConditionType.Stalled, ["True", ...c.stalled])
+    : removeCondition(list, ConditionType.Stalled);
+  run.conditions = list;
+}
+
+function findReason(list: readonly Condition[] | undefined, type: string): string | undefined {
+  return list?.find((c) => c.type === type)?.reason;
+}
+
+function sameCondition(
+  list: readonly Condition[] | undefined,
+  type: string,
+  reason: string,
+  message: string,
+): boolean {
+  const c = list?.find((x) => x.type === type);
+  return c?.reason === reason && c.message === message;
+}
+
+/** "a, b, c" (at most 5 names, then "and N more"). */
+function list(names: readonly string[]): string {
+  const shown = names.slice(0, 5).join(", ");
+  return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown;
+}
+
+/**
+ * The NodeChain of `chain` on `node` with the given spec (a plan, or the spec it already has),
+ * labelled with chain and node and owned by the ServiceChain. An existing NodeChain keeps its name.
+ */
+function nodeChainObject(
+  chain: ServiceChain,
+  node: string,
+  existingName: string | undefined,
+  spec: ChainPlan | Record<string, unknown> | undefined,
+): StoredObject | undefined {
+  if (!spec) return undefined;
+  const chainName = chain.metadata.name;
+  const uid = chain.metadata.uid;
+  return {
+    apiVersion: API_VERSION,
+    kind: "NodeChain",
+    metadata: {
+      name: existingName ?? nodeChainName(chainName, node),
+      namespace: chain.metadata.namespace,
+      labels: { [CHAIN_LABEL]: chainName, [NODE_LABEL]: nodeLabelValue(node) },
+      ...(uid && {
+        ownerReferences: [
+          {
+            apiVersion: API_VERSION,
+            kind: "ServiceChain",
+            name: chainName,
+            uid,
+            controller: true,
+            blockOwnerDeletion: true,
+          },
+        ],
+      }),
+    },
+    spec: { ...spec, nodeName: node, chain: chainName },
+  };
+}
+
+/** Whether applying `desired` would change `existing`: its spec, our labels, or its owner. */
+function differs(existing: StoredObject, desired: StoredObject): boolean {
+  if (canonicalJson(existing.spec) !== canonicalJson(desired.spec)) return true;
+  for (const [k, v] of Object.entries(desired.metadata.labels ?? {}))
+    if (existing.metadata.labels?.[k] !== v) return true;
+  const owner = desired.metadata.ownerReferences?.[0];
+  return (
+    owner !== undefined &&
+    !existing.metadata.ownerReferences?.some((o) => o.uid === owner.uid && o.controller)
+  );
+}
+
+/**
+ * Writes the status when it changed. Fields are never removed, only given other values (an
+ * empty list, ""): the Kubernetes store sends a JSON merge patch, where a missing field keeps
+ * its old value, and the memory store replaces top-level fields; both agree on replacements.
+ */
+async function writeStatus(run: Run, deps: ServiceChainDeps): Promise<void> {
+  const { metadata } = run.chain;
+  const status: ServiceChainStatus = {
+    ...run.status,
+    conditions: run.conditions,
+    observedGeneration: metadata.generation ?? run.status.observedGeneration,
+  };
+  if (canonicalJson(status) === canonicalJson(run.stored.status ?? {})) return;
+  await deps.store.patchStatus("ServiceChain", metadata.namespace, metadata.name, status);
+}
+
+/**
+ * Keys ("namespace/name") of the ServiceChains to reconcile when `event` happened: the chain
+ * itself; the owner of a NodeChain; the chains using a NetworkFunction; the chains using a
+ * NetworkFunction whose source is a GitSource; for a Node, every chain whose selector matches
+ * it now or that has a NodeChain on it.
+ */
+export async function serviceChainKeysFor(event: StoreEvent, store: Store): Promise<string[]> {
+  const obj = event.object;
+  const ns = obj.metadata.namespace ?? "default";
+  const keys = new Set<string>();
+  const key = (namespace: string | undefined, name: string) => keys.add(`${namespace ?? "default"}/${name}`);
+  switch (obj.kind) {
+    case "ServiceChain":
+      key(ns, obj.metadata.name);
+      break;
+    case "NodeChain": {
+      const chain = obj.metadata.labels?.[CHAIN_LABEL] ?? (obj.spec as { chain?: string } | undefined)?.chain;
+      if (chain) key(ns, chain);
+      break;
+    }
+    case "NetworkFunction":
+      for (const sc of await chainsUsing(store, ns, new Set([obj.metadata.name]))) key(ns, sc);
+      break;
+    case "GitSource": {
+      const functions = new Set<string>();
+      for (const nf of await store.list("NetworkFunction", ns)) {
+        const ref = (nf.spec as { source?: { sourceRef?: { name?: string } } } | undefined)?.source?.sourceRef
+          ?.name;
+        if (ref === obj.metadata.name) functions.add(nf.metadata.name);
+      }
+      if (functions.size > 0) for (const sc of await chainsUsing(store, ns, functions)) key(ns, sc);
+      break;
+    }
+    case "Node": {
+      const labels = obj.metadata.labels ?? {};
+      for (const sc of await store.list("ServiceChain")) {
+        const parsed = LabelSelector.optional().safeParse(
+          (sc.spec as { nodeSelector?: unknown } | undefined)?.nodeSelector,
+        );
+        if (
+          event.type === "changed" &&
+          parsed.success &&
+          selectNodes(parsed.data, [{ name: obj.metadata.name, labels }]).length > 0
+        ) {
+          key(sc.metadata.namespace, sc.metadata.name);
+        }
+      }
+      for (const nc of await store.list("NodeChain", undefined, {
+        [NODE_LABEL]: nodeLabelValue(obj.metadata.name),
+      })) {
+        const chain = nc.metadata.labels?.[CHAIN_LABEL];
+        if (chain) key(nc.metadata.namespace, chain);
+      }
+      break;
+    }
+  }
+  return [...keys];
+}
+
+async function chainsUsing(
+  store: Store,
+  namespace: string,
+  functions: ReadonlySet<string>,
+): Promise<string[]> {
+  const out: string[] = [];
+  for (const sc of await store.list("ServiceChain", namespace)) {
+    const refs = (sc.spec as { functions?: { name?: string }[] } | undefined)?.functions ?? [];
+    if (refs.some((f) => f.name !== undefined && functions.has(f.name))) out.push(sc.metadata.name);
+  }
+  return out;
+}
