@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { rootLogger } from "../common/log.ts";
+import { cliLogger } from "./format.ts";
 
 /** Exit codes a script can rely on. */
 export const ExitCode = {
@@ -15,6 +16,9 @@ export const ExitCode = {
 const usage = `sluice — GitOps for chains of eBPF network functions
 
 Usage:
+  sluice run --source <git url or directory> [--ref BRANCH] [--tag T | --semver R | --commit SHA]
+             [--path DIR] [--interval 10s] [--port 9470] [--data-dir DIR] [--netns NS] [--webhook-token T]
+  sluice status [--json] [--port 9470]
   sluice operator [--kubeconfig FILE] [--namespace NS] [--port 8080] [--data-dir DIR] [--advertise-url URL]
   sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR] [--cache-dir DIR]
   sluice help
@@ -30,6 +34,10 @@ export async function main(argv: string[]): Promise<number> {
       return operator(rest);
     case "agent":
       return agent(rest);
+    case "run":
+      return run(rest);
+    case "status":
+      return status(rest);
     case undefined:
     case "help":
     case "--help":
@@ -72,6 +80,91 @@ async function operator(argv: string[]): Promise<number> {
   await waitForSignal();
   rootLogger.info("stopping operator");
   await running.stop();
+  return ExitCode.Ok;
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      source: { type: "string" },
+      ref: { type: "string" },
+      tag: { type: "string" },
+      semver: { type: "string" },
+      commit: { type: "string" },
+      path: { type: "string", default: "." },
+      interval: { type: "string", default: "10s" },
+      port: { type: "string", default: "9470" },
+      "data-dir": { type: "string", default: "/var/lib/sluice" },
+      "bpffs-root": { type: "string" },
+      netns: { type: "string" },
+      "webhook-token": { type: "string" },
+    },
+    strict: true,
+  });
+  if (!values.source) {
+    process.stderr.write("sluice run: --source is required (a Git URL or a directory with a Git repository)\n");
+    return ExitCode.Usage;
+  }
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write(`sluice run: --port: ${values.port} is not a port number\n`);
+    return ExitCode.Usage;
+  }
+  const refs = (["tag", "semver", "commit"] as const).filter((k) => values[k] !== undefined);
+  if (refs.length + (values.ref ? 1 : 0) > 1) {
+    process.stderr.write("sluice run: give at most one of --ref, --tag, --semver, --commit\n");
+    return ExitCode.Usage;
+  }
+  const ref = values.ref ? { branch: values.ref } : refs[0] ? { [refs[0]]: values[refs[0]] } : undefined;
+  const { startSingleHost } = await import("./run.ts");
+  const log = cliLogger();
+  let host;
+  try {
+    host = await startSingleHost({
+      source: values.source,
+      ref,
+      path: values.path,
+      interval: values.interval,
+      port,
+      dataDir: values["data-dir"],
+      bpffsRoot: values["bpffs-root"],
+      netns: values.netns,
+      webhookToken: values["webhook-token"],
+      log,
+    });
+  } catch (err) {
+    process.stderr.write(`sluice run: ${err instanceof Error ? err.message : String(err)}\n`);
+    return ExitCode.Failed;
+  }
+  process.stderr.write(`sluice run: following ${values.source}; status at ${host.url}/status (sluice status --port ${host.port})\n`);
+  await waitForSignal();
+  process.stderr.write("sluice run: stopping; chains stay pinned and forwarding\n");
+  await host.stop();
+  return ExitCode.Ok;
+}
+
+async function status(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { json: { type: "boolean", default: false }, port: { type: "string", default: "9470" } },
+    strict: true,
+  });
+  let doc;
+  try {
+    const res = await fetch(`http://127.0.0.1:${values.port}/status`, { signal: AbortSignal.timeout(5_000) });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    doc = (await res.json()) as import("./run.ts").SingleHostStatus;
+  } catch (err) {
+    process.stderr.write(`sluice status: no sluice run answers on 127.0.0.1:${values.port} (${err instanceof Error ? err.message : String(err)})\n`);
+    return ExitCode.Environment;
+  }
+  if (values.json) {
+    process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+    return ExitCode.Ok;
+  }
+  const { formatStatus } = await import("./format.ts");
+  process.stdout.write(formatStatus(doc));
   return ExitCode.Ok;
 }
 
