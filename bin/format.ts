@@ -1,7 +1,14 @@
 import { pino, type Logger } from "pino";
 import type { SingleHostStatus } from "./run.ts";
 
-const levels: Record<number, string> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
+const levels: Record<number, string> = {
+  10: "trace",
+  20: "debug",
+  30: "info",
+  40: "warn",
+  50: "error",
+  60: "fatal",
+};
 const skip = new Set(["level", "time", "pid", "hostname", "name", "msg", "component"]);
 
 /**
@@ -29,7 +36,9 @@ export function cliLogger(): Logger {
 /** `sluice status` as a table. */
 export function formatStatus(doc: SingleHostStatus): string {
   const lines: string[] = [];
-  lines.push(`node ${doc.node}   source ${doc.source.revision ?? "(not synced yet)"}   ready ${doc.source.ready ?? "Unknown"}`);
+  lines.push(
+    `node ${doc.node}   source ${doc.source.revision ?? "(not synced yet)"}   ready ${doc.source.ready ?? "Unknown"}`,
+  );
   if (doc.source.ready === "False" && doc.source.message) lines.push(`  ${doc.source.message}`);
   if (doc.chains.length === 0) lines.push("no chains on this host yet");
   for (const c of doc.chains) {
@@ -37,9 +46,15 @@ export function formatStatus(doc: SingleHostStatus): string {
     lines.push("");
     lines.push(`chain ${c.name}  revision ${c.revision}  ${c.hook} on ${ifs}  ready ${c.ready ?? "Unknown"}`);
     if (c.ready === "False" && c.message) lines.push(`  ${c.message}`);
-    const rows = [["NF", "PACKETS", "PASSES", "DROPS", "ERRORS", "BYTES"], ...c.nfs.map((n) => [n.name, n.packets, n.passes, n.drops, n.errors, n.bytes])];
+    const rows = [
+      ["NF", "PACKETS", "PASSES", "DROPS", "ERRORS", "BYTES"],
+      ...c.nfs.map((n) => [n.name, n.packets, n.passes, n.drops, n.errors, n.bytes]),
+    ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const r of rows) lines.push("  " + r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  "));
+    for (const r of rows)
+      lines.push(
+        "  " + r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  "),
+      );
   }
   return lines.join("\n") + "\n";
 }

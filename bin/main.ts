@@ -103,7 +103,9 @@ async function run(argv: string[]): Promise<number> {
     strict: true,
   });
   if (!values.source) {
-    process.stderr.write("sluice run: --source is required (a Git URL or a directory with a Git repository)\n");
+    process.stderr.write(
+      "sluice run: --source is required (a Git URL or a directory with a Git repository)\n",
+    );
     return ExitCode.Usage;
   }
   const port = Number(values.port);
@@ -137,7 +139,9 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(`sluice run: ${err instanceof Error ? err.message : String(err)}\n`);
     return ExitCode.Failed;
   }
-  process.stderr.write(`sluice run: following ${values.source}; status at ${host.url}/status (sluice status --port ${host.port})\n`);
+  process.stderr.write(
+    `sluice run: following ${values.source}; status at ${host.url}/status (sluice status --port ${host.port})\n`,
+  );
   await waitForSignal();
   process.stderr.write("sluice run: stopping; chains stay pinned and forwarding\n");
   await host.stop();
@@ -156,7 +160,9 @@ async function status(argv: string[]): Promise<number> {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     doc = (await res.json()) as import("./run.ts").SingleHostStatus;
   } catch (err) {
-    process.stderr.write(`sluice status: no sluice run answers on 127.0.0.1:${values.port} (${err instanceof Error ? err.message : String(err)})\n`);
+    process.stderr.write(
+      `sluice status: no sluice run answers on 127.0.0.1:${values.port} (${err instanceof Error ? err.message : String(err)})\n`,
+    );
     return ExitCode.Environment;
   }
   if (values.json) {

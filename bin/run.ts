@@ -54,7 +54,14 @@ export interface SingleHostStatus {
     interfaces: Array<{ name: string; xdpMode?: string }>;
     ready?: string;
     message?: string;
-    nfs: Array<{ name: string; packets: string; bytes: string; drops: string; passes: string; errors: string }>;
+    nfs: Array<{
+      name: string;
+      packets: string;
+      bytes: string;
+      drops: string;
+      passes: string;
+      errors: string;
+    }>;
   }>;
   time: string;
 }
@@ -79,7 +86,9 @@ export function sourceUrl(source: string): string {
     throw new Error(`--source ${source}: neither a Git URL nor a directory`);
   }
   if (!existsSync(join(dir, ".git")) && !existsSync(join(dir, "HEAD"))) {
-    throw new Error(`--source ${source}: ${dir} is not a Git repository (sluice follows commits; run git init and commit first)`);
+    throw new Error(
+      `--source ${source}: ${dir} is not a Git repository (sluice follows commits; run git init and commit first)`,
+    );
   }
   return `file://${dir}`;
 }
@@ -120,7 +129,11 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     kind: "Node",
     metadata: {
       name: nodeName,
-      labels: { "kubernetes.io/hostname": nodeName, "kubernetes.io/os": "linux", "sluice.dev/single-host": "true" },
+      labels: {
+        "kubernetes.io/hostname": nodeName,
+        "kubernetes.io/os": "linux",
+        "sluice.dev/single-host": "true",
+      },
     },
   });
   const gitSource: StoredObject = {
@@ -176,7 +189,11 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
   return host;
 }
 
-async function singleHostStatus(store: MemoryStore, agent: RunningAgent, node: string): Promise<SingleHostStatus> {
+async function singleHostStatus(
+  store: MemoryStore,
+  agent: RunningAgent,
+  node: string,
+): Promise<SingleHostStatus> {
   const source = await store.get("GitSource", "default", "local");
   const sourceStatus = (source?.status ?? {}) as {
     artifact?: { revision?: string };
@@ -185,10 +202,12 @@ async function singleHostStatus(store: MemoryStore, agent: RunningAgent, node: s
   const ready = sourceStatus.conditions?.find((c) => c.type === "Ready");
   const nodeChains = await store.list("NodeChain");
   const chains = agent.manager.list().map((c: ChainStatus) => {
-    const nc = nodeChains.find((o) => `${o.metadata.namespace}.${(o.spec as { chain: string }).chain}` === c.name);
-    const cond = (nc?.status as { conditions?: Array<{ type: string; status: string; message: string }> } | undefined)?.conditions?.find(
-      (x) => x.type === "Ready",
+    const nc = nodeChains.find(
+      (o) => `${o.metadata.namespace}.${(o.spec as { chain: string }).chain}` === c.name,
     );
+    const cond = (
+      nc?.status as { conditions?: Array<{ type: string; status: string; message: string }> } | undefined
+    )?.conditions?.find((x) => x.type === "Ready");
     return {
       name: c.name,
       revision: c.revision,

@@ -93,7 +93,10 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
       gitSources.enqueue(key);
       return;
     }
-    const fingerprint = JSON.stringify([event.object.metadata.generation, event.object.metadata.annotations ?? {}]);
+    const fingerprint = JSON.stringify([
+      event.object.metadata.generation,
+      event.object.metadata.annotations ?? {},
+    ]);
     if (seen.get(key) !== fingerprint) {
       seen.set(key, fingerprint);
       gitSources.enqueue(key);

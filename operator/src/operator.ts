@@ -3,9 +3,8 @@ import { join } from "node:path";
 import { ArtifactStore } from "../../common/artifact/index.ts";
 import { rootLogger, type Logger } from "../../common/log.ts";
 import type { Store, StoredObject } from "../../common/store.ts";
-import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.ts";
+import { startControlPlane } from "./controlplane.ts";
 import { CoreResources, KubeClient } from "./kube/client.ts";
-import { Controller, objectKey, splitKey } from "./kube/controller.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { KubeStore } from "./kube/store.ts";
 import { SourceServer } from "./server/index.ts";
@@ -37,14 +36,21 @@ export interface RunningOperator {
   stop(): Promise<void>;
 }
 
+/** Kinds the controllers watch; each gets one informer, shared by every controller. */
+const WATCHED_KINDS = ["GitSource", "NetworkFunction", "ServiceChain", "NodeChain", "Node"];
+
 /**
  * Starts the operator: the HTTP endpoint, the informers and the controllers. Reconciles are
- * idempotent, so a restart (or a watch that replays every object) only repeats no-ops.
+ * idempotent, so a restart (or a watch that replays every object) only repeats no-ops, and a
+ * rollout picks up where the NodeChains' status says it stands.
  */
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const log = options.logger ?? rootLogger.child({ component: "operator" });
   const client = options.kubeconfig ? KubeClient.fromFile(options.kubeconfig) : KubeClient.fromDefault();
-  const store = new KubeStore(client, log, { namespace: options.namespace });
+  const store = new KubeStore(client, log, {
+    namespace: options.namespace,
+    freshKinds: ["GitSource", "ServiceChain"],
+  });
   const recorder = new EventRecorder(client, "sluice-operator");
   await mkdir(options.dataDir, { recursive: true });
   const artifacts = new ArtifactStore(join(options.dataDir, "artifacts"));
@@ -55,22 +61,14 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     options.advertiseUrl ??
     `http://${options.host && options.host !== "0.0.0.0" ? options.host : "127.0.0.1"}:${listening.port}`;
 
-  const gitSources = new Controller(
-    "gitsource",
-    async (key, klog) => {
-      const { namespace, name } = splitKey(key);
-      return reconcileGitSource(gitDeps, namespace ?? "default", name, klog);
-    },
-    log,
-    options.concurrency ?? 2,
-  );
-
-  const webhooks = new Map<string, { token: string; path: string; unregister: () => void }>();
-  const gitDeps: GitSourceDeps = {
+  // Every cache is full before the first reconcile, so no controller acts on a partial view.
+  await Promise.all(WATCHED_KINDS.map((kind) => store.startWatching(kind)));
+  const controlPlane = startControlPlane({
     store,
     artifacts,
-    artifactBaseUrl: advertiseUrl,
-    workRoot: join(options.dataDir, "git"),
+    server,
+    advertiseUrl,
+    dataDir: options.dataDir,
     readSecret: async (namespace, name) => {
       const secret = await client.get<StoredObject & { data?: Record<string, string> }>(
         CoreResources.Secret,
@@ -82,50 +80,24 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
       );
     },
-    ensureWebhook: (namespace, name, token) => {
-      const key = `${namespace}/${name}`;
-      const existing = webhooks.get(key);
-      if (existing && existing.token === token) return existing.path;
-      existing?.unregister();
-      webhooks.delete(key);
-      if (!token) return undefined;
-      const reg = server.registerWebhook(token, () => gitSources.enqueue(key));
-      webhooks.set(key, { token, path: reg.path, unregister: reg.unregister });
-      return reg.path;
-    },
     event: (obj, type, reason, message) => {
-      void recorder.record(
-        log.child({ kind: obj.kind, namespace: obj.metadata.namespace, name: obj.metadata.name }),
-        obj,
-        type,
-        reason,
-        message,
-      );
+      const objLog = log.child({
+        kind: obj.kind,
+        namespace: obj.metadata.namespace,
+        name: obj.metadata.name,
+      });
+      void recorder.record(objLog, obj, type, reason, message);
     },
-  };
-
-  // A GitSource is reconciled when its spec or annotations change (status writes of our own
-  // bump only resourceVersion and are ignored), and on its interval.
-  const seen = new Map<string, string>();
-  store.watch("GitSource", (event) => {
-    const key = objectKey(event.object);
-    if (event.type === "deleted") {
-      seen.delete(key);
-      webhooks.get(key)?.unregister();
-      webhooks.delete(key);
-      gitSources.enqueue(key);
-      return;
-    }
-    const fingerprint = JSON.stringify([
-      event.object.metadata.generation,
-      event.object.metadata.annotations ?? {},
-    ]);
-    if (seen.get(key) === fingerprint) return;
-    seen.set(key, fingerprint);
-    gitSources.enqueue(key);
+    log,
+    concurrency: options.concurrency,
   });
-  await store.startWatching("GitSource");
-  gitSources.start();
+  // The informers replayed every object before the watches above were registered: queue them.
+  for (const kind of ["GitSource", "ServiceChain"]) {
+    for (const obj of await store.list(kind)) {
+      const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+      (kind === "GitSource" ? controlPlane.gitSources : controlPlane.serviceChains).enqueue(key);
+    }
+  }
   ready = true;
   log.info({ url: advertiseUrl }, "operator started");
 
@@ -135,7 +107,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     store,
     async stop() {
       ready = false;
-      await gitSources.stop();
+      await controlPlane.stop();
       await store.stop();
       await server.close();
     },

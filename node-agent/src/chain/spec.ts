@@ -32,6 +32,11 @@ export interface NfLoadSpec {
   rodata?: Record<string, RodataValue>;
   /** Runtime tables: map name -> every entry the map must hold (others are removed). */
   tables?: Record<string, TableEntry[]>;
+  /**
+   * The NF's own test vectors: run on this NF alone (as if it were the last NF of the chain) in
+   * the self-test before the chain is switched in. Counters are keyed by this NF's `name`.
+   */
+  tests?: TestVector[];
 }
 
 /**
@@ -62,6 +67,8 @@ export class ChainSpecError extends Error {
 }
 
 const chainNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/;
+/** Linux interface names: 1-15 bytes, no `/`, no whitespace, not `.` or `..`. */
+const interfaceNamePattern = /^(?!\.\.?$)[^/\s:]{1,15}$/;
 
 /** Checks what can be checked without the kernel; throws ChainSpecError naming the field. */
 export function validateChainSpec(spec: ChainSpec): void {
@@ -76,6 +83,13 @@ export function validateChainSpec(spec: ChainSpec): void {
   }
   if (spec.interfaces.length === 0)
     throw new ChainSpecError("interfaces: a chain needs at least one interface");
+  const interfaces = new Set<string>();
+  spec.interfaces.forEach((ifname, i) => {
+    if (!interfaceNamePattern.test(ifname))
+      throw new ChainSpecError(`interfaces[${i}]: ${JSON.stringify(ifname)} is not an interface name`);
+    if (interfaces.has(ifname)) throw new ChainSpecError(`interfaces[${i}]: ${ifname} appears twice`);
+    interfaces.add(ifname);
+  });
   const seen = new Set<string>();
   spec.functions.forEach((nf, i) => {
     if (!chainNamePattern.test(nf.name))

@@ -209,13 +209,17 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
   const { metadata, spec } = run.source;
   const ns = metadata.namespace ?? "default";
   const revision = run.sync!.revision;
-  const previous = run.status.artifact;
-  if (previous?.revision === revision && (await deps.artifacts.get(ns, metadata.name, previous.digest))) {
-    run.artifact = previous;
-    return next;
-  }
   try {
+    // Packing is deterministic and cheap; doing it every time keeps the artifact right when only
+    // spec.path changed (same revision, other tree).
     const built = await buildArtifact(run.sync!.dir, spec.path);
+    const previous = run.status.artifact;
+    if (previous?.revision === revision && previous.digest === built.digest) {
+      if (await deps.artifacts.get(ns, metadata.name, built.digest)) {
+        run.artifact = previous;
+        return next;
+      }
+    }
     const stored = await deps.artifacts.put(ns, metadata.name, built);
     run.artifact = {
       revision,
@@ -229,7 +233,11 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
     deps.event(run.stored, "Normal", "NewArtifact", `stored artifact for revision ${revision}`);
     return next;
   } catch (err) {
-    if (err instanceof ArtifactError) return fail(run, deps, Reason.ArtifactFailed, err.message, false);
+    // Named like a manifest rejection: status.artifact still shows the last good revision, so
+    // the message must say which commit is refused.
+    if (err instanceof ArtifactError) {
+      return fail(run, deps, Reason.ArtifactFailed, `revision ${revision} rejected: ${err.message}`, false);
+    }
     throw err;
   }
 }
@@ -403,5 +411,12 @@ async function writeStatus(run: Run, deps: GitSourceDeps): Promise<void> {
     observedGeneration: metadata.generation ?? run.status.observedGeneration,
     ...(annotation ? { lastHandledReconcileAt: annotation } : {}),
   };
-  await deps.store.patchStatus("GitSource", metadata.namespace, metadata.name, status);
+  // The patch merges at the top level of status, so a field this reconcile dropped (the
+  // webhook path once webhookSecretRef is gone) is sent as null to remove it (JSON merge patch).
+  const dropped = Object.keys(run.source.status).filter((key) => !(key in status));
+  const patch: Record<string, unknown> = {
+    ...status,
+    ...Object.fromEntries(dropped.map((key) => [key, null])),
+  };
+  await deps.store.patchStatus("GitSource", metadata.namespace, metadata.name, patch);
 }

@@ -30,11 +30,26 @@ function resourceOf(kind: string): Resource {
 export class KubeStore implements Store {
   private readonly informers = new Map<string, Informer<KubeObject>>();
   private readonly handlers = new Map<string, Set<(e: StoreEvent) => void>>();
+  /**
+   * Objects this store wrote whose watch event has not arrived yet. A reconcile that runs right
+   * after another one's write must see that write (or it acts on a stale inventory or rollout
+   * state); reads prefer these until the informer's cache has caught up.
+   */
+  private readonly written = new Map<string, KubeObject>();
 
   constructor(
     readonly client: KubeClient,
     private readonly log: Logger,
-    private readonly options: { namespace?: string; labelSelectors?: Record<string, string> } = {},
+    private readonly options: {
+      namespace?: string;
+      labelSelectors?: Record<string, string>;
+      /**
+       * Kinds whose `get` always asks the API server. A reconciler reads its own object this way:
+       * its status (inventory, rollout state) must be exact, and a trigger that arrives during a
+       * reconcile runs the next one before the watch may have delivered the last status write.
+       */
+      freshKinds?: readonly string[];
+    } = {},
   ) {}
 
   /** Starts watching a kind and waits for its first full list. */
@@ -46,8 +61,16 @@ export class KubeStore implements Store {
       res,
       this.log,
       {
-        onChange: (obj) => this.dispatch({ type: "changed", object: obj as StoredObject }),
-        onDelete: (obj) => this.dispatch({ type: "deleted", object: obj as StoredObject }),
+        onChange: (obj) => {
+          this.caughtUp(obj);
+          this.dispatch({ type: "changed", object: obj as StoredObject });
+        },
+        onDelete: (obj) => {
+          this.written.delete(
+            writtenKey(obj.kind ?? kind, obj.metadata?.namespace, obj.metadata?.name ?? ""),
+          );
+          this.dispatch({ type: "deleted", object: obj as StoredObject });
+        },
       },
       {
         namespace: res.namespaced ? this.options.namespace : undefined,
@@ -71,16 +94,20 @@ export class KubeStore implements Store {
         : undefined;
       items = (await this.client.list(resourceOf(kind), namespace, { labelSelector: selector })).items;
     }
+    if (informer) items = items.map((o) => this.freshest(kind, o));
     return items
       .filter((o) => !labels || Object.entries(labels).every(([k, v]) => o.metadata?.labels?.[k] === v))
       .map((o) => structuredClone(o) as StoredObject);
   }
 
   async get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined> {
-    const informer = this.informers.get(kind);
-    const obj = informer
-      ? informer.get(name, namespace)
-      : await this.client.get(resourceOf(kind), namespace, name);
+    const informer = this.options.freshKinds?.includes(kind) ? undefined : this.informers.get(kind);
+    if (!informer) {
+      const obj = await this.client.get(resourceOf(kind), namespace, name);
+      return obj && (structuredClone(obj) as StoredObject);
+    }
+    const cached = informer.get(name, namespace);
+    const obj = cached ? this.freshest(kind, cached) : this.written.get(writtenKey(kind, namespace, name));
     return obj && (structuredClone(obj) as StoredObject);
   }
 
@@ -97,10 +124,13 @@ export class KubeStore implements Store {
         ownerReferences: md.ownerReferences,
       },
     };
-    return (await this.client.apply(resourceOf(obj.kind), body, { dryRun: options.dryRun })) as StoredObject;
+    const result = await this.client.apply(resourceOf(obj.kind), body, { dryRun: options.dryRun });
+    if (!options.dryRun) this.remember(obj.kind, result);
+    return result as StoredObject;
   }
 
   async delete(kind: string, namespace: string | undefined, name: string): Promise<boolean> {
+    this.written.delete(writtenKey(kind, namespace, name));
     return this.client.delete(resourceOf(kind), namespace, name);
   }
 
@@ -110,7 +140,9 @@ export class KubeStore implements Store {
     name: string,
     status: unknown,
   ): Promise<StoredObject> {
-    return (await this.client.patchStatus(resourceOf(kind), namespace, name, status)) as StoredObject;
+    const result = await this.client.patchStatus(resourceOf(kind), namespace, name, status);
+    this.remember(kind, result);
+    return result as StoredObject;
   }
 
   watch(kind: string, handler: (event: StoreEvent) => void): () => void {
@@ -127,7 +159,44 @@ export class KubeStore implements Store {
     this.informers.clear();
   }
 
+  private remember(kind: string, obj: KubeObject): void {
+    if (!this.informers.has(kind)) return;
+    obj.kind ??= kind;
+    this.written.set(writtenKey(kind, obj.metadata?.namespace, obj.metadata?.name ?? ""), obj);
+  }
+
+  /** The newer of the cached object and what this store last wrote for it. */
+  private freshest(kind: string, cached: KubeObject): KubeObject {
+    const key = writtenKey(kind, cached.metadata?.namespace, cached.metadata?.name ?? "");
+    const mine = this.written.get(key);
+    if (!mine) return cached;
+    if (resourceVersionOf(cached) >= resourceVersionOf(mine)) {
+      this.written.delete(key);
+      return cached;
+    }
+    return mine;
+  }
+
+  private caughtUp(obj: KubeObject): void {
+    const key = writtenKey(obj.kind ?? "", obj.metadata?.namespace, obj.metadata?.name ?? "");
+    const mine = this.written.get(key);
+    if (mine && resourceVersionOf(obj) >= resourceVersionOf(mine)) this.written.delete(key);
+  }
+
   private dispatch(event: StoreEvent): void {
     for (const h of this.handlers.get(event.object.kind ?? "") ?? []) h(event);
   }
+}
+
+function writtenKey(kind: string, namespace: string | undefined, name: string): string {
+  return `${kind}/${namespace ?? ""}/${name}`;
+}
+
+/**
+ * resourceVersion as a number. Kubernetes calls it opaque, but every API server backed by etcd
+ * uses etcd's revision, which only grows; an unparsable one counts as oldest.
+ */
+function resourceVersionOf(obj: KubeObject): number {
+  const n = Number(obj.metadata?.resourceVersion);
+  return Number.isFinite(n) ? n : -1;
 }

@@ -1,0 +1,510 @@
+/**
+ * The data-plane benchmark: what a chain costs per packet and per hop, what linking by tail
+ * calls costs against one fused program, how long a switch takes and whether switching under
+ * traffic loses packets. Needs root, bpffs, clang and libbpf (as the kernel tests do).
+ *
+ *   node --import tsx bench/dataplane.ts [--json] [--quick]
+ *
+ * `--json` prints one JSON object on stdout (logs go to stderr); without it, a table. `--quick`
+ * keeps the run under a minute with fewer repeats. Missed targets are reported, not fatal: the
+ * exit code is non-zero only when the benchmark itself fails. Everything it creates
+ * (namespaces, veth pairs, pins, links, temporary files) is removed at the end, also on errors
+ * and on Ctrl-C.
+ */
+import { execFileSync } from "node:child_process";
+import { cpus, loadavg, release } from "node:os";
+import { pino } from "pino";
+import { rootLogger } from "../common/log.ts";
+import { createBpffsDir, createVethNetwork, TestScope, type VethNetwork } from "../test/kernel/harness.ts";
+import { measureLoads, type LoadFigures } from "./load.ts";
+import {
+  chain3Specs,
+  measureManagerSwap,
+  measureManagerSwitches,
+  noop3Specs,
+  type ManagerLeftovers,
+} from "./manager.ts";
+import { compileObjects, type CompileFigures } from "./objects.ts";
+import { atMost, equals, tally, table, targetTable, type TargetCheck } from "./report.ts";
+import { round } from "./stats.ts";
+import { measureSwapFlips, type SwapFigures } from "./swap.ts";
+import { measureSwitchFloor, type SwitchFigures } from "./switching.ts";
+import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
+
+/** How much of everything a run does. */
+interface RunPlan {
+  mode: "quick" | "full";
+  compile: { cold: number; cached: number };
+  loadRounds: number;
+  testrun: { repeat: number; rounds: number };
+  /** Switches through the chain manager (first apply, the creation, not counted). */
+  managerSwitches: number;
+  /** Switches of a 3-noop chain through the chain manager (its own cost, little to verify). */
+  noopSwitches: number;
+  /** Switches done by hand on the libbpf layer (the floor). */
+  floorSwitches: number;
+  /** Flip swap: traffic for the whole run; switches must reach `minSwitches`. */
+  swap: { packets: number; rate: number; minSwitches: number };
+  /** Manager swap: traffic while the manager switches whole chains. */
+  managerSwap: { packets: number; rate: number };
+}
+
+const PLANS: Record<RunPlan["mode"], RunPlan> = {
+  quick: {
+    mode: "quick",
+    compile: { cold: 1, cached: 10 },
+    loadRounds: 10,
+    testrun: { repeat: 100_000, rounds: 7 },
+    managerSwitches: 30,
+    noopSwitches: 30,
+    floorSwitches: 10,
+    swap: { packets: 60_000, rate: 30_000, minSwitches: 1_000 },
+    managerSwap: { packets: 60_000, rate: 20_000 },
+  },
+  full: {
+    mode: "full",
+    compile: { cold: 3, cached: 50 },
+    loadRounds: 40,
+    testrun: { repeat: 1_000_000, rounds: 15 },
+    managerSwitches: 200,
+    noopSwitches: 200,
+    floorSwitches: 40,
+    swap: { packets: 480_000, rate: 40_000, minSwitches: 10_000 },
+    managerSwap: { packets: 600_000, rate: 30_000 },
+  },
+};
+
+/** Stops the run at the next check after Ctrl-C / SIGTERM. */
+class Interrupted extends Error {
+  override name = "Interrupted";
+}
+
+const args = new Set(process.argv.slice(2));
+for (const arg of args) {
+  if (!["--json", "--quick"].includes(arg)) {
+    process.stderr.write(
+      `unknown argument ${arg}\nusage: node --import tsx bench/dataplane.ts [--json] [--quick]\n`,
+    );
+    process.exit(2);
+  }
+}
+const json = args.has("--json");
+const plan = PLANS[args.has("--quick") ? "quick" : "full"];
+
+// stdout carries only the result: the project's logger (and anything it logs from the agent
+// code measured here) goes to stderr, at warn unless SLUICE_LOG_LEVEL says otherwise.
+(rootLogger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] = pino.destination({
+  dest: 2,
+  sync: true,
+});
+if (process.env.SLUICE_LOG_LEVEL === undefined) rootLogger.level = "warn";
+
+const startedAt = Date.now();
+const log = (msg: string) =>
+  process.stderr.write(`[${((Date.now() - startedAt) / 1000).toFixed(1)}s] ${msg}\n`);
+
+const scope = new TestScope();
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${signal}: cleaning up`);
+    scope.dispose().then(
+      () => process.exit(signal === "SIGINT" ? 130 : 143),
+      (err: unknown) => {
+        log(`cleanup failed: ${String(err)}`);
+        process.exit(1);
+      },
+    );
+  });
+}
+function checkpoint(): void {
+  if (interrupted) throw new Interrupted("interrupted");
+}
+
+function machineInfo() {
+  let clang = "unknown";
+  try {
+    clang =
+      execFileSync(process.env.SLUICE_CLANG ?? "clang", ["--version"], { encoding: "utf8" }).split("\n")[0] ??
+      "";
+  } catch {
+    // reported as unknown; compile() fails loudly later if clang is really missing
+  }
+  return {
+    kernel: release(),
+    cpus: cpus().length,
+    cpu_model: cpus()[0]?.model ?? "unknown",
+    node: process.version,
+    clang,
+    loadavg_start: loadavg().map((l) => round(l, 2)),
+  };
+}
+
+async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) throw new Error("the data-plane benchmark needs root (BPF, namespaces)");
+  const machine = machineInfo();
+  log(`data-plane benchmark, ${plan.mode} run, kernel ${machine.kernel}, ${machine.cpus} CPUs`);
+
+  const { objects, figures: compileFigures } = await compileObjects(scope, plan.compile, log);
+  checkpoint();
+  const loads: LoadFigures = measureLoads(objects, scope, plan.loadRounds, log);
+  checkpoint();
+  const runs: TestRunFigures = measureTestRuns(objects, scope, plan.testrun, log);
+  checkpoint();
+
+  const net: VethNetwork = await createVethNetwork(scope);
+  const bpffs = createBpffsDir(scope);
+  checkpoint();
+
+  const floor: SwitchFigures = measureSwitchFloor(objects, scope, plan.floorSwitches, log);
+  checkpoint();
+
+  // A failing phase of the chain manager is reported (and makes the exit code non-zero) without
+  // losing the figures of the other phases.
+  const errors: string[] = [];
+  const failed: Record<string, string> = {};
+  const guarded = async <T>(what: string, run: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await run();
+    } catch (err) {
+      if (interrupted) throw err;
+      const message = err instanceof Error ? err.message : String(err);
+      errors.push(`${what}: ${message}`);
+      failed[what] = `${what} failed`;
+      log(`${what} failed: ${err instanceof Error ? (err.stack ?? message) : message}`);
+      return undefined;
+    }
+  };
+  const managerSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+    "chain manager switches",
+    () =>
+      measureManagerSwitches(
+        "bench-switch",
+        chain3Specs(objects, net),
+        objects,
+        net,
+        bpffs.path,
+        scope,
+        plan.managerSwitches,
+        log,
+        checkpoint,
+      ),
+  );
+  checkpoint();
+  const noopSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+    "chain manager noop switches",
+    () =>
+      measureManagerSwitches(
+        "bench-noop",
+        noop3Specs(objects, net),
+        objects,
+        net,
+        bpffs.path,
+        scope,
+        plan.noopSwitches,
+        log,
+        checkpoint,
+      ),
+  );
+  checkpoint();
+  const managerSwap: SwapFigures | undefined = await guarded("chain manager swap", () =>
+    measureManagerSwap(objects, net, bpffs.path, scope, plan.managerSwap, log, checkpoint),
+  );
+  checkpoint();
+
+  const swap = await measureSwapFlips(objects, net, scope, plan.swap, log, checkpoint);
+  checkpoint();
+
+  const swapOk = (s: SwapFigures | undefined, min: number, reason?: string): TargetCheck => {
+    if (!s)
+      return {
+        target: `lost == 0, root misses == 0, >= ${min} switches`,
+        value: null,
+        unit: "packets lost",
+        pass: null,
+        reason: reason ?? "not measured",
+      };
+    const enough = s.switches >= min;
+    return {
+      target: `lost == 0, root misses == 0, >= ${min} switches`,
+      value: s.lost,
+      unit: "packets lost",
+      pass: s.lost === 0 && s.root_misses === 0 && enough,
+      ...(enough ? {} : { reason: `only ${s.switches} switches` }),
+    };
+  };
+  const loadWorst = Math.max(...Object.values(loads.load_ms_p50));
+  const targets: Record<string, TargetCheck> = {
+    hop_ns: atMost(runs.hop_ns, 15, "ns"),
+    fused_ratio: atMost(runs.fused_ratio, 1.15, ""),
+    switch_ms_p50: atMost(managerSwitch?.p50_ms, 5, "ms", failed["chain manager switches"]),
+    switch_ms_p99: atMost(managerSwitch?.p99_ms, 20, "ms", failed["chain manager switches"]),
+    flip_us_p50: atMost(managerSwitch?.flip_us_p50, 50, "us", failed["chain manager switches"]),
+    load_ms_p50: atMost(loadWorst, 1, "ms (slowest NF)"),
+    compile_cached_compiles: equals(compileFigures.compile_cached_compiles, 0, "clang runs"),
+    swap: swapOk(swap, plan.swap.minSwitches),
+  };
+  targets.swap_manager = swapOk(managerSwap, 1, failed["chain manager swap"]);
+  const leftovers = [managerSwitch, noopSwitch].filter((f) => f !== undefined);
+  targets.manager_leftovers = equals(
+    leftovers.length > 0
+      ? leftovers.reduce((sum, f) => sum + f.stale_programs + f.programs_after_remove, 0)
+      : undefined,
+    0,
+    "programs",
+  );
+
+  const figures: Figures = {
+    runs,
+    loads,
+    compile: compileFigures,
+    floor,
+    managerSwitch,
+    noopSwitch,
+    swap,
+    managerSwap,
+  };
+  const result = {
+    benchmark: "sluice data plane",
+    mode: plan.mode,
+    started_at: new Date(startedAt).toISOString(),
+    duration_s: round((Date.now() - startedAt) / 1000, 1),
+    machine: { ...machine, loadavg_end: loadavg().map((l) => round(l, 2)) },
+    repeats: {
+      testrun_repeat: runs.testrun_repeat,
+      testrun_rounds: runs.testrun_rounds,
+      load_rounds: loads.load_rounds,
+      compile_rounds: compileFigures.compile_rounds,
+      manager_switches: managerSwitch?.switches ?? 0,
+      manager_noop_switches: noopSwitch?.switches ?? 0,
+      floor_switches: floor.switches,
+      swap_packets: plan.swap.packets,
+      manager_swap_packets: managerSwap ? plan.managerSwap.packets : 0,
+    },
+    hop_ns: runs.hop_ns,
+    hop_ns_slope: runs.hop_ns_slope,
+    hop_ns_between_nfs: runs.hop_ns_between_nfs,
+    chain_ns: runs.chain_ns,
+    fused_ratio: runs.fused_ratio,
+    fused_ratio_direct: runs.fused_ratio_direct,
+    fused: runs.fused,
+    switch_ms_p50: managerSwitch?.p50_ms ?? null,
+    switch_ms_p99: managerSwitch?.p99_ms ?? null,
+    flip_us_p50: managerSwitch?.flip_us_p50 ?? null,
+    switch: managerSwitch ?? null,
+    switch_noop3: noopSwitch ?? null,
+    switch_floor: floor,
+    load_ms_p50: loads.load_ms_p50,
+    load_ms_p90: loads.load_ms_p90,
+    verified_insns: loads.verified_insns,
+    compile_ms_cold: round(compileFigures.compile_ms_cold, 1),
+    compile_ms_cached: round(compileFigures.compile_ms_cached, 2),
+    compile_cached_compiles: compileFigures.compile_cached_compiles,
+    compile_per_object: Object.fromEntries(
+      Object.entries(compileFigures.compile_per_object).map(([k, v]) => [
+        k,
+        { cold_ms: round(v.cold_ms, 1), cached_ms: round(v.cached_ms, 2) },
+      ]),
+    ),
+    swap,
+    swap_manager: managerSwap ?? null,
+    targets,
+    summary: tally(targets),
+    notes: explain(figures),
+    errors,
+  };
+
+  if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  else process.stdout.write(`${render(result, figures)}\n`);
+  return errors.length > 0 ? 1 : 0;
+}
+
+/** Every figure of a run, as the phases returned them. */
+interface Figures {
+  runs: TestRunFigures;
+  loads: LoadFigures;
+  compile: CompileFigures;
+  floor: SwitchFigures;
+  managerSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
+  noopSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
+  swap: SwapFigures;
+  managerSwap: SwapFigures | undefined;
+}
+
+/** Reading aids derived from this run's figures: where the time behind a figure goes. */
+function explain({ runs, loads, managerSwitch, noopSwitch }: Figures): string[] {
+  const notes: string[] = [];
+  const extra = round(runs.fused.linked_ns - runs.fused.fused_ns, 1);
+  notes.push(
+    `linked - fused = ${extra} ns per packet; the two extra tail calls account for about ` +
+      `${round(2 * runs.hop_ns, 1)} ns (2 x hop_ns); the rest is work the separate NFs do more than once ` +
+      "(each parses the packet, ratelimit and flowmon each read the clock) or that the compiler shares only " +
+      "within one program",
+  );
+  const chain3 = ["firewall", "ratelimit", "flowmon"];
+  const insns = chain3.reduce((sum, nf) => sum + (loads.verified_insns[nf] ?? 0), 0);
+  const loadMs = round(
+    chain3.reduce((sum, nf) => sum + (loads.load_ms_p50[nf] ?? 0), 0),
+    1,
+  );
+  notes.push(
+    `loading firewall + ratelimit + flowmon verifies ${insns} instructions ` +
+      `(${chain3.map((nf) => `${nf} ${loads.verified_insns[nf]}`).join(", ")}) and takes ${loadMs} ms ` +
+      "(sum of p50s); a switch loads the chain twice: the self-test instance, then the live revision",
+  );
+  if (managerSwitch) {
+    const p = managerSwitch.parts_ms_p50;
+    notes.push(
+      `chain manager switch p50 ${managerSwitch.p50_ms} ms: self-test ${p.self_test} ms, load ${p.load} ms, ` +
+        `after the flip ${p.after_flip} ms; first/last quarter p50 ${managerSwitch.p50_first_quarter_ms}/` +
+        `${managerSwitch.p50_last_quarter_ms} ms`,
+    );
+  }
+  if (noopSwitch) {
+    notes.push(
+      `the same switch with three noop NFs (${loads.verified_insns.noop} verified instructions each) takes ` +
+        `p50 ${noopSwitch.p50_ms} ms / p99 ${noopSwitch.p99_ms} ms: the chain manager's own cost`,
+    );
+  }
+  return notes;
+}
+
+/** The readable report. */
+function render(
+  result: {
+    mode: string;
+    duration_s: number;
+    machine: ReturnType<typeof machineInfo>;
+    targets: Record<string, TargetCheck>;
+    notes: string[];
+    errors: string[];
+  },
+  { runs, loads, compile, floor, managerSwitch, noopSwitch, swap, managerSwap }: Figures,
+): string {
+  const out: string[] = [];
+  const m = result.machine;
+  out.push(
+    `sluice data plane, ${result.mode} run (${result.duration_s} s): kernel ${m.kernel}, ` +
+      `${m.cpus} x ${m.cpu_model}, node ${m.node}`,
+  );
+  out.push("");
+  out.push(
+    `Per packet, BPF_PROG_TEST_RUN x ${runs.testrun_repeat}, ${runs.testrun_rounds} interleaved rounds, ` +
+      `${runs.packet_bytes}-byte UDP packet (medians):`,
+  );
+  out.push(
+    table(
+      ["variant", "ns/packet"],
+      [
+        ...Object.entries(runs.chain_ns).map(([n, ns]) => [
+          n === "0" ? "root alone (slot empty)" : `root + ${n} noop NF${n === "1" ? "" : "s"}`,
+          String(ns),
+        ]),
+        ["root + firewall + ratelimit + flowmon (linked)", String(runs.fused.linked_ns)],
+        ["root + fused program", String(runs.fused.fused_ns)],
+        ["fused program alone", String(runs.fused.fused_direct_ns)],
+      ],
+    ),
+  );
+  out.push(
+    `hop: ${runs.hop_ns} ns ((t8-t0)/8), slope ${runs.hop_ns_slope} ns, between NFs ${runs.hop_ns_between_nfs} ns; ` +
+      `linked/fused ${runs.fused_ratio} (without root ${runs.fused_ratio_direct})`,
+  );
+  out.push("");
+  out.push("Load of one NF (open + .rodata + map reuse + verifier), ms:");
+  out.push(
+    table(
+      ["NF", "p50", "p90", "verified insns"],
+      Object.keys(loads.load_ms_p50).map((nf) => [
+        nf,
+        String(loads.load_ms_p50[nf]),
+        String(loads.load_ms_p90[nf]),
+        String(loads.verified_insns[nf]),
+      ]),
+    ),
+  );
+  out.push("");
+  out.push(
+    `Compile (firewall + ratelimit + flowmon): cold ${round(compile.compile_ms_cold, 1)} ms, ` +
+      `cached ${round(compile.compile_ms_cached, 2)} ms, clang runs on the cached path: ${compile.compile_cached_compiles}`,
+  );
+  out.push("");
+  const sw = (name: string, s: SwitchFigures) => [
+    name,
+    String(s.switches),
+    String(s.p50_ms),
+    String(s.p99_ms),
+    String(s.flip_us_p50),
+    Object.entries(s.parts_ms_p50)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", "),
+  ];
+  out.push("Switch of a 3-NF chain, warm compile cache:");
+  out.push(
+    table(
+      ["chain, by", "switches", "p50 ms", "p99 ms", "flip us", "parts (p50 ms)"],
+      [
+        ...(managerSwitch ? [sw("fw+rl+fm, chain manager", managerSwitch)] : []),
+        sw("fw+rl+fm, by hand (floor)", floor),
+        ...(noopSwitch ? [sw("3 x noop, chain manager", noopSwitch)] : []),
+      ],
+    ),
+  );
+  for (const [what, f] of [
+    ["fw+rl+fm", managerSwitch],
+    ["3 x noop", noopSwitch],
+  ] as const) {
+    if (f) {
+      out.push(
+        `chain manager leftovers (${what}): ${f.stale_programs} programs of replaced revisions still loaded, ` +
+          `${f.programs_after_remove} programs after remove()`,
+      );
+    }
+  }
+  out.push("");
+  const sp = (name: string, s: SwapFigures) => [
+    name,
+    String(s.switches),
+    String(s.sent),
+    String(s.received),
+    String(s.lost),
+    String(s.root_misses),
+    s.xdp_mode,
+  ];
+  out.push("Switching under UDP traffic (veth, XDP on the receiver):");
+  out.push(
+    table(
+      ["by", "switches", "sent", "received", "lost", "root misses", "xdp"],
+      [sp("root slot flips", swap), ...(managerSwap ? [sp("chain manager", managerSwap)] : [])],
+    ),
+  );
+  out.push("");
+  out.push(targetTable(result.targets));
+  for (const note of result.notes) out.push(`note: ${note}`);
+  for (const error of result.errors) out.push(`ERROR: ${error}`);
+  return out.join("\n");
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (err) {
+  if (interrupted) {
+    // The signal handler cleans up and exits; whatever failed here failed because of it.
+    await new Promise(() => undefined);
+  }
+  log(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  code = 1;
+} finally {
+  if (!interrupted) {
+    try {
+      await scope.dispose();
+    } catch (err) {
+      log(`cleanup failed: ${String(err)}`);
+      code = 1;
+    }
+  }
+}
+if (!interrupted) process.exit(code);

@@ -1,0 +1,43 @@
+/**
+ * Errors of the chain manager besides those it passes on unchanged (libbpf's VerifierError,
+ * BpfError and NotSupportedError, the self-test's SelfTestError, ChainSpecError from spec.ts).
+ */
+
+/**
+ * An NF object does not follow the chain contract (bpf/include/sluice.h): it lacks the shared
+ * maps or settings, declares them differently, or has no program for the chain's hook. The NF
+ * must be rebuilt against the contract; retrying does not help.
+ */
+export class NfContractError extends Error {
+  override name = "NfContractError";
+  constructor(
+    /** The NF's name in the chain. */
+    readonly nf: string,
+    message: string,
+  ) {
+    super(`${nf}: ${message}`);
+  }
+}
+
+/**
+ * The chain's root program could not be attached to an interface (another program holds the
+ * hook, or the device refused). Nothing was switched: the chain that ran before still runs.
+ */
+export class AttachError extends Error {
+  override name = "AttachError";
+  constructor(
+    readonly ifname: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`interface ${ifname}: ${message}`, options);
+  }
+}
+
+/**
+ * What is pinned for a chain cannot be read back (a meta map that does not parse, a format from
+ * a newer agent). The chain is left as it is, still forwarding; an operator has to look.
+ */
+export class ChainStateError extends Error {
+  override name = "ChainStateError";
+}

@@ -1,0 +1,264 @@
+/**
+ * Crash safety: the process that owns a chain is killed with SIGKILL in the middle of switches
+ * (at every step of a switch, and at random times) while traffic flows. No packet is lost, the
+ * next process adopts the chain and cleans up what the dead one left half done, state carries
+ * over, and after removal nothing is left in bpffs or in the kernel.
+ */
+import { spawn } from "node:child_process";
+import { readdirSync, readlinkSync } from "node:fs";
+import { basename, join } from "node:path";
+import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { ChainManager, type AdoptedChain, type SwitchPhase } from "../../node-agent/src/chain/index.ts";
+import { compile } from "../../node-agent/src/compile/index.ts";
+import {
+  BpfLink,
+  BpfMap,
+  BpfProgram,
+  listIds,
+  xdpQuery,
+  type ObjectKind,
+} from "../../node-agent/src/libbpf/index.ts";
+import { withNetns } from "../../node-agent/src/netns/index.ts";
+import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
+import type { DriverConfig } from "./fixtures/chain-driver.ts";
+import { compileBuiltins, makeCacheDir, staticNeighbors, type BuiltinObjects } from "./fixtures/chains.ts";
+import { CRASH_RATE, crashChain } from "./fixtures/crash-chain.ts";
+import { createBpffsDir, createVethNetwork, fixture, listPinned, repoRoot, testScope } from "./harness.ts";
+import { startUdpFlow, type UdpFlowResult } from "./traffic.ts";
+
+const cache = makeCacheDir();
+let objects: BuiltinObjects;
+let counterObject = "";
+
+beforeAll(async () => {
+  objects = await compileBuiltins(cache.path);
+  counterObject = (await compile({ sourceRoot: fixture("nf"), entry: "counter.bpf.c", cacheDir: cache.path }))
+    .objectPath;
+});
+afterAll(() => cache.remove());
+
+interface DriverRun {
+  /** Every JSON line the driver printed. */
+  lines: Record<string, unknown>[];
+  /** How it ended. */
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * Runs the driver until it kills itself (`crashAt`) or, without it, until it has switched a few
+ * times and a random moment later, when the test kills it.
+ */
+async function runDriver(config: DriverConfig, killAfterMs?: number): Promise<DriverRun> {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", fixture("chain-driver.ts"), JSON.stringify(config)],
+    {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, SLUICE_LOG_LEVEL: "silent" },
+    },
+  );
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const lines: Record<string, unknown>[] = [];
+  let switched = 0;
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    lines.push(parsed);
+    if ("switched" in parsed) switched++;
+  });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+    child.on("exit", (_code, signal) => resolve(signal)),
+  );
+  const deadline = Date.now() + 30_000;
+  if (killAfterMs !== undefined) {
+    while (switched < 2 && child.exitCode === null && child.signalCode === null && Date.now() < deadline)
+      await sleep(5);
+    await sleep(killAfterMs);
+    child.kill("SIGKILL");
+  }
+  const timer = setTimeout(() => child.kill("SIGKILL"), Math.max(0, deadline - Date.now()));
+  const signal = await exited;
+  clearTimeout(timer);
+  if (lines.length === 0) throw new Error(`chain driver printed nothing: ${stderr.trim()}`);
+  return { lines, signal };
+}
+
+/** Kernel ids of everything pinned below `dir`: `root_prog` is a program, `link_*` links, the rest maps. */
+function pinnedObjectIds(dir: string): Record<ObjectKind, number[]> {
+  const ids: Record<ObjectKind, number[]> = { prog: [], map: [], link: [] };
+  for (const rel of listPinned(dir)) {
+    const path = join(dir, rel);
+    const name = basename(rel);
+    const handle =
+      name === "root_prog"
+        ? BpfProgram.fromPin(path)
+        : name.startsWith("link_")
+          ? BpfLink.fromPin(path)
+          : BpfMap.fromPin(path);
+    ids[name === "root_prog" ? "prog" : name.startsWith("link_") ? "link" : "map"].push(handle.id);
+    handle.close();
+  }
+  return ids;
+}
+
+/** BPF objects this process holds fds of. */
+function bpfFdsOfThisProcess(): number {
+  return readdirSync("/proc/self/fd").filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith("anon_inode:bpf");
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+const PHASES: SwitchPhase[] = ["self-tested", "built", "flipped", "maps-moved", "released"];
+
+describe("crash safety", () => {
+  test("SIGKILL at every step of a switch and at random times loses no packet; the next process adopts the chain and nothing leaks", async () => {
+    const scope = testScope();
+    const net = await createVethNetwork(scope);
+    await staticNeighbors(net);
+    const bpffs = createBpffsDir(scope);
+    const bpfFdsBefore = bpfFdsOfThisProcess();
+    const config: DriverConfig = {
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      chain: "crash",
+      ifname: net.b.ifname,
+      hook: "xdp",
+      xdpMode: "native",
+      objects,
+      counterObject,
+      src: net.a.ip,
+      dst: net.b.ip,
+    };
+
+    const creator = new ChainManager({
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      rootObjectPath: objects.root,
+    });
+    await creator.apply(crashChain(config, 0));
+    creator.close();
+
+    // Traffic throughout: flows back to back until the crashes are over.
+    const flows: UdpFlowResult[] = [];
+    let trafficOn = true;
+    const startedNs = process.hrtime.bigint();
+    let firstPacketByNs = 0n;
+    const traffic = (async () => {
+      while (trafficOn) {
+        const flow = await startUdpFlow({
+          from: { ns: net.a.ns.name, ip: net.a.ip },
+          to: { ns: net.b.ns.name, ip: net.b.ip },
+          count: 20_000,
+          rate: 10_000,
+        });
+        firstPacketByNs ||= process.hrtime.bigint();
+        flows.push(await flow.done());
+      }
+    })();
+    scope.defer(async () => {
+      trafficOn = false;
+      await traffic.catch(() => undefined);
+    });
+    while (firstPacketByNs === 0n) await sleep(5);
+
+    const adoptions: { after: string; adopted: AdoptedChain[] }[] = [];
+    let previous = "created";
+    const kill = async (run: DriverRun, what: string) => {
+      expect(run.signal, `driver ${what}: ${JSON.stringify(run.lines.slice(-3))}`).toBe("SIGKILL");
+      expect(run.lines.filter((l) => "switched" in l).length).toBeGreaterThanOrEqual(2);
+      if ((PHASES as string[]).includes(what)) expect(run.lines.at(-1)).toMatchObject({ crashing: what });
+      const adopted = run.lines.find((l) => "adopted" in l)?.adopted as AdoptedChain[];
+      adoptions.push({ after: previous, adopted });
+      previous = what;
+    };
+    for (const phase of PHASES)
+      await kill(await runDriver({ ...config, crashAt: { phase, after: 2 } }), phase);
+    for (const ms of [37, 113, 251]) await kill(await runDriver(config, ms), `random kill after ${ms} ms`);
+
+    trafficOn = false;
+    await traffic;
+
+    // Each process found what the one before it left and repaired it.
+    const repairsAfter = (what: string) =>
+      adoptions.find((a) => a.after === what)!.adopted[0]!.repairs.join("\n");
+    expect(adoptions.every((a) => a.adopted.length === 1 && a.adopted[0]!.outcome === "adopted")).toBe(true);
+    expect(repairsAfter("built")).toMatch(/removed revision \d+ \(not live/);
+    expect(repairsAfter("flipped")).toMatch(/removed revision \d+ \(not live/);
+    expect(repairsAfter("flipped")).toMatch(
+      /moved map counter\/counter_hits of the live revision into place/,
+    );
+    expect(repairsAfter("maps-moved")).toMatch(/removed revision \d+ \(not live/);
+
+    // This process adopts the chain last: exactly one revision and its maps are pinned.
+    const manager = new ChainManager({
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      rootObjectPath: objects.root,
+    });
+    scope.defer(() => manager.close());
+    const [chain] = await manager.adopt();
+    expect(chain).toMatchObject({ name: "crash", outcome: "adopted", interfaces: [net.b.ifname] });
+    const liveGeneration = chain!.generation;
+    const headMaps = Number(chain!.revision.slice(1)) % 2 === 0 ? ["crash/maps/counter/counter_hits"] : [];
+    expect(bpffs.listPinned()).toEqual(
+      [
+        `crash/link_${net.b.ifname}`,
+        ...headMaps,
+        "crash/maps/ratelimit/ratelimit_state",
+        "crash/meta",
+        `crash/rev/${liveGeneration}/meta`,
+        `crash/rev/${liveGeneration}/progs`,
+        "crash/root_array",
+        "crash/root_prog",
+        "crash/root_stats",
+        "crash/stats",
+      ].sort(),
+    );
+
+    // No packet lost, and state carried over every crash.
+    const sent = flows.reduce((sum, f) => sum + f.sent, 0);
+    expect(flows.length).toBeGreaterThan(0);
+    expect(flows.map((f) => [f.lost, f.receiverDrops])).toEqual(flows.map(() => [0, 0]));
+    const status = manager.status("crash")!;
+    expect(status.rootMisses.packets).toBe(0n);
+    expect(status.nfs.at(-1)).toMatchObject({ name: "ratelimit" });
+    expect(status.nfs.at(-1)!.counters).toMatchObject({
+      packets: BigInt(sent),
+      passes: BigInt(sent),
+      errors: 0n,
+    });
+    const [bucket] = manager.readTable("crash", "ratelimit", "ratelimit_state");
+    const firstArrivalNs =
+      decodeRatelimitEntry(bucket!.key, bucket!.value).tatNs - BigInt(sent) * BigInt(1e9 / CRASH_RATE);
+    expect(firstArrivalNs).toBeGreaterThanOrEqual(startedNs - 20_000_000n);
+    expect(firstArrivalNs).toBeLessThanOrEqual(firstPacketByNs + 50_000_000n);
+
+    // Removal leaves nothing pinned, nothing attached, and nothing of the chain in the kernel:
+    // every revision's programs hold the chain's stats map, so once it and the other pinned
+    // objects are gone, no program of any revision (built by any of the killed processes) lives.
+    const chainObjects = pinnedObjectIds(bpffs.path);
+    expect(chainObjects.map.length).toBeGreaterThanOrEqual(7);
+    await manager.remove("crash");
+    expect(bpffs.listPinned()).toEqual([]);
+    expect(withNetns(net.b.ns.path, () => xdpQuery(net.b.ifindex)).mode).toBe("none");
+    await expect
+      .poll(
+        () => ({
+          prog: chainObjects.prog.filter((id) => listIds("prog").includes(id)),
+          map: chainObjects.map.filter((id) => listIds("map").includes(id)),
+          link: chainObjects.link.filter((id) => listIds("link").includes(id)),
+        }),
+        { timeout: 5000, interval: 100 },
+      )
+      .toEqual({ prog: [], map: [], link: [] });
+    manager.close();
+    expect(bpfFdsOfThisProcess()).toBe(bpfFdsBefore);
+  });
+});
