@@ -49,7 +49,9 @@ export const NetworkFunctionSource = z
           .register(kube, {
             validations: [{ rule: "self.endsWith('.c')", message: "must name a C file (ending in .c)" }],
           })
-          .describe("C entry file, relative to the root of the GitSource's artifact (its spec.path in the repository)."),
+          .describe(
+            "C entry file, relative to the root of the GitSource's artifact (its spec.path in the repository).",
+          ),
         sourceRef: GitSourceReference.describe("GitSource whose artifact holds the file."),
       }),
       z.strictObject({
