@@ -7,33 +7,16 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startOperator, type RunningOperator } from "../../operator/src/operator.ts";
 import { createTestRepo, type FileSpec, type TestRepo } from "../support/git-servers.ts";
 import { createTestNamespace, kubeConfig, kubeconfigPath, kubectl, kubectlOk } from "./harness.ts";
+import { type Condition, type GitSourceView, installCrds, readyOf } from "./sluice-support.ts";
 
-const crdDir = fileURLToPath(new URL("../../crds/", import.meta.url));
 const namespace = createTestNamespace("hostile");
 
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-}
-interface GitSourceView {
-  status?: {
-    conditions?: Condition[];
-    artifact?: { revision: string };
-    lastAppliedRevision?: string;
-    inventory?: unknown[];
-  };
-}
-
 const api = kubeConfig().makeApiClient(CustomObjectsApi);
-const readyOf = (gs: GitSourceView) => gs.status?.conditions?.find((c) => c.type === "Ready");
 
 async function waitForReady(name: string, timeoutMs = 20_000): Promise<Condition> {
   const deadline = Date.now() + timeoutMs;
@@ -199,16 +182,7 @@ let dataDir: string;
 const repos: TestRepo[] = [];
 
 beforeAll(async () => {
-  await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", crdDir]);
-  await kubectlOk([
-    "wait",
-    "--for=condition=Established",
-    "crd/gitsources.sluice.dev",
-    "crd/networkfunctions.sluice.dev",
-    "crd/servicechains.sluice.dev",
-    "crd/nodechains.sluice.dev",
-    "--timeout=30s",
-  ]);
+  await installCrds();
   dataDir = await mkdtemp(join(tmpdir(), "sluice-op-"));
   operator = await startOperator({
     kubeconfig: kubeconfigPath(),

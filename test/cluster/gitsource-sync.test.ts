@@ -6,7 +6,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { CustomObjectsApi, PatchStrategy, Watch, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startOperator, type RunningOperator } from "../../operator/src/operator.ts";
@@ -19,27 +18,9 @@ import {
   type TestRepo,
 } from "../support/git-servers.ts";
 import { createTestNamespace, kubeConfig, kubeconfigPath, kubectl, kubectlOk } from "./harness.ts";
+import { type GitSourceView, installCrds, readyAt, readyOf } from "./sluice-support.ts";
 
-const crdDir = fileURLToPath(new URL("../../crds/", import.meta.url));
 const namespace = createTestNamespace("gitsource");
-
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-}
-interface GitSourceView {
-  metadata: { name: string; generation?: number };
-  status?: {
-    conditions?: Condition[];
-    artifact?: { revision: string; digest: string; url: string };
-    lastAppliedRevision?: string;
-    lastHandledReconcileAt?: string;
-    inventory?: { kind: string; namespace?: string; name: string }[];
-    observedGeneration?: number;
-  };
-}
 
 const api = kubeConfig().makeApiClient(CustomObjectsApi);
 
@@ -52,8 +33,6 @@ async function getSource(name: string): Promise<GitSourceView> {
     name,
   })) as GitSourceView;
 }
-
-const readyOf = (gs: GitSourceView) => gs.status?.conditions?.find((c) => c.type === "Ready");
 
 /** Polls the GitSource until `match` holds; fails with its Ready condition after `timeoutMs`. */
 async function waitForSource(
@@ -75,11 +54,6 @@ async function waitForSource(
     await new Promise((ok) => setTimeout(ok, 50));
   }
 }
-
-const readyAt = (revision: string) => (gs: GitSourceView) =>
-  readyOf(gs)?.status === "True" &&
-  gs.status?.lastAppliedRevision === revision &&
-  gs.status.artifact?.revision === revision;
 
 const failedWith = (reason: string) => (gs: GitSourceView) =>
   readyOf(gs)?.status === "False" && readyOf(gs)?.reason === reason;
@@ -163,15 +137,7 @@ async function newRepo(name: string): Promise<TestRepo> {
 }
 
 beforeAll(async () => {
-  await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", crdDir]);
-  await kubectlOk([
-    "wait",
-    "--for=condition=Established",
-    "crd/gitsources.sluice.dev",
-    "crd/networkfunctions.sluice.dev",
-    "crd/servicechains.sluice.dev",
-    "--timeout=30s",
-  ]);
+  await installCrds();
   dataDir = await mkdtemp(join(tmpdir(), "sluice-op-"));
   serveRoot = await mkdtemp(join(tmpdir(), "sluice-srv-"));
   daemon = await startGitDaemon(serveRoot);

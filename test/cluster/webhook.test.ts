@@ -8,38 +8,15 @@ import { createHmac } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Watch } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startOperator, type RunningOperator } from "../../operator/src/operator.ts";
 import { createTestRepo, type TestRepo } from "../support/git-servers.ts";
 import { createTestNamespace, kubeConfig, kubeconfigPath, kubectl, kubectlOk } from "./harness.ts";
+import { type GitSourceView, installCrds, readyAt, readyOf } from "./sluice-support.ts";
 
-const crdDir = fileURLToPath(new URL("../../crds/", import.meta.url));
 const namespace = createTestNamespace("webhook");
 const token = "hook-token-4f1c2b";
-
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-}
-interface GitSourceView {
-  metadata: { name: string; generation?: number };
-  status?: {
-    conditions?: Condition[];
-    artifact?: { revision: string };
-    lastAppliedRevision?: string;
-    webhookPath?: string;
-  };
-}
-
-const readyOf = (gs: GitSourceView) => gs.status?.conditions?.find((c) => c.type === "Ready");
-const readyAt = (revision: string) => (gs: GitSourceView) =>
-  readyOf(gs)?.status === "True" &&
-  gs.status?.lastAppliedRevision === revision &&
-  gs.status.artifact?.revision === revision;
 
 /**
  * Keeps the latest version of every GitSource in the namespace from a watch, so a test learns
@@ -165,15 +142,7 @@ async function limitOf(name: string): Promise<number> {
 }
 
 beforeAll(async () => {
-  await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", crdDir]);
-  await kubectlOk([
-    "wait",
-    "--for=condition=Established",
-    "crd/gitsources.sluice.dev",
-    "crd/networkfunctions.sluice.dev",
-    "crd/servicechains.sluice.dev",
-    "--timeout=30s",
-  ]);
+  await installCrds();
   await kubectlOk(["create", "secret", "generic", "hook", "-n", namespace, `--from-literal=token=${token}`]);
   dataDir = await mkdtemp(join(tmpdir(), "sluice-op-"));
   operator = await startOperator({
