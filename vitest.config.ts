@@ -3,7 +3,8 @@ import { defineConfig } from "vitest/config";
 /**
  * Four test projects. `unit` needs no privileges; `kernel` loads real BPF into the running
  * kernel; `cluster` talks to a real kube-apiserver + etcd; `e2e` uses all of them at once.
- * Privileged projects run their files one at a time: they share the kernel and two cores.
+ * Kernel and e2e files run one at a time, and after the unprivileged and cluster projects (which
+ * run together): they share the kernel, and a 2-core machine, with everything else.
  */
 export default defineConfig({
   test: {
@@ -11,6 +12,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
+          sequence: { groupOrder: 0 },
           include: [
             "operator/**/*.test.ts",
             "node-agent/**/*.test.ts",
@@ -23,6 +25,7 @@ export default defineConfig({
       {
         test: {
           name: "kernel",
+          sequence: { groupOrder: 1 },
           include: ["test/kernel/**/*.test.ts"],
           globalSetup: ["test/kernel/global-setup.ts"],
           fileParallelism: false,
@@ -33,6 +36,7 @@ export default defineConfig({
       {
         test: {
           name: "cluster",
+          sequence: { groupOrder: 0 },
           include: ["test/cluster/**/*.test.ts"],
           globalSetup: ["test/cluster/global-setup.ts"],
           testTimeout: 120_000,
@@ -42,6 +46,7 @@ export default defineConfig({
       {
         test: {
           name: "e2e",
+          sequence: { groupOrder: 2 },
           include: ["test/e2e/**/*.test.ts"],
           globalSetup: ["test/kernel/global-setup.ts", "test/cluster/global-setup.ts"],
           fileParallelism: false,

@@ -17,8 +17,9 @@ const usage = `sluice — GitOps for chains of eBPF network functions
 
 Usage:
   sluice run --source <git url or directory> [--ref BRANCH] [--tag T | --semver R | --commit SHA]
-             [--path DIR] [--interval 10s] [--port 9470] [--data-dir DIR] [--netns NS] [--webhook-token T]
-  sluice status [--json] [--port 9470]
+             [--path DIR] [--name local] [--interval 10s] [--port 9470] [--data-dir DIR]
+             [--bpffs-root DIR] [--netns NS] [--webhook-token T]
+  sluice status [--json | --watch] [--port 9470]
   sluice operator [--kubeconfig FILE] [--namespace NS] [--port 8080] [--data-dir DIR] [--advertise-url URL]
   sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR] [--cache-dir DIR]
   sluice help
@@ -93,6 +94,7 @@ async function run(argv: string[]): Promise<number> {
       semver: { type: "string" },
       commit: { type: "string" },
       path: { type: "string", default: "." },
+      name: { type: "string", default: "local" },
       interval: { type: "string", default: "10s" },
       port: { type: "string", default: "9470" },
       "data-dir": { type: "string", default: "/var/lib/sluice" },
@@ -127,6 +129,7 @@ async function run(argv: string[]): Promise<number> {
       source: values.source,
       ref,
       path: values.path,
+      name: values.name,
       interval: values.interval,
       port,
       dataDir: values["data-dir"],
@@ -137,7 +140,8 @@ async function run(argv: string[]): Promise<number> {
     });
   } catch (err) {
     process.stderr.write(`sluice run: ${err instanceof Error ? err.message : String(err)}\n`);
-    return ExitCode.Failed;
+    const { HostNotReadyError } = await import("./run.ts");
+    return err instanceof HostNotReadyError ? ExitCode.Environment : ExitCode.Failed;
   }
   process.stderr.write(
     `sluice run: following ${values.source}; status at ${host.url}/status (sluice status --port ${host.port})\n`,
@@ -151,26 +155,35 @@ async function run(argv: string[]): Promise<number> {
 async function status(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { json: { type: "boolean", default: false }, port: { type: "string", default: "9470" } },
+    options: {
+      json: { type: "boolean", default: false },
+      watch: { type: "boolean", default: false },
+      port: { type: "string", default: "9470" },
+    },
     strict: true,
   });
-  let doc;
-  try {
-    const res = await fetch(`http://127.0.0.1:${values.port}/status`, { signal: AbortSignal.timeout(5_000) });
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    doc = (await res.json()) as import("./run.ts").SingleHostStatus;
-  } catch (err) {
-    process.stderr.write(
-      `sluice status: no sluice run answers on 127.0.0.1:${values.port} (${err instanceof Error ? err.message : String(err)})\n`,
-    );
+  const { fetchStatus, formatStatus } = await import("./format.ts");
+  if (values.watch) {
+    // Redraws the table every second until Ctrl-C; rates come from the endpoint's own samples.
+    let stop = false;
+    void waitForSignal().then(() => (stop = true));
+    while (!stop) {
+      const got = await fetchStatus(values.port);
+      process.stdout.write("\x1b[H\x1b[2J" + (got.ok ? formatStatus(got.doc) : `sluice status: ${got.error}\n`));
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    return ExitCode.Ok;
+  }
+  const got = await fetchStatus(values.port);
+  if (!got.ok) {
+    process.stderr.write(`sluice status: ${got.error}\n`);
     return ExitCode.Environment;
   }
   if (values.json) {
-    process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+    process.stdout.write(JSON.stringify(got.doc, null, 2) + "\n");
     return ExitCode.Ok;
   }
-  const { formatStatus } = await import("./format.ts");
-  process.stdout.write(formatStatus(doc));
+  process.stdout.write(formatStatus(got.doc));
   return ExitCode.Ok;
 }
 

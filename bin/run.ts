@@ -1,13 +1,20 @@
-import { existsSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, statSync, statfsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
+import koffi from "koffi";
 import { API_VERSION, GitSource, NODE_LABEL } from "../common/api/index.ts";
 import { ArtifactStore } from "../common/artifact/index.ts";
 import type { Logger } from "../common/log.ts";
 import { MemoryStore, type StoredObject } from "../common/store.ts";
-import { startAgent, type RunningAgent } from "../node-agent/src/agent/run.ts";
-import type { ChainStatus } from "../node-agent/src/chain/index.ts";
+import { NodeAgent, pinName, type DataPlane } from "../node-agent/src/agent/agent.ts";
+import {
+  ChainManager,
+  DEFAULT_BPFFS_ROOT,
+  type ApplyResult,
+  type ChainStatus,
+} from "../node-agent/src/chain/index.ts";
+import { netnsPath } from "../node-agent/src/netns/index.ts";
 import { startControlPlane, type ControlPlane } from "../operator/src/controlplane.ts";
 import { SourceServer } from "../operator/src/server/index.ts";
 
@@ -18,6 +25,11 @@ export interface SingleHostOptions {
   ref?: { branch?: string; tag?: string; semver?: string; commit?: string };
   path?: string;
   interval?: string;
+  /**
+   * Name of the GitSource this host follows (default `local`): NetworkFunctions whose C source
+   * lives in the repository name it in `source.sourceRef`.
+   */
+  name?: string;
   /** Status endpoint port on 127.0.0.1 (0 picks one). */
   port: number;
   dataDir: string;
@@ -34,19 +46,55 @@ export interface SingleHost {
   url: string;
   port: number;
   store: MemoryStore;
-  agent: RunningAgent;
+  agent: NodeAgent;
+  manager: ChainManager;
   controlPlane: ControlPlane;
   /** The node name this host runs as. */
   nodeName: string;
-  /** What `sluice status` shows: chains with counters and the GitOps objects' status. */
+  /** What `sluice status` shows: chains with counters and rates, and the GitOps objects' status. */
   status(): Promise<SingleHostStatus>;
+  /** Stops following Git; chains stay pinned and forwarding. */
   stop(): Promise<void>;
+}
+
+/** Counters of one NF, with rates over the last second or so. */
+export interface NfStatusDoc {
+  name: string;
+  /** Decimal strings: the kernel's 64-bit counters do not fit a JSON number. */
+  packets: string;
+  bytes: string;
+  drops: string;
+  passes: string;
+  errors: string;
+  /** Per second, over `rateWindowMs`; absent until two samples exist. */
+  packetsPerSecond?: number;
+  dropsPerSecond?: number;
+  bytesPerSecond?: number;
+}
+
+/** The last time the data plane converged a chain. */
+export interface LastApplyDoc {
+  action: ApplyResult["action"];
+  revision: string;
+  at: string;
+  totalMs: number;
+  loadMs: number;
+  selfTestMs: number;
+  /** The atomic switch itself (one prog-array slot). */
+  flipUs: number;
+  /** `<nf>/<map>` whose state carried over. */
+  carriedMaps: string[];
+  /** `<nf>/<map>` that started empty, with why. */
+  recreatedMaps: Array<{ map: string; reason: string }>;
 }
 
 /** The status document served at GET /status. */
 export interface SingleHostStatus {
   node: string;
-  source: { revision?: string; ready?: string; message?: string };
+  source: { name: string; url: string; revision?: string; ready?: string; message?: string };
+  /** Every ServiceChain from Git, also those that never reached the data plane. */
+  serviceChains: Array<{ name: string; revision?: string; ready?: string; reason?: string; message?: string }>;
+  /** Chains running in the kernel of this host. */
   chains: Array<{
     name: string;
     revision: string;
@@ -54,16 +102,20 @@ export interface SingleHostStatus {
     interfaces: Array<{ name: string; xdpMode?: string }>;
     ready?: string;
     message?: string;
-    nfs: Array<{
-      name: string;
-      packets: string;
-      bytes: string;
-      drops: string;
-      passes: string;
-      errors: string;
-    }>;
+    lastApply?: LastApplyDoc;
+    /** Window the rates were measured over. */
+    rateWindowMs?: number;
+    nfs: NfStatusDoc[];
   }>;
   time: string;
+}
+
+/** This host lacks something `sluice run` needs; the message names each missing piece. */
+export class HostNotReadyError extends Error {
+  override name = "HostNotReadyError";
+  constructor(readonly missing: string[]) {
+    super(`this host lacks:\n  - ${missing.join("\n  - ")}`);
+  }
 }
 
 /** The name of this host as a Kubernetes node name (DNS-1123 subdomain). */
@@ -93,20 +145,115 @@ export function sourceUrl(source: string): string {
   return `file://${dir}`;
 }
 
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/**
+ * What this host lacks to run chains (root, bpffs under the pin root, clang, libbpf, the
+ * namespace): checked up front so that a user reads one list instead of a failed first load.
+ */
+export function missingForSingleHost(options: { bpffsRoot?: string; netns?: string }): string[] {
+  const missing: string[] = [];
+  if (process.getuid?.() !== 0) missing.push("root privileges (sluice run loads BPF programs)");
+  let dir = options.bpffsRoot ?? DEFAULT_BPFFS_ROOT;
+  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+  let bpffs = false;
+  try {
+    bpffs = statfsSync(dir).type === BPF_FS_MAGIC;
+  } catch {
+    bpffs = false;
+  }
+  if (!bpffs) missing.push(`bpffs at ${dir} (mount -t bpf bpf /sys/fs/bpf)`);
+  const onPath = (binary: string) =>
+    (process.env.PATH ?? "").split(delimiter).some((d) => {
+      try {
+        accessSync(join(d, binary), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  if (!onPath("clang")) missing.push("clang on PATH (Debian package clang)");
+  try {
+    koffi.load("libbpf.so.1");
+  } catch {
+    missing.push("libbpf.so.1 (Debian package libbpf1)");
+  }
+  if (options.netns && !existsSync(netnsPath(options.netns)))
+    missing.push(`network namespace ${options.netns} (${netnsPath(options.netns)})`);
+  return missing;
+}
+
 /**
  * Runs the whole pipeline on one host without Kubernetes: the same GitSource and ServiceChain
  * controllers and the same node agent as in a cluster, with a memory store between them and
- * this host as the only node.
+ * this host as the only node. Throws {@link HostNotReadyError} when the host cannot run chains.
  */
 export async function startSingleHost(options: SingleHostOptions): Promise<SingleHost> {
   const { log } = options;
+  const missing = missingForSingleHost(options);
+  if (missing.length > 0) throw new HostNotReadyError(missing);
+  const sourceName = options.name ?? "local";
+  const nodeName = localNodeName();
+  const gitSource: StoredObject = {
+    apiVersion: API_VERSION,
+    kind: "GitSource",
+    metadata: { name: sourceName, namespace: "default" },
+    spec: {
+      url: sourceUrl(options.source),
+      ref: options.ref && Object.keys(options.ref).length ? options.ref : { branch: "main" },
+      path: options.path ?? ".",
+      interval: options.interval ?? "10s",
+      ...(options.webhookToken ? { webhookSecretRef: { name: "local-webhook" } } : {}),
+    },
+  };
+  const checked = GitSource.safeParse(gitSource);
+  if (!checked.success) {
+    const issue = checked.error.issues[0]!;
+    const field = issue.path[0] === "metadata" ? "name" : String(issue.path[1] ?? "source");
+    throw new Error(`--${field}: ${issue.message}`);
+  }
+
   const store = new MemoryStore();
   await mkdir(options.dataDir, { recursive: true });
+  const cacheDir = join(options.dataDir, "cache");
+  await mkdir(cacheDir, { recursive: true });
   const artifacts = new ArtifactStore(join(options.dataDir, "artifacts"));
   const server = new SourceServer({ store: artifacts, logger: log });
   const listening = await server.listen(options.port, "127.0.0.1");
   const url = `http://127.0.0.1:${listening.port}`;
-  const nodeName = localNodeName();
+
+  const agentLog = log.child({ component: "agent", node: nodeName });
+  const manager = new ChainManager({
+    root: options.bpffsRoot,
+    netns: options.netns,
+    cacheDir,
+    logger: agentLog,
+  });
+  // The agent's data plane is the chain manager; what it last did per chain is kept for status.
+  const lastApply = new Map<string, LastApplyDoc>();
+  const dataPlane: DataPlane = {
+    apply: async (spec) => {
+      const result = await manager.apply(spec);
+      lastApply.set(result.chain, {
+        action: result.action,
+        revision: result.revision,
+        at: new Date().toISOString(),
+        totalMs: Math.round(result.timings.totalMs),
+        loadMs: Math.round(result.timings.loadMs),
+        selfTestMs: Math.round(result.timings.selfTestMs),
+        flipUs: Math.round(result.timings.flipUs),
+        carriedMaps: result.carriedMaps.map((m) => `${m.nf}/${m.map}`),
+        recreatedMaps: result.recreatedMaps.map((m) => ({ map: `${m.nf}/${m.map}`, reason: m.reason })),
+      });
+      return result;
+    },
+    adopt: () => manager.adopt(),
+    remove: async (name) => {
+      lastApply.delete(name);
+      await manager.remove(name);
+    },
+  };
+  const agent = new NodeAgent({ nodeName, store, dataPlane, cacheDir, netns: options.netns, log: agentLog });
 
   const controlPlane = startControlPlane({
     store,
@@ -123,60 +270,45 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     },
     log,
   });
-
-  await store.apply({
-    apiVersion: "v1",
-    kind: "Node",
-    metadata: {
-      name: nodeName,
-      labels: {
-        "kubernetes.io/hostname": nodeName,
-        "kubernetes.io/os": "linux",
-        "sluice.dev/single-host": "true",
+  try {
+    await store.apply({
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: {
+        name: nodeName,
+        labels: {
+          "kubernetes.io/hostname": nodeName,
+          "kubernetes.io/os": "linux",
+          "sluice.dev/single-host": "true",
+        },
       },
-    },
-  });
-  const gitSource: StoredObject = {
-    apiVersion: API_VERSION,
-    kind: "GitSource",
-    metadata: { name: "local", namespace: "default" },
-    spec: {
-      url: sourceUrl(options.source),
-      ref: options.ref && Object.keys(options.ref).length ? options.ref : { branch: "main" },
-      path: options.path ?? ".",
-      interval: options.interval ?? "10s",
-      ...(options.webhookToken ? { webhookSecretRef: { name: "local-webhook" } } : {}),
-    },
-  };
-  const checked = GitSource.safeParse(gitSource);
-  if (!checked.success) {
-    await server.close();
+    });
+    await store.apply(gitSource);
+    await agent.start();
+  } catch (err) {
     await controlPlane.stop();
-    const issue = checked.error.issues[0]!;
-    throw new Error(`--${String(issue.path[1] ?? "source")}: ${issue.message}`);
+    await agent.stop();
+    manager.close();
+    await server.close();
+    throw err;
   }
-  await store.apply(gitSource);
 
-  const agent = await startAgent({
-    nodeName,
-    store,
-    bpffsRoot: options.bpffsRoot,
-    cacheDir: join(options.dataDir, "cache"),
-    netns: options.netns,
-    logger: log,
-  });
-
+  const rates = new RateSampler(() => manager.list());
   const host: SingleHost = {
     url,
     port: listening.port,
     store,
     agent,
+    manager,
     controlPlane,
     nodeName,
-    status: async () => singleHostStatus(store, agent, nodeName),
+    status: async () =>
+      singleHostStatus({ store, nodeName, source: gitSource, chains: manager.list(), lastApply, rates }),
     async stop() {
+      rates.stop();
       await controlPlane.stop();
       await agent.stop();
+      manager.close();
       await server.close();
     },
   };
@@ -189,46 +321,131 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
   return host;
 }
 
-async function singleHostStatus(
-  store: MemoryStore,
-  agent: RunningAgent,
-  node: string,
-): Promise<SingleHostStatus> {
-  const source = await store.get("GitSource", "default", "local");
-  const sourceStatus = (source?.status ?? {}) as {
-    artifact?: { revision?: string };
-    conditions?: Array<{ type: string; status: string; message: string }>;
-  };
-  const ready = sourceStatus.conditions?.find((c) => c.type === "Ready");
+interface CounterSample {
+  atMs: number;
+  /** `<chain>/<nf>` -> packets, drops, bytes. */
+  counters: Map<string, [bigint, bigint, bigint]>;
+}
+
+/**
+ * Keeps the counters of a recent moment so that a status request can answer with rates at
+ * once: one sample a second, the two newest kept. Reading the counters is a map lookup per
+ * CPU, cheap enough to do all the time.
+ */
+class RateSampler {
+  readonly #samples: CounterSample[] = [];
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(private readonly read: () => ChainStatus[]) {
+    this.#timer = setInterval(() => this.#take(), 1000);
+    this.#timer.unref();
+    this.#take();
+  }
+
+  #take(): void {
+    try {
+      this.#samples.push(sampleOf(this.read(), Date.now()));
+      if (this.#samples.length > 2) this.#samples.shift();
+    } catch {
+      // A chain being switched or removed right now: the next tick samples again.
+    }
+  }
+
+  /** The newest sample at least half a second older than `nowMs`. */
+  reference(nowMs: number): CounterSample | undefined {
+    return [...this.#samples].reverse().find((s) => nowMs - s.atMs >= 500);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+function sampleOf(chains: ChainStatus[], atMs: number): CounterSample {
+  const counters = new Map<string, [bigint, bigint, bigint]>();
+  for (const c of chains)
+    for (const nf of c.nfs)
+      counters.set(`${c.name}/${nf.name}`, [nf.counters.packets, nf.counters.drops, nf.counters.bytes]);
+  return { atMs, counters };
+}
+
+/** Per second from two readings; a counter that went backwards (a chain made anew) has no rate. */
+function perSecond(now: bigint, before: bigint | undefined, windowMs: number): number | undefined {
+  if (before === undefined || now < before) return undefined;
+  return Math.round((Number(now - before) * 1000) / windowMs);
+}
+
+type Condition = { type: string; status: string; reason?: string; message?: string };
+const readyOf = (status: unknown): Condition | undefined =>
+  (status as { conditions?: Condition[] } | undefined)?.conditions?.find((c) => c.type === "Ready");
+
+async function singleHostStatus(input: {
+  store: MemoryStore;
+  nodeName: string;
+  source: StoredObject;
+  chains: ChainStatus[];
+  lastApply: ReadonlyMap<string, LastApplyDoc>;
+  rates: RateSampler;
+}): Promise<SingleHostStatus> {
+  const { store, chains } = input;
+  const nowMs = Date.now();
+  const reference = input.rates.reference(nowMs);
+  const windowMs = reference ? nowMs - reference.atMs : undefined;
+  const source = await store.get("GitSource", "default", input.source.metadata.name);
+  const sourceStatus = (source?.status ?? {}) as { artifact?: { revision?: string } };
+  const sourceReady = readyOf(source?.status);
   const nodeChains = await store.list("NodeChain");
-  const chains = agent.manager.list().map((c: ChainStatus) => {
-    const nc = nodeChains.find(
-      (o) => `${o.metadata.namespace}.${(o.spec as { chain: string }).chain}` === c.name,
-    );
-    const cond = (
-      nc?.status as { conditions?: Array<{ type: string; status: string; message: string }> } | undefined
-    )?.conditions?.find((x) => x.type === "Ready");
+  const serviceChains = (await store.list("ServiceChain")).map((sc) => {
+    const ready = readyOf(sc.status);
     return {
-      name: c.name,
-      revision: c.revision,
-      hook: c.hook,
-      interfaces: c.interfaces.map((i) => ({ name: i.name, ...(i.xdpMode ? { xdpMode: i.xdpMode } : {}) })),
-      ready: cond?.status,
-      message: cond?.message,
-      nfs: c.nfs.map((nf) => ({
-        name: nf.name,
-        packets: String(nf.counters.packets),
-        bytes: String(nf.counters.bytes),
-        drops: String(nf.counters.drops),
-        passes: String(nf.counters.passes),
-        errors: String(nf.counters.errors),
-      })),
+      name: `${sc.metadata.namespace ?? "default"}/${sc.metadata.name}`,
+      revision: (sc.status as { revision?: string } | undefined)?.revision,
+      ready: ready?.status,
+      reason: ready?.reason,
+      message: ready?.message,
     };
   });
   return {
-    node,
-    source: { revision: sourceStatus.artifact?.revision, ready: ready?.status, message: ready?.message },
-    chains,
-    time: new Date().toISOString(),
+    node: input.nodeName,
+    source: {
+      name: input.source.metadata.name,
+      url: (input.source.spec as { url: string }).url,
+      revision: sourceStatus.artifact?.revision,
+      ready: sourceReady?.status,
+      message: sourceReady?.message,
+    },
+    serviceChains,
+    chains: chains.map((c) => {
+      const ready = readyOf(nodeChains.find((o) => pinName(o) === c.name)?.status);
+      const last = input.lastApply.get(c.name);
+      return {
+        name: c.name,
+        revision: c.revision,
+        hook: c.hook,
+        interfaces: c.interfaces.map((i) => ({ name: i.name, ...(i.xdpMode ? { xdpMode: i.xdpMode } : {}) })),
+        ready: ready?.status,
+        message: ready?.message,
+        ...(last ? { lastApply: last } : {}),
+        ...(windowMs !== undefined ? { rateWindowMs: windowMs } : {}),
+        nfs: c.nfs.map((nf): NfStatusDoc => {
+          const before = reference?.counters.get(`${c.name}/${nf.name}`);
+          const doc: NfStatusDoc = {
+            name: nf.name,
+            packets: String(nf.counters.packets),
+            bytes: String(nf.counters.bytes),
+            drops: String(nf.counters.drops),
+            passes: String(nf.counters.passes),
+            errors: String(nf.counters.errors),
+          };
+          if (windowMs !== undefined && before) {
+            doc.packetsPerSecond = perSecond(nf.counters.packets, before[0], windowMs);
+            doc.dropsPerSecond = perSecond(nf.counters.drops, before[1], windowMs);
+            doc.bytesPerSecond = perSecond(nf.counters.bytes, before[2], windowMs);
+          }
+          return doc;
+        }),
+      };
+    }),
+    time: new Date(nowMs).toISOString(),
   };
 }

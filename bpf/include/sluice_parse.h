@@ -5,6 +5,18 @@
  *
  * The result is a small struct of scalars (no packet pointers), so NF logic can be written as
  * plain functions over it and a fused program parses once for several NFs.
+ *
+ * Built for a cheap verification, because every chain switch verifies every NF again:
+ * - The parser is a global function (sluice_parse_xdp_global / sluice_parse_tc_global). The
+ *   verifier checks a global function once, on its own, and its caller sees only "returns an
+ *   int, writes *pkt": the NF's logic is verified once, not once per way the packet can look.
+ * - Inside it, each stage (VLAN tag, extension header, transport header) starts from a cursor
+ *   the previous stage left in *pkt (offset and next protocol), read back with a volatile load.
+ *   The verifier does not track values through that memory, so every path into a stage looks
+ *   the same to it and the stage is verified once instead of once per path that reaches it.
+ *   Packet pointers are always the start of the frame plus such an offset, bounds-checked
+ *   right before use (sluice_hdr).
+ * The cost at run time is one BPF-to-BPF call and a few stores and loads to the stack.
  */
 #ifndef __SLUICE_PARSE_H
 #define __SLUICE_PARSE_H
@@ -32,6 +44,8 @@
 #define SLUICE_IPV6_MAX_EXT 4
 /* Bytes a tc program pulls into the linear area before parsing (headers of any sane packet). */
 #define SLUICE_TC_PULL_LEN 128
+/* Headers further into the frame than this are not followed (the packet is malformed). */
+#define SLUICE_MAX_HDR_OFF 0x3fff
 
 /* struct sluice_pkt.flags */
 #define SLUICE_PKT_L4 0x01       /* a TCP/UDP/ICMP/ICMPv6 header was parsed at l4_off */
@@ -58,6 +72,9 @@ struct sluice_pkt {
 	__u8 tcp_flags;              /* TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 ...), TCP only */
 	__u8 icmp_type;              /* ICMP/ICMPv6 only */
 	__u8 icmp_code;
+	/* The parser's cursor between stages (see the top of this file); not for NFs. */
+	__u16 cursor_off;  /* offset of the next header */
+	__u16 cursor_next; /* what it is: EtherType (host order) or IP protocol */
 };
 
 #define SLUICE_IPPROTO_ICMPV6 58
@@ -67,39 +84,70 @@ struct sluice_pkt {
 #define SLUICE_IPV6_AH 51
 #define SLUICE_IPV6_DSTOPTS 60
 
-/* Parse the transport header at off; returns SLUICE_PARSE_IP or SLUICE_PARSE_MALFORMED. */
-static __always_inline int sluice_parse_l4(struct sluice_pkt *pkt, void *data, void *data_end,
-					   __u32 off)
+/*
+ * Reads back a field of *pkt that the parser wrote: a real load, so the verifier sees an unknown
+ * value of the field's type rather than the value of the path it came by.
+ */
+#define SLUICE_RELOAD(field) (*(volatile __typeof__(field) *)&(field))
+
+/* A pointer to size bytes at offset off of the frame, or NULL when they are not all there. */
+static __always_inline void *sluice_hdr(void *data, void *data_end, __u32 off, __u32 size)
 {
-	__u8 proto = pkt->flow.proto;
+	void *p;
 
 	/* Keep the offset visibly bounded for the verifier. */
-	if (off > 0x3fff)
+	if (off > SLUICE_MAX_HDR_OFF)
+		return NULL;
+	p = data + off;
+	if (p + size > data_end)
+		return NULL;
+	return p;
+}
+
+static __always_inline int sluice_is_vlan(__u16 proto)
+{
+	return proto == ETH_P_8021Q || proto == ETH_P_8021AD;
+}
+
+static __always_inline int sluice_is_ipv6_ext(__u16 nexthdr)
+{
+	return nexthdr == SLUICE_IPV6_HOPOPTS || nexthdr == SLUICE_IPV6_ROUTING ||
+	       nexthdr == SLUICE_IPV6_DSTOPTS || nexthdr == SLUICE_IPV6_FRAGMENT ||
+	       nexthdr == SLUICE_IPV6_AH;
+}
+
+/* The transport header at the cursor (protocol in flow.proto); SLUICE_PARSE_IP or _MALFORMED. */
+static __always_inline int sluice_parse_l4(struct sluice_pkt *pkt, void *data, void *data_end)
+{
+	__u32 off = SLUICE_RELOAD(pkt->cursor_off);
+	__u8 proto = SLUICE_RELOAD(pkt->flow.proto);
+
+	if (off > SLUICE_MAX_HDR_OFF)
 		return SLUICE_PARSE_MALFORMED;
 	pkt->l4_off = off;
 
 	if (proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = data + off;
+		struct tcphdr *tcp = sluice_hdr(data, data_end, off, sizeof(*tcp));
 
-		if ((void *)(tcp + 1) > data_end)
+		if (!tcp)
 			return SLUICE_PARSE_MALFORMED;
 		pkt->flow.sport = tcp->source;
 		pkt->flow.dport = tcp->dest;
 		pkt->tcp_flags = ((__u8 *)tcp)[13];
 		pkt->flags |= SLUICE_PKT_L4 | SLUICE_PKT_PORTS;
 	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *udp = data + off;
+		struct udphdr *udp = sluice_hdr(data, data_end, off, sizeof(*udp));
 
-		if ((void *)(udp + 1) > data_end)
+		if (!udp)
 			return SLUICE_PARSE_MALFORMED;
 		pkt->flow.sport = udp->source;
 		pkt->flow.dport = udp->dest;
 		pkt->flags |= SLUICE_PKT_L4 | SLUICE_PKT_PORTS;
 	} else if (proto == IPPROTO_ICMP || proto == SLUICE_IPPROTO_ICMPV6) {
-		__u8 *icmp = data + off;
-
 		/* type, code, checksum */
-		if ((void *)(icmp + 4) > data_end)
+		__u8 *icmp = sluice_hdr(data, data_end, off, 4);
+
+		if (!icmp)
 			return SLUICE_PARSE_MALFORMED;
 		pkt->icmp_type = icmp[0];
 		pkt->icmp_code = icmp[1];
@@ -110,10 +158,11 @@ static __always_inline int sluice_parse_l4(struct sluice_pkt *pkt, void *data, v
 
 static __always_inline int sluice_parse_ipv4(struct sluice_pkt *pkt, void *data, void *data_end)
 {
-	struct iphdr *ip = data + pkt->l3_off;
+	__u32 off = SLUICE_RELOAD(pkt->l3_off);
+	struct iphdr *ip = sluice_hdr(data, data_end, off, sizeof(*ip));
 	__u32 hdr_len;
 
-	if ((void *)(ip + 1) > data_end)
+	if (!ip)
 		return SLUICE_PARSE_MALFORMED;
 	if (ip->version != 4 || ip->ihl < 5)
 		return SLUICE_PARSE_MALFORMED;
@@ -135,17 +184,56 @@ static __always_inline int sluice_parse_ipv4(struct sluice_pkt *pkt, void *data,
 		pkt->flags |= SLUICE_PKT_FRAGMENT;
 		return SLUICE_PARSE_IP;
 	}
-	return sluice_parse_l4(pkt, data, data_end, pkt->l3_off + hdr_len);
+	pkt->cursor_off = off + hdr_len;
+	return sluice_parse_l4(pkt, data, data_end);
+}
+
+/*
+ * One IPv6 extension header at the cursor: moves the cursor past it. Returns 1 to go on,
+ * 0 when the cursor is at a header that is not an extension header, or a final result
+ * (SLUICE_PARSE_IP for a later fragment, SLUICE_PARSE_MALFORMED) as result + 2 in *done.
+ */
+static __always_inline int sluice_parse_ipv6_ext(struct sluice_pkt *pkt, void *data, void *data_end,
+						 int *done)
+{
+	__u32 off = SLUICE_RELOAD(pkt->cursor_off);
+	__u16 nexthdr = SLUICE_RELOAD(pkt->cursor_next);
+	__u8 *ext;
+
+	if (!sluice_is_ipv6_ext(nexthdr))
+		return 0;
+	ext = sluice_hdr(data, data_end, off, 8);
+	if (!ext) {
+		*done = SLUICE_PARSE_MALFORMED;
+		return 0;
+	}
+	if (nexthdr == SLUICE_IPV6_FRAGMENT) {
+		/* Bytes 2-3: offset in 8-byte units (upper 13 bits) and flags. */
+		if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8) {
+			pkt->flow.proto = ext[0];
+			pkt->flags |= SLUICE_PKT_FRAGMENT;
+			*done = SLUICE_PARSE_IP;
+			return 0;
+		}
+		off += 8;
+	} else if (nexthdr == SLUICE_IPV6_AH) {
+		off += ((__u32)ext[1] + 2) * 4;
+	} else {
+		off += ((__u32)ext[1] + 1) * 8;
+	}
+	pkt->cursor_off = off;
+	pkt->cursor_next = ext[0];
+	return 1;
 }
 
 static __always_inline int sluice_parse_ipv6(struct sluice_pkt *pkt, void *data, void *data_end)
 {
-	struct ipv6hdr *ip6 = data + pkt->l3_off;
-	__u32 off;
-	__u8 nexthdr;
-	int i;
+	__u32 off = SLUICE_RELOAD(pkt->l3_off);
+	struct ipv6hdr *ip6 = sluice_hdr(data, data_end, off, sizeof(*ip6));
+	__u16 nexthdr;
+	int i, done;
 
-	if ((void *)(ip6 + 1) > data_end)
+	if (!ip6)
 		return SLUICE_PARSE_MALFORMED;
 	if (ip6->version != 6)
 		return SLUICE_PARSE_MALFORMED;
@@ -155,99 +243,97 @@ static __always_inline int sluice_parse_ipv6(struct sluice_pkt *pkt, void *data,
 	pkt->ttl = ip6->hop_limit;
 	__builtin_memcpy(&pkt->flow.src, &ip6->saddr, sizeof(pkt->flow.src));
 	__builtin_memcpy(&pkt->flow.dst, &ip6->daddr, sizeof(pkt->flow.dst));
-
-	nexthdr = ip6->nexthdr;
-	off = pkt->l3_off + sizeof(*ip6);
+	pkt->cursor_off = off + sizeof(*ip6);
+	pkt->cursor_next = ip6->nexthdr;
 
 	/*
 	 * Walk a bounded number of extension headers. A packet with more of them than we follow
 	 * is reported malformed rather than unclassified, so that it cannot slip past port rules.
 	 */
+	done = 2;
 	for (i = 0; i < SLUICE_IPV6_MAX_EXT; i++) {
-		__u8 *ext;
-
-		if (nexthdr != SLUICE_IPV6_HOPOPTS && nexthdr != SLUICE_IPV6_ROUTING &&
-		    nexthdr != SLUICE_IPV6_DSTOPTS && nexthdr != SLUICE_IPV6_FRAGMENT &&
-		    nexthdr != SLUICE_IPV6_AH)
+		if (!sluice_parse_ipv6_ext(pkt, data, data_end, &done))
 			break;
-		if (off > 0x3fff)
-			return SLUICE_PARSE_MALFORMED;
-		ext = data + off;
-		if ((void *)(ext + 8) > data_end)
-			return SLUICE_PARSE_MALFORMED;
-		if (nexthdr == SLUICE_IPV6_FRAGMENT) {
-			/* Bytes 2-3: offset in 8-byte units (upper 13 bits) and flags. */
-			if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8) {
-				pkt->flow.proto = ext[0];
-				pkt->flags |= SLUICE_PKT_FRAGMENT;
-				return SLUICE_PARSE_IP;
-			}
-			off += 8;
-		} else if (nexthdr == SLUICE_IPV6_AH) {
-			off += ((__u32)ext[1] + 2) * 4;
-		} else {
-			off += ((__u32)ext[1] + 1) * 8;
-		}
-		nexthdr = ext[0];
 	}
+	if (done != 2)
+		return done;
+	nexthdr = SLUICE_RELOAD(pkt->cursor_next);
 	pkt->flow.proto = nexthdr;
-	if (nexthdr == SLUICE_IPV6_HOPOPTS || nexthdr == SLUICE_IPV6_ROUTING ||
-	    nexthdr == SLUICE_IPV6_DSTOPTS || nexthdr == SLUICE_IPV6_FRAGMENT ||
-	    nexthdr == SLUICE_IPV6_AH)
+	if (sluice_is_ipv6_ext(nexthdr))
 		return SLUICE_PARSE_MALFORMED;
-	return sluice_parse_l4(pkt, data, data_end, off);
+	return sluice_parse_l4(pkt, data, data_end);
 }
 
 /*
- * Parse the frame in [data, data_end). len is the packet length to account (it may exceed
- * data_end - data for a non-linear skb). Returns an enum sluice_parse_result.
+ * Parse the frame in [data, data_end) into *pkt (which the caller zeroed). len is the packet
+ * length to account (it may exceed data_end - data for a non-linear skb). Returns an enum
+ * sluice_parse_result. Called through the global functions below.
  */
 static __always_inline int sluice_parse(struct sluice_pkt *pkt, void *data, void *data_end,
 					__u32 len)
 {
 	struct ethhdr *eth = data;
 	__u16 proto;
-	__u32 off;
 	int i;
 
-	__builtin_memset(pkt, 0, sizeof(*pkt));
 	pkt->len = len;
-
 	if ((void *)(eth + 1) > data_end)
 		return SLUICE_PARSE_MALFORMED;
-	proto = eth->h_proto;
-	off = sizeof(*eth);
+	pkt->cursor_off = sizeof(*eth);
+	pkt->cursor_next = bpf_ntohs(eth->h_proto);
 
 	for (i = 0; i < SLUICE_MAX_VLAN; i++) {
+		__u32 off = SLUICE_RELOAD(pkt->cursor_off);
 		__be16 *tag;
 
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+		if (!sluice_is_vlan(SLUICE_RELOAD(pkt->cursor_next)))
 			break;
 		/* TCI (2 bytes), then the inner EtherType. */
-		tag = data + off;
-		if ((void *)(tag + 2) > data_end)
+		tag = sluice_hdr(data, data_end, off, 4);
+		if (!tag)
 			return SLUICE_PARSE_MALFORMED;
-		proto = tag[1];
-		off += 4;
+		pkt->cursor_next = bpf_ntohs(tag[1]);
+		pkt->cursor_off = off + 4;
 	}
-	pkt->eth_proto = bpf_ntohs(proto);
-	pkt->l3_off = off;
+	proto = SLUICE_RELOAD(pkt->cursor_next);
+	pkt->eth_proto = proto;
+	pkt->l3_off = SLUICE_RELOAD(pkt->cursor_off);
 
-	if (proto == bpf_htons(ETH_P_IP))
+	if (proto == ETH_P_IP)
 		return sluice_parse_ipv4(pkt, data, data_end);
-	if (proto == bpf_htons(ETH_P_IPV6))
+	if (proto == ETH_P_IPV6)
 		return sluice_parse_ipv6(pkt, data, data_end);
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+	if (sluice_is_vlan(proto))
 		return SLUICE_PARSE_MALFORMED; /* more tags than we follow */
 	return SLUICE_PARSE_NOT_IP;
 }
 
-static __always_inline int sluice_parse_xdp(struct xdp_md *ctx, struct sluice_pkt *pkt)
+/*
+ * The parser of XDP programs, verified once per program (global function). pkt may not be
+ * NULL; the verifier needs to see that checked.
+ */
+__attribute__((noinline)) int sluice_parse_xdp_global(struct xdp_md *ctx, struct sluice_pkt *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
+	if (!pkt)
+		return SLUICE_PARSE_MALFORMED;
 	return sluice_parse(pkt, data, data_end, (__u32)(data_end - data));
+}
+
+/* The parser of tc programs (see sluice_parse_xdp_global); the caller pulled the headers in. */
+__attribute__((noinline)) int sluice_parse_tc_global(struct __sk_buff *skb, struct sluice_pkt *pkt)
+{
+	if (!pkt)
+		return SLUICE_PARSE_MALFORMED;
+	return sluice_parse(pkt, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
+}
+
+static __always_inline int sluice_parse_xdp(struct xdp_md *ctx, struct sluice_pkt *pkt)
+{
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	return sluice_parse_xdp_global(ctx, pkt);
 }
 
 static __always_inline int sluice_parse_tc(struct __sk_buff *skb, struct sluice_pkt *pkt)
@@ -257,7 +343,8 @@ static __always_inline int sluice_parse_tc(struct __sk_buff *skb, struct sluice_
 	/* Headers of a non-linear skb may sit in fragments; bring them into the linear area. */
 	if ((long)skb->data_end - (long)skb->data < (long)want)
 		bpf_skb_pull_data(skb, want);
-	return sluice_parse(pkt, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	return sluice_parse_tc_global(skb, pkt);
 }
 
 /* Parse the packet of an XDP or tc context: SLUICE_PARSE(ctx, &pkt). */

@@ -3,9 +3,10 @@ import { join } from "node:path";
 import { ArtifactStore } from "../../common/artifact/index.ts";
 import { rootLogger, type Logger } from "../../common/log.ts";
 import type { Store, StoredObject } from "../../common/store.ts";
-import { startControlPlane } from "./controlplane.ts";
+import { startControlPlane, type ControlPlane } from "./controlplane.ts";
 import { CoreResources, KubeClient } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
+import { LeaderElector, type LeaderElectionConfig } from "./kube/leader.ts";
 import { KubeStore } from "./kube/store.ts";
 import { SourceServer } from "./server/index.ts";
 
@@ -25,6 +26,11 @@ export interface OperatorOptions {
   advertiseUrl?: string;
   /** Reconciles running at once per controller. */
   concurrency?: number;
+  /**
+   * Run the controllers only while holding this Lease, so that several replicas can run and
+   * one of them acts. Without it the controllers start at once (a single replica).
+   */
+  leaderElection?: LeaderElectionConfig;
   logger?: Logger;
 }
 
@@ -47,6 +53,7 @@ const WATCHED_KINDS = ["GitSource", "NetworkFunction", "ServiceChain", "NodeChai
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const log = options.logger ?? rootLogger.child({ component: "operator" });
   const client = options.kubeconfig ? KubeClient.fromFile(options.kubeconfig) : KubeClient.fromDefault();
+  const elector = options.leaderElection && new LeaderElector(client, options.leaderElection, log);
   const store = new KubeStore(client, log, {
     namespace: options.namespace,
     freshKinds: ["GitSource", "ServiceChain"],
@@ -63,51 +70,74 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   // Every cache is full before the first reconcile, so no controller acts on a partial view.
   await Promise.all(WATCHED_KINDS.map((kind) => store.startWatching(kind)));
-  const controlPlane = startControlPlane({
-    store,
-    artifacts,
-    server,
-    advertiseUrl,
-    dataDir: options.dataDir,
-    readSecret: async (namespace, name) => {
-      const secret = await client.get<StoredObject & { data?: Record<string, string> }>(
-        CoreResources.Secret,
-        namespace,
-        name,
-      );
-      if (!secret) return undefined;
-      return Object.fromEntries(
-        Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
-      );
-    },
-    event: (obj, type, reason, message) => {
-      const objLog = log.child({
-        kind: obj.kind,
-        namespace: obj.metadata.namespace,
-        name: obj.metadata.name,
-      });
-      void recorder.record(objLog, obj, type, reason, message);
-    },
-    log,
-    concurrency: options.concurrency,
-  });
-  // The informers replayed every object before the watches above were registered: queue them.
-  for (const kind of ["GitSource", "ServiceChain"]) {
-    for (const obj of await store.list(kind)) {
-      const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
-      (kind === "GitSource" ? controlPlane.gitSources : controlPlane.serviceChains).enqueue(key);
+  let controlPlane: ControlPlane | undefined;
+  let stopping = false;
+  // Only the leader (or the only replica) runs controllers; a follower keeps its caches warm and
+  // answers /readyz with 503, so the Service sends artifact and webhook traffic to the leader.
+  const lead = async (): Promise<void> => {
+    if (stopping || controlPlane) return;
+    const plane = startControlPlane({
+      store,
+      artifacts,
+      server,
+      advertiseUrl,
+      dataDir: options.dataDir,
+      readSecret: async (namespace, name) => {
+        const secret = await client.get<StoredObject & { data?: Record<string, string> }>(
+          CoreResources.Secret,
+          namespace,
+          name,
+        );
+        if (!secret) return undefined;
+        return Object.fromEntries(
+          Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+        );
+      },
+      event: (obj, type, reason, message) => {
+        const objLog = log.child({
+          kind: obj.kind,
+          namespace: obj.metadata.namespace,
+          name: obj.metadata.name,
+        });
+        void recorder.record(objLog, obj, type, reason, message);
+      },
+      log,
+      concurrency: options.concurrency,
+    });
+    controlPlane = plane;
+    // The informers replayed every object before the watches above were registered: queue them.
+    for (const kind of ["GitSource", "ServiceChain"]) {
+      for (const obj of await store.list(kind)) {
+        const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
+        (kind === "GitSource" ? plane.gitSources : plane.serviceChains).enqueue(key);
+      }
     }
-  }
-  ready = true;
-  log.info({ url: advertiseUrl }, "operator started");
+    ready = true;
+    log.info({ url: advertiseUrl }, "operator started");
+  };
+  const stepDown = async (): Promise<void> => {
+    ready = false;
+    const running = controlPlane;
+    controlPlane = undefined;
+    await running?.stop();
+  };
+  // Starting and stopping are chained: a leadership lost and won again never runs two control planes.
+  let transition = Promise.resolve();
+  const inTurn = (step: () => Promise<void>): Promise<void> =>
+    (transition = transition.then(step).catch((err) => log.error({ err }, "leadership change failed")));
+  if (elector)
+    elector.run({ onStartedLeading: () => inTurn(lead), onStoppedLeading: () => inTurn(stepDown) });
+  else await lead();
 
   return {
     url: advertiseUrl,
     port: listening.port,
     store,
     async stop() {
-      ready = false;
-      await controlPlane.stop();
+      stopping = true;
+      await inTurn(stepDown);
+      // After the controllers: the Lease is released only once nothing of this replica acts.
+      await elector?.stop();
       await store.stop();
       await server.close();
     },

@@ -278,10 +278,14 @@ export class NodeAgent {
   }
 }
 
-/** The chain's pin directory name on the node: `<namespace>.<chain>`. */
+/**
+ * The chain's pin directory name on the node: `<namespace>_<chain>`. bpffs refuses names with a
+ * dot (EPERM), so dots of the chain name become `_`; Kubernetes names have no `_`, so distinct
+ * chains keep distinct names.
+ */
 export function pinName(obj: StoredObject): string {
   const spec = obj.spec as { chain?: string } | undefined;
-  return `${obj.metadata.namespace ?? "default"}.${spec?.chain ?? obj.metadata.name}`;
+  return `${obj.metadata.namespace ?? "default"}_${(spec?.chain ?? obj.metadata.name).replaceAll(".", "_")}`;
 }
 
 /** Maps whatever went wrong to a NodeChain reason; unknown errors are load failures. */

@@ -39,6 +39,11 @@ export interface PlanInputs {
   functions: ReadonlyMap<string, NetworkFunction | { invalid: string }>;
   /** GitSources by name. */
   sources: ReadonlyMap<string, GitSource>;
+  /**
+   * An artifact that stands for every GitSource: when a directory is checked outside a cluster
+   * (`sluice validate <dir>`), `path` sources are files of that directory, whatever source they name.
+   */
+  localArtifact?: { url: string; digest: string };
 }
 
 interface Problem {
@@ -50,7 +55,7 @@ interface Problem {
  * Resolves every function of the chain. All problems are reported at once (a user fixing a chain
  * wants the whole list); the reason is that of the first, in chain order.
  */
-export function resolvePlan({ chain, functions, sources }: PlanInputs): PlanResult {
+export function resolvePlan({ chain, functions, sources, localArtifact }: PlanInputs): PlanResult {
   const hook = chain.spec.attachment.hook;
   const problems: Problem[] = [];
   const resolved: ResolvedFunction[] = [];
@@ -74,7 +79,7 @@ export function resolvePlan({ chain, functions, sources }: PlanInputs): PlanResu
       });
       continue;
     }
-    const source = resolveSource(nf, sources);
+    const source = resolveSource(nf, sources, localArtifact);
     if ("reason" in source) {
       problems.push(source);
       continue;
@@ -111,10 +116,15 @@ export function resolvePlan({ chain, functions, sources }: PlanInputs): PlanResu
   return { ok: true, plan: { revision: planRevision(body), ...body } };
 }
 
-function resolveSource(nf: NetworkFunction, sources: PlanInputs["sources"]): ResolvedSource | Problem {
+function resolveSource(
+  nf: NetworkFunction,
+  sources: PlanInputs["sources"],
+  localArtifact: PlanInputs["localArtifact"],
+): ResolvedSource | Problem {
   const src = nf.spec.source;
   if ("builtin" in src) return { builtin: src.builtin };
   if ("inline" in src) return { inline: src.inline };
+  if (localArtifact) return { artifact: { url: localArtifact.url, digest: localArtifact.digest, path: src.path } };
   const name = nf.metadata.name;
   const gitSource = sources.get(src.sourceRef.name);
   if (!gitSource) {
