@@ -21,7 +21,13 @@ Usage:
              [--bpffs-root DIR] [--netns NS] [--webhook-token T]
   sluice status [--json | --watch] [--port 9470]
   sluice operator [--kubeconfig FILE] [--namespace NS] [--port 8080] [--data-dir DIR] [--advertise-url URL]
+                  [--leader-elect [--leader-elect-namespace NS] [--leader-elect-lease NAME]
+                   [--leader-elect-id ID] [--leader-elect-duration 15s]]
   sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR] [--cache-dir DIR]
+  sluice validate <dir> [--no-load] [--cache-dir DIR] [--json]
+                  manifests, plans, compile, verifier; nothing is attached (for CI)
+  sluice test <dir> [--cache-dir DIR] [--json]
+                  validate, then run every NF and chain test vector in the kernel
   sluice help
 
 Exit codes: 0 ok, 1 the command found a problem, 2 bad usage, 3 this host lacks something.
@@ -39,6 +45,10 @@ export async function main(argv: string[]): Promise<number> {
       return run(rest);
     case "status":
       return status(rest);
+    case "validate":
+      return (await import("./validate.ts")).validate(rest);
+    case "test":
+      return (await import("./validate.ts")).test(rest);
     case undefined:
     case "help":
     case "--help":
@@ -61,12 +71,31 @@ async function operator(argv: string[]): Promise<number> {
       host: { type: "string" },
       "data-dir": { type: "string", default: "/var/lib/sluice" },
       "advertise-url": { type: "string" },
+      "leader-elect": { type: "boolean", default: false },
+      "leader-elect-namespace": { type: "string", default: process.env.POD_NAMESPACE },
+      "leader-elect-lease": { type: "string", default: "sluice-operator" },
+      "leader-elect-id": { type: "string" },
+      "leader-elect-duration": { type: "string", default: "15s" },
     },
     strict: true,
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     process.stderr.write(`sluice operator: --port: ${values.port} is not a port number\n`);
+    return ExitCode.Usage;
+  }
+  const { parseDuration } = await import("../common/api/meta.ts");
+  const { leaderTimings } = await import("../operator/src/kube/leader.ts");
+  const leaseMs = parseDuration(values["leader-elect-duration"]);
+  if (values["leader-elect"] && !(leaseMs >= 3_000)) {
+    process.stderr.write("sluice operator: --leader-elect-duration: give a duration of at least 3s\n");
+    return ExitCode.Usage;
+  }
+  const leaseNamespace = values["leader-elect-namespace"];
+  if (values["leader-elect"] && !leaseNamespace) {
+    process.stderr.write(
+      "sluice operator: --leader-elect needs --leader-elect-namespace (or POD_NAMESPACE)\n",
+    );
     return ExitCode.Usage;
   }
   const { startOperator } = await import("../operator/src/operator.ts");
@@ -77,6 +106,15 @@ async function operator(argv: string[]): Promise<number> {
     host: values.host,
     dataDir: values["data-dir"],
     advertiseUrl: values["advertise-url"],
+    leaderElection:
+      values["leader-elect"] && leaseNamespace
+        ? {
+            namespace: leaseNamespace,
+            leaseName: values["leader-elect-lease"],
+            identity: values["leader-elect-id"],
+            ...leaderTimings(leaseMs),
+          }
+        : undefined,
   });
   await waitForSignal();
   rootLogger.info("stopping operator");
@@ -169,7 +207,9 @@ async function status(argv: string[]): Promise<number> {
     void waitForSignal().then(() => (stop = true));
     while (!stop) {
       const got = await fetchStatus(values.port);
-      process.stdout.write("\x1b[H\x1b[2J" + (got.ok ? formatStatus(got.doc) : `sluice status: ${got.error}\n`));
+      process.stdout.write(
+        "\x1b[H\x1b[2J" + (got.ok ? formatStatus(got.doc) : `sluice status: ${got.error}\n`),
+      );
       await new Promise((r) => setTimeout(r, 1000));
     }
     return ExitCode.Ok;

@@ -1,0 +1,334 @@
+/**
+ * `sluice validate <dir>` and `sluice test <dir>` as a user runs them in CI: the real command in
+ * a child process, on the example repository and on broken copies of it. Each broken copy must
+ * fail with exit code 1 and a message that points at the cause: file and line for YAML and C,
+ * the field path for schema errors, the verifier log for a rejection, the vector with expected
+ * and got for a failing test vector.
+ */
+import { execFile } from "node:child_process";
+import { chmod, cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fixturesDir, repoRoot } from "./harness.ts";
+
+const example = join(repoRoot, "examples/gitops/network");
+const ttlGuard = "nfs/ttl-guard/ttl_guard.bpf.c";
+
+let work: string;
+let cacheDir: string;
+let copies = 0;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "sluice-cli-test-"));
+  // Shared by every run of this file: the example is compiled once, later runs hit the cache.
+  cacheDir = join(work, "cache");
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the sluice command line as a user does and returns its exit code and output. */
+function sluice(args: readonly string[], options: { asUser?: number } = {}): Promise<Run> {
+  const command = [process.execPath, join(repoRoot, "bin/sluice.mjs"), ...args];
+  const [file, ...argv] =
+    options.asUser === undefined
+      ? command
+      : ["setpriv", `--reuid=${options.asUser}`, `--regid=${options.asUser}`, "--clear-groups", ...command];
+  return new Promise((resolve, reject) => {
+    execFile(file!, argv, { cwd: repoRoot, timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== "number") reject(err);
+      else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A copy of the example repository with `edits` applied: file -> edit of its text. */
+async function brokenCopy(edits: Record<string, (text: string) => string>): Promise<string> {
+  const dir = join(work, `copy-${++copies}`);
+  await cp(example, dir, { recursive: true });
+  for (const [file, edit] of Object.entries(edits)) {
+    const path = join(dir, file);
+    const before = await readFile(path, "utf8");
+    const after = edit(before);
+    if (after === before) throw new Error(`the edit of ${file} changed nothing`);
+    await writeFile(path, after);
+  }
+  return dir;
+}
+
+/** Replaces the `nth` (1-based) occurrence of `from` in `text`. */
+function replaceNth(text: string, from: string, to: string, nth = 1): string {
+  let at = -1;
+  for (let i = 0; i < nth; i++) {
+    at = text.indexOf(from, at + 1);
+    if (at < 0) throw new Error(`occurrence ${nth} of ${JSON.stringify(from)} not found`);
+  }
+  return text.slice(0, at) + to + text.slice(at + from.length);
+}
+
+/** 1-based line of the first line containing `needle`, after `after` if given. */
+function lineOf(text: string, needle: string, after?: string): number {
+  const start = after === undefined ? 0 : text.indexOf(after);
+  const at = text.indexOf(needle, start);
+  if (start < 0 || at < 0) throw new Error(`${JSON.stringify(needle)} not found`);
+  return text.slice(0, at).split("\n").length;
+}
+
+const exampleVectors = [
+  ["nf firewall", "telnet is refused", "drop"],
+  ["nf firewall", "https goes through", "pass"],
+  ["nf ratelimit", "a burst within the limit passes", "pass, passed=10"],
+  ["nf ttl-guard", "a packet at its last hop is dropped", "drop"],
+  ["nf ttl-guard", "a normal packet goes on", "pass"],
+  ["chain edge", "telnet never reaches the host", "drop, firewall.drops=1"],
+  ["chain edge", "web traffic crosses the whole chain", "pass, flowmon.packets=1"],
+] as const;
+
+describe("sluice validate and sluice test on the example repository", () => {
+  it("validate compiles every function, loads it through the verifier and exits 0", async () => {
+    const run = await sluice(["validate", example, "--cache-dir", cacheDir]);
+    expect(run.stderr).not.toMatch(/error|problem/i);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/ok: 2 files, 4 NetworkFunctions, 1 ServiceChain; 4 functions compiled/);
+    // Each function on each of its two hooks, then the chain as a whole.
+    expect(run.stdout).toContain("9 loads accepted by the verifier");
+    // Not a terminal: one plain line per compiled function, no cursor movement.
+    for (const [i, nf] of ["firewall", "ratelimit", "ttl-guard", "flowmon"].entries())
+      expect(run.stderr).toContain(`compile ${i + 1}/4 ${nf}: `);
+    expect(run.stderr).not.toContain("\r");
+  });
+
+  it("test runs every function and chain vector in the kernel and prints them as a table", async () => {
+    const run = await sluice(["test", example, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(0);
+    const rows = run.stdout.split("\n");
+    expect(rows[0]).toMatch(/^RESULT\s+OF\s+HOOK\s+VECTOR\s+EXPECTED\s+GOT$/);
+    for (const [of, vector, expected] of exampleVectors) {
+      // Function vectors run on each hook the function supports; chain vectors on the chain's.
+      const hooks = of.startsWith("nf ") ? ["xdp", "tc"] : ["xdp"];
+      for (const hook of hooks) {
+        const row = rows.find((r) => r.includes(` ${of} `) && r.includes(` ${hook} `) && r.includes(vector));
+        expect(row, `${of} ${vector} on ${hook}`).toBeDefined();
+        expect(row!.split(/\s{2,}/)).toEqual(["ok", of, hook, vector, expected, expected]);
+      }
+    }
+    expect(run.stdout).toContain("12 vectors: 12 passed");
+  });
+
+  it("shows compile progress in place on a terminal", async () => {
+    // A fresh cache, so that clang really runs; `script` gives the command a terminal.
+    const fresh = join(work, "fresh-cache");
+    const line = [
+      process.execPath,
+      join(repoRoot, "bin/sluice.mjs"),
+      "validate",
+      example,
+      "--cache-dir",
+      fresh,
+      "--no-load",
+    ]
+      .map((a) => `'${a}'`)
+      .join(" ");
+    const output = await new Promise<string>((resolve, reject) => {
+      execFile("script", ["-qec", line, "/dev/null"], { cwd: repoRoot, timeout: 60_000 }, (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      );
+    });
+    // The spinner line is redrawn in place: carriage return, erase line, spinner, item.
+    expect(output).toMatch(new RegExp(String.raw`\r\x1b\[K\S+ compiling ttl-guard \(3/4\)`));
+    expect(output).toMatch(/compile 3\/4 ttl-guard: compiled in \d+\.\d s/);
+    expect(output).toContain("nothing loaded (--no-load)");
+  });
+});
+
+describe("broken copies fail with exit code 1 and point at the cause", () => {
+  it("a YAML syntax error names the file and line", async () => {
+    const dir = await brokenCopy({
+      "functions.yaml": (t) => t.replace("  name: ratelimit\n", "  name: ratelimit: 2\n"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `functions.yaml:${lineOf(text, "name: ratelimit: 2")}: document 2: Nested mappings are not allowed`,
+    );
+    expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
+  });
+
+  it("a schema error names the file, line and field path", async () => {
+    const dir = await brokenCopy({
+      "chain.yaml": (t) => t.replace("    hook: xdp", "    hook: xdpp"),
+      "functions.yaml": (t) => replaceNth(t, "expect: { verdict: pass }", "expect: { verdict: passs }"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const chain = await readFile(join(dir, "chain.yaml"), "utf8");
+    const functions = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `chain.yaml:${lineOf(chain, "hook: xdpp")}: ServiceChain edge: spec.attachment.hook: Invalid option`,
+    );
+    expect(run.stderr).toContain(
+      `functions.yaml:${lineOf(functions, "passs")}: NetworkFunction firewall: spec.tests[1].expect.verdict: Invalid option`,
+    );
+  });
+
+  it("a built-in parameter of the wrong type names its field path and line", async () => {
+    const dir = await brokenCopy({
+      "functions.yaml": (t) => t.replace("    defaultAction: allow", "    defaultAction: maybe"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `functions.yaml:${lineOf(text, "defaultAction: maybe")}: NetworkFunction firewall: spec.parameters.defaultAction:`,
+    );
+  });
+
+  it("a chain naming a function that does not exist points at the chain entry", async () => {
+    const dir = await brokenCopy({
+      "chain.yaml": (t) => t.replace("    - name: flowmon", "    - name: flowmeter"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "chain.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `chain.yaml:${lineOf(text, "name: flowmeter")}: ServiceChain edge: spec.functions[3].name: NetworkFunction flowmeter not found`,
+    );
+  });
+
+  it("a C syntax error names the C file and line as the repository has them", async () => {
+    const dir = await brokenCopy({
+      [ttlGuard]: (t) => t.replace("pkt->ttl >= MIN_TTL)", "pkt->ttl >= MIN_TTL_TYPO)"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, ttlGuard), "utf8");
+    const line = lineOf(text, "MIN_TTL_TYPO");
+    expect(run.stderr).toMatch(
+      new RegExp(
+        `^${ttlGuard}:${line}:\\d+: NetworkFunction ttl-guard: does not compile \\(source at functions\\.yaml:\\d+\\): error: use of undeclared identifier 'MIN_TTL_TYPO'`,
+        "m",
+      ),
+    );
+    // clang's own output follows, with the same path.
+    expect(run.stderr).toMatch(new RegExp(`^    ${ttlGuard}:${line}:\\d+: error:`, "m"));
+    // The chain that uses it is not loaded, and says why.
+    expect(run.stderr).toContain("ServiceChain edge not loaded: ttl-guard failed above");
+  });
+
+  it("a C error in an inline source names the manifest line it is written on", async () => {
+    const inline = [
+      "---",
+      "apiVersion: sluice.dev/v1alpha1",
+      "kind: NetworkFunction",
+      "metadata:",
+      "  name: inline-broken",
+      "spec:",
+      "  hooks: [xdp]",
+      "  source:",
+      "    inline: |",
+      '      #include "sluice.h"',
+      '      SEC("xdp")',
+      "      int inline_broken_xdp(struct xdp_md *ctx)",
+      "      {",
+      "        return SLUICE_EXIT(ctx, no_such_verdict);",
+      "      }",
+      '      char LICENSE[] SEC("license") = "GPL";',
+      "",
+    ].join("\n");
+    const dir = await brokenCopy({ "functions.yaml": (t) => t + inline });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `functions.yaml:${lineOf(text, "no_such_verdict")}: NetworkFunction inline-broken: does not compile`,
+    );
+    expect(run.stderr).toContain("(inline C line 5, column");
+  });
+
+  it("a verifier rejection names the C line it stopped at and shows the verifier log's tail", async () => {
+    const unchecked = await readFile(join(fixturesDir, "cli/ttl_guard_unchecked.bpf.c"), "utf8");
+    const dir = await brokenCopy({ [ttlGuard]: () => unchecked });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, ttlGuard), "utf8");
+    const line = lineOf(text, "data[22]");
+    expect(run.stderr).toMatch(
+      new RegExp(
+        `^${ttlGuard}:${line}: NetworkFunction ttl-guard: the verifier rejected program ttl_guard_xdp \\(xdp\\): .*outside of the packet`,
+        "m",
+      ),
+    );
+    // The log tail, indented under the message, with the repository's file names.
+    expect(run.stderr).toMatch(/^ {4}invalid access to packet/m);
+    expect(run.stderr).toContain(`@ ${ttlGuard}:${line}`);
+  });
+
+  it("a failing function vector shows in the table with expected and got", async () => {
+    const dir = await brokenCopy({
+      "functions.yaml": (t) => replaceNth(t, "expect: { verdict: pass }", "expect: { verdict: drop }"),
+    });
+    const run = await sluice(["test", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const rows = run.stdout.split("\n").map((r) => r.split(/\s{2,}/));
+    expect(rows).toContainEqual(["FAIL", "nf firewall", "xdp", "https goes through", "drop", "pass"]);
+    expect(rows).toContainEqual(["ok", "nf firewall", "xdp", "telnet is refused", "drop", "drop"]);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stdout).toContain(
+      `functions.yaml:${lineOf(text, "name: https goes through")}: nf firewall vector "https goes through" (xdp): expected drop, got pass`,
+    );
+    expect(run.stdout).toContain("12 vectors: 10 passed, 2 failed");
+  });
+
+  it("a failing chain vector shows the counters it expected and got", async () => {
+    const dir = await brokenCopy({
+      "chain.yaml": (t) => t.replace("flowmon: { packets: 1 }", "flowmon: { packets: 2 }"),
+    });
+    const run = await sluice(["test", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const rows = run.stdout.split("\n").map((r) => r.split(/\s{2,}/));
+    expect(rows).toContainEqual([
+      "FAIL",
+      "chain edge",
+      "xdp",
+      "web traffic crosses the whole chain",
+      "pass, flowmon.packets=2",
+      "pass, flowmon.packets=1",
+    ]);
+    expect(run.stdout).toContain("12 vectors: 11 passed, 1 failed");
+  });
+});
+
+describe("exit codes a script can rely on", () => {
+  it("bad usage exits 2", async () => {
+    expect((await sluice(["validate"])).code).toBe(2);
+    expect((await sluice(["validate", join(work, "no-such-dir")])).code).toBe(2);
+    expect((await sluice(["test", example, "--no-load"])).code).toBe(2);
+  });
+
+  it("without BPF privileges loading exits 3 and says what is missing; --no-load still checks", async () => {
+    const nobody = 65534;
+    const cache = join(work, "nobody-cache");
+    await rm(cache, { recursive: true, force: true });
+    await cp(cacheDir, cache, { recursive: true });
+    await chmod(work, 0o755);
+    const { execFileSync } = await import("node:child_process");
+    execFileSync("chown", ["-R", `${nobody}:${nobody}`, cache]);
+    const denied = await sluice(["validate", example, "--cache-dir", cache], { asUser: nobody });
+    expect(denied.code, denied.stderr).toBe(3);
+    expect(denied.stderr).toContain("loading BPF needs root (CAP_BPF and CAP_NET_ADMIN)");
+    const compileOnly = await sluice(["validate", example, "--cache-dir", cache, "--no-load"], {
+      asUser: nobody,
+    });
+    expect(compileOnly.code, compileOnly.stderr).toBe(0);
+    expect(compileOnly.stdout).toContain("nothing loaded (--no-load)");
+  });
+});
