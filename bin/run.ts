@@ -1,6 +1,7 @@
 import { accessSync, constants, existsSync, statSync, statfsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { delimiter, dirname, join, resolve } from "node:path";
 import koffi from "koffi";
 import { API_VERSION, GitSource, NODE_LABEL } from "../common/api/index.ts";
@@ -91,9 +92,20 @@ export interface LastApplyDoc {
 /** The status document served at GET /status. */
 export interface SingleHostStatus {
   node: string;
+  /**
+   * `Syncing`: Git has not been read yet, and chains pinned by an earlier run are left exactly as
+   * they are; `Running`: the agent follows what Git says.
+   */
+  phase: "Syncing" | "Running";
   source: { name: string; url: string; revision?: string; ready?: string; message?: string };
   /** Every ServiceChain from Git, also those that never reached the data plane. */
-  serviceChains: Array<{ name: string; revision?: string; ready?: string; reason?: string; message?: string }>;
+  serviceChains: Array<{
+    name: string;
+    revision?: string;
+    ready?: string;
+    reason?: string;
+    message?: string;
+  }>;
   /** Chains running in the kernel of this host. */
   chains: Array<{
     name: string;
@@ -284,14 +296,24 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
       },
     });
     await store.apply(gitSource);
-    await agent.start();
   } catch (err) {
     await controlPlane.stop();
-    await agent.stop();
     manager.close();
     await server.close();
     throw err;
   }
+  // The memory store starts empty: an agent started now would find no NodeChain for the chains
+  // an earlier run pinned and remove them (traffic unfiltered, counters gone) until Git is read.
+  // So the agent takes over only once the store holds what Git wants.
+  let phase: SingleHostStatus["phase"] = "Syncing";
+  let stopping = false;
+  const agentStarted = (async () => {
+    while (!stopping && !(await firstSyncDone(store, sourceName))) await sleep(100);
+    if (stopping) return;
+    await agent.start();
+    phase = "Running";
+  })();
+  agentStarted.catch((err: unknown) => log.error({ err }, "agent did not start"));
 
   const rates = new RateSampler(() => manager.list());
   const host: SingleHost = {
@@ -303,10 +325,20 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     controlPlane,
     nodeName,
     status: async () =>
-      singleHostStatus({ store, nodeName, source: gitSource, chains: manager.list(), lastApply, rates }),
+      singleHostStatus({
+        store,
+        nodeName,
+        phase,
+        source: gitSource,
+        chains: manager.list(),
+        lastApply,
+        rates,
+      }),
     async stop() {
+      stopping = true;
       rates.stop();
       await controlPlane.stop();
+      await agentStarted.catch(() => undefined);
       await agent.stop();
       manager.close();
       await server.close();
@@ -319,6 +351,21 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
   });
   log.info({ url, node: nodeName, selector: `${NODE_LABEL}=${nodeName}` }, "single-host sluice running");
   return host;
+}
+
+/**
+ * Git has been read and planned: the GitSource applied a revision and every ServiceChain was
+ * reconciled at its generation (so the NodeChains it wants exist).
+ */
+async function firstSyncDone(store: MemoryStore, sourceName: string): Promise<boolean> {
+  const source = await store.get("GitSource", "default", sourceName);
+  if (readyOf(source?.status)?.status !== "True") return false;
+  const chains = await store.list("ServiceChain");
+  return chains.every(
+    (sc) =>
+      (sc.status as { observedGeneration?: number } | undefined)?.observedGeneration ===
+      sc.metadata.generation,
+  );
 }
 
 interface CounterSample {
@@ -382,6 +429,7 @@ const readyOf = (status: unknown): Condition | undefined =>
 async function singleHostStatus(input: {
   store: MemoryStore;
   nodeName: string;
+  phase: SingleHostStatus["phase"];
   source: StoredObject;
   chains: ChainStatus[];
   lastApply: ReadonlyMap<string, LastApplyDoc>;
@@ -407,6 +455,7 @@ async function singleHostStatus(input: {
   });
   return {
     node: input.nodeName,
+    phase: input.phase,
     source: {
       name: input.source.metadata.name,
       url: (input.source.spec as { url: string }).url,

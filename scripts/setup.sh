@@ -4,6 +4,8 @@
 #   scripts/setup.sh                installs what is missing (npm packages, apt packages, bpffs,
 #                                   the Kubernetes test binaries) and prints one line per step
 #   scripts/setup.sh --testbin-dir  same for the test binaries only; prints their directory
+#   scripts/setup.sh --runtime      what `sluice run` and the demo need (npm and apt packages,
+#                                   bpffs), without the Kubernetes test binaries (no Go needed)
 #
 # Everything is skipped when already in place, so npm scripts can call this before each run.
 # The test binaries are built from the Go modules pinned in test/testbin/*/go.mod and cached
@@ -103,6 +105,11 @@ case "${1:-}" in
   --testbin-dir)
     ensure_testbin
     ;;
+  --runtime)
+    ensure_npm
+    ensure_apt
+    ensure_bpffs
+    ;;
   "")
     ensure_npm
     ensure_apt
@@ -111,6 +118,6 @@ case "${1:-}" in
     say "test binaries in $bin"
     ;;
   *)
-    die "unknown option $1 (use --testbin-dir or nothing)"
+    die "unknown option $1 (use --testbin-dir, --runtime or nothing)"
     ;;
 esac
