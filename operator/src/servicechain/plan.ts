@@ -143,9 +143,19 @@ function resolveSource(
   return { artifact: { url: artifact.url, digest: artifact.digest, path: src.path } };
 }
 
-/** The revision of a plan body: the first {@link REVISION_LENGTH} hex digits of the sha256 of its canonical JSON. */
+/**
+ * The revision of a plan body: the first {@link REVISION_LENGTH} hex digits of the sha256 of its
+ * canonical JSON. Artifact URLs are left out: the digest names the content, and the address the
+ * operator serves it from (which moves with a restart or a new Service) is not a change.
+ */
 export function planRevision(body: Omit<ChainPlan, "revision">): string {
-  return createHash("sha256").update(canonicalJson(body)).digest("hex").slice(0, REVISION_LENGTH);
+  const content = {
+    ...body,
+    functions: body.functions.map((f) =>
+      "artifact" in f.source ? { ...f, source: { artifact: { ...f.source.artifact, url: undefined } } } : f,
+    ),
+  };
+  return createHash("sha256").update(canonicalJson(content)).digest("hex").slice(0, REVISION_LENGTH);
 }
 
 /**
