@@ -81,7 +81,7 @@ describe("parseSluiceObject", () => {
     if (result.ok) return;
     expect(result.error).toMatchObject({ kind: "ServiceChain", name: "edge", namespace: "sluice-system" });
     expect(formatParseError(result.error)).toMatch(
-      /^ServiceChain sluice-system\/edge: spec\.functions\[1\]\.name: must be a DNS-1123 subdomain/,
+      /^ServiceChain sluice-system\/edge: spec\.functions\[1\]\.name: must be a DNS-1123 label/,
     );
   });
 

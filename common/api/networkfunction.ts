@@ -7,7 +7,8 @@ import {
   Dns1123Label,
   Hook,
   kube,
-  ObjectMeta,
+  nameIsLabelRule,
+  objectMeta,
   ObservedGeneration,
   RelativePath,
   stringSet,
@@ -144,13 +145,16 @@ export const NetworkFunction = z
   .strictObject({
     apiVersion: z.literal(API_VERSION),
     kind: z.literal("NetworkFunction"),
-    metadata: ObjectMeta,
+    // A label, not a subdomain: the name keys the function's pinned maps on every node, and
+    // bpffs refuses names with dots.
+    metadata: objectMeta(Dns1123Label),
     spec: NetworkFunctionSpec,
     status: NetworkFunctionStatus.default({ observedGeneration: -1 }),
   })
   .describe(
     "One eBPF network function: its C source, compile-time parameters, runtime tables and test vectors.",
-  );
+  )
+  .register(kube, { validations: [nameIsLabelRule] });
 export type NetworkFunction = z.infer<typeof NetworkFunction>;
 
 // The packet rules of testvector.ts (zod refinements there) for the apiserver. Registering

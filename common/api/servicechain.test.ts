@@ -66,7 +66,7 @@ describe("ServiceChain", () => {
       "spec.functions[1].name",
       "Tagger",
       "spec.functions[1].name",
-      "DNS-1123 subdomain",
+      "DNS-1123 label",
     ],
     [
       "no interfaces",

@@ -3,7 +3,6 @@ import { Conditions } from "./conditions.ts";
 import {
   API_VERSION,
   Dns1123Label,
-  Dns1123Subdomain,
   Hook,
   kube,
   LabelSelector,
@@ -30,7 +29,7 @@ export const MAX_CHAIN_LENGTH = 32;
 
 /** One function in the chain. */
 export const ChainFunction = z.strictObject({
-  name: Dns1123Subdomain.describe("Name of a NetworkFunction in the same namespace."),
+  name: Dns1123Label.describe("Name of a NetworkFunction in the same namespace."),
   alias: Dns1123Label.optional().describe(
     "Name of this position in the chain, for counters, test vectors and status; defaults to name. Needed to use one NetworkFunction twice.",
   ),
@@ -216,10 +215,10 @@ export type ResolvedSource = z.infer<typeof ResolvedSource>;
 
 /** One function of the plan, at its position in the chain. */
 export const ResolvedFunction = z.strictObject({
-  name: Dns1123Subdomain.describe(
+  name: Dns1123Label.describe(
     "Name of this position in the chain (the alias, or the NetworkFunction's name).",
   ),
-  networkFunction: Dns1123Subdomain.describe("Name of the NetworkFunction it was resolved from."),
+  networkFunction: Dns1123Label.describe("Name of the NetworkFunction it was resolved from."),
   source: ResolvedSource,
   parameters: Parameters.optional().describe("Compile-time parameters."),
   tables: Tables.optional().describe("Runtime map entries by table name."),
