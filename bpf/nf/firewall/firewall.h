@@ -47,9 +47,7 @@ static __always_inline enum sluice_verdict firewall_process(const struct sluice_
 							    int parsed)
 {
 	const struct firewall_table *table;
-	__u32 key = 0, count, i;
-	__u16 sport, dport;
-	__u8 family_bit, has_ports;
+	__u32 key = 0, count, left, i;
 
 	if (parsed == SLUICE_PARSE_NOT_IP)
 		return firewall_verdict(firewall_non_ip_action);
@@ -60,29 +58,43 @@ static __always_inline enum sluice_verdict firewall_process(const struct sluice_
 	if (!table)
 		return firewall_verdict(firewall_default_action);
 
+	/*
+	 * Written for a verifier that checks the body about twice rather than once per rule:
+	 * counting down from the rule count read from the map, with SLUICE_CAN_LOOP, the loop
+	 * state has the same shape in every round. The counter is a second read of the count, so
+	 * that the verifier does not tie the two together, and the packet fields are read inside
+	 * the loop (SLUICE_RELOAD), so that what one round learned about them does not make the
+	 * next round look new. (The table cannot change under a running program: an update
+	 * replaces the whole value.)
+	 */
 	count = table->count;
-	family_bit = pkt->family == 4 ? FIREWALL_MATCH_IPV4 : FIREWALL_MATCH_IPV6;
-	has_ports = pkt->flags & SLUICE_PKT_PORTS;
-	sport = bpf_ntohs(pkt->flow.sport);
-	dport = bpf_ntohs(pkt->flow.dport);
-
-#pragma clang loop unroll(disable)
-	for (i = 0; i < FIREWALL_MAX_RULES; i++) {
+	for (left = SLUICE_RELOAD(table->count); left > 0 && SLUICE_CAN_LOOP(); left--) {
 		const struct firewall_rule *rule;
-		__u8 match;
+		__u8 match, family_bit;
+		__u16 sport, dport;
 
-		if (i >= count)
+		/* Keep the compiler from turning i into a counter from 0 (or rules[i] into a
+		 * pointer stepping by one rule): a different constant in every round to the verifier. */
+		asm volatile("" : "+r"(left));
+		i = count - left;
+		if (i >= FIREWALL_MAX_RULES)
 			break;
 		rule = &table->rules[i];
 		match = rule->match;
 
-		if ((match & (FIREWALL_MATCH_IPV4 | FIREWALL_MATCH_IPV6)) && !(match & family_bit))
-			continue;
-		if ((match & FIREWALL_MATCH_PROTO) && rule->proto != pkt->flow.proto)
+		if (match & (FIREWALL_MATCH_IPV4 | FIREWALL_MATCH_IPV6)) {
+			family_bit = SLUICE_RELOAD(pkt->family) == 4 ? FIREWALL_MATCH_IPV4
+								      : FIREWALL_MATCH_IPV6;
+			if (!(match & family_bit))
+				continue;
+		}
+		if ((match & FIREWALL_MATCH_PROTO) && rule->proto != SLUICE_RELOAD(pkt->flow.proto))
 			continue;
 		if (match & FIREWALL_MATCH_PORTS) {
-			if (!has_ports)
+			if (!(SLUICE_RELOAD(pkt->flags) & SLUICE_PKT_PORTS))
 				continue;
+			sport = bpf_ntohs(SLUICE_RELOAD(pkt->flow.sport));
+			dport = bpf_ntohs(SLUICE_RELOAD(pkt->flow.dport));
 			if (sport < rule->sport_min || sport > rule->sport_max)
 				continue;
 			if (dport < rule->dport_min || dport > rule->dport_max)

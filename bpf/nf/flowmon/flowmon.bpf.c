@@ -7,7 +7,7 @@ SEC("xdp")
 int flowmon_xdp(struct xdp_md *ctx)
 {
 	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(ctx, &pkt);
+	int parsed = SLUICE_PARSE_INLINE(ctx, &pkt);
 
 	return SLUICE_EXIT(ctx, flowmon_process(&pkt, parsed));
 }
@@ -16,7 +16,7 @@ SEC("tc")
 int flowmon_tc(struct __sk_buff *skb)
 {
 	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(skb, &pkt);
+	int parsed = SLUICE_PARSE_INLINE(skb, &pkt);
 
 	return SLUICE_EXIT(skb, flowmon_process(&pkt, parsed));
 }

@@ -7,7 +7,7 @@ SEC("xdp")
 int ratelimit_xdp(struct xdp_md *ctx)
 {
 	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(ctx, &pkt);
+	int parsed = SLUICE_PARSE_INLINE(ctx, &pkt);
 
 	return SLUICE_EXIT(ctx, ratelimit_process(&pkt, parsed));
 }
@@ -16,7 +16,7 @@ SEC("tc")
 int ratelimit_tc(struct __sk_buff *skb)
 {
 	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(skb, &pkt);
+	int parsed = SLUICE_PARSE_INLINE(skb, &pkt);
 
 	return SLUICE_EXIT(skb, ratelimit_process(&pkt, parsed));
 }

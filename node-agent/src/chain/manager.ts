@@ -55,10 +55,15 @@ import {
   definitionChange,
   fillProgArray,
   fillTables,
-  loadNfs,
+  loadNfsConcurrently,
+  nfLoadDigest,
+  nfTablesDigest,
   replaceEntries,
+  takeOverNf,
   type LoadedNf,
+  type LoadNfsOptions,
 } from "./nfload.ts";
+import { TestInstance } from "./testinstance.ts";
 import {
   ChainSpecError,
   codeDigest,
@@ -74,9 +79,12 @@ export const DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/sluice";
 
 /** Steps of a switch, in order (the test seam {@link ChainManagerOptions.onPhase} names them). */
 export type SwitchPhase =
-  /** The new revision passed its self-test (its private instance is closed again). */
+  /**
+   * The new revision passed its self-test; it was loaded and pinned next to the live one
+   * meanwhile (the two run at the same time). Nothing live changed yet.
+   */
   | "self-tested"
-  /** The new revision is loaded, pinned and its prog array filled; nothing live changed yet. */
+  /** The new revision's prog array is filled and new interfaces attached; nothing live changed yet. */
   | "built"
   /** Root slot 0 holds the new revision: it is live. */
   | "flipped"
@@ -140,9 +148,12 @@ export interface ApplyResult {
   /** The self-test, when vectors ran. */
   selfTest?: SelfTestReport;
   timings: {
-    /** Loading the self-test instance and running the vectors. */
+    /** From the call until the self-test passed (loading the self-test instance, running the vectors). */
     selfTestMs: number;
-    /** Loading, pinning and linking the new revision. */
+    /**
+     * Loading, pinning and linking the new revision, as far as it took longer than the
+     * self-test: the two run at the same time, so the timings add up to `totalMs`.
+     */
     loadMs: number;
     /** The switch itself: one prog-array update. */
     flipUs: number;
@@ -251,6 +262,8 @@ export class ChainManager {
   readonly #log: Logger;
   readonly #chains = new Map<string, Chain>();
   readonly #queues = new Map<string, Promise<unknown>>();
+  /** Each chain's self-test instance, kept between self-tests (see testinstance.ts). */
+  readonly #testInstances = new Map<string, TestInstance>();
   #rootObject: Promise<string> | undefined;
   readonly #statsBuf = Buffer.alloc(((NF_STATS_LAYOUT.size + 7) & ~7) * numPossibleCpus());
 
@@ -301,6 +314,7 @@ export class ChainManager {
       const chain = this.#chains.get(name) ?? this.#adoptIfPinned(name);
       if (chain) this.#destroy(chain);
       else rmSync(chainPaths(this.root, name).dir, { recursive: true, force: true });
+      this.#dropTestInstance(name);
     });
   }
 
@@ -330,6 +344,8 @@ export class ChainManager {
   close(): void {
     for (const chain of this.#chains.values()) closeChain(chain);
     this.#chains.clear();
+    for (const instance of this.#testInstances.values()) instance.close();
+    this.#testInstances.clear();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -368,7 +384,7 @@ export class ChainManager {
       // Another hook is another root program: the chain is removed and created anew, and
       // packets pass unfiltered in between. The new NFs are loaded (and self-tested) on the
       // side first, so that a chain that cannot load never replaces the running one.
-      tested = { report: this.#selfTest(spec, programHook(spec.hook), true), ms: 0 };
+      tested = { report: await this.#selfTest(spec, programHook(spec.hook), true), ms: 0 };
       tested.ms = performance.now() - started;
       chain.log.info({ from: chain.meta.hook, to: spec.hook }, "hook changed: recreating the chain");
       this.#destroy(chain);
@@ -388,28 +404,45 @@ export class ChainManager {
 
   // ---- switch ---------------------------------------------------------------------------------
 
-  #switch(
+  async #switch(
     existing: Chain | undefined,
     spec: ChainSpec,
     digests: Digests,
     rootObjectPath: string | undefined,
     started: number,
     tested?: { report: SelfTestReport | undefined; ms: number },
-  ): ApplyResult {
+  ): Promise<ApplyResult> {
     const hook = programHook(spec.hook);
-    const selfTest = tested ? tested.report : this.#selfTest(spec, hook);
-    const selfTestMs = tested ? tested.ms : performance.now() - started;
-    this.#phase("self-tested", spec.name);
-
-    const loadStarted = performance.now();
-    const chain = existing ?? this.#createSkeleton(spec, rootObjectPath!);
-    let built: BuiltRevision;
-    try {
-      built = this.#build(chain, spec, digests);
-    } catch (err) {
-      if (!existing) this.#destroy(chain);
-      throw err;
+    // The self-test and the new revision load at the same time, so that their verifications
+    // share the cores; nothing is switched in before the self-test passed.
+    let selfTestMs = tested?.ms ?? 0;
+    const selfTesting = tested
+      ? Promise.resolve(tested.report)
+      : this.#selfTest(spec, hook).finally(() => (selfTestMs = performance.now() - started));
+    const building = (async () => {
+      const chain = existing ?? this.#createSkeleton(spec, rootObjectPath!);
+      try {
+        return { chain, built: await this.#build(chain, spec, digests) };
+      } catch (err) {
+        if (!existing) this.#destroy(chain);
+        throw err;
+      }
+    })();
+    const [testOutcome, buildOutcome] = await Promise.allSettled([selfTesting, building]);
+    if (testOutcome.status === "rejected") {
+      if (buildOutcome.status === "fulfilled") {
+        const { chain, built } = buildOutcome.value;
+        this.#discard(chain, built);
+        if (!existing) this.#destroy(chain);
+      }
+      throw testOutcome.reason;
     }
+    if (buildOutcome.status === "rejected") throw buildOutcome.reason;
+    const selfTest = testOutcome.value;
+    const { chain, built } = buildOutcome.value;
+    this.#phase("self-tested", spec.name);
+    const loadStarted = started + selfTestMs;
+
     // New interfaces of a running chain are attached before the switch, so that a failure
     // leaves the old revision as it was; they run the old revision until the switch.
     let attached: string[] = [];
@@ -487,64 +520,70 @@ export class ChainManager {
   }
 
   /**
-   * Loads the spec into a private instance (fresh maps, its own prog array and stats) and runs
-   * every vector; throws SelfTestError on a mismatch. Nothing live is touched. Without vectors
-   * nothing is loaded, unless `loadAnyway` (a trial load: the verifier's verdict, no vectors).
+   * Makes the chain's private self-test instance run the spec (its own prog array, stats and
+   * state maps; NFs loaded the same way for an earlier self-test are reused, see
+   * testinstance.ts) and runs every vector; throws SelfTestError on a mismatch. Nothing live is
+   * touched. Without vectors nothing is loaded, unless `loadAnyway` (a trial load: the
+   * verifier's verdict, no vectors).
    */
-  #selfTest(spec: ChainSpec, hook: ProgramHook, loadAnyway = false): SelfTestReport | undefined {
+  async #selfTest(
+    spec: ChainSpec,
+    hook: ProgramHook,
+    loadAnyway = false,
+  ): Promise<SelfTestReport | undefined> {
     const vectors: SelfTestVectors = {
       chain: spec.tests ?? [],
       nf: new Map(spec.functions.map((nf) => [nf.name, nf.tests ?? []])),
     };
     const withVectors = hasVectors(vectors);
     if (!withVectors && !loadAnyway) return undefined;
-    const progs = createProgArray();
-    const stats = createStatsMap();
-    let nfs: LoadedNf[] = [];
-    try {
-      nfs = loadNfs({
+    const instance = this.#testInstance(spec.name, hook);
+    const nfs = await instance.prepare(spec.functions);
+    const order = spec.functions.map((nf) => nf.name);
+    const report = runSelfTest(
+      {
         hook,
-        functions: spec.functions,
-        statsIndexes: spec.functions.map((_, i) => i),
-        progs,
-        stats,
-      });
-      fillTables(nfs);
-      fillProgArray(progs, nfs);
-      const order = spec.functions.map((nf) => nf.name);
-      const report = runSelfTest(
-        {
-          hook,
-          order,
-          program: (i) => nfs[i]!.program,
-          readEnded: () => new Map(order.map((name, i) => [name, this.#readStats(stats, i)])),
-          isolate: (i) => {
-            const next = nfs[i + 1];
-            if (!next) return () => undefined;
-            progs.delete(u32(i + 1));
-            return () => progs.update(u32(i + 1), u32(next.program.fd));
-          },
-          resetState: () => clearState(nfs),
+        order,
+        program: (i) => nfs[i]!.program,
+        readEnded: () => new Map(order.map((name, i) => [name, this.#readStats(instance.stats, i)])),
+        isolate: (i) => {
+          const next = nfs[i + 1];
+          if (!next) return () => undefined;
+          instance.progs.delete(u32(i + 1));
+          return () => instance.progs.update(u32(i + 1), u32(next.program.fd));
         },
-        vectors,
-      );
-      assertSelfTestPassed(report);
-      return withVectors ? report : undefined;
-    } finally {
-      closeNfs(nfs);
-      progs.close();
-      stats.close();
+        resetState: () => clearState(nfs),
+      },
+      vectors,
+    );
+    assertSelfTestPassed(report);
+    return withVectors ? report : undefined;
+  }
+
+  /** The self-test instance of chain `name` for `hook` (another hook's is closed). */
+  #testInstance(name: string, hook: ProgramHook): TestInstance {
+    let instance = this.#testInstances.get(name);
+    if (instance?.hook !== hook) {
+      instance?.close();
+      instance = new TestInstance(hook);
+      this.#testInstances.set(name, instance);
     }
+    return instance;
+  }
+
+  #dropTestInstance(name: string): void {
+    this.#testInstances.get(name)?.close();
+    this.#testInstances.delete(name);
   }
 
   /** Loads revision B next to the live one and pins it; on failure removes all of it. */
-  #build(chain: Chain, spec: ChainSpec, digests: Digests): BuiltRevision {
+  async #build(chain: Chain, spec: ChainSpec, digests: Digests): Promise<BuiltRevision> {
     const generation = chain.nextGeneration++;
     const { paths } = chain;
     const opened: BpfMap[] = [];
     let progs: BpfMap | undefined;
     let metaMap: BpfMap | undefined;
-    let nfs: LoadedNf[] = [];
+    const nfs: LoadedNf[] = [];
     try {
       progs = createProgArray();
       // Pinned before it is filled: an unpinned prog array is emptied when its last fd closes,
@@ -553,8 +592,9 @@ export class ChainManager {
       const statsIndexes = this.#assignStatsIndexes(chain, spec);
       const carried: NfMapRef[] = [];
       const recreated: RecreatedMap[] = [];
-      nfs = loadNfs({
-        hook: programHook(spec.hook),
+      const hook = programHook(spec.hook);
+      const options: LoadNfsOptions = {
+        hook,
         functions: spec.functions,
         statsIndexes,
         progs,
@@ -572,7 +612,19 @@ export class ChainManager {
           carried.push({ nf: nf.name, map: map.name });
           return { reuse: pinned, origin: { kind: "carried" } };
         },
-      });
+      };
+      const n = spec.functions.length;
+      const takeOver = this.#lastNfToTakeOver(chain, spec, hook, statsIndexes);
+      const toLoad = spec.functions.map((_, i) => i).filter((i) => !(takeOver && i === n - 1));
+      nfs.push(...(await loadNfsConcurrently(options, toLoad)));
+      if (takeOver) {
+        const last = spec.functions[n - 1]!;
+        nfs.push(
+          takeOverNf(last, takeOver.programId, takeOver.nf.program, statsIndexes[n - 1]!, takeOver.nf.maps),
+        );
+        const tableMaps = new Set(takeOver.nf.tableMaps);
+        for (const map of takeOver.nf.maps) if (!tableMaps.has(map)) carried.push({ nf: last.name, map });
+      }
       fillTables(nfs);
       for (const nf of nfs) {
         for (const [mapName, origin] of nf.origins) {
@@ -589,13 +641,15 @@ export class ChainManager {
         tablesDigest: digests.tables,
         testsDigest: digests.tests,
         createdAt: new Date().toISOString(),
-        nfs: nfs.map((nf): RevisionNf => ({
+        nfs: nfs.map((nf, i): RevisionNf => ({
           name: nf.spec.name,
           statsIndex: nf.statsIndex,
           program: nf.programName,
           objectPath: nf.spec.objectPath,
-          maps: [...nf.maps.keys()],
+          maps: [...nf.origins.keys()],
           tableMaps: Object.keys(nf.spec.tables ?? {}),
+          ...(nf.sharable ? { loadDigest: nfLoadDigest(hook, nf.spec, i, nfs.length, nf.statsIndex) } : {}),
+          tablesDigest: nfTablesDigest(nf.spec),
         })),
       };
       metaMap = createMetaMap();
@@ -611,6 +665,33 @@ export class ChainManager {
     } finally {
       for (const map of opened) map.close();
     }
+  }
+
+  /**
+   * The live revision's last NF, when the new revision's last NF would load the very same
+   * program (same load digest: object, program, parameters, place, stats slot) with the same
+   * tables: then the new revision takes that program over instead of verifying it again. Only
+   * the last NF qualifies, because every other NF tail-calls through its own revision's prog
+   * array (see takeOverNf).
+   */
+  #lastNfToTakeOver(
+    chain: Chain,
+    spec: ChainSpec,
+    hook: ProgramHook,
+    statsIndexes: readonly number[],
+  ): { nf: RevisionNf; programId: number } | undefined {
+    const live = chain.live;
+    const n = spec.functions.length;
+    const last = spec.functions[n - 1]!;
+    const liveIndex = (live?.meta.nfs.length ?? 0) - 1;
+    const liveLast = live?.meta.nfs[liveIndex];
+    const programId = live?.programIds[liveIndex];
+    if (!liveLast || !programId || liveLast.name !== last.name || liveLast.loadDigest === undefined) {
+      return undefined;
+    }
+    if (liveLast.loadDigest !== nfLoadDigest(hook, last, n - 1, n, statsIndexes[n - 1]!)) return undefined;
+    if (liveLast.tablesDigest !== nfTablesDigest(last)) return undefined;
+    return { nf: liveLast, programId };
   }
 
   /** Undoes a built revision that will not be switched in. */
@@ -688,14 +769,19 @@ export class ChainManager {
 
   // ---- in place -------------------------------------------------------------------------------
 
-  #updateInPlace(chain: Chain, spec: ChainSpec, digests: Digests, started: number): ApplyResult {
+  async #updateInPlace(
+    chain: Chain,
+    spec: ChainSpec,
+    digests: Digests,
+    started: number,
+  ): Promise<ApplyResult> {
     const live = chain.live!;
     const tablesChanged = live.meta.tablesDigest !== digests.tables;
     const testsChanged = live.meta.testsDigest !== digests.tests;
     let selfTest: SelfTestReport | undefined;
     if (tablesChanged || testsChanged) {
       // The same code with the new tables must pass the vectors before the tables change.
-      selfTest = this.#selfTest(spec, programHook(spec.hook));
+      selfTest = await this.#selfTest(spec, programHook(spec.hook));
     }
     const selfTestMs = performance.now() - started;
     const updateStarted = performance.now();
@@ -736,6 +822,7 @@ export class ChainManager {
       spec.functions.forEach((nf, i) => {
         const liveNf = live.meta.nfs[i]!;
         liveNf.tableMaps = [...new Set([...liveNf.tableMaps, ...Object.keys(nf.tables ?? {})])];
+        liveNf.tablesDigest = nfTablesDigest(nf);
       });
     }
     const detached = this.#detachUnwanted(chain, spec);

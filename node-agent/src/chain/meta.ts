@@ -40,6 +40,13 @@ export const RevisionNf = z.object({
   maps: z.array(z.string()),
   /** Maps whose contents the spec's tables define. */
   tableMaps: z.array(z.string()),
+  /**
+   * Identity of the program load (see nfLoadDigest), recorded when the program keeps no state
+   * of its own: a later revision may then take the program over instead of loading it again.
+   */
+  loadDigest: z.string().optional(),
+  /** Digest of the NF's tables as they are now (see nfTablesDigest). */
+  tablesDigest: z.string().optional(),
 });
 export type RevisionNf = z.infer<typeof RevisionNf>;
 

@@ -2,24 +2,26 @@
  * Loading the NFs of one chain instance: each NF object opened, its hook's program selected,
  * the chain settings and its parameters written into `.rodata`, the shared prog array and stats
  * map reused by fd, its own maps reused or created as the caller decides, then verified and
- * loaded. Used for the live revision and for the private self-test instance alike.
+ * loaded. Used for the live revision and for the private self-test instance alike; also what
+ * decides that an earlier load can serve again (nfLoadDigest, takeOverNf).
  */
+import { createHash } from "node:crypto";
 import {
   BpfMap,
   BpfObject,
+  BpfProgram,
   BpfSpecError,
   MapType,
   mapTypeName,
   sameMapDefinition,
   u32,
-  type BpfProgram,
   type MapDefinition,
   type ObjectMapSpec,
 } from "../libbpf/index.ts";
 import { ChainContract } from "../nf/types.ts";
 import { NF_STATS_LAYOUT, SLUICE_PROGS_ENTRIES, SLUICE_STATS_ENTRIES } from "../nf/structs.ts";
 import type { ProgramHook } from "../packet/index.ts";
-import { ChainSpecError, type NfLoadSpec, type TableEntry } from "./spec.ts";
+import { ChainSpecError, objectDigest, type NfLoadSpec, type TableEntry } from "./spec.ts";
 import { NfContractError } from "./errors.ts";
 
 /** `sluice_progs` as the contract declares it. */
@@ -64,14 +66,29 @@ export type MapOrigin =
 /** One NF loaded into the kernel. Owned by whoever called {@link loadNfs}: close with {@link closeNfs}. */
 export interface LoadedNf {
   spec: NfLoadSpec;
-  object: BpfObject;
-  /** The program of the chain's hook (borrowed from `object`). */
+  /**
+   * The loaded object; undefined for a program taken over from the live revision (see
+   * {@link takeOverNf}), which `program` then owns.
+   */
+  object: BpfObject | undefined;
+  /** The program of the chain's hook (borrowed from `object`, if there is one). */
   program: BpfProgram;
   programName: string;
   statsIndex: number;
-  /** NF-owned maps by name (borrowed from `object`). */
+  /** NF-owned maps by name (borrowed from `object`; empty for a taken-over program). */
   maps: Map<string, BpfMap>;
   origins: Map<string, MapOrigin>;
+  /**
+   * Whether the loaded program may serve again in place of a new load of the same
+   * {@link nfLoadDigest}: it keeps no state of its own that a new load would start afresh
+   * (writable globals in `.data` / `.bss`).
+   */
+  sharable: boolean;
+  /**
+   * Whether every NF-owned map that is not a table is emptied by {@link clearState}, so that
+   * a reused self-test NF starts every vector as a new one would.
+   */
+  clearable: boolean;
 }
 
 /** Options of {@link loadNfs}. */
@@ -91,6 +108,17 @@ export interface LoadNfsOptions {
 }
 
 const CONTRACT_MAPS = new Set<string>([ChainContract.progsMap, ChainContract.statsMap]);
+/** Internal maps of writable globals (`.data`, `.data.*`, `.bss`): state a new load starts afresh. */
+const WRITABLE_GLOBALS = /\.(data|bss)(\.|$)/;
+
+/** Map types {@link clearState} empties. */
+export const HASH_LIKE: ReadonlySet<number> = new Set<number>([
+  MapType.HASH,
+  MapType.PERCPU_HASH,
+  MapType.LRU_HASH,
+  MapType.LRU_PERCPU_HASH,
+  MapType.LPM_TRIE,
+]);
 const TYPE_OF_HOOK: Record<ProgramHook, string> = { xdp: "xdp", tc: "sched_cls" };
 
 /**
@@ -113,7 +141,58 @@ export function loadNfs(options: LoadNfsOptions): LoadedNf[] {
   }
 }
 
-function loadNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): LoadedNf {
+/** Loads NF `i` of `options.functions` (see {@link loadNfs}); the caller owns the result. */
+export function loadNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): LoadedNf {
+  const opened = openNf(options, spec, i);
+  try {
+    opened.object.load();
+    return loadedNf(opened);
+  } catch (err) {
+    opened.object.close();
+    throw err;
+  }
+}
+
+/**
+ * Loads NFs `indexes` of `options.functions` at once, each verified on a worker thread (see
+ * BpfObject.loadAsync), so that they share the machine's cores; in the order of `indexes`. All
+ * or nothing: on a failure everything is closed, and the failed NF is loaded once more on the
+ * main thread, so that its error carries what libbpf printed.
+ */
+export async function loadNfsConcurrently(
+  options: LoadNfsOptions,
+  indexes: readonly number[],
+): Promise<LoadedNf[]> {
+  const opened: OpenedNf[] = [];
+  try {
+    for (const i of indexes) opened.push(openNf(options, options.functions[i]!, i));
+  } catch (err) {
+    for (const nf of opened) nf.object.close();
+    throw err;
+  }
+  const results = await Promise.allSettled(opened.map((nf) => nf.object.loadAsync()));
+  const failed = results.findIndex((r) => r.status === "rejected");
+  if (failed < 0) return opened.map(loadedNf);
+  for (const nf of opened) nf.object.close();
+  const i = indexes[failed]!;
+  closeNfs([loadNf(options, options.functions[i]!, i)]);
+  // Loaded this time (the failure was passing): report the first attempt's error.
+  throw (results[failed] as PromiseRejectedResult).reason;
+}
+
+/** An NF object opened and configured for loading. */
+interface OpenedNf {
+  object: BpfObject;
+  spec: NfLoadSpec;
+  programName: string;
+  statsIndex: number;
+  mapSpecs: ObjectMapSpec[];
+  ownMaps: ObjectMapSpec[];
+  origins: Map<string, MapOrigin>;
+}
+
+/** Opens NF `i` and configures it for loading; throws (having closed it) what is wrong with it. */
+function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf {
   const object = BpfObject.open(spec.objectPath);
   try {
     const programName = pickProgram(object, spec, options.hook);
@@ -132,12 +211,13 @@ function loadNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): LoadedNf 
       }
     }
     const isLast = i === options.functions.length - 1;
+    const statsIndex = options.statsIndexes[i] ?? i;
     try {
       object.setRodata({
         ...(spec.rodata ?? {}),
         [ChainContract.rodata.nextSlot]: i + 1,
         [ChainContract.rodata.isLast]: isLast ? 1 : 0,
-        [ChainContract.rodata.nfIndex]: options.statsIndexes[i] ?? i,
+        [ChainContract.rodata.nfIndex]: statsIndex,
       });
     } catch (err) {
       if (err instanceof BpfSpecError) throw new NfContractError(spec.name, err.message);
@@ -148,14 +228,11 @@ function loadNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): LoadedNf 
 
     const ownMaps = mapSpecs.filter((m) => !m.internal && !CONTRACT_MAPS.has(m.name));
     const tables = spec.tables ?? {};
-    for (const [mapName, entries] of Object.entries(tables)) {
-      const map = ownMaps.find((m) => m.name === mapName);
-      if (!map) {
-        const known = ownMaps.map((m) => m.name).join(", ") || "none";
-        throw new ChainSpecError(`${spec.name}: tables: no map ${mapName} in the NF (its maps: ${known})`);
-      }
-      checkTableEntries(spec.name, map, entries);
-    }
+    checkTables(
+      spec,
+      (name) => ownMaps.find((m) => m.name === name),
+      ownMaps.map((m) => m.name),
+    );
     const origins = new Map<string, MapOrigin>();
     for (const map of ownMaps) {
       if (map.name in tables) {
@@ -166,23 +243,29 @@ function loadNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): LoadedNf 
       if (choice.reuse) object.reuseMap(map.name, choice.reuse);
       origins.set(map.name, choice.origin);
     }
-
-    object.load();
-    const maps = new Map<string, BpfMap>();
-    for (const map of ownMaps) maps.set(map.name, object.map(map.name));
-    return {
-      spec,
-      object,
-      program: object.program(programName),
-      programName,
-      statsIndex: options.statsIndexes[i] ?? i,
-      maps,
-      origins,
-    };
+    return { object, spec, programName, statsIndex, mapSpecs, ownMaps, origins };
   } catch (err) {
     object.close();
     throw err;
   }
+}
+
+/** The loaded NF of an opened one whose object has loaded. */
+function loadedNf(opened: OpenedNf): LoadedNf {
+  const { object, spec, ownMaps, mapSpecs } = opened;
+  const maps = new Map<string, BpfMap>();
+  for (const map of ownMaps) maps.set(map.name, object.map(map.name));
+  return {
+    spec,
+    object,
+    program: object.program(opened.programName),
+    programName: opened.programName,
+    statsIndex: opened.statsIndex,
+    maps,
+    origins: opened.origins,
+    sharable: !mapSpecs.some((m) => m.internal && WRITABLE_GLOBALS.test(m.name)),
+    clearable: ownMaps.every((m) => m.name in (spec.tables ?? {}) || HASH_LIKE.has(m.type)),
+  };
 }
 
 /** The NF's program for the hook: the one named in the spec, else the only one of the hook's type. */
@@ -214,31 +297,60 @@ function pickProgram(object: BpfObject, spec: NfLoadSpec, hook: ProgramHook): st
   );
 }
 
-function checkTableEntries(nf: string, map: ObjectMapSpec, entries: readonly TableEntry[]): void {
+/**
+ * Checks the spec's tables against the NF's maps (by name; `known` lists them for the message):
+ * each names a shared (not per-CPU) map and fits its sizes and capacity. Throws ChainSpecError.
+ */
+export function checkTables(
+  spec: NfLoadSpec,
+  find: (map: string) => MapDefinition | undefined,
+  known: readonly string[],
+): void {
+  for (const [mapName, entries] of Object.entries(spec.tables ?? {})) {
+    const map = find(mapName);
+    if (!map) {
+      throw new ChainSpecError(
+        `${spec.name}: tables: no map ${mapName} in the NF (its maps: ${known.join(", ") || "none"})`,
+      );
+    }
+    checkTableEntries(spec.name, mapName, map, entries);
+  }
+}
+
+function checkTableEntries(
+  nf: string,
+  mapName: string,
+  map: MapDefinition,
+  entries: readonly TableEntry[],
+): void {
   if (
     map.type === MapType.PERCPU_HASH ||
     map.type === MapType.PERCPU_ARRAY ||
     map.type === MapType.LRU_PERCPU_HASH
   ) {
-    throw new ChainSpecError(`${nf}: tables: map ${map.name} is per-CPU; tables fill only shared maps`);
+    throw new ChainSpecError(`${nf}: tables: map ${mapName} is per-CPU; tables fill only shared maps`);
   }
   if (entries.length > map.maxEntries) {
     throw new ChainSpecError(
-      `${nf}: tables: ${entries.length} entries for map ${map.name} of ${map.maxEntries}`,
+      `${nf}: tables: ${entries.length} entries for map ${mapName} of ${map.maxEntries}`,
     );
   }
   entries.forEach((entry, i) => {
     if (entry.key.length !== map.keySize || entry.value.length !== map.valueSize) {
       throw new ChainSpecError(
-        `${nf}: tables: ${map.name}[${i}]: key ${entry.key.length} / value ${entry.value.length} bytes; the map has ${map.keySize} / ${map.valueSize}`,
+        `${nf}: tables: ${mapName}[${i}]: key ${entry.key.length} / value ${entry.value.length} bytes; the map has ${map.keySize} / ${map.valueSize}`,
       );
     }
   });
 }
 
-/** Writes every NF's tables into its (new) table maps. */
+/**
+ * Writes every NF's tables into its (new) table maps. A taken-over program keeps the live
+ * table maps, which hold the same tables already.
+ */
 export function fillTables(nfs: readonly LoadedNf[]): void {
   for (const nf of nfs) {
+    if (!nf.object) continue;
     for (const [mapName, entries] of Object.entries(nf.spec.tables ?? {})) {
       const map = nf.maps.get(mapName)!;
       for (const entry of entries) map.update(entry.key, entry.value);
@@ -267,16 +379,80 @@ export function fillProgArray(progs: BpfMap, nfs: readonly LoadedNf[]): void {
 
 /** Closes every NF object (programs and maps stay while pinned or referenced). */
 export function closeNfs(nfs: readonly LoadedNf[]): void {
-  for (const nf of nfs) nf.object.close();
+  for (const nf of nfs) {
+    if (nf.object) nf.object.close();
+    else nf.program.close();
+  }
 }
 
-const HASH_LIKE = new Set<number>([
-  MapType.HASH,
-  MapType.PERCPU_HASH,
-  MapType.LRU_HASH,
-  MapType.LRU_PERCPU_HASH,
-  MapType.LPM_TRIE,
-]);
+/**
+ * Takes over the live revision's program `programId` for NF `spec` of a new revision, instead of
+ * loading the same program again (see {@link nfLoadDigest}). Only the last NF of a revision
+ * qualifies: it tail-calls nothing, so it is not tied to its revision's prog array, and its maps
+ * are the chain's pinned ones, which the new revision would carry over anyway. The result owns a
+ * new fd on the program.
+ */
+export function takeOverNf(
+  spec: NfLoadSpec,
+  programId: number,
+  programName: string,
+  statsIndex: number,
+  maps: readonly string[],
+): LoadedNf {
+  const program = BpfProgram.fromId(programId);
+  return {
+    spec,
+    object: undefined,
+    program,
+    programName,
+    statsIndex,
+    maps: new Map(),
+    origins: new Map(maps.map((name): [string, MapOrigin] => [name, { kind: "carried" }])),
+    sharable: true,
+    clearable: false,
+  };
+}
+
+/**
+ * Identity of a program load: two loads with the same digest yield the same program (same
+ * object contents, program, hook, `.rodata` including the chain settings, and the same maps
+ * filled from tables). `i` and `n` place the NF in its chain; `statsIndex` is its counters slot.
+ */
+export function nfLoadDigest(
+  hook: ProgramHook,
+  spec: NfLoadSpec,
+  i: number,
+  n: number,
+  statsIndex: number,
+): string {
+  const rodata = Object.entries(spec.rodata ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => [k, String(v)]);
+  return createHash("sha256")
+    .update(
+      JSON.stringify([
+        hook,
+        objectDigest(spec.objectPath),
+        spec.programName ?? "",
+        rodata,
+        { next: i + 1, last: i === n - 1, statsIndex },
+        Object.keys(spec.tables ?? {}).sort(),
+      ]),
+    )
+    .digest("hex");
+}
+
+/** Digest of one NF's tables (entries sorted by key: a table is a set). */
+export function nfTablesDigest(spec: NfLoadSpec): string {
+  const h = createHash("sha256");
+  for (const mapName of Object.keys(spec.tables ?? {}).sort()) {
+    const entries = (spec.tables?.[mapName] ?? [])
+      .map((e) => `${e.key.toString("hex")}=${e.value.toString("hex")}`)
+      .sort();
+    h.update(`\0map ${mapName}\0${entries.join(",")}`);
+  }
+  return h.digest("hex");
+}
 
 /** Empties the NF-owned hash-like maps that are not tables (state such as buckets and flows). */
 export function clearState(nfs: readonly LoadedNf[]): void {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { TestVector } from "../../../common/api/testvector.ts";
 
 /** The hook a chain is attached to. */
@@ -100,9 +100,30 @@ export function validateChainSpec(spec: ChainSpec): void {
   });
 }
 
-/** sha256 of a file; objects are tens of kilobytes, so hashing costs microseconds. */
-function fileDigest(path: string): string {
-  return createHash("sha256").update(readFileSync(path)).digest("hex");
+const OBJECT_DIGESTS_KEPT = 256;
+/** A file modified less than this long before it was hashed may change again unnoticed. */
+const SETTLE_MS = 2000;
+const objectDigests = new Map<string, { stamp: string; digest: string }>();
+
+/**
+ * sha256 of a compiled object. Remembered while the file keeps its inode, size and modification
+ * time, so that every apply does not read and hash every object again (objects come from a
+ * content-addressed cache and are never rewritten in place). A file modified within the last
+ * seconds is hashed every time: file times are coarse, and a rewrite of the same size within
+ * one tick would otherwise go unnoticed.
+ */
+export function objectDigest(path: string): string {
+  const st = statSync(path, { bigint: true });
+  const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  const known = objectDigests.get(path);
+  if (known?.stamp === stamp) return known.digest;
+  const digest = createHash("sha256").update(readFileSync(path)).digest("hex");
+  objectDigests.delete(path);
+  if (Date.now() - Number(st.mtimeMs) > SETTLE_MS && Date.now() - Number(st.ctimeMs) > SETTLE_MS) {
+    if (objectDigests.size >= OBJECT_DIGESTS_KEPT) objectDigests.delete(objectDigests.keys().next().value!);
+    objectDigests.set(path, { stamp, digest });
+  }
+  return digest;
 }
 
 /**
@@ -117,7 +138,7 @@ export function codeDigest(spec: ChainSpec): string {
     h.update(
       JSON.stringify({
         name: nf.name,
-        object: fileDigest(nf.objectPath),
+        object: objectDigest(nf.objectPath),
         program: nf.programName ?? "",
         rodata: Object.entries(nf.rodata ?? {})
           .sort(([a], [b]) => a.localeCompare(b))

@@ -87,6 +87,22 @@ export const lib = {
   xdpQuery: fn(libbpf, "int bpf_xdp_query(int ifindex, int flags, void *opts)"),
 };
 
+/**
+ * `bpf_object__load` on one of koffi's worker threads (the main thread stays free meanwhile);
+ * resolves with its return value (0 or -errno). See {@link withQuietLibbpf} about printing.
+ */
+export function objectLoadOnWorker(obj: Ptr): Promise<number> {
+  const load = lib.objectLoad as unknown as {
+    async: (obj: Ptr, done: (err: unknown, result: number) => void) => void;
+  };
+  return new Promise<number>((resolve, reject) => {
+    load.async(obj, (err, result) => {
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve(result);
+    });
+  });
+}
+
 /** libc functions used by this library. */
 export const libcFns = {
   close: fn(libc, "int close(int fd)"),
@@ -189,15 +205,67 @@ lib.setPrint(printCallback);
 /**
  * Runs `body` while collecting libbpf's WARN/INFO output into the array it receives, so that an
  * error raised by `body` can carry the reason libbpf printed. Nested captures each see their own
- * lines.
+ * lines. Printing is on for the body even while quiet loads run (see {@link withQuietLibbpf}).
  */
 export function withLibbpfLog<T>(body: (lines: string[]) => T): T {
   const outer = capture;
   const lines: string[] = [];
   capture = lines;
+  openCaptures++;
+  applyPrint();
   try {
     return body(lines);
   } finally {
     capture = outer;
+    openCaptures--;
+    applyPrint();
+  }
+}
+
+/** Quiet runs under way ({@link withQuietLibbpf}, {@link quietly}) and open captures. */
+let quietRuns = 0;
+let openCaptures = 0;
+let printing = true;
+
+/** Printing is off while something runs quietly, unless a capture wants the lines. */
+function applyPrint(): void {
+  const wanted = quietRuns === 0 || openCaptures > 0;
+  if (wanted === printing) return;
+  lib.setPrint(wanted ? printCallback : null);
+  printing = wanted;
+}
+
+/**
+ * Runs `body`, which calls libbpf on worker threads (koffi's `.async`), with libbpf's printing
+ * off. A print from a worker thread is handed to the main thread and the worker waits for it:
+ * a few debug lines per object load took longer than the load itself, and they would land in
+ * whichever capture the main thread has open. Whoever loads quietly learns why a load failed by
+ * repeating it on the main thread (see {@link withLibbpfLog}). Nests; synchronous captures on
+ * the main thread meanwhile still see their own lines.
+ */
+export async function withQuietLibbpf<T>(body: () => Promise<T>): Promise<T> {
+  quietRuns++;
+  applyPrint();
+  try {
+    return await body();
+  } finally {
+    quietRuns--;
+    applyPrint();
+  }
+}
+
+/**
+ * Runs `body` with libbpf's printing off: for calls that print many debug lines and usually
+ * succeed (opening an object prints about a hundred, each a call into JavaScript). On a failure
+ * the caller repeats the call inside {@link withLibbpfLog} to learn libbpf's reason.
+ */
+export function quietly<T>(body: () => T): T {
+  quietRuns++;
+  applyPrint();
+  try {
+    return body();
+  } finally {
+    quietRuns--;
+    applyPrint();
   }
 }

@@ -8,10 +8,13 @@ import {
   lastErrno,
   lib,
   nativeView,
+  objectLoadOnWorker,
   OPTS_SIZE,
   type Ptr,
+  quietly,
   readCString,
   withLibbpfLog,
+  withQuietLibbpf,
 } from "./ffi.ts";
 import { progTypeName } from "./constants.ts";
 import { BpfMap, type MapDefinition } from "./map.ts";
@@ -74,6 +77,21 @@ export interface BpfObjectSpec extends BpfObjectOpenOptions {
 }
 
 const DEFAULT_LOG_SIZE = 1 << 20;
+
+/** Per-program verifier log buffers of one load. */
+interface LoadLogs {
+  size: number;
+  programs: { prog: Ptr; name: string; buf: Ptr }[];
+}
+
+/** Detaches and frees the log buffers of a load. */
+function freeLogs(logs: LoadLogs): void {
+  for (const { prog, buf } of logs.programs) {
+    lib.programSetLogBuf(prog, null, 0);
+    freeNative(buf);
+  }
+  logs.programs = [];
+}
 const BTF_KIND_VAR = 14;
 const BTF_KIND_DATASEC = 15;
 
@@ -96,7 +114,7 @@ export class BpfObject {
   /** Object name (prefix of internal map names). */
   readonly name: string;
   #obj: Ptr | null;
-  #state: "opened" | "loaded" | "failed" = "opened";
+  #state: "opened" | "loading" | "loaded" | "failed" = "opened";
   #rodata: Map<string, RodataVariable> | undefined;
   readonly #programs = new Map<string, BpfProgram>();
   readonly #maps = new Map<string, BpfMap>();
@@ -115,9 +133,12 @@ export class BpfObject {
     const pinRoot = options.pinRootPath === undefined ? undefined : cString(options.pinRootPath);
     if (objectName) opts.writeBigUInt64LE(addressOf(objectName), 8);
     if (pinRoot) opts.writeBigUInt64LE(addressOf(pinRoot), 24);
+    const obj = quietly(() => lib.objectOpenFile(path, opts) as Ptr | null);
+    if (obj) return new BpfObject(path, obj);
+    // Open again with printing on, for the reason libbpf gives.
     return withLibbpfLog((lines) => {
-      const obj = lib.objectOpenFile(path, opts) as Ptr | null;
-      if (!obj) {
+      const again = lib.objectOpenFile(path, opts) as Ptr | null;
+      if (!again) {
         const errno = lastErrno();
         throw new BpfError(
           `object ${basename(path)}`,
@@ -127,7 +148,7 @@ export class BpfObject {
           lines,
         );
       }
-      return new BpfObject(path, obj);
+      return new BpfObject(path, again);
     });
   }
 
@@ -273,13 +294,43 @@ export class BpfObject {
    * the same object: close it and open again.
    */
   load(options: { logSize?: number } = {}): void {
+    const logs = this.#beginLoad(options.logSize);
+    try {
+      withLibbpfLog((lines) => {
+        const ret = lib.objectLoad(this.#handle()) as number;
+        this.#endLoad(ret, lines, logs);
+      });
+    } finally {
+      this.#loadDone(logs);
+    }
+  }
+
+  /**
+   * `load()` on a worker thread, so that several objects verify at once on several cores.
+   * libbpf prints nothing meanwhile (see withQuietLibbpf): a rejected program still raises a
+   * {@link VerifierError} with its log, but other failures carry only the errno; repeat the load
+   * synchronously (on a new object) to learn what libbpf had to say.
+   */
+  async loadAsync(options: { logSize?: number } = {}): Promise<void> {
+    const obj = this.#handle();
+    const logs = this.#beginLoad(options.logSize);
+    try {
+      const ret = await withQuietLibbpf(() => objectLoadOnWorker(obj));
+      this.#endLoad(ret, [], logs);
+    } finally {
+      this.#loadDone(logs);
+    }
+  }
+
+  /**
+   * Gives every program to load a log buffer: libbpf loads with logging off and, on a
+   * rejection, reloads that program with logging into its buffer, so a non-empty buffer names
+   * the culprit. The memory is native because libbpf keeps the pointer until the load ends.
+   */
+  #beginLoad(logSize = DEFAULT_LOG_SIZE): LoadLogs {
     this.#requireState("opened", "load");
     const obj = this.#handle();
-    const logSize = options.logSize ?? DEFAULT_LOG_SIZE;
-    // One log buffer per program: libbpf loads with logging off and, on a rejection, reloads
-    // that program with logging into its buffer, so a non-empty buffer names the culprit.
-    // The memory is native because libbpf keeps the pointer until the load ends.
-    const logs: { prog: Ptr; name: string; buf: Ptr }[] = [];
+    const logs: LoadLogs = { size: logSize, programs: [] };
     try {
       for (
         let p = lib.objectNextProgram(obj, null) as Ptr | null;
@@ -288,23 +339,31 @@ export class BpfObject {
       ) {
         if (!(lib.programAutoload(p) as boolean)) continue;
         const buf = allocNative(logSize);
-        logs.push({ prog: p, name: lib.programName(p) as string, buf });
+        logs.programs.push({ prog: p, name: lib.programName(p) as string, buf });
         nativeView(buf, 1)[0] = 0;
         lib.programSetLogBuf(p, buf, logSize);
       }
-      withLibbpfLog((lines) => {
-        const ret = lib.objectLoad(obj) as number;
-        if (ret === 0) return;
-        this.#state = "failed";
-        throw this.#loadError(-ret || lastErrno(), lines, logs, logSize);
-      });
-      this.#state = "loaded";
-    } finally {
-      for (const { prog, buf } of logs) {
-        lib.programSetLogBuf(prog, null, 0);
-        freeNative(buf);
-      }
+    } catch (err) {
+      freeLogs(logs);
+      throw err;
     }
+    this.#state = "loading";
+    return logs;
+  }
+
+  /** Frees the load's log buffers; a load that ended without a verdict (an exception) failed. */
+  #loadDone(logs: LoadLogs): void {
+    freeLogs(logs);
+    if (this.#state === "loading") this.#state = "failed";
+  }
+
+  #endLoad(ret: number, lines: readonly string[], logs: LoadLogs): void {
+    if (ret === 0) {
+      this.#state = "loaded";
+      return;
+    }
+    this.#state = "failed";
+    throw this.#loadError(-ret || lastErrno(), lines, logs.programs, logs.size);
   }
 
   /** A loaded program by name (borrowed fd, valid until `close()`). */
@@ -351,6 +410,9 @@ export class BpfObject {
 
   /** Releases the libbpf object: its program and map fds close (pinned or referenced objects live on). Idempotent. */
   close(): void {
+    // A worker thread is inside libbpf with this object: freeing it now would pull the memory
+    // from under it. Await loadAsync() first.
+    if (this.#state === "loading") throw new Error(`object ${this.name}: closed while it is being loaded`);
     for (const handle of [...this.#programs.values(), ...this.#maps.values()]) handle.close();
     this.#programs.clear();
     this.#maps.clear();
@@ -371,7 +433,9 @@ export class BpfObject {
           ? "its load failed"
           : this.#state === "loaded"
             ? "it is loaded"
-            : "it is not loaded";
+            : this.#state === "loading"
+              ? "it is being loaded"
+              : "it is not loaded";
       throw new BpfSpecError(`object ${this.name}: cannot ${what}: ${now}`);
     }
   }

@@ -19,6 +19,11 @@ export interface ProgInfo {
   /** Cumulative run time and run count (only counted while bpf_stats are enabled). */
   runTimeNs: bigint;
   runCount: bigint;
+  /**
+   * Instructions the verifier processed when the program was loaded (0 before kernel 5.16).
+   * Verification time grows with it: it is what a chain switch mostly waits for.
+   */
+  verifiedInsns: number;
 }
 
 /** Arguments of {@link BpfProgram.testRun}. */
@@ -183,6 +188,7 @@ export class BpfProgram {
       loadTimeNs: 0n,
       runTimeNs: 0n,
       runCount: 0n,
+      verifiedInsns: 0,
     };
   }
 }
@@ -212,6 +218,7 @@ export function readProgInfo(fd: number, subject: string, withMaps: boolean): Pr
     name: fixedName(b, 64),
     runTimeNs: b.readBigUInt64LE(192),
     runCount: b.readBigUInt64LE(200),
+    verifiedInsns: b.readUInt32LE(216),
     mapIds,
   };
 }
