@@ -40,20 +40,49 @@ export interface ControlPlane {
 export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
   const { store, server, log } = options;
   const now = options.now ?? (() => new Date());
+  // GitSources applying a revision right now, and the chains waiting for each to finish: a
+  // chain is planned from one commit's objects, never from a mix (see ServiceChainDeps).
+  const applying = new Map<string, number>();
+  const waiting = new Map<string, Set<string>>();
   const gitSources = new Controller(
     "gitsource",
     async (key, klog) => {
       const { namespace, name } = splitKey(key);
-      return reconcileGitSource(gitDeps, namespace ?? "default", name, klog);
+      const sourceKey = `${namespace ?? "default"}/${name}`;
+      applying.set(sourceKey, (applying.get(sourceKey) ?? 0) + 1);
+      try {
+        return await reconcileGitSource(gitDeps, namespace ?? "default", name, klog);
+      } finally {
+        const left = (applying.get(sourceKey) ?? 1) - 1;
+        if (left > 0) applying.set(sourceKey, left);
+        else {
+          applying.delete(sourceKey);
+          for (const chain of waiting.get(sourceKey) ?? []) serviceChains.enqueue(chain);
+          waiting.delete(sourceKey);
+        }
+      }
     },
     log,
     options.concurrency ?? 2,
   );
+  const sourceApplying = (namespace: string, name: string, chainKey: string): boolean => {
+    const sourceKey = `${namespace}/${name}`;
+    if (!applying.has(sourceKey)) return false;
+    let chains = waiting.get(sourceKey);
+    if (!chains) waiting.set(sourceKey, (chains = new Set()));
+    chains.add(chainKey);
+    return true;
+  };
   const serviceChains = new Controller(
     "servicechain",
     async (key, klog) => {
       const { namespace, name } = splitKey(key);
-      return reconcileServiceChain({ store, event: options.event, now }, namespace ?? "default", name, klog);
+      return reconcileServiceChain(
+        { store, event: options.event, now, sourceApplying },
+        namespace ?? "default",
+        name,
+        klog,
+      );
     },
     log,
     options.concurrency ?? 2,

@@ -54,6 +54,13 @@ interface Failure {
   selfTest?: SelfTest;
   /** Worth retrying without a spec change (a download that failed, say). */
   transient: boolean;
+  /**
+   * Nothing is wrong with the revision: something it needs is out of reach for now (the
+   * operator's artifact server during an operator restart). Reported as phase Pending, not
+   * Failed, so that the rollout waits for this node (its progress deadline still bounds the
+   * wait) instead of halting and rolling back a revision that is fine.
+   */
+  waiting?: boolean;
 }
 
 /**
@@ -166,6 +173,9 @@ export class NodeAgent {
     if (live === nc.spec.revision && status.phase === "Ready" && status.observedGeneration === generation)
       return;
     const forced = this.retryNow.delete(chain);
+    // A retry of this generation is already scheduled; our own status write must not start
+    // another attempt at once (a busy loop against an unreachable artifact server).
+    if (!forced && this.retries.has(chain) && status.observedGeneration === generation) return;
     if (
       !forced &&
       status.phase === "Failed" &&
@@ -177,6 +187,7 @@ export class NodeAgent {
     }
     const timer = this.retries.get(chain);
     if (timer) clearTimeout(timer);
+    this.retries.delete(chain);
 
     await this.writeStatus(nc.metadata.namespace, name, {
       ...status,
@@ -212,7 +223,9 @@ export class NodeAgent {
         revision: result.revision,
         programIds: result.programIds,
         attachedInterfaces: result.attachedInterfaces,
-        selfTest: result.selfTest,
+        // null removes the field (JSON merge patch): a self-test left from an earlier attempt
+        // that failed would otherwise stay, and keep the node from counting as available.
+        selfTest: result.selfTest ?? (null as unknown as undefined),
         lastError: null as unknown as undefined,
         conditions: setCondition(
           status.conditions,
@@ -236,10 +249,10 @@ export class NodeAgent {
       };
       await this.writeStatus(nc.metadata.namespace, name, {
         observedGeneration: generation,
-        phase: "Failed",
+        phase: failure.waiting ? "Pending" : "Failed",
         revision: this.live.get(chain),
         lastError,
-        ...(failure.selfTest ? { selfTest: failure.selfTest } : {}),
+        selfTest: failure.selfTest ?? (null as unknown as undefined),
         conditions: setCondition(
           status.conditions,
           {
@@ -292,7 +305,7 @@ export function pinName(obj: StoredObject): string {
 export function describeFailure(err: unknown): Failure {
   if (err instanceof BuildError) {
     const transient = err.reason === Reason.ArtifactFetchFailed;
-    return { reason: err.reason, message: err.message, log: err.log, transient };
+    return { reason: err.reason, message: err.message, log: err.log, transient, waiting: transient };
   }
   const e = err as Error & {
     log?: string;

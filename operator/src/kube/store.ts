@@ -85,6 +85,9 @@ export class KubeStore implements Store {
     const informer = this.informers.get(kind);
     let items: KubeObject[];
     if (informer) {
+      // A cache that has not seen its first list would answer "nothing": an agent starting up
+      // would then take its pinned chains for orphans and remove them.
+      await informer.hasSynced;
       items = informer.list(namespace);
     } else {
       const selector = labels
@@ -106,6 +109,7 @@ export class KubeStore implements Store {
       const obj = await this.client.get(resourceOf(kind), namespace, name);
       return obj && (structuredClone(obj) as StoredObject);
     }
+    await informer.hasSynced;
     const cached = informer.get(name, namespace);
     const obj = cached ? this.freshest(kind, cached) : this.written.get(writtenKey(kind, namespace, name));
     return obj && (structuredClone(obj) as StoredObject);

@@ -386,6 +386,36 @@ describe("planning", () => {
     expect(events.length).toBe(eventCount);
   });
 
+  it("waits while a GitSource of the chain applies a revision, so that one commit is one revision", async () => {
+    await addNode("node-a");
+    await addGitSource("repo", digestA);
+    await addFunction("fw", { source: { path: "fw.c", sourceRef: { kind: "GitSource", name: "repo" } } });
+    await addFunction("rl", { source: { builtin: "ratelimit" } });
+    // The ratelimit function came from another source, as its label says.
+    const rl = (await store.get("NetworkFunction", NS, "rl"))!;
+    await store.apply({
+      ...rl,
+      metadata: { ...rl.metadata, labels: { "sluice.dev/source": `${NS}.other` } },
+    });
+    await addChain({ functions: [{ name: "fw" }, { name: "rl" }] });
+    const asked: string[] = [];
+    let busy = new Set<string>();
+    deps.sourceApplying = (namespace, name, chainKey) => {
+      asked.push(`${namespace}/${name} for ${chainKey}`);
+      return busy.has(`${namespace}/${name}`);
+    };
+    for (const source of ["repo", "other"]) {
+      busy = new Set([`${NS}/${source}`]);
+      await reconcile();
+      expect(await nodeChains(), source).toEqual([]);
+      expect((await chain()).status.revision, source).toBeUndefined();
+      expect(asked).toContain(`${NS}/${source} for ${NS}/web`);
+    }
+    busy = new Set();
+    await reconcile();
+    expect((await nodeChains()).map((nc) => nc.spec.nodeName)).toEqual(["node-a"]);
+  });
+
   it("removes the NodeChains when the ServiceChain is deleted", async () => {
     await addNode("node-a");
     await addFunction("fw");

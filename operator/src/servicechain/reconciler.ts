@@ -21,6 +21,7 @@ import {
   type ServiceChainStatus,
 } from "../../../common/api/index.ts";
 import type { Logger } from "../../../common/log.ts";
+import { SOURCE_LABEL } from "../gitsource/reconciler.ts";
 import type { Store, StoredObject, StoreEvent } from "../../../common/store.ts";
 import {
   canonicalJson,
@@ -40,6 +41,14 @@ export interface ServiceChainDeps {
   event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   /** The clock (minReadySeconds, progressDeadlineSeconds, condition times). */
   now: () => Date;
+  /**
+   * Whether GitSource `namespace/name` is applying a revision right now. If so, the chain waits
+   * and is queued again (by whoever answers true) once the GitSource has finished: a source
+   * applies its objects one by one and records its new artifact last, so a plan made meanwhile
+   * would mix two commits (new manifests with the old C source, or half of the new functions).
+   * Absent: sources are never waited for.
+   */
+  sourceApplying?: (namespace: string, name: string, chainKey: string) => boolean;
 }
 
 /** Where a reconcile stands while its steps run; status is written from it once, at the end. */
@@ -130,6 +139,13 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean>
       if (gs.success) sources.set(src.sourceRef.name, gs.data);
     }
   }
+  // One commit is one revision: no plan while a source of the chain, of its functions or of
+  // their C files is half-way through applying.
+  const busy = applyingSource(run, deps, [...functions.values()], sources);
+  if (busy) {
+    run.log.debug({ source: busy }, "waiting for the GitSource to finish applying its revision");
+    return false;
+  }
   const result = resolvePlan({ chain, functions, sources });
   if (!result.ok) {
     const changed = !sameCondition(run.conditions, ConditionType.Ready, result.reason, result.message);
@@ -144,6 +160,37 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean>
   run.plan = result.plan;
   run.log = run.log.child({ revision: result.plan.revision });
   return true;
+}
+
+/**
+ * The first GitSource ("namespace/name") that the chain or its functions were applied from, or
+ * that their C files come from, and that is applying a revision now; undefined when none is.
+ */
+function applyingSource(
+  run: Run,
+  deps: ServiceChainDeps,
+  functions: readonly (NetworkFunction | { invalid: string })[],
+  sources: ReadonlyMap<string, GitSource>,
+): string | undefined {
+  if (!deps.sourceApplying) return undefined;
+  const { chain } = run;
+  const ns = chain.metadata.namespace ?? "default";
+  const candidates = new Set<string>();
+  // SOURCE_LABEL is "<namespace>.<name>"; namespaces have no '.', so the first dot splits them.
+  const fromLabel = (labels: Record<string, string> | undefined) => {
+    const value = labels?.[SOURCE_LABEL];
+    const dot = value?.indexOf(".") ?? -1;
+    if (value && dot > 0) candidates.add(`${value.slice(0, dot)}/${value.slice(dot + 1)}`);
+  };
+  fromLabel(chain.metadata.labels);
+  for (const nf of functions) if (!("invalid" in nf)) fromLabel(nf.metadata.labels);
+  for (const name of sources.keys()) candidates.add(`${ns}/${name}`);
+  const chainKey = `${ns}/${chain.metadata.name}`;
+  for (const key of candidates) {
+    const slash = key.indexOf("/");
+    if (deps.sourceApplying(key.slice(0, slash), key.slice(slash + 1), chainKey)) return key;
+  }
+  return undefined;
 }
 
 /** Picks the nodes the chain runs on. */
