@@ -1,0 +1,331 @@
+/**
+ * GitOps rollouts end to end: a real kube-apiserver and etcd, three Node objects, three
+ * `sluice agent` processes each owning a network namespace as its node (traffic flows through
+ * `sl-node<i>`), one `sluice operator` process following a Git repository (a copy of
+ * examples/gitops/network: firewall -> ratelimit -> ttl-guard (custom C from the repository) ->
+ * flowmon, XDP on `sl-node*`).
+ *
+ * - the first revision reaches every node, and kubectl shows it;
+ * - a commit rolls out one node at a time (maxUnavailable 1, read from the NodeChain history),
+ *   losing no packet on any node and carrying flowmon's per-flow counters over;
+ * - a commit whose custom NF the verifier rejects, or whose test vector fails on the node,
+ *   stops at the first node: the rollout halts, the ServiceChain is Degraded naming the node and
+ *   the reason, the node returns to the last good revision, and traffic never stops anywhere.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createTestNamespace, kubectlOk } from "../cluster/harness.ts";
+import {
+  CHAIN,
+  conditionOf,
+  nodeState,
+  rolloutRecord,
+  settled,
+  Testbed,
+  type FlowResult,
+  type NodeChainView,
+  type RunningFlow,
+} from "./harness.ts";
+
+const namespace = createTestNamespace("e2e-rollout");
+let bed: Testbed;
+/** The revision every node runs after the previous test. */
+let good = "";
+
+let failed = false;
+
+beforeAll(async () => {
+  bed = await Testbed.start({ namespace });
+  good = await bed.waitForRollout(undefined, 180_000);
+});
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  await bed?.stop({ keepLogs: failed });
+});
+
+/** Every flow lost nothing; the message shows all of them when one did. */
+function expectNoLoss(results: FlowResult[]): void {
+  const summary = results.map(
+    (r) => `${r.node}: sent ${r.sent}, received ${r.received}, missing ${r.missingSample.join(",")}`,
+  );
+  for (const r of results) {
+    expect(r.sent, summary.join("\n")).toBeGreaterThan(0);
+    expect(r.lost, summary.join("\n")).toBe(0);
+  }
+}
+
+/** Runs `during` with a UDP flow through every node, and returns what the flows saw. */
+async function withTraffic(during: (flows: RunningFlow[]) => Promise<void>): Promise<FlowResult[]> {
+  const flows = await bed.startFlows();
+  try {
+    await during(flows);
+  } catch (err) {
+    for (const f of flows) f.abort();
+    throw err;
+  }
+  return Promise.all(flows.map((f) => f.stop()));
+}
+
+const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
+
+describe("the first revision", () => {
+  it("goes live on all three nodes; kubectl get servicechains,nodechains and kubectl wait tell the story", async () => {
+    const waited = await kubectlOk(
+      ["wait", "--for=condition=Ready", `servicechain/${CHAIN}`, "-n", namespace, "--timeout=60s"],
+      { timeoutMs: 90_000 },
+    );
+    expect(waited).toContain(`servicechain.sluice.dev/${CHAIN} condition met`);
+
+    const chains = await kubectlOk(["get", "servicechains", "-n", namespace]);
+    expect(chains).toMatch(/^NAME\s+READY\s+REVISION\s+NODES\s+AGE\s*$/m);
+    expect(chains).toMatch(new RegExp(`^${CHAIN}\\s+True\\s+${good}\\s+3/3\\s+\\S+\\s*$`, "m"));
+
+    const nodeChains = await kubectlOk(["get", "nodechains", "-n", namespace]);
+    expect(nodeChains).toMatch(/^NAME\s+NODE\s+CHAIN\s+PHASE\s+REVISION\s+AGE\s*$/m);
+    for (const node of bed.nodes) {
+      expect(nodeChains).toMatch(
+        new RegExp(
+          `^${CHAIN}\\.${node.name}\\s+${node.name}\\s+${CHAIN}\\s+Ready\\s+${good}\\s+\\S+\\s*$`,
+          "m",
+        ),
+      );
+    }
+
+    // Each agent attached the chain to its own node's interface, and only there.
+    const attached = await kubectlOk([
+      "get",
+      "nodechains",
+      "-n",
+      namespace,
+      "-o",
+      'jsonpath={range .items[*]}{.spec.nodeName}={.status.attachedInterfaces[*]}{"\\n"}{end}',
+    ]);
+    expect(attached.trim().split("\n").sort()).toEqual(bed.nodes.map((n) => `${n.name}=${n.ifname}`));
+
+    // Packets cross the chain on every node: flowmon, the last NF, counts each one.
+    const flows = await bed.startFlows();
+    await sleep(1_000);
+    const results = await Promise.all(flows.map((f) => f.stop()));
+    expectNoLoss(results);
+    for (const [i, flow] of flows.entries()) expect(bed.flowmonRecord(flow)?.packets).toBe(results[i]!.sent);
+
+    // Even the first rollout moved one node at a time.
+    const record = rolloutRecord(bed.nodeChains.events, 0, good);
+    expect(record.steps.map((s) => s.node).sort()).toEqual(bed.nodes.map((n) => n.name));
+    expect(record.maxInTransition, JSON.stringify(record.worst)).toBeLessThanOrEqual(1);
+  });
+});
+
+describe("a commit that changes the chain", () => {
+  it("rolls out one node at a time, loses no packet on any node and carries counters over", async () => {
+    good = await bed.waitForRollout();
+    const from = bed.nodeChains.events.length;
+    const programsBefore = new Map(
+      [...bed.nodeChains.latest.values()].map((nc) => [nc.spec.nodeName, programIdsOf(nc)]),
+    );
+    let target = "";
+    let flowmonBefore: number[] = [];
+    let flows: RunningFlow[] = [];
+    const results = await withTraffic(async (running) => {
+      flows = running;
+      await sleep(1_000);
+      flowmonBefore = flows.map((f) => bed.flowmonRecord(f)?.packets ?? 0);
+      // A new rate is a new `.rodata` value: new programs on every node, switched in atomically.
+      (bed.functionSpec("ratelimit").parameters as Record<string, unknown>).rate = 150_000;
+      const { sha } = await bed.commit("ratelimit: 150k packets/s per source");
+      target = await bed.waitForPlan(sha);
+      expect(target).not.toBe(good);
+      await bed.waitForRollout(target, 150_000);
+      await sleep(1_000);
+    });
+    expectNoLoss(results);
+
+    // One commit, one revision: no node was ever asked for anything in between.
+    const asked = new Set(bed.nodeChains.events.slice(from).map((e) => e.object.spec.revision));
+    expect([...asked].filter((r) => r !== good)).toEqual([target]);
+
+    // The history is whole: the watch never had to start over and skip changes.
+    expect(bed.nodeChains.relists).toBe(0);
+    const record = rolloutRecord(bed.nodeChains.events, from, target);
+    const steps = record.steps.map(
+      (s) =>
+        `${s.node} moved at +${s.movedAt - record.steps[0]!.movedAt} ms, live at +${(s.settledAt ?? NaN) - record.steps[0]!.movedAt} ms`,
+    );
+    console.log(`rollout of ${target}:\n  ${steps.join("\n  ")}`);
+    // maxUnavailable 1: never two nodes in transition at once, and each node was moved only
+    // after the one before it was live.
+    expect(record.maxInTransition, JSON.stringify(record.worst)).toBe(1);
+    expect(record.steps.map((s) => s.node)).toEqual(bed.nodes.map((n) => n.name));
+    for (const [i, step] of record.steps.entries()) {
+      expect(step.settledAt, steps.join("\n")).toBeDefined();
+      if (i > 0)
+        expect(step.movedAt, steps.join("\n")).toBeGreaterThanOrEqual(record.steps[i - 1]!.settledAt!);
+    }
+
+    // The programs were replaced (a switch, not a table update) on every node...
+    for (const nc of bed.nodeChains.latest.values()) {
+      expect(programIdsOf(nc), nc.spec.nodeName).not.toEqual(programsBefore.get(nc.spec.nodeName));
+    }
+    // ...and flowmon's per-flow counters went on counting in the same map: it has seen every
+    // packet of the flow, before, during and after the switch.
+    for (const [i, flow] of flows.entries()) {
+      expect(flowmonBefore[i]).toBeGreaterThan(0);
+      expect(bed.flowmonRecord(flow)?.packets, flow.node).toBe(results[i]!.sent);
+    }
+    good = target;
+  });
+});
+
+/** A commit that must be refused on the first node, and what the refusal must show. */
+interface RefusedCommit {
+  name: string;
+  /** Makes the refused change and commits it; returns the commit. */
+  commitBad(): Promise<string>;
+  /** Puts the tree back as it was and commits that; returns the commit. */
+  commitFix(): Promise<string>;
+  /** NodeChain `lastError.reason` (and the reason named in the ServiceChain's conditions). */
+  reason: string;
+  /** What else the failed NodeChain must show. */
+  evidence(failed: NodeChainView): void;
+}
+
+/** Rewrites ttl-guard so that it compiles, but the verifier refuses the map value used without a NULL check. */
+function unverifiableTtlGuard(): string {
+  const broken = Testbed.ttlGuardSource().replace(
+    /\tif \(count\)\n\t\t__sync_fetch_and_add\(count, 1\);\n\telse\n\t\tbpf_map_update_elem\([^\n]*\n/,
+    "\t/* The NULL check is missing: the verifier refuses this program. */\n\t__sync_fetch_and_add(count, one);\n",
+  );
+  expect(broken).not.toBe(Testbed.ttlGuardSource());
+  return broken;
+}
+
+const TTL_SOURCE = "network/nfs/ttl-guard/ttl_guard.bpf.c";
+
+/** The expectation of ttl-guard's test vector "a normal packet goes on". */
+function normalPacketVector(): { expect: { verdict: string } } {
+  const tests = bed.functionSpec("ttl-guard").tests as { name: string; expect: { verdict: string } }[];
+  return tests.find((t) => t.name === "a normal packet goes on")!;
+}
+
+const refused: RefusedCommit[] = [
+  {
+    name: "a custom NF the verifier rejects",
+    commitBad: async () =>
+      (await bed.commit("ttl-guard: count faster", { [TTL_SOURCE]: unverifiableTtlGuard() })).sha,
+    commitFix: async () =>
+      (
+        await bed.commit("ttl-guard: back to the version that loads", {
+          [TTL_SOURCE]: Testbed.ttlGuardSource(),
+        })
+      ).sha,
+    reason: "VerifierRejected",
+    evidence: (failed) =>
+      // The verifier's own words, for the author of the NF.
+      expect(failed.status?.lastError?.log ?? "").toMatch(/invalid mem access 'map_value_or_null'/),
+  },
+  {
+    name: "a test vector the chain fails on the node",
+    commitBad: async () => {
+      normalPacketVector().expect.verdict = "drop";
+      return (await bed.commit("ttl-guard: expect a normal packet to be dropped")).sha;
+    },
+    commitFix: async () => {
+      normalPacketVector().expect.verdict = "pass";
+      return (await bed.commit("ttl-guard: a normal packet goes on after all")).sha;
+    },
+    reason: "SelfTestFailed",
+    evidence: (failed) => {
+      const selfTest = (
+        failed.status as {
+          selfTest?: { failed: number; results?: { vector: string; passed: boolean; got: string }[] };
+        }
+      ).selfTest;
+      expect(selfTest?.failed).toBe(1);
+      expect(selfTest?.results).toContainEqual(
+        expect.objectContaining({
+          vector: "ttl-guard/a normal packet goes on",
+          passed: false,
+          got: expect.stringContaining("pass"),
+        }),
+      );
+    },
+  },
+];
+
+describe.each(refused)("a commit with $name", (scenario) => {
+  it("stops at the first node, halts, names node and reason, rolls back, and traffic never stops", async () => {
+    good = await bed.waitForRollout();
+    const from = bed.nodeChains.events.length;
+    const [first, ...others] = bed.nodes.map((n) => n.name);
+    let bad = "";
+    const results = await withTraffic(async () => {
+      const sha = await scenario.commitBad();
+      bad = await bed.waitForPlan(sha);
+      expect(bad).not.toBe(good);
+
+      const halted = await bed.serviceChains.waitFor(
+        "Degraded by the refused revision",
+        (all) => {
+          const sc = all.get(CHAIN);
+          return sc?.status?.failedRevision === bad && conditionOf(sc, "Degraded")?.status === "True" && sc;
+        },
+        120_000,
+      );
+      const degraded = conditionOf(halted, "Degraded")!;
+      expect(degraded.reason).toBe("RolledBack");
+      expect(degraded.message).toContain(`node ${first} failed revision ${bad}: ${scenario.reason}`);
+      expect(degraded.message).toContain(`returned to revision ${good}`);
+      expect(halted.status?.failedNodes).toEqual([
+        expect.objectContaining({ node: first, reason: scenario.reason }),
+      ]);
+      expect(conditionOf(halted, "Ready")?.status).toBe("False");
+
+      // The first node goes back to the good revision, the others never leave it.
+      await bed.nodeChains.waitFor(
+        `${first} back on ${good}`,
+        (all) => [...all.values()].map(nodeState).every((s) => s.wanted === good && settled(s)),
+        60_000,
+      );
+      // Halted means halted: nothing more moves.
+      await sleep(3_000);
+    });
+    expectNoLoss(results);
+
+    const history = bed.nodeChains.events.slice(from).map((e) => e.object);
+    const askedForBad = new Set(
+      history.filter((nc) => nc.spec.revision === bad).map((nc) => nc.spec.nodeName),
+    );
+    expect([...askedForBad]).toEqual([first]);
+    for (const node of others) expect(askedForBad.has(node!)).toBe(false);
+    // The agent said why, while the old revision kept forwarding.
+    const failed = history.find((nc) => nc.spec.nodeName === first && nc.status?.phase === "Failed")!;
+    expect(failed.status?.lastError?.reason).toBe(scenario.reason);
+    expect(failed.status?.revision).toBe(good);
+    scenario.evidence(failed);
+
+    const sc = bed.serviceChains.get(CHAIN)!;
+    expect(sc.status?.revision).toBe(bad);
+    expect(sc.status?.lastGoodRevision).toBe(good);
+    const shown = await kubectlOk(["get", "servicechains", "-n", namespace]);
+    expect(shown).toMatch(new RegExp(`^${CHAIN}\\s+False\\s+${bad}\\s+`, "m"));
+    const described = await kubectlOk(["describe", "servicechain", CHAIN, "-n", namespace]);
+    expect(described).toMatch(
+      new RegExp(`Warning\\s+NodesFailed\\s+.*node ${first} failed revision ${bad}: ${scenario.reason}`),
+    );
+    expect(described).toMatch(new RegExp(`Warning\\s+RolledBack\\s+.*returned ${first} to revision ${good}`));
+
+    // Putting the tree back in Git brings the chain back to Ready: same artifact, same plan as
+    // before, and it runs everywhere already.
+    const fix = await scenario.commitFix();
+    expect(await bed.waitForPlan(fix)).toBe(good);
+    await bed.waitForRollout(good, 120_000);
+    expect(conditionOf(bed.serviceChains.get(CHAIN), "Degraded")?.status).toBe("False");
+  });
+});
+
+function programIdsOf(nc: NodeChainView): number[] | undefined {
+  return (nc.status as { programIds?: number[] } | undefined)?.programIds;
+}
