@@ -61,13 +61,7 @@ describe("ServiceChain", () => {
       "spec.functions[2].alias",
       '"tagger" is already used',
     ],
-    [
-      "a bad function name",
-      "spec.functions[1].name",
-      "Tagger",
-      "spec.functions[1].name",
-      "DNS-1123 label",
-    ],
+    ["a bad function name", "spec.functions[1].name", "Tagger", "spec.functions[1].name", "DNS-1123 label"],
     [
       "no interfaces",
       "spec.attachment.interfaces",

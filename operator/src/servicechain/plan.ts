@@ -124,7 +124,8 @@ function resolveSource(
   const src = nf.spec.source;
   if ("builtin" in src) return { builtin: src.builtin };
   if ("inline" in src) return { inline: src.inline };
-  if (localArtifact) return { artifact: { url: localArtifact.url, digest: localArtifact.digest, path: src.path } };
+  if (localArtifact)
+    return { artifact: { url: localArtifact.url, digest: localArtifact.digest, path: src.path } };
   const name = nf.metadata.name;
   const gitSource = sources.get(src.sourceRef.name);
   if (!gitSource) {
