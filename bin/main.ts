@@ -24,6 +24,7 @@ Usage:
                   [--leader-elect [--leader-elect-namespace NS] [--leader-elect-lease NAME]
                    [--leader-elect-id ID] [--leader-elect-duration 15s]]
   sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR] [--cache-dir DIR]
+               [--metrics-port 9471 (0: off)]
   sluice validate <dir> [--no-load] [--cache-dir DIR] [--json]
                   manifests, plans, compile, verifier; nothing is attached (for CI)
   sluice test <dir> [--cache-dir DIR] [--json]
@@ -236,12 +237,18 @@ async function agent(argv: string[]): Promise<number> {
       netns: { type: "string" },
       "bpffs-root": { type: "string" },
       "cache-dir": { type: "string", default: "/var/cache/sluice" },
+      "metrics-port": { type: "string", default: "9471" },
     },
     strict: true,
   });
   const nodeName = values["node-name"];
   if (!nodeName) {
     process.stderr.write("sluice agent: --node-name (or NODE_NAME) is required\n");
+    return ExitCode.Usage;
+  }
+  const metricsPort = Number(values["metrics-port"]);
+  if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) {
+    process.stderr.write(`sluice agent: --metrics-port: ${values["metrics-port"]} is not a port number\n`);
     return ExitCode.Usage;
   }
   const { KubeClient } = await import("../operator/src/kube/client.ts");
@@ -258,6 +265,7 @@ async function agent(argv: string[]): Promise<number> {
     bpffsRoot: values["bpffs-root"],
     cacheDir: values["cache-dir"],
     netns: values.netns,
+    metricsPort,
     logger: log,
   });
   await waitForSignal();

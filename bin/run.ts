@@ -9,6 +9,7 @@ import { ArtifactStore } from "../common/artifact/index.ts";
 import type { Logger } from "../common/log.ts";
 import { MemoryStore, type StoredObject } from "../common/store.ts";
 import { NodeAgent, pinName, type DataPlane } from "../node-agent/src/agent/agent.ts";
+import { AgentCounters, agentMetricsHandler } from "../node-agent/src/agent/metrics.ts";
 import {
   ChainManager,
   DEFAULT_BPFFS_ROOT,
@@ -265,7 +266,16 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
       await manager.remove(name);
     },
   };
-  const agent = new NodeAgent({ nodeName, store, dataPlane, cacheDir, netns: options.netns, log: agentLog });
+  const agentCounters = new AgentCounters();
+  const agent = new NodeAgent({
+    nodeName,
+    store,
+    dataPlane,
+    cacheDir,
+    netns: options.netns,
+    log: agentLog,
+    onSwitch: agentCounters.record,
+  });
 
   const controlPlane = startControlPlane({
     store,
@@ -349,6 +359,11 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     res.writeHead(200, { "content-type": "application/json" });
     res.end(body);
   });
+  server.route(
+    "GET",
+    "/metrics",
+    agentMetricsHandler(() => manager.list(), agentCounters),
+  );
   log.info({ url, node: nodeName, selector: `${NODE_LABEL}=${nodeName}` }, "single-host sluice running");
   return host;
 }

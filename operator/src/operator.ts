@@ -8,6 +8,7 @@ import { CoreResources, KubeClient } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { LeaderElector, type LeaderElectionConfig } from "./kube/leader.ts";
 import { KubeStore } from "./kube/store.ts";
+import { OperatorMetrics } from "./metrics.ts";
 import { SourceServer } from "./server/index.ts";
 
 /** How the operator process is set up (`sluice operator` flags map onto this). */
@@ -63,6 +64,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const artifacts = new ArtifactStore(join(options.dataDir, "artifacts"));
   let ready = false;
   const server = new SourceServer({ store: artifacts, ready: () => ready, logger: log });
+  let controlPlane: ControlPlane | undefined;
+  // Leader: the replica that runs the controllers (the only one without leader election).
+  const metrics = new OperatorMetrics(() => controlPlane !== undefined);
+  server.route("GET", "/metrics", metrics.handler);
   const listening = await server.listen(options.port, options.host ?? "0.0.0.0");
   const advertiseUrl =
     options.advertiseUrl ??
@@ -70,7 +75,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   // Every cache is full before the first reconcile, so no controller acts on a partial view.
   await Promise.all(WATCHED_KINDS.map((kind) => store.startWatching(kind)));
-  let controlPlane: ControlPlane | undefined;
   let stopping = false;
   // Only the leader (or the only replica) runs controllers; a follower keeps its caches warm and
   // answers /readyz with 503, so the Service sends artifact and webhook traffic to the leader.
@@ -105,6 +109,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       concurrency: options.concurrency,
     });
     controlPlane = plane;
+    metrics.observe(plane.gitSources);
+    metrics.observe(plane.serviceChains);
     // The informers replayed every object before the watches above were registered: queue them.
     for (const kind of ["GitSource", "ServiceChain"]) {
       for (const obj of await store.list(kind)) {

@@ -44,6 +44,8 @@ export interface AgentOptions {
   log: Logger;
   /** Called with every status the agent writes (tests record transitions with it). */
   onStatus?: (name: string, status: NodeChainStatus) => void;
+  /** Called after every attempt to make a revision live (metrics count switches with it). */
+  onSwitch?: (outcome: { ok: true } | { ok: false; reason: string }) => void;
 }
 
 /** Errors the agent turns into NodeChain status: reason, message, log, self-test results. */
@@ -213,6 +215,7 @@ export class NodeAgent {
       });
       const result = await dataPlane.apply(built.spec);
       this.live.set(chain, result.revision);
+      this.options.onSwitch?.({ ok: true });
       log.info(
         { compiled: built.compiled, cached: built.cached, programs: result.programIds.length },
         "chain is live",
@@ -241,6 +244,7 @@ export class NodeAgent {
       });
     } catch (err) {
       const failure = describeFailure(err);
+      this.options.onSwitch?.({ ok: false, reason: failure.reason });
       log.error({ err, reason: failure.reason }, failure.message);
       const lastError: LastError = {
         reason: failure.reason,

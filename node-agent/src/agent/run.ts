@@ -4,6 +4,7 @@ import { rootLogger, type Logger } from "../../../common/log.ts";
 import type { Store } from "../../../common/store.ts";
 import { ChainManager } from "../chain/index.ts";
 import { NodeAgent } from "./agent.ts";
+import { AgentCounters, startMetricsServer, type MetricsServer } from "./metrics.ts";
 
 /** How `sluice agent` runs (flags map onto this). */
 export interface AgentProcessOptions {
@@ -16,6 +17,8 @@ export interface AgentProcessOptions {
   cacheDir: string;
   /** Network namespace of the node's interfaces. */
   netns?: string;
+  /** Port of `GET /metrics` on all addresses; 0 or absent: no metrics endpoint. */
+  metricsPort?: number;
   logger?: Logger;
 }
 
@@ -23,6 +26,8 @@ export interface AgentProcessOptions {
 export interface RunningAgent {
   agent: NodeAgent;
   manager: ChainManager;
+  /** The metrics endpoint, when `metricsPort` asked for one. */
+  metrics?: MetricsServer;
   stop(): Promise<void>;
 }
 
@@ -36,6 +41,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     cacheDir: options.cacheDir,
     logger: log,
   });
+  const counters = new AgentCounters();
   const agent = new NodeAgent({
     nodeName: options.nodeName,
     store: options.store,
@@ -43,13 +49,34 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     cacheDir: options.cacheDir,
     netns: options.netns,
     log,
+    onSwitch: counters.record,
   });
-  await agent.start();
+  // Chains matter more than their metrics: a port in use (another agent on this host) is logged
+  // and the agent runs without the endpoint rather than not at all.
+  const metrics = options.metricsPort
+    ? await startMetricsServer({
+        port: options.metricsPort,
+        list: () => manager.list(),
+        counters,
+        log,
+      }).catch((err: unknown) => {
+        log.error({ err, port: options.metricsPort }, "metrics endpoint not started; running without it");
+        return undefined;
+      })
+    : undefined;
+  try {
+    await agent.start();
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
   log.info({ selector: `${NODE_LABEL}=${options.nodeName}` }, "agent started");
   return {
     agent,
     manager,
+    ...(metrics ? { metrics } : {}),
     async stop() {
+      await metrics?.close();
       await agent.stop();
       manager.close();
     },

@@ -36,6 +36,9 @@ export class WaitingError extends Error {
   }
 }
 
+/** How one reconcile ended: done, spec wrong (stalled), dependency missing (waiting), failed. */
+export type ReconcileOutcome = "success" | "stalled" | "waiting" | "error";
+
 /** Reconciles one key ("namespace/name"). Must be idempotent. */
 export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | void>;
 
@@ -46,6 +49,8 @@ export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | 
 export class Controller {
   readonly queue = new WorkQueue();
   private workers: Promise<void>[] = [];
+  /** Called after every reconcile with how it ended and how long it took (metrics count with it). */
+  onReconcile?: (result: ReconcileOutcome, seconds: number) => void;
 
   constructor(
     readonly name: string,
@@ -75,15 +80,20 @@ export class Controller {
       const key = await this.queue.get();
       if (key === undefined) return;
       const log = this.log.child({ controller: this.name, key });
+      const started = performance.now();
+      let outcome: ReconcileOutcome = "error";
       try {
         const result = await this.reconcile(key, log);
+        outcome = "success";
         this.queue.forget(key);
         if (result?.requeueAfterMs !== undefined) this.queue.addAfter(key, result.requeueAfterMs);
       } catch (err) {
         if (err instanceof StallingError) {
+          outcome = "stalled";
           this.queue.forget(key);
           log.warn({ reason: err.reason }, err.message);
         } else if (err instanceof WaitingError) {
+          outcome = "waiting";
           this.queue.forget(key);
           log.info({ reason: err.reason, retryAfterMs: err.retryAfterMs }, err.message);
           this.queue.addAfter(key, err.retryAfterMs);
@@ -93,6 +103,7 @@ export class Controller {
         }
       } finally {
         this.queue.done(key);
+        this.onReconcile?.(outcome, (performance.now() - started) / 1000);
       }
     }
   }

@@ -1,0 +1,92 @@
+/**
+ * The node agent's metrics endpoint on the running kernel: a scrape reads the same per-NF
+ * counters as the chain manager's status, after real traffic crossed the chain.
+ */
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { METRICS_CONTENT_TYPE } from "../../common/metrics.ts";
+import { AgentCounters, startMetricsServer } from "../../node-agent/src/agent/metrics.ts";
+import { ChainManager } from "../../node-agent/src/chain/index.ts";
+import {
+  builtinChain,
+  compileBuiltins,
+  makeCacheDir,
+  staticNeighbors,
+  type BuiltinObjects,
+} from "./fixtures/chains.ts";
+import { createBpffsDir, createVethNetwork, testScope } from "./harness.ts";
+import { ping, udpFlow } from "./traffic.ts";
+
+const cache = makeCacheDir();
+let objects: BuiltinObjects;
+
+beforeAll(async () => {
+  objects = await compileBuiltins(cache.path);
+});
+afterAll(() => cache.remove());
+
+/** The value of the one sample line `name{labels}`; fails when it is missing. */
+function sample(text: string, series: string): string {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  expect(line, `${series} in the scrape`).toBeDefined();
+  return line!.slice(series.length + 1);
+}
+
+test("a scrape reports per-NF packets, drops and passes, and the live revision", async () => {
+  const scope = testScope();
+  const net = await createVethNetwork(scope);
+  await staticNeighbors(net);
+  const bpffs = createBpffsDir(scope);
+  const manager = new ChainManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root });
+  scope.defer(() => manager.close());
+  const counters = new AgentCounters();
+  const metrics = await startMetricsServer({ port: 0, list: () => manager.list(), counters });
+  scope.defer(() => metrics.close());
+
+  await manager.apply(
+    builtinChain(objects, {
+      name: "edge",
+      revision: "r1",
+      hook: "xdp",
+      interfaces: [net.b.ifname],
+      functions: [
+        { builtin: "firewall", tables: { rules: [{ action: "deny", protocol: "icmp" }] } },
+        { builtin: "flowmon" },
+      ],
+    }),
+  );
+  counters.record({ ok: true });
+  counters.record({ ok: false, reason: "VerifierRejected" });
+
+  const pings = await ping(net.a.ns, net.b.ip, 3, { timeoutMs: 150, intervalMs: 5 });
+  const flow = await udpFlow({
+    from: { ns: net.a.ns.name, ip: net.a.ip },
+    to: { ns: net.b.ns.name, ip: net.b.ip },
+    count: 200,
+    rate: 20_000,
+  });
+  expect(pings.received).toBe(0);
+  expect(flow).toMatchObject({ sent: 200, received: 200 });
+
+  const res = await fetch(`http://127.0.0.1:${metrics.port}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toBe(METRICS_CONTENT_TYPE);
+  const text = await res.text();
+
+  expect(sample(text, 'sluice_nf_packets_total{chain="edge",nf="firewall"}')).toBe("203");
+  expect(sample(text, 'sluice_nf_drops_total{chain="edge",nf="firewall"}')).toBe("3");
+  expect(sample(text, 'sluice_nf_passes_total{chain="edge",nf="firewall"}')).toBe("200");
+  expect(sample(text, 'sluice_nf_packets_total{chain="edge",nf="flowmon"}')).toBe("200");
+  expect(sample(text, 'sluice_nf_passes_total{chain="edge",nf="flowmon"}')).toBe("200");
+  expect(sample(text, 'sluice_nf_errors_total{chain="edge",nf="flowmon"}')).toBe("0");
+  // The bytes of every frame that reached flowmon: at least the 200 UDP payloads with headers.
+  expect(Number(sample(text, 'sluice_nf_bytes_total{chain="edge",nf="flowmon"}'))).toBeGreaterThanOrEqual(
+    200 * (14 + 20 + 8 + 64),
+  );
+  expect(sample(text, 'sluice_chain_info{chain="edge",revision="r1",hook="xdp"}')).toBe("1");
+  expect(sample(text, 'sluice_chain_root_misses_total{chain="edge"}')).toBe("0");
+  expect(sample(text, "sluice_agent_switches_total")).toBe("1");
+  expect(sample(text, 'sluice_agent_switch_failures_total{reason="VerifierRejected"}')).toBe("1");
+  expect(text).toContain("# TYPE sluice_nf_packets_total counter\n");
+
+  expect((await fetch(`http://127.0.0.1:${metrics.port}/other`)).status).toBe(404);
+});
