@@ -10,7 +10,13 @@ import { BpfMap, listIds, u32 } from "../node-agent/src/libbpf/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { udpFlow } from "../test/kernel/traffic.ts";
 import type { BenchObjects } from "./objects.ts";
-import { switchParts, trafficWhileSwitching, type SwapFigures, type SwapOptions } from "./swap.ts";
+import {
+  swapFigures,
+  switchParts,
+  trafficWhileSwitching,
+  type SwapFigures,
+  type SwapOptions,
+} from "./swap.ts";
 import { SWITCH_ORDER, SWITCH_VECTORS, switchFigures, type SwitchFigures } from "./switching.ts";
 import { since } from "./stats.ts";
 
@@ -266,21 +272,13 @@ export async function measureManagerSwap(
     const misses = manager.status(name)?.rootMisses.packets ?? 0n;
     await manager.remove(name);
     live.close();
-    return {
+    return swapFigures(flow, {
       switches,
-      sent: flow.sent,
-      received: flow.received,
-      lost: flow.lost,
-      receiver_drops: flow.receiverDrops,
-      send_failures: flow.sendFailures,
-      duplicates: flow.duplicates,
-      chain_packets: Number(chainPackets),
-      root_misses: Number(misses),
+      chainPackets,
+      rootMisses: misses,
       via: "ChainManager.apply of alternating revisions (self-test, load, flip, release)",
-      xdp_mode: mode,
-      rate_pps: options.rate,
-      duration_ms: Math.round(flow.durationMs),
-      missing_sample: flow.missingSample,
-    };
+      mode,
+      rate: options.rate,
+    });
   });
 }

@@ -104,6 +104,36 @@ export interface SwapFigures {
 }
 
 /** Options of a swap run. */
+/** The figures of one traffic-while-switching run, from the flow and what the chain counted. */
+export function swapFigures(
+  flow: UdpFlowResult,
+  run: {
+    switches: number;
+    chainPackets: bigint;
+    rootMisses: bigint;
+    via: string;
+    mode: string;
+    rate: number;
+  },
+): SwapFigures {
+  return {
+    switches: run.switches,
+    sent: flow.sent,
+    received: flow.received,
+    lost: flow.lost,
+    receiver_drops: flow.receiverDrops,
+    send_failures: flow.sendFailures,
+    duplicates: flow.duplicates,
+    chain_packets: Number(run.chainPackets),
+    root_misses: Number(run.rootMisses),
+    via: run.via,
+    xdp_mode: run.mode,
+    rate_pps: run.rate,
+    duration_ms: Math.round(flow.durationMs),
+    missing_sample: flow.missingSample,
+  };
+}
+
 export interface SwapOptions {
   packets: number;
   rate: number;
@@ -216,20 +246,12 @@ export async function measureSwapFlips(
   );
   const chainPackets = packetsAt(stats, 2) - before;
   link.close();
-  return {
+  return swapFigures(flow, {
     switches,
-    sent: flow.sent,
-    received: flow.received,
-    lost: flow.lost,
-    receiver_drops: flow.receiverDrops,
-    send_failures: flow.sendFailures,
-    duplicates: flow.duplicates,
-    chain_packets: Number(chainPackets),
-    root_misses: Number(root.misses()),
+    chainPackets,
+    rootMisses: root.misses(),
     via: "root slot 0 flipped between two loaded 3-NF revisions",
-    xdp_mode: mode,
-    rate_pps: options.rate,
-    duration_ms: Math.round(flow.durationMs),
-    missing_sample: flow.missingSample,
-  };
+    mode,
+    rate: options.rate,
+  });
 }
