@@ -85,17 +85,22 @@ ensure_testbin() {
   local full
   full=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\).*/\1/p' "$root/test/testbin/kubernetes/go.mod")
   k8s=$(build_module kubernetes "-X $v.gitVersion=$full -X $v.gitMajor=$major -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kubelet)
   etcd=$(build_module etcd "" go.etcd.io/etcd/server/v3)
   helm=$(build_module helm "" helm.sh/helm/v3/cmd/helm)
   bin="$cache/testbin/bin"
   mkdir -p "$bin"
-  ln -sfn "$k8s/kube-apiserver" "$bin/kube-apiserver"
-  ln -sfn "$k8s/kubectl" "$bin/kubectl"
+  local k
+  for k in kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy kubelet; do
+    ln -sfn "$k8s/$k" "$bin/$k"
+  done
   ln -sfn "$etcd/server" "$bin/etcd"
   ln -sfn "$helm/helm" "$bin/helm"
   local b
-  for b in kube-apiserver kubectl etcd helm; do
+  for b in kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy kubelet etcd helm; do
     [[ -x "$bin/$b" ]] || die "test binary $b is missing from $bin"
   done
   echo "$bin"
