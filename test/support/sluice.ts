@@ -1,0 +1,67 @@
+/**
+ * How tests start `sluice` processes: the command users run, with the identity the Helm chart
+ * gives it. One place, so that every test that drives the agent runs it with the chart's
+ * capabilities (a path that needs more fails here, not on a user's node).
+ */
+import { readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root. */
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** The `sluice` command as users start it. */
+export const SLUICE_BIN = join(repoRoot, "bin/sluice.mjs");
+
+/** `argv` of `sluice <args>` (node + the command), ready for spawn/execFile. */
+export function sluiceArgv(args: readonly string[]): string[] {
+  return [process.execPath, SLUICE_BIN, ...args];
+}
+
+/**
+ * The capabilities the chart's agent container has (charts/sluice/templates/agent-daemonset.yaml:
+ * drop ALL, add BPF, PERFMON, NET_ADMIN), as capability numbers (linux/capability.h).
+ */
+export const CHART_AGENT_CAPS = { CAP_NET_ADMIN: 12, CAP_PERFMON: 38, CAP_BPF: 39 } as const;
+
+/** The chart agent's capability set as the bit mask /proc/<pid>/status shows (`CapEff`). */
+export const CHART_AGENT_CAP_MASK = Object.values(CHART_AGENT_CAPS).reduce(
+  (mask, cap) => mask | (1n << BigInt(cap)),
+  0n,
+);
+
+/**
+ * `setpriv` arguments that run the rest of the command line as uid 0 with exactly the chart
+ * agent's capabilities: every other capability leaves the bounding set, so exec gives root these
+ * three as permitted and effective, and nothing can regain the rest. The process dies with the
+ * test process (`--pdeathsig`).
+ */
+export const CHART_AGENT_SETPRIV: readonly string[] = [
+  "setpriv",
+  "--pdeathsig",
+  "KILL",
+  "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+  "--inh-caps=-all",
+  "--",
+];
+
+/**
+ * `argv` that runs `argv` as the chart runs the agent: in network namespace `netns` when given
+ * (a name under /run/netns or a path; like a hostNetwork pod, the process starts there and
+ * never calls setns), with exactly the chart agent's capabilities.
+ */
+export function asChartAgent(argv: readonly string[], netns?: string): string[] {
+  const enter =
+    netns === undefined
+      ? []
+      : ["nsenter", `--net=${netns.includes("/") ? netns : `/run/netns/${netns}`}`, "--"];
+  return [...enter, ...CHART_AGENT_SETPRIV, ...argv];
+}
+
+/** The effective capability mask of process `pid` (`CapEff` in /proc/<pid>/status). */
+export function effectiveCaps(pid: number): bigint {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const line = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+  if (!line) throw new Error(`/proc/${pid}/status has no CapEff line`);
+  return BigInt(`0x${line[1]}`);
+}
