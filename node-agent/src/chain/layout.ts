@@ -8,6 +8,7 @@
  *               /meta                                chain state: hook, attach mode, interfaces
  *               /link_<ifname>                       the root's bpf_link on each interface
  *               /rev/<generation>/progs, meta        one revision: its prog array and description
+ *               /rev/<generation>/nfs/<nf>           the program of each NF of that revision
  *               /rev/<generation>/maps/<nf>/<map>    maps new in that revision, until it goes live
  *               /maps/<nf>/<map>                     NF-owned maps of the live revision (carried over)
  * ```
@@ -15,6 +16,10 @@
  * The live revision is the one whose prog array holds, in slot 0, the program that
  * `root_array[0]` holds: the kernel's own state is the truth, so a crash between any two steps
  * of a switch leaves something a new process can read back.
+ *
+ * Each NF program is pinned so that a new process can take the programs it reuses over by pin:
+ * opening a program by id (what the prog array holds) needs CAP_SYS_ADMIN, which the agent
+ * does not have.
  */
 import { join } from "node:path";
 
@@ -34,6 +39,8 @@ export interface ChainPaths {
   rev(generation: number): string;
   revProgs(generation: number): string;
   revMeta(generation: number): string;
+  /** The program of NF `nf` of a revision. */
+  revProg(generation: number, nf: string): string;
   /** Maps created for a revision, pinned here until it goes live. */
   revMaps(generation: number): string;
   revMap(generation: number, nf: string, map: string): string;
@@ -60,6 +67,7 @@ export function chainPaths(root: string, name: string): ChainPaths {
     rev,
     revProgs: (generation) => join(rev(generation), "progs"),
     revMeta: (generation) => join(rev(generation), "meta"),
+    revProg: (generation, nf) => join(rev(generation), "nfs", nf),
     revMaps: (generation) => join(rev(generation), "maps"),
     revMap: (generation, nf, map) => join(rev(generation), "maps", nf, map),
     map: (nf, map) => join(dir, "maps", nf, map),

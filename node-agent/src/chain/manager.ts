@@ -217,6 +217,13 @@ interface LiveRevision {
   metaMap: BpfMap;
   /** Program ids by NF position. */
   programIds: number[];
+  /**
+   * The NF programs by position (own fds): kept from the load, or opened from the revision's
+   * pins on adoption (undefined where a revision pinned by an older agent has no pin). A program
+   * that a later revision takes over is reached through these, never by id: opening a program
+   * by id needs CAP_SYS_ADMIN.
+   */
+  programs: (BpfProgram | undefined)[];
   /** NF-owned maps opened from their pins, by `<nf>/<map>` (for tables and readTable). */
   maps: Map<string, BpfMap>;
 }
@@ -243,6 +250,8 @@ interface BuiltRevision {
   progs: BpfMap;
   metaMap: BpfMap;
   nfs: LoadedNf[];
+  /** Own fds of the NF programs, for the live revision to keep (see LiveRevision.programs). */
+  programs: BpfProgram[];
   carried: NfMapRef[];
   recreated: RecreatedMap[];
 }
@@ -471,6 +480,7 @@ export class ChainManager {
       progs: built.progs,
       metaMap: built.metaMap,
       programIds: built.nfs.map((nf) => nf.program.id),
+      programs: built.programs,
       maps: new Map(),
     };
     closeNfs(built.nfs);
@@ -584,6 +594,7 @@ export class ChainManager {
     let progs: BpfMap | undefined;
     let metaMap: BpfMap | undefined;
     const nfs: LoadedNf[] = [];
+    const programs: BpfProgram[] = [];
     try {
       progs = createProgArray();
       // Pinned before it is filled: an unpinned prog array is emptied when its last fd closes,
@@ -620,7 +631,7 @@ export class ChainManager {
       if (takeOver) {
         const last = spec.functions[n - 1]!;
         nfs.push(
-          takeOverNf(last, takeOver.programId, takeOver.nf.program, statsIndexes[n - 1]!, takeOver.nf.maps),
+          takeOverNf(last, takeOver.program, takeOver.nf.program, statsIndexes[n - 1]!, takeOver.nf.maps),
         );
         const tableMaps = new Set(takeOver.nf.tableMaps);
         for (const map of takeOver.nf.maps) if (!tableMaps.has(map)) carried.push({ nf: last.name, map });
@@ -632,6 +643,8 @@ export class ChainManager {
             nf.maps.get(mapName)!.pin(paths.revMap(generation, nf.spec.name, mapName));
         }
       }
+      // Pinned so that a new process can take a program over without opening it by id.
+      for (const nf of nfs) nf.program.pin(paths.revProg(generation, nf.spec.name));
       fillProgArray(progs, nfs);
       const meta: RevisionMeta = {
         format: META_FORMAT,
@@ -655,9 +668,11 @@ export class ChainManager {
       metaMap = createMetaMap();
       writeMeta(metaMap, meta);
       metaMap.pin(paths.revMeta(generation));
-      return { generation, meta, progs, metaMap, nfs, carried, recreated };
+      for (const nf of nfs) programs.push(nf.program.dup());
+      return { generation, meta, progs, metaMap, nfs, programs, carried, recreated };
     } catch (err) {
       closeNfs(nfs);
+      for (const program of programs) program.close();
       progs?.close();
       metaMap?.close();
       rmSync(paths.rev(generation), { recursive: true, force: true });
@@ -679,24 +694,25 @@ export class ChainManager {
     spec: ChainSpec,
     hook: ProgramHook,
     statsIndexes: readonly number[],
-  ): { nf: RevisionNf; programId: number } | undefined {
+  ): { nf: RevisionNf; program: BpfProgram } | undefined {
     const live = chain.live;
     const n = spec.functions.length;
     const last = spec.functions[n - 1]!;
     const liveIndex = (live?.meta.nfs.length ?? 0) - 1;
     const liveLast = live?.meta.nfs[liveIndex];
-    const programId = live?.programIds[liveIndex];
-    if (!liveLast || !programId || liveLast.name !== last.name || liveLast.loadDigest === undefined) {
+    const program = live?.programs[liveIndex];
+    if (!liveLast || !program || liveLast.name !== last.name || liveLast.loadDigest === undefined) {
       return undefined;
     }
     if (liveLast.loadDigest !== nfLoadDigest(hook, last, n - 1, n, statsIndexes[n - 1]!)) return undefined;
     if (liveLast.tablesDigest !== nfTablesDigest(last)) return undefined;
-    return { nf: liveLast, programId };
+    return { nf: liveLast, program };
   }
 
   /** Undoes a built revision that will not be switched in. */
   #discard(chain: Chain, built: BuiltRevision): void {
     closeNfs(built.nfs);
+    for (const program of built.programs) program.close();
     built.progs.close();
     built.metaMap.close();
     rmSync(chain.paths.rev(built.generation), { recursive: true, force: true });
@@ -1182,14 +1198,27 @@ export class ChainManager {
       return undefined;
     }
     let metaMap: BpfMap | undefined;
+    const programs: (BpfProgram | undefined)[] = [];
     try {
       metaMap = BpfMap.fromPin(paths.revMeta(generation), "sluice_meta");
       const meta = readMeta(metaMap, RevisionMeta, `revision ${generation}: meta`);
       const programIds = meta.nfs.map((_, i) => progs.lookup(u32(i))?.readUInt32LE(0) ?? 0);
-      return { meta, progs, metaMap, programIds, maps: new Map() };
+      meta.nfs.forEach((nf, i) => {
+        const pin = paths.revProg(generation, nf.name);
+        // A revision pinned by an agent that did not pin its programs: nothing to take over.
+        let program = existsSync(pin) ? BpfProgram.fromPin(pin, nf.program) : undefined;
+        // Only the program the revision's slot runs may stand in for it.
+        if (program && program.id !== programIds[i]) {
+          program.close();
+          program = undefined;
+        }
+        programs.push(program);
+      });
+      return { meta, progs, metaMap, programIds, programs, maps: new Map() };
     } catch (err) {
       progs.close();
       metaMap?.close();
+      for (const program of programs) program?.close();
       throw err;
     }
   }
@@ -1276,6 +1305,7 @@ function testsDigest(spec: ChainSpec): string {
 function closeRevision(revision: LiveRevision): void {
   revision.progs.close();
   revision.metaMap.close();
+  for (const program of revision.programs) program?.close();
   for (const map of revision.maps.values()) map.close();
   revision.maps.clear();
 }

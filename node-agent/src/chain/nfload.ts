@@ -9,13 +9,13 @@ import { createHash } from "node:crypto";
 import {
   BpfMap,
   BpfObject,
-  BpfProgram,
   BpfSpecError,
   MapType,
   mapTypeName,
   sameMapDefinition,
   u32,
   type MapDefinition,
+  type BpfProgram,
   type ObjectMapSpec,
 } from "../libbpf/index.ts";
 import { ChainContract } from "../nf/types.ts";
@@ -386,24 +386,24 @@ export function closeNfs(nfs: readonly LoadedNf[]): void {
 }
 
 /**
- * Takes over the live revision's program `programId` for NF `spec` of a new revision, instead of
+ * Takes over the live revision's program `live` for NF `spec` of a new revision, instead of
  * loading the same program again (see {@link nfLoadDigest}). Only the last NF of a revision
  * qualifies: it tail-calls nothing, so it is not tied to its revision's prog array, and its maps
- * are the chain's pinned ones, which the new revision would carry over anyway. The result owns a
- * new fd on the program.
+ * are the chain's pinned ones, which the new revision would carry over anyway. `live` is a
+ * handle the caller holds (the fd kept since the load, or opened from the revision's pin: never
+ * by id, which needs CAP_SYS_ADMIN); the result owns a new fd on the same program.
  */
 export function takeOverNf(
   spec: NfLoadSpec,
-  programId: number,
+  live: BpfProgram,
   programName: string,
   statsIndex: number,
   maps: readonly string[],
 ): LoadedNf {
-  const program = BpfProgram.fromId(programId);
   return {
     spec,
     object: undefined,
-    program,
+    program: live.dup(),
     programName,
     statsIndex,
     maps: new Map(),
