@@ -6,10 +6,12 @@
  * and got for a failing test vector.
  */
 import { execFile } from "node:child_process";
+import { readlinkSync } from "node:fs";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { asChartAgent, CHART_AGENT_CAP_MASK, effectiveCaps, sluiceArgv } from "../support/sluice.ts";
 import { fixturesDir, repoRoot } from "./harness.ts";
 
 const example = join(repoRoot, "examples/gitops/network");
@@ -35,20 +37,46 @@ interface Run {
   stderr: string;
 }
 
-/** Runs the sluice command line as a user does and returns its exit code and output. */
-function sluice(args: readonly string[], options: { withoutCapabilities?: boolean } = {}): Promise<Run> {
-  const command = [process.execPath, join(repoRoot, "bin/sluice.mjs"), ...args];
+/**
+ * Runs the sluice command line as a user does and returns its exit code and output. By default
+ * with exactly the capabilities the chart gives the agent (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN),
+ * the least a CI job that loads the programs can have: a path that needs more fails here.
+ */
+function sluice(
+  args: readonly string[],
+  options: { withoutCapabilities?: boolean; onSpawn?: (pid: number) => void } = {},
+): Promise<Run> {
+  const command = sluiceArgv(args);
   // Still uid 0 (so every file stays readable wherever the repository lives), but with an empty
   // capability bounding set: no CAP_BPF, CAP_NET_ADMIN or CAP_SYS_ADMIN, like an unprivileged user.
   const [file, ...argv] = options.withoutCapabilities
     ? ["setpriv", "--bounding-set=-all", "--inh-caps=-all", ...command]
-    : command;
+    : asChartAgent(command);
   return new Promise((resolve, reject) => {
-    execFile(file!, argv, { cwd: repoRoot, timeout: 60_000 }, (err, stdout, stderr) => {
+    const child = execFile(file!, argv, { cwd: repoRoot, timeout: 60_000 }, (err, stdout, stderr) => {
       if (err && typeof err.code !== "number") reject(err);
       else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
     });
+    if (child.pid !== undefined) options.onSpawn?.(child.pid);
   });
+}
+
+/**
+ * The effective capabilities of `pid` once it runs node: before that it is still the wrapper
+ * (nsenter, setpriv), which starts as full root and drops to the chart's set when it execs.
+ */
+async function capsOnceExeced(pid: number): Promise<bigint> {
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+    let exe = "";
+    try {
+      exe = readlinkSync(`/proc/${pid}/exe`);
+    } catch {
+      throw new Error(`process ${pid} ended before it ran node`);
+    }
+    if (exe === process.execPath) return effectiveCaps(pid);
+    await new Promise((ok) => setTimeout(ok, 10));
+  }
+  throw new Error(`process ${pid} did not exec node within 10 s`);
 }
 
 /** A copy of the example repository with `edits` applied: file -> edit of its text. */
@@ -108,8 +136,14 @@ describe("sluice validate and sluice test on the example repository", () => {
   });
 
   it("test runs every function and chain vector in the kernel and prints them as a table", async () => {
-    const run = await sluice(["test", example, "--cache-dir", cacheDir]);
+    let caps: Promise<bigint> | undefined;
+    const run = await sluice(["test", example, "--cache-dir", cacheDir], {
+      onSpawn: (pid) => (caps = capsOnceExeced(pid)),
+    });
     expect(run.code).toBe(0);
+    expect(await caps, "sluice test ran with exactly the chart agent's capabilities").toBe(
+      CHART_AGENT_CAP_MASK,
+    );
     const rows = run.stdout.split("\n");
     expect(rows[0]).toMatch(/^RESULT\s+OF\s+HOOK\s+VECTOR\s+EXPECTED\s+GOT$/);
     for (const [of, vector, expected] of exampleVectors) {
