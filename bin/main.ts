@@ -1,6 +1,4 @@
 import { parseArgs } from "node:util";
-import { rootLogger } from "../common/log.ts";
-import { cliLogger } from "./format.ts";
 
 /** Exit codes a script can rely on. */
 export const ExitCode = {
@@ -100,6 +98,7 @@ async function operator(argv: string[]): Promise<number> {
     return ExitCode.Usage;
   }
   const { startOperator } = await import("../operator/src/operator.ts");
+  const { rootLogger } = await import("../common/log.ts");
   const running = await startOperator({
     kubeconfig: values.kubeconfig,
     namespace: values.namespace,
@@ -161,6 +160,7 @@ async function run(argv: string[]): Promise<number> {
   }
   const ref = values.ref ? { branch: values.ref } : refs[0] ? { [refs[0]]: values[refs[0]] } : undefined;
   const { startSingleHost } = await import("./run.ts");
+  const { cliLogger } = await import("./format.ts");
   const log = cliLogger();
   let host;
   try {
@@ -255,6 +255,7 @@ async function agent(argv: string[]): Promise<number> {
   const { KubeStore } = await import("../operator/src/kube/store.ts");
   const { NODE_LABEL } = await import("../common/api/index.ts");
   const { startAgent } = await import("../node-agent/src/agent/run.ts");
+  const { rootLogger } = await import("../common/log.ts");
   const client = values.kubeconfig ? KubeClient.fromFile(values.kubeconfig) : KubeClient.fromDefault();
   const log = rootLogger.child({ component: "agent" });
   // The agent sees only its own node's NodeChains: its cost does not grow with the cluster.

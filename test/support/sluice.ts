@@ -10,7 +10,10 @@ import { fileURLToPath } from "node:url";
 /** The repository root. */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
-/** The `sluice` command as users start it. */
+/**
+ * The `sluice` command as users start it: `bin/sluice.mjs`, which runs the compiled JavaScript in
+ * `dist/` (`npm run build`; the kernel, cluster and e2e projects check that it is current).
+ */
 export const SLUICE_BIN = join(repoRoot, "bin/sluice.mjs");
 
 /** `argv` of `sluice <args>` (node + the command), ready for spawn/execFile. */

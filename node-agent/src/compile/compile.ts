@@ -1,7 +1,8 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, open, readFile, rename, rm, utimes, writeFile } from "node:fs/promises";
-import { isAbsolute, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { rootLogger } from "../../../common/log.ts";
 import { CompileError, ToolchainError, trimCompilerOutput } from "./errors.ts";
@@ -9,8 +10,19 @@ import { SourceTreeError, treeDigest } from "./digest.ts";
 
 const log = rootLogger.child({ component: "compile" });
 
-/** The project's `bpf/` directory (C sources of the root program and the built-in NFs). */
-export const BPF_DIR: string = fileURLToPath(new URL("../../../bpf/", import.meta.url));
+/**
+ * The package's `bpf/` directory (C sources of the root program and the built-in NFs). Found by
+ * walking up from this module: it sits at a different depth in the sources
+ * (`node-agent/src/compile/`) than in the build (`dist/chunks/`), installed or not.
+ */
+export const BPF_DIR: string = findBpfDir(dirname(fileURLToPath(import.meta.url)));
+
+function findBpfDir(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "bpf", "include", "sluice.h"))) return join(dir, "bpf") + sep;
+    if (dirname(dir) === dir) throw new Error(`sluice is incomplete: no bpf/include/sluice.h above ${from}`);
+  }
+}
 
 /** The chain contract headers every NF includes (`sluice.h`). */
 export const BPF_INCLUDE_DIR: string = join(BPF_DIR, "include");

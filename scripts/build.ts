@@ -1,0 +1,110 @@
+/**
+ * Builds the JavaScript that ships: `dist/main.js` (the CLI, imported by `bin/sluice.mjs`) and
+ * the chunks it loads per command, with source maps.
+ *
+ *   npm run build            builds dist/ (about a second)
+ *   npm run build -- --check exits 1 naming the changed files if dist/ is stale against the sources
+ *
+ * esbuild bundles our own modules and leaves every npm package external, so the installed
+ * package and the images use `node_modules` as locked (koffi is a native module and must stay
+ * a package). Splitting keeps each command's code in its own chunk: `sluice help` loads none of
+ * the operator, the agent or libbpf.
+ *
+ * The build records a digest of every source file it read (from esbuild's metafile) in
+ * `dist/build-info.json`; {@link staleSources} compares them with the tree, so tests fail early
+ * when they would start an outdated `sluice`.
+ */
+import { createHash } from "node:crypto";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+
+/** The repository root. */
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** Where the build writes; `bin/sluice.mjs` imports `dist/main.js`. */
+export const DIST_DIR = join(root, "dist");
+
+const BUILD_INFO = join(DIST_DIR, "build-info.json");
+
+/** What the build read, as `dist/build-info.json` stores it. */
+const BuildInfo = z.object({
+  /** Repository-relative path of each source file (and of this script) → sha256 of its bytes. */
+  sources: z.record(z.string(), z.string()),
+});
+type BuildInfo = z.infer<typeof BuildInfo>;
+
+async function digest(path: string): Promise<string> {
+  return createHash("sha256")
+    .update(await readFile(join(root, path)))
+    .digest("hex");
+}
+
+/** Builds `dist/` from the sources and records what it read. */
+export async function build(): Promise<void> {
+  const esbuild = await import("esbuild");
+  await rm(DIST_DIR, { recursive: true, force: true });
+  const result = await esbuild.build({
+    absWorkingDir: root,
+    entryPoints: { main: "bin/main.ts" },
+    outdir: DIST_DIR,
+    bundle: true,
+    splitting: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    packages: "external",
+    // Bundling renames clashing identifiers; error and class names show in logs as written.
+    keepNames: true,
+    sourcemap: "linked",
+    // Stack traces name the TypeScript file and line; the sources themselves do not ship.
+    sourcesContent: false,
+    chunkNames: "chunks/[name]-[hash]",
+    metafile: true,
+    logLevel: "warning",
+  });
+  const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes("node_modules/"));
+  const sources: BuildInfo["sources"] = {};
+  for (const path of [...inputs, "scripts/build.ts"].sort()) sources[path] = await digest(path);
+  await writeFile(BUILD_INFO, JSON.stringify({ sources } satisfies BuildInfo, null, 2) + "\n");
+}
+
+/**
+ * The source files that differ from what `dist/` was built from (changed or deleted), or
+ * `["dist/"]` if there is no build. Empty when `dist/` is current.
+ */
+export async function staleSources(): Promise<string[]> {
+  let info: BuildInfo;
+  try {
+    info = BuildInfo.parse(JSON.parse(await readFile(BUILD_INFO, "utf8")));
+  } catch {
+    return ["dist/"];
+  }
+  const stale: string[] = [];
+  for (const [path, want] of Object.entries(info.sources)) {
+    const got = await digest(path).catch(() => undefined);
+    if (got !== want) stale.push(path);
+  }
+  return stale;
+}
+
+/** The message tests and `--check` print for a stale `dist/`. */
+export function staleMessage(stale: readonly string[]): string {
+  const shown = stale.slice(0, 5).join(", ") + (stale.length > 5 ? `, … (${stale.length} files)` : "");
+  return `dist/ is stale against the sources (${shown}): run \`npm run build\``;
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  if (process.argv.includes("--check")) {
+    const stale = await staleSources();
+    if (stale.length > 0) {
+      process.stderr.write(`build: ${staleMessage(stale)}\n`);
+      process.exitCode = 1;
+    }
+  } else {
+    const start = performance.now();
+    await build();
+    process.stderr.write(`build: dist/ in ${((performance.now() - start) / 1000).toFixed(1)} s\n`);
+  }
+}
