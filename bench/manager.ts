@@ -6,7 +6,8 @@
  */
 import { ChainManager, chainPaths, type ApplyResult, type ChainSpec } from "../node-agent/src/chain/index.ts";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BpfMap, listIds, u32 } from "../node-agent/src/libbpf/index.ts";
+import { listIds } from "../node-agent/src/libbpf/byid.ts";
+import { BpfMap, u32 } from "../node-agent/src/libbpf/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { udpFlow } from "../test/kernel/traffic.ts";
 import type { BenchObjects } from "./objects.ts";

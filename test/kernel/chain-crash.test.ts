@@ -2,7 +2,9 @@
  * Crash safety: the process that owns a chain is killed with SIGKILL in the middle of switches
  * (at every step of a switch, and at random times) while traffic flows. No packet is lost, the
  * next process adopts the chain and cleans up what the dead one left half done, state carries
- * over, and after removal nothing is left in bpffs or in the kernel.
+ * over, and after removal nothing is left in bpffs or in the kernel. Every process that owns the
+ * chain runs as the chart runs the agent: in the node's namespace, with exactly CAP_BPF,
+ * CAP_PERFMON and CAP_NET_ADMIN; adopting a chain and taking its programs over needs no more.
  */
 import { spawn } from "node:child_process";
 import { readdirSync, readlinkSync } from "node:fs";
@@ -10,18 +12,14 @@ import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { ChainManager, type AdoptedChain, type SwitchPhase } from "../../node-agent/src/chain/index.ts";
+import type { AdoptedChain, SwitchPhase } from "../../node-agent/src/chain/index.ts";
 import { compile } from "../../node-agent/src/compile/index.ts";
-import {
-  BpfLink,
-  BpfMap,
-  BpfProgram,
-  listIds,
-  xdpQuery,
-  type ObjectKind,
-} from "../../node-agent/src/libbpf/index.ts";
+import { listIds, type ObjectKind } from "../../node-agent/src/libbpf/byid.ts";
+import { BpfLink, BpfMap, BpfProgram, xdpQuery } from "../../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
+import { asChartAgent, CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
+import { startChartManager } from "./chart-manager.ts";
 import type { DriverConfig } from "./fixtures/chain-driver.ts";
 import { compileBuiltins, makeCacheDir, staticNeighbors, type BuiltinObjects } from "./fixtures/chains.ts";
 import { CRASH_RATE, crashChain } from "./fixtures/crash-chain.ts";
@@ -51,15 +49,15 @@ interface DriverRun {
  * times and a random moment later, when the test kills it.
  */
 async function runDriver(config: DriverConfig, killAfterMs?: number): Promise<DriverRun> {
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", fixture("chain-driver.ts"), JSON.stringify(config)],
-    {
-      cwd: repoRoot,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, SLUICE_LOG_LEVEL: "silent" },
-    },
+  const [file, ...args] = asChartAgent(
+    [process.execPath, "--import", "tsx", fixture("chain-driver.ts"), JSON.stringify(config)],
+    config.netns,
   );
+  const child = spawn(file!, args, {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, SLUICE_LOG_LEVEL: "silent" },
+  });
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   const lines: Record<string, unknown>[] = [];
@@ -86,29 +84,34 @@ async function runDriver(config: DriverConfig, killAfterMs?: number): Promise<Dr
   return { lines, signal };
 }
 
-/** Kernel ids of everything pinned below `dir`: `root_prog` is a program, `link_*` links, the rest maps. */
+/**
+ * Kernel ids of everything pinned below `dir`: `root_prog` and a revision's `nfs/*` are programs,
+ * `link_*` links, the rest maps.
+ */
 function pinnedObjectIds(dir: string): Record<ObjectKind, number[]> {
   const ids: Record<ObjectKind, number[]> = { prog: [], map: [], link: [] };
   for (const rel of listPinned(dir)) {
     const path = join(dir, rel);
     const name = basename(rel);
+    const kind: ObjectKind =
+      name === "root_prog" || /\/nfs\/[^/]+$/.test(rel) ? "prog" : name.startsWith("link_") ? "link" : "map";
     const handle =
-      name === "root_prog"
+      kind === "prog"
         ? BpfProgram.fromPin(path)
-        : name.startsWith("link_")
+        : kind === "link"
           ? BpfLink.fromPin(path)
           : BpfMap.fromPin(path);
-    ids[name === "root_prog" ? "prog" : name.startsWith("link_") ? "link" : "map"].push(handle.id);
+    ids[kind].push(handle.id);
     handle.close();
   }
   return ids;
 }
 
-/** BPF objects this process holds fds of. */
-function bpfFdsOfThisProcess(): number {
-  return readdirSync("/proc/self/fd").filter((fd) => {
+/** BPF objects process `pid` holds fds of. */
+function bpfFdsOf(pid: number | "self"): number {
+  return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
     try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith("anon_inode:bpf");
+      return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("anon_inode:bpf");
     } catch {
       return false;
     }
@@ -123,7 +126,7 @@ describe("crash safety", () => {
     const net = await createVethNetwork(scope);
     await staticNeighbors(net);
     const bpffs = createBpffsDir(scope);
-    const bpfFdsBefore = bpfFdsOfThisProcess();
+    const bpfFdsBefore = bpfFdsOf("self");
     const config: DriverConfig = {
       root: bpffs.path,
       netns: net.b.ns.path,
@@ -137,13 +140,13 @@ describe("crash safety", () => {
       dst: net.b.ip,
     };
 
-    const creator = new ChainManager({
+    const creator = await startChartManager({
       root: bpffs.path,
       netns: net.b.ns.path,
       rootObjectPath: objects.root,
     });
     await creator.apply(crashChain(config, 0));
-    creator.close();
+    await creator.close();
 
     // Traffic throughout: flows back to back until the crashes are over.
     const flows: UdpFlowResult[] = [];
@@ -169,11 +172,20 @@ describe("crash safety", () => {
     while (firstPacketByNs === 0n) await sleep(5);
 
     const adoptions: { after: string; adopted: AdoptedChain[] }[] = [];
+    let tookOverByPin = false;
     let previous = "created";
     const kill = async (run: DriverRun, what: string) => {
       expect(run.signal, `driver ${what}: ${JSON.stringify(run.lines.slice(-3))}`).toBe("SIGKILL");
       expect(run.lines.filter((l) => "switched" in l).length).toBeGreaterThanOrEqual(2);
       if ((PHASES as string[]).includes(what)) expect(run.lines.at(-1)).toMatchObject({ crashing: what });
+      // Every thread of the driver, libbpf's workers included, had the chart's capabilities only.
+      const first = run.lines.find((l) => "caps" in l)!;
+      const caps = first.caps as string[];
+      expect(caps.map((c) => BigInt(`0x${c}`))).toEqual(caps.map(() => CHART_AGENT_CAP_MASK));
+      // Into an odd-numbered chain only the first NF changes: the adopted rate limiter is taken
+      // over by its pin (by id would need CAP_SYS_ADMIN), not loaded again.
+      expect(first.keptLast).toBe((first.switched as number) % 2 === 1);
+      tookOverByPin ||= first.keptLast === true;
       const adopted = run.lines.find((l) => "adopted" in l)?.adopted as AdoptedChain[];
       adoptions.push({ after: previous, adopted });
       previous = what;
@@ -184,6 +196,8 @@ describe("crash safety", () => {
 
     trafficOn = false;
     await traffic;
+
+    expect(tookOverByPin).toBe(true);
 
     // Each process found what the one before it left and repaired it.
     const repairsAfter = (what: string) =>
@@ -197,16 +211,17 @@ describe("crash safety", () => {
     expect(repairsAfter("maps-moved")).toMatch(/removed revision \d+ \(not live/);
 
     // This process adopts the chain last: exactly one revision and its maps are pinned.
-    const manager = new ChainManager({
+    const manager = await startChartManager({
       root: bpffs.path,
       netns: net.b.ns.path,
       rootObjectPath: objects.root,
+      scope,
     });
-    scope.defer(() => manager.close());
     const [chain] = await manager.adopt();
     expect(chain).toMatchObject({ name: "crash", outcome: "adopted", interfaces: [net.b.ifname] });
     const liveGeneration = chain!.generation;
-    const headMaps = Number(chain!.revision.slice(1)) % 2 === 0 ? ["crash/maps/counter/counter_hits"] : [];
+    const counterHead = Number(chain!.revision.slice(1)) % 2 === 0;
+    const headMaps = counterHead ? ["crash/maps/counter/counter_hits"] : [];
     expect(bpffs.listPinned()).toEqual(
       [
         `crash/link_${net.b.ifname}`,
@@ -214,6 +229,8 @@ describe("crash safety", () => {
         "crash/maps/ratelimit/ratelimit_state",
         "crash/meta",
         `crash/rev/${liveGeneration}/meta`,
+        `crash/rev/${liveGeneration}/nfs/${counterHead ? "counter" : "noop"}`,
+        `crash/rev/${liveGeneration}/nfs/ratelimit`,
         `crash/rev/${liveGeneration}/progs`,
         "crash/root_array",
         "crash/root_prog",
@@ -226,7 +243,7 @@ describe("crash safety", () => {
     const sent = flows.reduce((sum, f) => sum + f.sent, 0);
     expect(flows.length).toBeGreaterThan(0);
     expect(flows.map((f) => [f.lost, f.receiverDrops])).toEqual(flows.map(() => [0, 0]));
-    const status = manager.status("crash")!;
+    const status = (await manager.status("crash"))!;
     expect(status.rootMisses.packets).toBe(0n);
     expect(status.nfs.at(-1)).toMatchObject({ name: "ratelimit" });
     expect(status.nfs.at(-1)!.counters).toMatchObject({
@@ -234,7 +251,7 @@ describe("crash safety", () => {
       passes: BigInt(sent),
       errors: 0n,
     });
-    const [bucket] = manager.readTable("crash", "ratelimit", "ratelimit_state");
+    const [bucket] = await manager.readTable("crash", "ratelimit", "ratelimit_state");
     const firstArrivalNs =
       decodeRatelimitEntry(bucket!.key, bucket!.value).tatNs - BigInt(sent) * BigInt(1e9 / CRASH_RATE);
     expect(firstArrivalNs).toBeGreaterThanOrEqual(startedNs - 20_000_000n);
@@ -258,7 +275,9 @@ describe("crash safety", () => {
         { timeout: 5000, interval: 100 },
       )
       .toEqual({ prog: [], map: [], link: [] });
-    manager.close();
-    expect(bpfFdsOfThisProcess()).toBe(bpfFdsBefore);
+    // Neither the manager nor this process holds anything of the removed chain.
+    expect(bpfFdsOf(manager.pid)).toBe(0);
+    await manager.close();
+    expect(bpfFdsOf("self")).toBe(bpfFdsBefore);
   });
 });

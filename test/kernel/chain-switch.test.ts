@@ -4,12 +4,14 @@
  * counters and the rate limiter's buckets carry over every switch.
  *
  * The chain sits on the receiving veth end (namespace B); static neighbour entries keep ARP off
- * the wire, so the chain sees exactly the packets the flow sent.
+ * the wire, so the chain sees exactly the packets the flow sent. The manager runs as the chart
+ * runs the agent (see chart-manager.ts).
  */
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { ChainManager, type ApplyResult, type ChainSpec } from "../../node-agent/src/chain/index.ts";
+import type { ApplyResult, ChainSpec } from "../../node-agent/src/chain/index.ts";
 import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
+import { startChartManager } from "./chart-manager.ts";
 import {
   builtinChain,
   compileBuiltins,
@@ -78,12 +80,12 @@ describe("atomic switches under traffic", () => {
       const net = await createVethNetwork(scope);
       await staticNeighbors(net);
       const bpffs = createBpffsDir(scope);
-      const manager = new ChainManager({
+      const manager = await startChartManager({
         root: bpffs.path,
         netns: net.b.ns.path,
         rootObjectPath: objects.root,
+        scope,
       });
-      scope.defer(() => manager.close());
       const spec = (i: number): ChainSpec =>
         builtinChain(objects, {
           name: "sw",
@@ -94,7 +96,7 @@ describe("atomic switches under traffic", () => {
           functions: variant(i),
         });
       await manager.apply(spec(0));
-      if (xdpMode) expect(manager.status("sw")!.interfaces[0]!.xdpMode).toBe(xdpMode);
+      if (xdpMode) expect((await manager.status("sw"))!.interfaces[0]!.xdpMode).toBe(xdpMode);
 
       const results: ApplyResult[] = [];
       const flows: UdpFlowResult[] = [];
@@ -129,7 +131,7 @@ describe("atomic switches under traffic", () => {
       ).toBe(true);
 
       // Counters: every packet ended in exactly one NF, and nothing missed a tail call.
-      const status = manager.status("sw")!;
+      const status = (await manager.status("sw"))!;
       expect(status.rootMisses.packets).toBe(0n);
       expect(status.nfs.map((nf) => [nf.name, nf.counters.drops, nf.counters.errors])).toEqual(
         status.nfs.map((nf) => [nf.name, 0n, 0n]),
@@ -137,7 +139,7 @@ describe("atomic switches under traffic", () => {
       expect(status.nfs[0]!.counters.packets).toBe(BigInt(sent));
 
       // Buckets: tat advanced 1 ms for every packet since the first one: it never restarted.
-      const [bucket] = manager.readTable("sw", "ratelimit", "ratelimit_state");
+      const [bucket] = await manager.readTable("sw", "ratelimit", "ratelimit_state");
       const tatNs = decodeRatelimitEntry(bucket!.key, bucket!.value).tatNs;
       const firstArrivalNs = tatNs - BigInt(sent) * INTERVAL_NS;
       expect(firstArrivalNs).toBeGreaterThanOrEqual(startedNs - 20n * INTERVAL_NS);

@@ -1,6 +1,8 @@
 /**
  * The chain manager on the running kernel: creating, updating, switching and adopting chains,
  * and what a user sees when a new revision cannot be switched in (the old one keeps forwarding).
+ * The manager runs as the chart runs the agent (see chart-manager.ts): in namespace B, with
+ * exactly CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN.
  *
  * Chains sit on the receiving veth end (namespace B); traffic goes A -> B. Both ends know each
  * other's MAC for good, so no ARP crosses the chain and counters equal what was sent.
@@ -8,15 +10,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import {
-  ChainManager,
   ChainSpecError,
   NfContractError,
   SelfTestError,
   type ChainSpec,
 } from "../../node-agent/src/chain/index.ts";
 import { compile, CompileError } from "../../node-agent/src/compile/index.ts";
-import { BpfLink, listIds, VerifierError, xdpQuery } from "../../node-agent/src/libbpf/index.ts";
+import { linkById, listIds } from "../../node-agent/src/libbpf/byid.ts";
+import { VerifierError, xdpQuery } from "../../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
+import { startChartManager, type ChartManager } from "./chart-manager.ts";
 import {
   builtinChain,
   builtinNf,
@@ -59,9 +62,9 @@ afterAll(() => cache.remove());
 interface Setup {
   net: VethNetwork;
   bpffs: BpffsDir;
-  manager: ChainManager;
-  /** A fresh manager on the same bpffs root and namespace (another agent process, as it were). */
-  newManager(): ChainManager;
+  manager: ChartManager;
+  /** A fresh manager on the same bpffs root and namespace: another agent process. */
+  newManager(): Promise<ChartManager>;
   flow(count: number, rate?: number): ReturnType<typeof udpFlow>;
   startFlow(count: number, rate?: number): ReturnType<typeof startUdpFlow>;
   pingB(count: number): ReturnType<typeof ping>;
@@ -72,16 +75,13 @@ async function setup(options: VethNetworkOptions = {}): Promise<Setup> {
   const net = await createVethNetwork(scope, options);
   await staticNeighbors(net);
   const bpffs = createBpffsDir(scope);
-  const newManager = () => {
-    const m = new ChainManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root });
-    scope.defer(() => m.close());
-    return m;
-  };
+  const newManager = () =>
+    startChartManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root, scope });
   const flowOptions = { from: { ns: net.a.ns.name, ip: net.a.ip }, to: { ns: net.b.ns.name, ip: net.b.ip } };
   return {
     net,
     bpffs,
-    manager: newManager(),
+    manager: await newManager(),
     newManager,
     flow: (count, rate = 20_000) => udpFlow({ ...flowOptions, count, rate }),
     startFlow: (count, rate = 20_000) => startUdpFlow({ ...flowOptions, count, rate }),
@@ -136,6 +136,9 @@ describe("chain manager", () => {
       "edge/maps/ratelimit/ratelimit_state",
       "edge/meta",
       "edge/rev/1/meta",
+      "edge/rev/1/nfs/firewall",
+      "edge/rev/1/nfs/flowmon",
+      "edge/rev/1/nfs/ratelimit",
       "edge/rev/1/progs",
       "edge/root_array",
       "edge/root_prog",
@@ -147,7 +150,7 @@ describe("chain manager", () => {
     expect(pings.received).toBe(0);
     expect(flow).toMatchObject({ sent: 1000, received: 1000 });
 
-    const status = s.manager.status("edge")!;
+    const status = (await s.manager.status("edge"))!;
     expect(status).toMatchObject({ name: "edge", hook: "xdp", revision: "r1", generation: 1 });
     expect(status.interfaces).toEqual([
       expect.objectContaining({ name: s.net.b.ifname, ifindex: s.net.b.ifindex, xdpMode: "native" }),
@@ -160,7 +163,7 @@ describe("chain manager", () => {
     expect(status.nfs.map((nf) => nf.counters.packets)).toEqual([1003n, 1000n, 1000n]);
     expect(status.nfs[0]!.counters.drops).toBe(3n);
     expect(status.rootMisses.packets).toBe(0n);
-    expect(s.manager.list().map((c) => c.name)).toEqual(["edge"]);
+    expect((await s.manager.list()).map((c) => c.name)).toEqual(["edge"]);
   });
 
   test("33 NFs are refused before anything is loaded; 32 NFs run (33 tail calls per packet)", async () => {
@@ -184,7 +187,7 @@ describe("chain manager", () => {
     await s.manager.apply(spec(32));
     const flow = await s.flow(500);
     expect(flow).toMatchObject({ sent: 500, received: 500 });
-    const nfs = s.manager.status("long")!.nfs;
+    const nfs = (await s.manager.status("long"))!.nfs;
     expect(nfs).toHaveLength(32);
     // Every packet reached the last NF and ended there: no tail call missed.
     expect(nfs[31]!.counters).toMatchObject({ packets: 500n, passes: 500n, errors: 0n });
@@ -226,8 +229,9 @@ describe("chain manager", () => {
     await s.manager.apply(spec("r1", counterV1, 1, false));
     const before = await s.flow(20, 2000);
     expect(before.received).toBe(5);
-    const hits = () => s.manager.readTable("carry", "counter", "counter_hits")[0]!.value.readBigUInt64LE(0);
-    expect(hits()).toBe(20n);
+    const hits = async () =>
+      (await s.manager.readTable("carry", "counter", "counter_hits"))[0]!.value.readBigUInt64LE(0);
+    expect(await hits()).toBe(20n);
 
     // New parameters, an NF added in front, and the counter NF rebuilt with a bigger map.
     const switched = await s.manager.apply(spec("r2", counterV2, 2, true));
@@ -240,12 +244,15 @@ describe("chain manager", () => {
     const after = await s.flow(20, 2000);
     // The bucket emptied by the first 5 packets is still empty: the state carried over.
     expect(after.received).toBe(0);
-    expect(hits()).toBe(20n); // a new map: it counts only packets since the switch
-    const status = s.manager.status("carry")!;
+    expect(await hits()).toBe(20n); // a new map: it counts only packets since the switch
+    const status = (await s.manager.status("carry"))!;
     const ratelimit = status.nfs.find((nf) => nf.name === "ratelimit")!;
     expect(ratelimit.counters).toMatchObject({ packets: 40n, drops: 35n, passes: 5n });
     expect(s.bpffs.listPinned().filter((p) => p.startsWith("carry/rev/"))).toEqual([
       "carry/rev/2/meta",
+      "carry/rev/2/nfs/counter",
+      "carry/rev/2/nfs/noop",
+      "carry/rev/2/nfs/ratelimit",
       "carry/rev/2/progs",
     ]);
   });
@@ -267,7 +274,7 @@ describe("chain manager", () => {
     );
     expect(await flow.done()).toMatchObject({ sent: 4000, received: 4000, lost: 0 });
     expect((await s.pingB(2)).received).toBe(0);
-    expect(s.manager.status("edge")!.revision).toBe("r1");
+    expect((await s.manager.status("edge"))!.revision).toBe("r1");
   });
 
   test("C the verifier rejects: VerifierError names the program and the reason; the running chain keeps forwarding and nothing of the new revision is left", async () => {
@@ -288,7 +295,7 @@ describe("chain manager", () => {
     expect((error as VerifierError).log).toMatch(/invalid access to packet/);
     expect(await flow.done()).toMatchObject({ sent: 4000, received: 4000, lost: 0 });
     expect((await s.pingB(2)).received).toBe(0);
-    expect(s.manager.status("edge")!.revision).toBe("r1");
+    expect((await s.manager.status("edge"))!.revision).toBe("r1");
     expect(s.bpffs.listPinned()).toEqual(pinned);
     // The failure does not poison the chain: the next good revision goes live.
     expect(await s.manager.apply(threeNfChain(s, "r3", {}, 50_000))).toMatchObject({
@@ -333,18 +340,18 @@ describe("chain manager", () => {
     );
     expect(await flow.done()).toMatchObject({ sent: 4000, received: 4000, lost: 0 });
     expect((await s.pingB(2)).received).toBe(0);
-    expect(s.manager.status("edge")!.revision).toBe("r1");
+    expect((await s.manager.status("edge"))!.revision).toBe("r1");
   });
 
   test("a new manager adopts a running chain without reloading or detaching it, then switches and removes it", async () => {
     const s = await setup();
     const created = await s.manager.apply(threeNfChain(s, "r1"));
     await s.flow(300);
-    const linkId = s.manager.status("edge")!.interfaces[0]!.linkId;
-    s.manager.close();
+    const linkId = (await s.manager.status("edge"))!.interfaces[0]!.linkId;
+    await s.manager.close();
 
     const flow = await s.startFlow(6000);
-    const successor = s.newManager();
+    const successor = await s.newManager();
     const adopted = await successor.adopt();
 
     expect(adopted).toEqual([
@@ -356,7 +363,7 @@ describe("chain manager", () => {
         repairs: [],
       }),
     ]);
-    const status = successor.status("edge")!;
+    const status = (await successor.status("edge"))!;
     expect([status.rootProgramId, ...status.nfs.map((nf) => nf.programId)]).toEqual(created.programIds);
     expect(status.interfaces[0]!.linkId).toBe(linkId);
     expect(status.interfaces[0]!.xdpMode).toBe("native");
@@ -365,12 +372,12 @@ describe("chain manager", () => {
     expect(switched).toMatchObject({ action: "switched", generation: 2 });
     expect(await flow.done()).toMatchObject({ sent: 6000, received: 6000, lost: 0 });
     // The counters continued across the change of owner and the switch.
-    expect(successor.status("edge")!.nfs[2]!.counters.packets).toBe(6300n);
+    expect((await successor.status("edge"))!.nfs[2]!.counters.packets).toBe(6300n);
 
-    const programs = successor.status("edge")!.nfs.map((nf) => nf.programId);
+    const programs = (await successor.status("edge"))!.nfs.map((nf) => nf.programId);
     await successor.remove("edge");
     expect(s.bpffs.listPinned()).toEqual([]);
-    expect(() => BpfLink.fromId(linkId)).toThrow();
+    expect(() => linkById(linkId)).toThrow();
     expect((await s.pingB(2)).received).toBe(2);
     await expect
       .poll(() => programs.filter((id) => listIds("prog").includes(id)), { timeout: 3000 })
@@ -436,7 +443,7 @@ describe("chain manager", () => {
 
     await s.manager.apply(threeNfChain(s, "r1", { xdpMode: "auto" }));
 
-    expect(s.manager.status("edge")!.interfaces[0]!.xdpMode).toBe("generic");
+    expect((await s.manager.status("edge"))!.interfaces[0]!.xdpMode).toBe("generic");
     expect((await s.pingB(2)).received).toBe(0);
     expect(await s.flow(500)).toMatchObject({ received: 500 });
   });
@@ -449,13 +456,13 @@ describe("chain manager", () => {
 
     await expect(s.manager.apply(noTcProgram)).rejects.toThrow(NfContractError);
     await expect(s.manager.apply(noTcProgram)).rejects.toThrow(/unchecked: no sched_cls program/);
-    expect(s.manager.status("edge")).toMatchObject({ hook: "xdp", revision: "r1" });
+    expect(await s.manager.status("edge")).toMatchObject({ hook: "xdp", revision: "r1" });
     expect((await s.pingB(2)).received).toBe(0);
 
     const moved = await s.manager.apply(threeNfChain(s, "r2", { hook: "tc-ingress" }));
 
     expect(moved).toMatchObject({ action: "created", generation: 1 });
-    expect(s.manager.status("edge")!.hook).toBe("tc-ingress");
+    expect((await s.manager.status("edge"))!.hook).toBe("tc-ingress");
     expect(withNetns(s.net.b.ns.path, () => xdpQuery(s.net.b.ifindex)).mode).toBe("none");
     expect((await s.pingB(2)).received).toBe(0);
     expect(await s.flow(500)).toMatchObject({ received: 500 });
@@ -467,9 +474,9 @@ describe("chain manager", () => {
     await s.manager.apply(threeNfChain(s, "r1", { hook: "tc-egress" }));
 
     expect((await s.pingB(3)).received).toBe(0);
-    const [firewall] = s.manager.status("edge")!.nfs;
+    const [firewall] = (await s.manager.status("edge"))!.nfs;
     expect(firewall!.counters).toMatchObject({ packets: 3n, drops: 3n });
     expect(await s.flow(300)).toMatchObject({ received: 300 });
-    expect(s.manager.status("edge")!.nfs[0]!.counters.packets).toBe(3n);
+    expect((await s.manager.status("edge"))!.nfs[0]!.counters.packets).toBe(3n);
   });
 });

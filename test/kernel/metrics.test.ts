@@ -1,11 +1,14 @@
 /**
  * The node agent's metrics endpoint on the running kernel: a scrape reads the same per-NF
- * counters as the chain manager's status, after real traffic crossed the chain.
+ * counters as the chain manager's status, after real traffic crossed the chain. The manager
+ * runs as the chart runs the agent (see chart-manager.ts); the endpoint serves what its
+ * status reported last.
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { METRICS_CONTENT_TYPE } from "../../common/metrics.ts";
 import { AgentCounters, startMetricsServer } from "../../node-agent/src/agent/metrics.ts";
-import { ChainManager } from "../../node-agent/src/chain/index.ts";
+import type { ChainStatus } from "../../node-agent/src/chain/index.ts";
+import { startChartManager } from "./chart-manager.ts";
 import {
   builtinChain,
   compileBuiltins,
@@ -36,10 +39,15 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   const net = await createVethNetwork(scope);
   await staticNeighbors(net);
   const bpffs = createBpffsDir(scope);
-  const manager = new ChainManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root });
-  scope.defer(() => manager.close());
+  const manager = await startChartManager({
+    root: bpffs.path,
+    netns: net.b.ns.path,
+    rootObjectPath: objects.root,
+    scope,
+  });
+  let chains: ChainStatus[] = [];
   const counters = new AgentCounters();
-  const metrics = await startMetricsServer({ port: 0, list: () => manager.list(), counters });
+  const metrics = await startMetricsServer({ port: 0, list: () => chains, counters });
   scope.defer(() => metrics.close());
 
   await manager.apply(
@@ -67,6 +75,7 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   expect(pings.received).toBe(0);
   expect(flow).toMatchObject({ sent: 200, received: 200 });
 
+  chains = await manager.list();
   const res = await fetch(`http://127.0.0.1:${metrics.port}/metrics`);
   expect(res.status).toBe(200);
   expect(res.headers.get("content-type")).toBe(METRICS_CONTENT_TYPE);

@@ -3,13 +3,14 @@
  * on their test vectors, and their counters equal what was sent.
  *
  * Every chain sits on the receiving veth end (namespace B), so the flow A -> B crosses it. Both
- * ends know each other's MAC for good, so no ARP crosses the chain and counts are exact.
+ * ends know each other's MAC for good, so no ARP crosses the chain and counts are exact. The
+ * chain manager runs as the chart runs the agent (see chart-manager.ts).
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
-import { ChainManager } from "../../node-agent/src/chain/index.ts";
 import { decodeFlowEntry } from "../../node-agent/src/nf/index.ts";
 import { ipv4Bytes } from "../../node-agent/src/packet/index.ts";
+import { startChartManager, type ChartManager } from "./chart-manager.ts";
 import {
   builtinChain,
   compileBuiltins,
@@ -30,13 +31,17 @@ beforeAll(async () => {
 afterAll(() => cache.remove());
 
 /** A veth pair with a chain manager for namespace B's end, all undone after the test. */
-async function setup(): Promise<{ net: VethNetwork; manager: ChainManager }> {
+async function setup(): Promise<{ net: VethNetwork; manager: ChartManager }> {
   const scope = testScope();
   const net = await createVethNetwork(scope);
   await staticNeighbors(net);
   const bpffs = createBpffsDir(scope);
-  const manager = new ChainManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root });
-  scope.defer(() => manager.close());
+  const manager = await startChartManager({
+    root: bpffs.path,
+    netns: net.b.ns.path,
+    rootObjectPath: objects.root,
+    scope,
+  });
   return { net, manager };
 }
 
@@ -102,9 +107,9 @@ describe("built-in network functions on real traffic", () => {
       });
       expect(pings).toMatchObject({ sent: 4, received: 0 });
       expect(udp).toMatchObject({ sent: 3000, received: 3000, lost: 0 });
-      const [fw] = manager.status("fw")!.nfs;
+      const [fw] = (await manager.status("fw"))!.nfs;
       expect(fw!.counters).toMatchObject({ packets: 3004n, drops: 4n, passes: 3000n, errors: 0n });
-      expect(manager.status("fw")!.rootMisses.packets).toBe(0n);
+      expect((await manager.status("fw"))!.rootMisses.packets).toBe(0n);
     },
   );
 
@@ -152,7 +157,7 @@ describe("built-in network functions on real traffic", () => {
       rate: 20_000,
     });
 
-    const [rl] = manager.status("rl")!.nfs;
+    const [rl] = (await manager.status("rl"))!.nfs;
     expect(flow.sent).toBe(4000);
     expect(flow.receiverDrops).toBe(0);
     expect(rl!.counters.packets).toBe(4000n);
@@ -161,7 +166,7 @@ describe("built-in network functions on real traffic", () => {
     // The burst, plus what the rate allows over the flow's duration (with 50 ms of slack).
     expect(flow.received).toBeGreaterThanOrEqual(burst);
     expect(flow.received).toBeLessThanOrEqual(burst + Math.ceil((rate * (flow.durationMs + 50)) / 1000) + 1);
-    const buckets = manager.readTable("rl", "ratelimit", "ratelimit_state");
+    const buckets = await manager.readTable("rl", "ratelimit", "ratelimit_state");
     expect(buckets.map((b) => b.key.subarray(12).toString("hex"))).toEqual([ipv4Bytes(A).toString("hex")]);
   });
 
@@ -196,9 +201,9 @@ describe("built-in network functions on real traffic", () => {
     });
 
     expect(flow).toMatchObject({ sent: 2500, received: 2500, lost: 0 });
-    const flows = manager
-      .readTable("fm", "flowmon", "flowmon_flows")
-      .map(({ key, value }) => decodeFlowEntry(key, value));
+    const flows = (await manager.readTable("fm", "flowmon", "flowmon_flows")).map(({ key, value }) =>
+      decodeFlowEntry(key, value),
+    );
     expect(flows).toHaveLength(1);
     expect(flows[0]).toMatchObject({
       src: A,
@@ -207,7 +212,7 @@ describe("built-in network functions on real traffic", () => {
       packets: 2500,
       bytes: 2500 * UDP_FRAME_BYTES,
     });
-    expect(manager.status("fm")!.nfs[0]!.counters).toMatchObject({
+    expect((await manager.status("fm"))!.nfs[0]!.counters).toMatchObject({
       packets: 2500n,
       passes: 2500n,
       drops: 0n,
@@ -287,7 +292,9 @@ describe("built-in network functions on real traffic", () => {
 
       expect(pings.received).toBe(0);
       expect(flow).toMatchObject({ sent: 2000, received: 2000 });
-      const counters = Object.fromEntries(manager.status("all")!.nfs.map((nf) => [nf.name, nf.counters]));
+      const counters = Object.fromEntries(
+        (await manager.status("all"))!.nfs.map((nf) => [nf.name, nf.counters]),
+      );
       expect(counters.firewall).toMatchObject({ packets: 2003n, drops: 3n, passes: 2000n });
       expect(counters.ratelimit).toMatchObject({ packets: 2000n, drops: 0n, passes: 2000n });
       expect(counters.flowmon).toMatchObject({ packets: 2000n, drops: 0n, passes: 2000n });

@@ -17,11 +17,11 @@ import {
   UpdateFlags,
   VerifierError,
   XdpAction,
-  listIds,
   u32,
   u64,
   xdpQuery,
 } from "../../node-agent/src/libbpf/index.ts";
+import { listIds, mapById } from "../../node-agent/src/libbpf/byid.ts";
 import { ifIndex, NetnsError, withNetns } from "../../node-agent/src/netns/index.ts";
 import {
   compileBpf,
@@ -310,7 +310,7 @@ describe("libbpf from TypeScript on the running kernel", () => {
     expect(hash.delete(u32(2))).toBe(false);
     expect(hash.lookup(u32(2))).toBeUndefined();
     expect(() => hash.update(u32(1), u64(1), UpdateFlags.NOEXIST)).toThrow("map smoke_hash: update: EEXIST");
-    const reopened = BpfMap.fromId(hash.id);
+    const reopened = mapById(hash.id);
     scope.defer(() => reopened.close());
     expect(reopened.definition()).toEqual(hash.definition());
     expect(reopened.lookup(u32(3))?.readBigUInt64LE(0)).toBe(300n);

@@ -41,6 +41,5 @@ export type {
   RodataValue,
   RodataVariable,
 } from "./object.ts";
-export { fdById, listIds, numPossibleCpus, openPinned } from "./sys.ts";
-export type { ObjectKind } from "./sys.ts";
+export { numPossibleCpus, openPinned } from "./sys.ts";
 export { closeFd, dupFd, LIBBPF_SONAME } from "./ffi.ts";

@@ -2,7 +2,7 @@ import { NotSupportedError } from "./errors.ts";
 import { closeFd, lib, OPTS_SIZE } from "./ffi.ts";
 import { AttachType, BPF_F_REPLACE, linkTypeName, XdpFlags } from "./constants.ts";
 import type { BpfProgram } from "./program.ts";
-import { check, failure, fdById, objInfo, openPinned, pinFd } from "./sys.ts";
+import { check, failure, objInfo, openPinned, pinFd } from "./sys.ts";
 
 /**
  * How an XDP program runs: `native` in the driver (fast; veth supports it when the peer MTU is
@@ -48,7 +48,7 @@ const LINK_TYPE_TCX = 11;
 /**
  * A bpf_link: an attachment of a program to a hook that belongs to whoever holds it.
  *
- * Ownership: every handle owns its fd (links are created here, opened from a pin or an id, or
+ * Ownership: every handle owns its fd (links are created here, opened from a pin, or
  * wrapped with `owned: true`). Closing the last fd of an unpinned link detaches it; a pinned link
  * stays attached until its pin is removed and every fd is closed, or until {@link detach}.
  * Attaching and `if_nametoindex` happen in the calling thread's network namespace: enter the
@@ -105,11 +105,6 @@ export class BpfLink {
   /** Opens a link pinned on bpffs; the handle owns the new fd. */
   static fromPin(path: string): BpfLink {
     return BpfLink.fromFd(openPinned(path, `link ${path}`), { owned: true });
-  }
-
-  /** Opens a link by kernel id; the handle owns the new fd. */
-  static fromId(id: number): BpfLink {
-    return BpfLink.fromFd(fdById("link", id), { owned: true });
   }
 
   static #wrapNew(fd: number, mode: XdpMode | undefined): BpfLink {

@@ -1,6 +1,6 @@
 import { closeFd, dupFd, lib, OPTS_SIZE } from "./ffi.ts";
 import { isPerCpuMapType, mapTypeName, UpdateFlags } from "./constants.ts";
-import { check, failure, fdById, fixedName, numPossibleCpus, objInfo, openPinned, pinFd } from "./sys.ts";
+import { check, failure, fixedName, numPossibleCpus, objInfo, openPinned, pinFd } from "./sys.ts";
 
 /** What the kernel reports about a map (`struct bpf_map_info`). */
 export interface MapInfo {
@@ -54,8 +54,8 @@ export function sameMapDefinition(a: MapDefinition, b: MapDefinition): boolean {
 /**
  * A BPF map seen through a file descriptor.
  *
- * Ownership: a map made by {@link BpfMap.create}, {@link BpfMap.fromPin},
- * {@link BpfMap.fromId} or {@link BpfMap.fromFd} with `owned: true` owns its fd and `close()`
+ * Ownership: a map made by {@link BpfMap.create}, {@link BpfMap.fromPin} or
+ * {@link BpfMap.fromFd} with `owned: true` owns its fd and `close()`
  * closes it. A map handed out by a loaded {@link BpfObject} borrows libbpf's fd: `close()` does
  * nothing and the handle is valid until the object is closed; call {@link BpfMap.dup} to keep the
  * map beyond that. A map lives in the kernel while any fd, pin or program refers to it.
@@ -131,11 +131,6 @@ export class BpfMap {
   static fromPin(path: string, name?: string): BpfMap {
     const fd = openPinned(path, `map ${name ?? path}`);
     return BpfMap.fromFd(fd, name === undefined ? { owned: true } : { owned: true, name });
-  }
-
-  /** Opens a map by kernel id; the handle owns the new fd. */
-  static fromId(id: number): BpfMap {
-    return BpfMap.fromFd(fdById("map", id), { owned: true });
   }
 
   /** The map's fd (borrowed: do not close it; see the class comment). */

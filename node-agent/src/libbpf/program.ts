@@ -1,6 +1,6 @@
 import { addressOf, closeFd, dupFd, lib, OPTS_SIZE } from "./ffi.ts";
 import { progTypeName } from "./constants.ts";
-import { failure, fdById, fixedName, objInfo, openPinned, pinFd } from "./sys.ts";
+import { failure, fixedName, objInfo, openPinned, pinFd } from "./sys.ts";
 
 /** What the kernel reports about a program (`struct bpf_prog_info`). */
 export interface ProgInfo {
@@ -60,8 +60,8 @@ const PROG_INFO_SIZE = 232;
 /**
  * A loaded BPF program seen through a file descriptor.
  *
- * Ownership: a program from {@link BpfProgram.fromPin}, {@link BpfProgram.fromId} or
- * {@link BpfProgram.fromFd} with `owned: true` owns its fd and `close()` closes it. A program
+ * Ownership: a program from {@link BpfProgram.fromPin} or {@link BpfProgram.fromFd} with
+ * `owned: true` owns its fd and `close()` closes it. A program
  * handed out by a loaded {@link BpfObject} borrows libbpf's fd (`close()` does nothing; valid
  * until the object closes; {@link BpfProgram.dup} to keep it longer). The program stays in the
  * kernel while an fd, a pin, a link or a prog-array slot refers to it.
@@ -105,11 +105,6 @@ export class BpfProgram {
   static fromPin(path: string, name?: string): BpfProgram {
     const fd = openPinned(path, `program ${name ?? path}`);
     return BpfProgram.fromFd(fd, name === undefined ? { owned: true } : { owned: true, name });
-  }
-
-  /** Opens a program by kernel id; the handle owns the new fd. */
-  static fromId(id: number): BpfProgram {
-    return BpfProgram.fromFd(fdById("prog", id), { owned: true });
   }
 
   /** The program's fd (borrowed: do not close it). */

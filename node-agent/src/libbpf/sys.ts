@@ -1,6 +1,7 @@
 /**
  * Kernel-object plumbing shared by maps, programs and links: pin and open pinned objects,
- * object info, ids, and the conversion of `-errno` results into typed errors.
+ * object info, and the conversion of `-errno` results into typed errors. (Lookups by id need
+ * CAP_SYS_ADMIN and live apart, in byid.ts.)
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -51,33 +52,6 @@ export function objInfo(fd: number, buf: Buffer, subject: string): Buffer {
 export function fixedName(buf: Buffer, offset: number, size = 16): string {
   const end = buf.indexOf(0, offset);
   return buf.toString("utf8", offset, end < 0 || end > offset + size ? offset + size : end);
-}
-
-/** Kinds of kernel objects that have ids. */
-export type ObjectKind = "prog" | "map" | "link";
-
-const nextIdFns = { prog: lib.progGetNextId, map: lib.mapGetNextId, link: lib.linkGetNextId } as const;
-const fdByIdFns = { prog: lib.progGetFdById, map: lib.mapGetFdById, link: lib.linkGetFdById } as const;
-
-/** Ids of all live kernel objects of a kind, ascending (a snapshot; objects come and go). */
-export function listIds(kind: ObjectKind): number[] {
-  const ids: number[] = [];
-  const next = new Uint32Array(1);
-  let id = 0;
-  for (;;) {
-    const ret = nextIdFns[kind](id, next) as number;
-    if (ret < 0) {
-      if (-ret === 2) return ids; // ENOENT: end of the list
-      throw failure(ret, `${kind} ids`, "next id");
-    }
-    id = next[0] ?? 0;
-    ids.push(id);
-  }
-}
-
-/** Opens a kernel object by id; the caller owns the returned fd. ENOENT when it is gone. */
-export function fdById(kind: ObjectKind, id: number): number {
-  return check(fdByIdFns[kind](id) as number, `${kind} ${id}`, "open by id");
 }
 
 let possibleCpus = 0;
