@@ -80,19 +80,32 @@ function readString(block: Buffer, offset: number, length: number): string {
   return field.subarray(0, end < 0 ? length : end).toString("utf8");
 }
 
+/**
+ * A numeric header field: octal digits, padded with spaces or NULs. Base-256 (GNU) and anything
+ * else is refused, so every value is a non-negative safe integer below 8^11.
+ */
 function readOctal(block: Buffer, offset: number, length: number, what: string): number {
   const text = readString(block, offset, length).trim();
   if (!/^[0-7]*$/.test(text)) throw new ArtifactFormatError(`corrupt tar header: ${what} is not octal`);
   return text === "" ? 0 : Number.parseInt(text, 8);
 }
 
+/** Decimal digits only: no sign, exponent, hex prefix or spaces that `Number()` would accept. */
+const DECIMAL = /^(0|[1-9][0-9]*)$/;
+
+/**
+ * The records of a pax extended header, `"<length> <key>=<value>\n"` each. A record whose length
+ * is not plain decimal, points outside the header or does not end in a newline is refused: a
+ * reader that guessed would disagree with other readers about where members start.
+ */
 function parsePax(data: Buffer): Map<string, string> {
   const records = new Map<string, string>();
   let pos = 0;
   while (pos < data.length) {
     const space = data.indexOf(0x20, pos);
-    const length = space < 0 ? NaN : Number(data.subarray(pos, space).toString("ascii"));
-    if (!Number.isInteger(length) || length <= 0 || pos + length > data.length) {
+    const digits = space < 0 ? "" : data.subarray(pos, space).toString("latin1");
+    const length = DECIMAL.test(digits) && digits.length <= 15 ? Number(digits) : NaN;
+    if (!(length > space - pos + 1) || pos + length > data.length || data[pos + length - 1] !== 0x0a) {
       throw new ArtifactFormatError("corrupt pax header");
     }
     const record = data.subarray(space + 1, pos + length - 1).toString("utf8");
@@ -101,6 +114,19 @@ function parsePax(data: Buffer): Map<string, string> {
     pos += length;
   }
   return records;
+}
+
+/** A member's size from its pax `size` record or its header, checked to be a byte count. */
+function memberSize(block: Buffer, pax: Map<string, string> | undefined, path: string): number {
+  const record = pax?.get("size");
+  if (record === undefined) return readOctal(block, 124, 12, "size");
+  const size = DECIMAL.test(record) ? Number(record) : NaN;
+  if (!Number.isSafeInteger(size))
+    throw new ArtifactFormatError(
+      `tar member ${path} has an invalid pax size ${JSON.stringify(record.slice(0, 32))}`,
+      path,
+    );
+  return size;
 }
 
 /**
@@ -132,13 +158,13 @@ export function readTar(
     const prefix = readString(block, 345, 155);
     const rawName = readString(block, 0, 100);
     let path = pax?.get("path") ?? (prefix ? `${prefix}/${rawName}` : rawName);
-    const size = pax?.has("size") ? Number(pax.get("size")) : readOctal(block, 124, 12, "size");
+    const size = memberSize(block, pax, path);
     const mode = readOctal(block, 100, 8, "mode");
     pax = undefined;
     const dataStart = pos + BLOCK;
     const dataEnd = dataStart + size;
-    if (!Number.isSafeInteger(size) || dataEnd > tar.length)
-      throw new ArtifactFormatError(`tar member ${path} is truncated`, path);
+    if (dataEnd > tar.length) throw new ArtifactFormatError(`tar member ${path} is truncated`, path);
+    // size >= 0, so every member moves at least one block forward: the walk always ends.
     pos = dataStart + Math.ceil(size / BLOCK) * BLOCK;
     const content = tar.subarray(dataStart, dataEnd);
     switch (type) {
