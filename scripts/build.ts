@@ -15,7 +15,7 @@
  * when they would start an outdated `sluice`.
  */
 import { createHash } from "node:crypto";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -44,7 +44,6 @@ async function digest(path: string): Promise<string> {
 /** Builds `dist/` from the sources and records what it read. */
 export async function build(): Promise<void> {
   const esbuild = await import("esbuild");
-  await rm(DIST_DIR, { recursive: true, force: true });
   const result = await esbuild.build({
     absWorkingDir: root,
     entryPoints: { main: "bin/main.ts" },
@@ -64,6 +63,14 @@ export async function build(): Promise<void> {
     metafile: true,
     logLevel: "warning",
   });
+  // Chunks of an earlier build go only now: a sluice process that is running meanwhile (a test,
+  // the demo) still finds dist/main.js and the chunks it loads later.
+  const outputs = new Set(Object.keys(result.metafile.outputs).map((p) => resolve(root, p)));
+  outputs.add(BUILD_INFO);
+  for (const entry of await readdir(DIST_DIR, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath, entry.name);
+    if (entry.isFile() && !outputs.has(path)) await rm(path);
+  }
   const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes("node_modules/"));
   const sources: BuildInfo["sources"] = {};
   for (const path of [...inputs, "scripts/build.ts"].sort()) sources[path] = await digest(path);
