@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { ChainSpec } from "../../node-agent/src/chain/index.ts";
+import { compile } from "../../node-agent/src/compile/index.ts";
 import { decodeFlowEntry } from "../../node-agent/src/nf/index.ts";
 import { CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
 import { startChartManager } from "./chart-manager.ts";
@@ -16,14 +17,18 @@ import {
   staticNeighbors,
   type BuiltinObjects,
 } from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, testScope } from "./harness.ts";
+import { createBpffsDir, createVethNetwork, fixture, testScope } from "./harness.ts";
 import { startUdpFlow, udpFlow } from "./traffic.ts";
 
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
+let coreProbeObject = "";
 
 beforeAll(async () => {
   objects = await compileBuiltins(cache.path);
+  coreProbeObject = (
+    await compile({ sourceRoot: fixture("nf"), entry: "core-probe.bpf.c", cacheDir: cache.path })
+  ).objectPath;
 });
 afterAll(() => cache.remove());
 
@@ -125,5 +130,28 @@ describe("the chain manager with the chart agent's capabilities", () => {
 
     await restarted.remove("edge");
     expect(s.bpffs.listPinned()).toEqual([]);
+  });
+
+  test("an NF that asks CO-RE about a type the kernel lacks loads and runs (libbpf does not search module BTF by id)", async () => {
+    const s = await setup();
+    const manager = await s.startManager();
+
+    const result = await manager.apply({
+      name: "probe",
+      revision: "r1",
+      hook: "xdp",
+      interfaces: [s.net.b.ifname],
+      functions: [{ name: "core-probe", objectPath: coreProbeObject }],
+      tests: [
+        {
+          name: "the type is missing: packets pass",
+          packet: { ipv4: { src: s.net.a.ip, dst: s.net.b.ip }, udp: { sport: 1, dport: 2 } },
+          expect: { verdict: "pass" },
+        },
+      ],
+    });
+
+    expect(result).toMatchObject({ action: "created", selfTest: { passed: 1, failed: 0 } });
+    expect(await s.flow(300)).toMatchObject({ sent: 300, received: 300 });
   });
 });

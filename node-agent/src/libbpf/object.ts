@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { basename } from "node:path";
 import { BpfError, BpfSpecError, NotSupportedError, VerifierError } from "./errors.ts";
 import {
@@ -60,6 +61,26 @@ export interface BpfObjectOpenOptions {
   objectName?: string;
   /** Where maps declared with `LIBBPF_PIN_BY_NAME` are pinned and looked up; default /sys/fs/bpf. */
   pinRootPath?: string;
+  /**
+   * The kernel BTF that CO-RE relocations resolve against; default {@link KERNEL_BTF_PATH}.
+   * Given explicitly, libbpf looks no further: without it, a type missing from vmlinux sends
+   * libbpf through every kernel module's BTF, which it can reach only by id
+   * (`BPF_BTF_GET_NEXT_ID`), and that needs CAP_SYS_ADMIN: the load fails with EPERM for an
+   * agent with the chart's capabilities. So a type only a module defines counts as missing,
+   * the same for an agent on a node and for `sluice validate` as root. `null`: libbpf's own
+   * search, modules included (needs CAP_SYS_ADMIN when it reaches them).
+   */
+  kernelBtfPath?: string | null;
+}
+
+/** The running kernel's BTF. */
+export const KERNEL_BTF_PATH = "/sys/kernel/btf/vmlinux";
+
+let kernelBtf: string | null | undefined;
+/** {@link KERNEL_BTF_PATH} where the kernel has it; else libbpf's own search. */
+function defaultKernelBtf(): string | null {
+  kernelBtf ??= existsSync(KERNEL_BTF_PATH) ? KERNEL_BTF_PATH : null;
+  return kernelBtf;
 }
 
 /** Everything needed to load an object in one call: see {@link BpfObject.load}. */
@@ -131,8 +152,12 @@ export class BpfObject {
     opts.writeBigUInt64LE(BigInt(OPTS_SIZE.objectOpen), 0);
     const objectName = options.objectName === undefined ? undefined : cString(options.objectName);
     const pinRoot = options.pinRootPath === undefined ? undefined : cString(options.pinRootPath);
+    const btfPath = options.kernelBtfPath === undefined ? defaultKernelBtf() : options.kernelBtfPath;
+    // libbpf copies the strings at open.
+    const btf = btfPath === null ? undefined : cString(btfPath);
     if (objectName) opts.writeBigUInt64LE(addressOf(objectName), 8);
     if (pinRoot) opts.writeBigUInt64LE(addressOf(pinRoot), 24);
+    if (btf) opts.writeBigUInt64LE(addressOf(btf), 48);
     const obj = quietly(() => lib.objectOpenFile(path, opts) as Ptr | null);
     if (obj) return new BpfObject(path, obj);
     // Open again with printing on, for the reason libbpf gives.
