@@ -7,6 +7,10 @@
  * of that slot: every packet sees all of the old revision or all of the new one. State that must
  * outlive this process (programs, maps, links, what is live) is pinned on bpffs (see layout.ts),
  * so a new process adopts running chains without touching traffic.
+ *
+ * Capabilities: CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN are all it needs (what the Helm chart
+ * gives the agent). It holds fds of what it created and opens what it adopts by pin; it never
+ * opens a BPF object by id nor enumerates ids, which the kernel allows only with CAP_SYS_ADMIN.
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -97,7 +101,12 @@ export type SwitchPhase =
 export interface ChainManagerOptions {
   /** bpffs directory with one directory per chain; default {@link DEFAULT_BPFFS_ROOT}. */
   root?: string;
-  /** Network namespace (name under /run/netns, or a path) of the interfaces; default: this process's. */
+  /**
+   * Network namespace (name under /run/netns, or a path) of the interfaces; default: this
+   * process's. Entering it (setns) needs CAP_SYS_ADMIN, which the chart does not give the agent:
+   * an agent with the chart's capabilities starts inside the namespace instead (as a
+   * hostNetwork pod does) and leaves this unset.
+   */
   netns?: string;
   /** Compiled root object (bpf/root/root.bpf.c); default: compiled into `cacheDir` on first use. */
   rootObjectPath?: string;
