@@ -68,7 +68,10 @@ export interface BpfObjectOpenOptions {
    * (`BPF_BTF_GET_NEXT_ID`), and that needs CAP_SYS_ADMIN: the load fails with EPERM for an
    * agent with the chart's capabilities. So a type only a module defines counts as missing,
    * the same for an agent on a node and for `sluice validate` as root. `null`: libbpf's own
-   * search, modules included (needs CAP_SYS_ADMIN when it reaches them).
+   * search, modules included (needs CAP_SYS_ADMIN when it reaches them). Externs (`__ksym`,
+   * also weak ones) that vmlinux lacks still send libbpf 1.1 to module BTF, with no option to
+   * stop it: without CAP_SYS_ADMIN such an object fails to load ("failed to iterate BTF
+   * objects" in the libbpf log).
    */
   kernelBtfPath?: string | null;
 }
