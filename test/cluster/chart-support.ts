@@ -134,14 +134,19 @@ export function findManifest(manifests: readonly Manifest[], kind: string, name?
 
 /**
  * A kubeconfig that authenticates as a ServiceAccount with a fresh token from the TokenRequest
- * API (what the kubelet mounts into a pod), against the test API server.
+ * API (what the kubelet mounts into a pod), against the test API server. With `boundToNode` the
+ * token is bound to that Node object (it must exist), as the kubelet binds a pod's token.
  */
 export async function serviceAccountKubeConfig(
   namespace: string,
   serviceAccount: string,
+  options: { boundToNode?: string } = {},
 ): Promise<KubeConfig> {
+  const bound = options.boundToNode
+    ? ["--bound-object-kind=Node", `--bound-object-name=${options.boundToNode}`]
+    : [];
   const token = (
-    await kubectlOk(["create", "token", serviceAccount, "-n", namespace, "--duration=1h"])
+    await kubectlOk(["create", "token", serviceAccount, "-n", namespace, "--duration=1h", ...bound])
   ).trim();
   const admin = kubeConfig();
   const cluster = admin.getCurrentCluster();

@@ -5,9 +5,16 @@
  * - N Node objects (no kubelet), and for each a network namespace that plays the node: its
  *   interface `sl-node<i>` is one end of a veth pair whose other end sits in a client namespace,
  *   so traffic from the client crosses the node's chain on its way in;
- * - one `sluice agent` process per node (its own `--netns`, `--bpffs-root`, `--cache-dir`);
- * - one `sluice operator` process following a GitSource on a local repository (`file://`),
- *   told about commits by a signed push webhook, as a Git host would;
+ * - the chart's ServiceAccounts and RBAC (`helm template`), and per process a kubeconfig with a
+ *   TokenRequest token: the operator's for the operator, the agent's bound to its Node for each
+ *   agent. The admin kubeconfig only sets up and checks;
+ * - one `sluice agent` process per node, started inside the node's namespace (as a hostNetwork
+ *   pod runs on its node) with exactly the chart agent's capabilities, its own `--bpffs-root`
+ *   and `--cache-dir`. The node's loopback carries the API server's and the operator's ports to
+ *   the host's (fixtures/loopback-pipe.mjs), so the agent reaches both at 127.0.0.1;
+ * - one `sluice operator` process as the chart runs it: uid 65532, no capabilities, following a
+ *   GitSource on a repository served by `git daemon`, told about commits by a signed push
+ *   webhook, as a Git host would;
  * - open-ended UDP flows through every node, and NodeChain history recorded from a watch.
  *
  * Every process is started through `setpriv --pdeathsig KILL`, so a test run that dies takes its
@@ -18,7 +25,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHmac, randomInt } from "node:crypto";
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -28,10 +35,24 @@ import { parse as parseYaml, parseAllDocuments, stringify as toYaml } from "yaml
 import { BpfMap } from "../../node-agent/src/libbpf/index.ts";
 import { decodeFlowEntry, type FlowRecord } from "../../node-agent/src/nf/index.ts";
 import { pinName } from "../../node-agent/src/agent/agent.ts";
-import { kubeConfig, kubeconfigPath, kubectl, kubectlOk } from "../cluster/harness.ts";
+import { kubeConfig, kubectl, kubectlOk } from "../cluster/harness.ts";
+import {
+  installChartIdentities,
+  writeServiceAccountKubeConfig,
+  type ChartIdentities,
+} from "../cluster/identities.ts";
 import { installCrds } from "../cluster/sluice-support.ts";
 import { BPFFS_TEST_ROOT, createNetns, repoRoot, run, TestScope, type TestNetns } from "../kernel/harness.ts";
-import { createTestRepo, freePort, type TestRepo } from "../support/git-servers.ts";
+import { createTestRepo, freePort, startGitDaemon, type TestRepo } from "../support/git-servers.ts";
+import {
+  asChartAgent,
+  asChartOperator,
+  CHART_AGENT_CAP_MASK,
+  CHART_OPERATOR_UID,
+  effectiveCaps,
+  processUids,
+  sluiceArgv,
+} from "../support/sluice.ts";
 
 /** Name of the ServiceChain (and GitSource) of the example repository. */
 export const CHAIN = "edge";
@@ -60,23 +81,24 @@ export class SluiceProcess {
   readonly exited: Promise<Exit>;
   #exit: Exit | undefined;
 
+  /**
+   * Starts `argv`: `sluice <command>` behind wrappers that end in `setpriv --pdeathsig KILL`
+   * and exec each other, so that the pid is the sluice process itself, and the kernel kills it
+   * when the test process dies, whatever way it dies.
+   */
   constructor(
     readonly name: string,
-    args: readonly string[],
+    argv: readonly string[],
     readonly logPath: string,
+    env: NodeJS.ProcessEnv = {},
   ) {
     const log = openSync(logPath, "a");
-    // setpriv execs node: the pid is the sluice process itself, and the kernel kills it when
-    // the test process dies, whatever way it dies.
-    this.child = spawn(
-      "setpriv",
-      ["--pdeathsig", "KILL", "--", process.execPath, join(repoRoot, "bin/sluice.mjs"), ...args],
-      {
-        cwd: repoRoot,
-        stdio: ["ignore", log, log],
-        env: { ...process.env, SLUICE_LOG_LEVEL: process.env.SLUICE_E2E_LOG_LEVEL ?? "info" },
-      },
-    );
+    const [file, ...args] = argv;
+    this.child = spawn(file!, args, {
+      cwd: repoRoot,
+      stdio: ["ignore", log, log],
+      env: { ...process.env, SLUICE_LOG_LEVEL: process.env.SLUICE_E2E_LOG_LEVEL ?? "info", ...env },
+    });
     closeSync(log);
     this.exited = new Promise<Exit>((resolve) => {
       this.child.once("exit", (code, signal) => resolve((this.#exit = { code, signal })));
@@ -551,6 +573,8 @@ export interface E2eNode {
   clientIp: string;
   bpffsRoot: string;
   cacheDir: string;
+  /** The agent's kubeconfig: the chart agent ServiceAccount's token, bound to this node. */
+  kubeconfig: string;
   agent: SluiceProcess | undefined;
 }
 
@@ -572,8 +596,14 @@ export class Testbed {
   readonly serviceChains: ResourceWatch<ServiceChainView>;
   readonly gitSources: ResourceWatch<GitSourceView>;
   repo!: TestRepo;
+  /** The repository's URL as the GitSource names it (served by `git daemon`). */
+  repoUrl = "";
+  /** The chart's ServiceAccounts and RBAC every process of the testbed runs with. */
+  identities!: ChartIdentities;
   operator: SluiceProcess | undefined;
   operatorPort = 0;
+  /** The operator's kubeconfig: the chart operator ServiceAccount's token. */
+  operatorKubeconfig = "";
   webhookPath = "";
   readonly #scope = new TestScope();
   readonly #flows = new Set<RunningFlow>();
@@ -581,6 +611,12 @@ export class Testbed {
   /** Process logs; kept after a failed test (see {@link stop}). */
   #logDir = "";
   #bpffsDir = "";
+  /** Unix sockets that carry the host's control-plane ports to the nodes' loopbacks. */
+  #loopbackDir = "";
+  /** The operator's home and data, owned by the operator's user. */
+  #operatorHome = "";
+  /** What a node's loopback-pipe carries: the host's ports to the Unix sockets. */
+  #loopbackPairs: string[] = [];
   /** The repository's manifests as the last commit left them. */
   #chain: Yaml = {};
   #functions: Yaml[] = [];
@@ -636,16 +672,38 @@ export class Testbed {
 
     await installCrds();
     await Promise.all([this.nodeChains.start(), this.serviceChains.start(), this.gitSources.start()]);
+    // As `helm install sluice -n <namespace>` with operator.watchNamespace=<namespace> makes them.
+    this.identities = await installChartIdentities("sluice", namespace, { watchNamespace: namespace });
+    this.#scope.defer(() => this.identities.remove());
+
+    // The nodes reach the API server and the operator at the ports they have on the host.
+    this.operatorPort = await freePort();
+    const apiPort = Number(new URL(kubeConfig().getCurrentCluster()!.server).port);
+    this.#loopbackDir = join(this.#workDir, "loopback");
+    mkdirSync(this.#loopbackDir);
+    const pipes = [
+      { port: apiPort, socket: join(this.#loopbackDir, "apiserver.sock") },
+      { port: this.operatorPort, socket: join(this.#loopbackDir, "operator.sock") },
+    ];
+    this.#loopbackPairs = pipes.map((p) => `tcp:${p.port}=unix:${p.socket}`);
+    await this.#startLoopbackPipe(
+      pipes.map((p) => `unix:${p.socket}=tcp:${p.port}`),
+      undefined,
+    );
 
     for (let i = 0; i < count; i++) this.nodes.push(await this.#createNode(i));
     for (const node of this.nodes) await this.startAgent(node);
 
-    this.operatorPort = await freePort();
+    await this.#prepareOperator();
     await this.startOperator();
 
     const gitRoot = join(this.#workDir, "git");
     mkdirSync(gitRoot);
     this.repo = await createTestRepo({ name: "network", serveRoot: gitRoot });
+    // Over the network, as from a Git host: the operator's user cannot read the test's files.
+    const daemon = await startGitDaemon(gitRoot);
+    this.#scope.defer(() => daemon.stop());
+    this.repoUrl = daemon.url("network");
     await this.#loadExample();
     const sha = await this.repo.commit(this.#manifests(), "network: the edge chain");
     await kubectlOk([
@@ -663,7 +721,7 @@ export class Testbed {
         kind: "GitSource",
         metadata: { name: CHAIN, namespace },
         spec: {
-          url: this.repo.fileUrl,
+          url: this.repoUrl,
           ref: { branch: "main" },
           path: "network",
           // Commits arrive by webhook; the interval is only the safety net.
@@ -760,7 +818,70 @@ export class Testbed {
     const bpffsRoot = join(this.#bpffsDir, name);
     const cacheDir = join(this.#workDir, `cache-${name}`);
     mkdirSync(bpffsRoot, { recursive: true });
-    return { index, name, netns, client, ifname, ip, clientIp, bpffsRoot, cacheDir, agent: undefined };
+    // The token the kubelet would mount into the agent pod on this node: bound to the Node.
+    const kubeconfig = await writeServiceAccountKubeConfig(
+      this.#workDir,
+      `agent-${name}`,
+      this.namespace,
+      this.identities.agentServiceAccount,
+      { boundToNode: name },
+    );
+    await this.#startLoopbackPipe(this.#loopbackPairs, netns);
+    return {
+      index,
+      name,
+      netns,
+      client,
+      ifname,
+      ip,
+      clientIp,
+      bpffsRoot,
+      cacheDir,
+      kubeconfig,
+      agent: undefined,
+    };
+  }
+
+  /**
+   * Starts fixtures/loopback-pipe.mjs with `pairs`, in `netns` or on the host, and waits until
+   * it listens. It lives as long as the testbed.
+   */
+  async #startLoopbackPipe(pairs: readonly string[], netns: TestNetns | undefined): Promise<void> {
+    const enter = netns ? ["nsenter", `--net=${netns.path}`] : [];
+    const child = spawn(
+      enter[0] ?? "setpriv",
+      [
+        ...enter.slice(1),
+        ...(netns ? ["setpriv"] : []),
+        "--pdeathsig",
+        "KILL",
+        "--",
+        process.execPath,
+        join(FIXTURES, "loopback-pipe.mjs"),
+        ...pairs,
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    this.#scope.defer(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGKILL");
+        await exited;
+      }
+    });
+    let stderr = "";
+    child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`loopback-pipe: not ready within 20 s: ${stderr}`)),
+        20_000,
+      );
+      createInterface({ input: child.stdout! }).once("line", () => (clearTimeout(timer), resolve()));
+      child.once(
+        "exit",
+        (code) => (clearTimeout(timer), reject(new Error(`loopback-pipe exited ${code}: ${stderr}`))),
+      );
+    });
   }
 
   /** Starts (or restarts) the agent of `node` and waits until it follows its NodeChains. */
@@ -768,26 +889,36 @@ export class Testbed {
     if (node.agent?.running) throw new Error(`agent of ${node.name} is running already`);
     const logPath = join(this.#logDir, `agent-${node.name}.log`);
     const from = fileSize(logPath);
+    // As the chart's DaemonSet runs it: inside its node's network namespace from the start (it
+    // never calls setns, which would need CAP_SYS_ADMIN), with only CAP_BPF, CAP_PERFMON and
+    // CAP_NET_ADMIN, and the node-bound ServiceAccount token.
     const agent = new SluiceProcess(
       `agent ${node.name}`,
-      [
-        "agent",
-        "--node-name",
-        node.name,
-        "--kubeconfig",
-        kubeconfigPath(),
-        "--netns",
-        node.netns.name,
-        "--bpffs-root",
-        node.bpffsRoot,
-        "--cache-dir",
-        node.cacheDir,
-      ],
+      asChartAgent(
+        sluiceArgv([
+          "agent",
+          "--node-name",
+          node.name,
+          "--kubeconfig",
+          node.kubeconfig,
+          "--bpffs-root",
+          node.bpffsRoot,
+          "--cache-dir",
+          node.cacheDir,
+        ]),
+        node.netns.path,
+      ),
       logPath,
     );
     node.agent = agent;
     if (from === 0) this.#scope.defer(() => node.agent?.kill().then(() => undefined));
     await agent.waitForLog(/"msg":"agent started"/, 60_000, from);
+    const caps = effectiveCaps(agent.child.pid!);
+    if (caps !== CHART_AGENT_CAP_MASK) {
+      throw new Error(
+        `agent of ${node.name} runs with capabilities ${caps.toString(16)}, not the chart's ${CHART_AGENT_CAP_MASK.toString(16)}`,
+      );
+    }
     return agent;
   }
 
@@ -796,27 +927,52 @@ export class Testbed {
     return node.agent!.kill("SIGKILL");
   }
 
+  /**
+   * The operator's own directory, owned by its user as the chart's emptyDir volumes are (fsGroup):
+   * its kubeconfig (the operator ServiceAccount's token), `data/` and a home for git.
+   */
+  async #prepareOperator(): Promise<void> {
+    this.#operatorHome = await mkdtemp(join(tmpdir(), `${WORK_DIR_PREFIX}${process.pid}-operator-`));
+    this.#scope.defer(() => rm(this.#operatorHome, { recursive: true, force: true }));
+    await mkdir(join(this.#operatorHome, "data"));
+    for (const dir of [this.#operatorHome, join(this.#operatorHome, "data")])
+      await chown(dir, CHART_OPERATOR_UID, CHART_OPERATOR_UID);
+    this.operatorKubeconfig = await writeServiceAccountKubeConfig(
+      this.#operatorHome,
+      "operator",
+      this.namespace,
+      this.identities.operatorServiceAccount,
+      { owner: CHART_OPERATOR_UID },
+    );
+  }
+
   /** Starts (or restarts) the operator, on the same port and data directory every time. */
   async startOperator(): Promise<SluiceProcess> {
     if (this.operator?.running) throw new Error("the operator is running already");
     const logPath = join(this.#logDir, "operator.log");
     const first = this.operator === undefined;
+    // As the chart's Deployment runs it: a non-root user without capabilities, with the
+    // operator ServiceAccount's token.
     this.operator = new SluiceProcess(
       "operator",
-      [
-        "operator",
-        "--kubeconfig",
-        kubeconfigPath(),
-        "--namespace",
-        this.namespace,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(this.operatorPort),
-        "--data-dir",
-        join(this.#workDir, "operator"),
-      ],
+      asChartOperator(
+        sluiceArgv([
+          "operator",
+          "--kubeconfig",
+          this.operatorKubeconfig,
+          "--namespace",
+          this.namespace,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(this.operatorPort),
+          "--data-dir",
+          join(this.#operatorHome, "data"),
+        ]),
+      ),
       logPath,
+      // git wants a writable home (the chart sets HOME=/tmp, an emptyDir).
+      { HOME: this.#operatorHome },
     );
     if (first) this.#scope.defer(() => this.operator?.kill().then(() => undefined));
     const deadline = Date.now() + 60_000;
@@ -826,7 +982,13 @@ export class Testbed {
       })
         .then((r) => r.ok)
         .catch(() => false);
-      if (ok) return this.operator;
+      if (ok) {
+        const [uid] = processUids(this.operator.child.pid!);
+        const caps = effectiveCaps(this.operator.child.pid!);
+        if (uid !== CHART_OPERATOR_UID || caps !== 0n)
+          throw new Error(`the operator runs as uid ${uid} with capabilities ${caps.toString(16)}`);
+        return this.operator;
+      }
       if (!this.operator.running || Date.now() > deadline) {
         throw new Error(`operator not ready on port ${this.operatorPort}:\n${await this.operator.logTail()}`);
       }
@@ -926,7 +1088,7 @@ export class Testbed {
     const body = JSON.stringify({
       ref: "refs/heads/main",
       after: sha,
-      repository: { clone_url: this.repo.fileUrl },
+      repository: { clone_url: this.repoUrl },
     });
     const signature = `sha256=${createHmac("sha256", WEBHOOK_TOKEN).update(body).digest("hex")}`;
     const res = await fetch(`http://127.0.0.1:${this.operatorPort}${this.webhookPath}`, {

@@ -11,9 +11,14 @@
  * - a commit whose custom NF the verifier rejects, or whose test vector fails on the node,
  *   stops at the first node: the rollout halts, the ServiceChain is Degraded naming the node and
  *   the reason, the node returns to the last good revision, and traffic never stops anywhere.
+ *
+ * Every process runs as the chart runs it (see harness.ts); the first test checks that it does.
  */
+import { readFileSync, statSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestNamespace, kubectlOk } from "../cluster/harness.ts";
+import { NODE_NAME_EXTRA, serviceAccountUser, whoAmI } from "../cluster/identities.ts";
+import { CHART_AGENT_CAP_MASK, CHART_OPERATOR_UID, effectiveCaps, processUids } from "../support/sluice.ts";
 import {
   CHAIN,
   conditionOf,
@@ -116,6 +121,49 @@ describe("the first revision", () => {
     const record = rolloutRecord(bed.nodeChains.events, 0, good);
     expect(record.steps.map((s) => s.node).sort()).toEqual(bed.nodes.map((n) => n.name));
     expect(record.maxInTransition, JSON.stringify(record.worst)).toBeLessThanOrEqual(1);
+  });
+});
+
+describe("the processes, as the chart runs them", () => {
+  it("agents have exactly the chart agent's capabilities, live in their node's namespace and hold tokens bound to their node", async () => {
+    for (const node of bed.nodes) {
+      const pid = node.agent!.child.pid!;
+      expect(effectiveCaps(pid).toString(16), node.name).toBe(CHART_AGENT_CAP_MASK.toString(16));
+      expect(statSync(`/proc/${pid}/ns/net`).ino, `${node.name}: its network namespace`).toBe(
+        statSync(node.netns.path).ino,
+      );
+      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      expect(argv).toContain(node.kubeconfig);
+      expect(argv).not.toContain("--netns");
+      const who = await whoAmI(node.kubeconfig);
+      expect(who.username).toBe(serviceAccountUser(namespace, bed.identities.agentServiceAccount));
+      expect(who.extra[NODE_NAME_EXTRA], `${node.name}: the token is bound to the node`).toEqual([node.name]);
+    }
+  });
+
+  it("the operator runs as a non-root user with no capabilities and the operator ServiceAccount's token", async () => {
+    const pid = bed.operator!.child.pid!;
+    expect(processUids(pid)).toEqual([
+      CHART_OPERATOR_UID,
+      CHART_OPERATOR_UID,
+      CHART_OPERATOR_UID,
+      CHART_OPERATOR_UID,
+    ]);
+    expect(effectiveCaps(pid)).toBe(0n);
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")).toContain(bed.operatorKubeconfig);
+    expect((await whoAmI(bed.operatorKubeconfig)).username).toBe(
+      serviceAccountUser(namespace, bed.identities.operatorServiceAccount),
+    );
+  });
+
+  it("nothing the processes asked the API server for was refused", async () => {
+    const logs = [bed.operator!, ...bed.nodes.map((n) => n.agent!)];
+    for (const proc of logs) {
+      const refused = (await proc.log())
+        .split("\n")
+        .filter((l) => /forbidden|"(?:status|statusCode|code)":403\b/i.test(l));
+      expect(refused, proc.name).toEqual([]);
+    }
   });
 });
 

@@ -68,3 +68,36 @@ export function effectiveCaps(pid: number): bigint {
   if (!line) throw new Error(`/proc/${pid}/status has no CapEff line`);
   return BigInt(`0x${line[1]}`);
 }
+
+/** The user and group the chart's operator Deployment runs as (`runAsUser`, `runAsGroup`). */
+export const CHART_OPERATOR_UID = 65532;
+
+/**
+ * `argv` that runs `argv` as the chart runs the operator: uid and gid {@link CHART_OPERATOR_UID}
+ * with no supplementary groups, no capabilities in any set, and no way to gain any
+ * (`allowPrivilegeEscalation: false` is no_new_privs). Files it reads must be readable by that
+ * user, and its data directory writable. It dies with the test process.
+ */
+export function asChartOperator(argv: readonly string[]): string[] {
+  return [
+    "setpriv",
+    "--pdeathsig",
+    "KILL",
+    `--reuid=${CHART_OPERATOR_UID}`,
+    `--regid=${CHART_OPERATOR_UID}`,
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+    "--",
+    ...argv,
+  ];
+}
+
+/** The real, effective, saved and filesystem uids of process `pid` (`Uid` in /proc/<pid>/status). */
+export function processUids(pid: number): number[] {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const line = /^Uid:\s*(.+)$/m.exec(status);
+  if (!line) throw new Error(`/proc/${pid}/status has no Uid line`);
+  return line[1]!.trim().split(/\s+/).map(Number);
+}
