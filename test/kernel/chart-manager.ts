@@ -52,6 +52,8 @@ const ERROR_CLASSES = new Map<string, abstract new (...args: never[]) => Error>(
   ].map((c) => [c.name, c]),
 );
 
+const CLOSE_TIMEOUT_MS = 10_000;
+
 /** Options of {@link startChartManager}. */
 export interface ChartManagerOptions {
   /** bpffs directory of the chains. */
@@ -166,8 +168,11 @@ class ChartManagerProcess implements ChartManager {
     this.#closed ??= (async () => {
       if (this.#exited) return;
       const exited = new Promise((resolve) => this.#child.once("exit", resolve));
+      // A manager that does not close in time is killed: its pins stay, as after a crash.
+      const timer = setTimeout(() => this.#child.kill("SIGKILL"), CLOSE_TIMEOUT_MS);
       await this.#call("close", []).catch(() => this.#child.kill("SIGKILL"));
       await exited;
+      clearTimeout(timer);
     })();
     return this.#closed;
   }
