@@ -1,36 +1,46 @@
 /**
  * Leader election of `sluice operator --leader-elect` on a real kube-apiserver, with the operator
  * running as it runs in the cluster: separate `sluice operator` processes, each authenticated as
- * the chart's operator ServiceAccount with only the chart's RBAC, competing for the chart's Lease.
+ * the chart's operator ServiceAccount (a TokenRequest token) with only the chart's RBAC, as the
+ * chart's non-root user without capabilities, competing for the chart's Lease.
  *
  * What a user sees: the Lease names one holder; only that replica is Ready, reconciles, and
  * serves artifacts; when it stops (SIGTERM) it hands the Lease over at once, and when it crashes
  * (SIGKILL) a standby takes over after the lease expires — and reconciling goes on.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { chown, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestRepo, freePort, type TestRepo } from "../support/git-servers.ts";
-import { renderChart, serviceAccountKubeConfig, writeKubeConfig } from "./chart-support.ts";
+import {
+  createTestRepo,
+  freePort,
+  startGitDaemon,
+  type GitServer,
+  type TestRepo,
+} from "../support/git-servers.ts";
+import {
+  asChartOperator,
+  CHART_OPERATOR_UID,
+  effectiveCaps,
+  processUids,
+  sluiceArgv,
+} from "../support/sluice.ts";
 import { createTestNamespace, kubectl, kubectlOk } from "./harness.ts";
+import { installChartIdentities, writeServiceAccountKubeConfig, type ChartIdentities } from "./identities.ts";
 import { type GitSourceView, installCrds, readyAt, readyOf } from "./sluice-support.ts";
 
 const namespace = createTestNamespace("leader");
 const release = "lead";
-const leaseName = `${release}-sluice-operator`;
-const operatorSA = `${release}-sluice-operator`;
 /** Short, so that the crash takeover fits a test; renew deadline 4 s, retry every 0.8 s. */
 const leaseSeconds = 6;
-const sluiceBin = fileURLToPath(new URL("../../bin/sluice.mjs", import.meta.url));
 
 /** One `sluice operator` process. */
 class OperatorProcess {
   readonly url: string;
   readonly dataDir: string;
-  private child: ChildProcess | undefined;
+  child: ChildProcess | undefined;
   private readonly lines: string[] = [];
   exit: Promise<number | string> | undefined;
 
@@ -44,26 +54,30 @@ class OperatorProcess {
   }
 
   start(kubeconfig: string): void {
-    this.child = spawn(
-      process.execPath,
-      [
-        sluiceBin,
+    // As the chart's Deployment runs it: uid 65532, no capabilities, HOME on a writable volume.
+    const [file, ...args] = asChartOperator(
+      sluiceArgv([
         "operator",
         `--kubeconfig=${kubeconfig}`,
         `--namespace=${namespace}`,
         `--port=${this.port}`,
         "--host=127.0.0.1",
         `--data-dir=${this.dataDir}`,
+        // The repository is a local bare repository (file://, refused without this flag).
+        "--allow-file-sources",
         // Each replica advertises itself, so status shows which one produced the artifact.
         `--advertise-url=${this.url}`,
         "--leader-elect",
         `--leader-elect-namespace=${namespace}`,
-        `--leader-elect-lease=${leaseName}`,
+        `--leader-elect-lease=${identities.leaseName}`,
         `--leader-elect-id=${this.identity}`,
         `--leader-elect-duration=${leaseSeconds}s`,
-      ],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SLUICE_LOG_LEVEL: "info" } },
+      ]),
     );
+    this.child = spawn(file!, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, SLUICE_LOG_LEVEL: "info", HOME: workDir },
+    });
     for (const stream of [this.child.stdout!, this.child.stderr!]) {
       stream.on("data", (b: Buffer) => this.lines.push(...b.toString("utf8").split("\n").filter(Boolean)));
     }
@@ -110,7 +124,7 @@ interface LeaseView {
 }
 
 async function lease(): Promise<LeaseView> {
-  const result = await kubectl(["get", "lease", leaseName, "-n", namespace, "-o", "json"]);
+  const result = await kubectl(["get", "lease", identities.leaseName, "-n", namespace, "-o", "json"]);
   return result.code === 0 ? (JSON.parse(result.stdout) as LeaseView) : {};
 }
 
@@ -147,7 +161,8 @@ spec:
 let workDir: string;
 let kubeconfig: string;
 let repo: TestRepo;
-let rendered: string | undefined;
+let gitDaemon: GitServer | undefined;
+let identities: ChartIdentities;
 const operators: OperatorProcess[] = [];
 
 async function newOperator(identity: string): Promise<OperatorProcess> {
@@ -186,23 +201,26 @@ async function readyFrom(op: OperatorProcess, revision: string): Promise<GitSour
 
 beforeAll(async () => {
   await installCrds();
+  // The operator's user owns the replicas' data and home, as the chart's emptyDir volumes.
   workDir = await mkdtemp(join(tmpdir(), "sluice-leader-"));
-  rendered = await renderChart(release, namespace, {
-    showOnly: ["templates/serviceaccounts.yaml", "templates/operator-rbac.yaml"],
-  });
-  await kubectlOk(["apply", "--server-side", "-f", "-"], { input: rendered });
-  kubeconfig = await writeKubeConfig(
-    await serviceAccountKubeConfig(namespace, operatorSA),
+  await chown(workDir, CHART_OPERATOR_UID, CHART_OPERATOR_UID);
+  identities = await installChartIdentities(release, namespace);
+  kubeconfig = await writeServiceAccountKubeConfig(
     workDir,
     "operator",
+    namespace,
+    identities.operatorServiceAccount,
+    { owner: CHART_OPERATOR_UID },
   );
+  // Served over the network: the operator's user cannot read the test's files.
   repo = await createTestRepo({ name: "leader" });
+  gitDaemon = await startGitDaemon(repo.serveRoot);
 });
 
 afterAll(async () => {
   await Promise.all(operators.map((o) => o.stop()));
-  if (rendered)
-    await kubectl(["delete", "--ignore-not-found", "--wait=false", "-f", "-"], { input: rendered });
+  await identities?.remove();
+  await gitDaemon?.stop();
   await repo?.cleanup();
   await rm(workDir, { recursive: true, force: true });
 });
@@ -216,13 +234,20 @@ describe("two operators with --leader-elect", () => {
     a = await newOperator("op-a");
     await eventually("op-a holding the Lease", holderIs("op-a"), everyLog);
     b = await newOperator("op-b");
+    for (const op of [a, b]) {
+      const pid = op.child!.pid!;
+      expect(processUids(pid), `${op.identity} runs as the chart's user`).toEqual(
+        Array(4).fill(CHART_OPERATOR_UID),
+      );
+      expect(effectiveCaps(pid), `${op.identity} has no capabilities`).toBe(0n);
+    }
     r1 = `main@sha1:${await repo.commit({ "pass.yaml": nf("pass") })}`;
     await kubectlOk(["apply", "-f", "-"], {
       input: JSON.stringify({
         apiVersion: "sluice.dev/v1alpha1",
         kind: "GitSource",
         metadata: { name: "network", namespace },
-        spec: { url: repo.fileUrl, interval: "1h" },
+        spec: { url: gitDaemon!.url("leader"), interval: "1h" },
       }),
     });
     const gs = await readyFrom(a, r1);
