@@ -18,16 +18,23 @@ Usage:
              [--path DIR] [--name local] [--interval 10s] [--port 9470] [--data-dir DIR]
              [--bpffs-root DIR] [--netns NS] [--webhook-token T]
   sluice status [--json | --watch] [--port 9470]
-  sluice operator [--kubeconfig FILE] [--namespace NS] [--port 8080] [--data-dir DIR] [--advertise-url URL]
+  sluice operator [--kubeconfig FILE] [--namespace NS[,NS...]] [--port 8080] [--data-dir DIR] [--advertise-url URL]
+                  [--allow-cross-namespace] [--allow-file-sources] [--allowed-git-hosts HOST[,HOST...]]
                   [--leader-elect [--leader-elect-namespace NS] [--leader-elect-lease NAME]
                    [--leader-elect-id ID] [--leader-elect-duration 15s]]
   sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR] [--cache-dir DIR]
-               [--metrics-port 9471 (0: off)]
+               [--metrics-port 9471 (0: off)] [--metrics-address 127.0.0.1 (an IP of the node; 0.0.0.0: all)]
   sluice validate <dir> [--no-load] [--cache-dir DIR] [--json]
                   manifests, plans, compile, verifier; nothing is attached (for CI)
   sluice test <dir> [--cache-dir DIR] [--json]
                   validate, then run every NF and chain test vector in the kernel
   sluice help
+
+Operator flags for clusters shared by teams (all off by default):
+  --allow-cross-namespace   a GitSource may apply objects into other namespaces than its own
+                            (off: an object naming another namespace invalidates the revision)
+  --allow-file-sources      follow file:// GitSource URLs, which read the operator's own disk
+  --allowed-git-hosts H,... follow only URLs on these hosts (host, host:port or *.domain)
 
 Exit codes: 0 ok, 1 the command found a problem, 2 bad usage, 3 this host lacks something.
 `;
@@ -75,9 +82,22 @@ async function operator(argv: string[]): Promise<number> {
       "leader-elect-lease": { type: "string", default: "sluice-operator" },
       "leader-elect-id": { type: "string" },
       "leader-elect-duration": { type: "string", default: "15s" },
+      "allow-cross-namespace": { type: "boolean", default: false },
+      "allow-file-sources": { type: "boolean", default: false },
+      "allowed-git-hosts": { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
   });
+  if (values.help) {
+    process.stdout.write(usage);
+    return ExitCode.Ok;
+  }
+  const list = (value: string | undefined) =>
+    value
+      ?.split(",")
+      .map((v) => v.trim())
+      .filter(Boolean);
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     process.stderr.write(`sluice operator: --port: ${values.port} is not a port number\n`);
@@ -101,7 +121,12 @@ async function operator(argv: string[]): Promise<number> {
   const { rootLogger } = await import("../common/log.ts");
   const running = await startOperator({
     kubeconfig: values.kubeconfig,
-    namespace: values.namespace,
+    namespace: list(values.namespace),
+    sources: {
+      allowCrossNamespace: values["allow-cross-namespace"],
+      allowFileSources: values["allow-file-sources"],
+      allowedGitHosts: list(values["allowed-git-hosts"]),
+    },
     port,
     host: values.host,
     dataDir: values["data-dir"],
@@ -238,6 +263,9 @@ async function agent(argv: string[]): Promise<number> {
       "bpffs-root": { type: "string" },
       "cache-dir": { type: "string", default: "/var/cache/sluice" },
       "metrics-port": { type: "string", default: "9471" },
+      // Loopback unless told: the agent lives in the host network, where "every address"
+      // includes the node's outside interfaces.
+      "metrics-address": { type: "string" },
     },
     strict: true,
   });
@@ -249,6 +277,17 @@ async function agent(argv: string[]): Promise<number> {
   const metricsPort = Number(values["metrics-port"]);
   if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) {
     process.stderr.write(`sluice agent: --metrics-port: ${values["metrics-port"]} is not a port number\n`);
+    return ExitCode.Usage;
+  }
+  const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } = await import(
+    "../node-agent/src/agent/metrics.ts"
+  );
+  let metricsAddress: string;
+  try {
+    metricsAddress = parseMetricsAddress(values["metrics-address"] ?? DEFAULT_AGENT_METRICS_ADDRESS);
+  } catch (err) {
+    if (!(err instanceof MetricsAddressError)) throw err;
+    process.stderr.write(`sluice agent: --metrics-address: ${err.message}\n`);
     return ExitCode.Usage;
   }
   const { KubeClient } = await import("../operator/src/kube/client.ts");
@@ -267,6 +306,7 @@ async function agent(argv: string[]): Promise<number> {
     cacheDir: values["cache-dir"],
     netns: values.netns,
     metricsPort,
+    metricsAddress,
     logger: log,
   });
   await waitForSignal();

@@ -283,6 +283,8 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     server,
     advertiseUrl: url,
     dataDir: options.dataDir,
+    // One host, one user: a local directory is the usual source, and there are no tenants.
+    policy: { allowFileSources: true, allowCrossNamespace: true },
     readSecret: async (_namespace, name) =>
       name === "local-webhook" && options.webhookToken ? { token: options.webhookToken } : undefined,
     event: (obj, type, reason, message) => {

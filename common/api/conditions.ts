@@ -56,6 +56,17 @@ export const Reason = {
   ApplyFailed: "ApplyFailed",
   /** Deleting objects that left the repository failed. */
   PruneFailed: "PruneFailed",
+  /**
+   * The operator does not follow this URL: `file://` without `--allow-file-sources`, or a host
+   * outside `--allowed-git-hosts`.
+   */
+  SourceNotAllowed: "SourceNotAllowed",
+  /**
+   * The GitSource was applied by a GitSource of another namespace (without
+   * `--allow-cross-namespace`): it reads no Secret and applies nothing in the namespace it was
+   * planted in.
+   */
+  CrossNamespaceNotAllowed: "CrossNamespaceNotAllowed",
 
   // NetworkFunction.
   /** The GitSource named by `source.sourceRef` does not exist or has no artifact yet. */

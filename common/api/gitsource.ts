@@ -162,6 +162,13 @@ export const GitSourceStatus = z.object({
     .max(256)
     .optional()
     .describe("Path on the operator's HTTP endpoint that receives push webhooks for this source."),
+  webhookSalt: z
+    .string()
+    .regex(/^[0-9a-f]{32}$/, "must be 32 lower-case hex digits")
+    .optional()
+    .describe(
+      "Random salt the webhook path is keyed with, so the path reveals nothing of the token and differs between sources sharing one; delete it to get a new path.",
+    ),
 });
 export type GitSourceStatus = z.infer<typeof GitSourceStatus>;
 

@@ -1,7 +1,9 @@
 import { join } from "node:path";
+import { GitSource } from "../../common/api/index.ts";
 import type { ArtifactStore } from "../../common/artifact/index.ts";
 import type { Logger } from "../../common/log.ts";
 import type { Store, StoredObject } from "../../common/store.ts";
+import type { SourcePolicy } from "./gitsource/policy.ts";
 import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.ts";
 import { Controller, objectKey, splitKey } from "./kube/controller.ts";
 import type { SourceServer } from "./server/index.ts";
@@ -18,6 +20,8 @@ export interface ControlPlaneOptions {
   dataDir: string;
   /** Reads a Secret's data; absent in single-host mode. */
   readSecret?: GitSourceDeps["readSecret"];
+  /** What GitSources may reach (namespaces, URL schemes and hosts); absent: the safe defaults. */
+  policy?: SourcePolicy;
   /** Records an event (the log line is written by the caller's recorder too). */
   event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   log: Logger;
@@ -88,24 +92,27 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     options.concurrency ?? 2,
   );
 
-  const webhooks = new Map<string, { token: string; path: string; unregister: () => void }>();
+  const webhooks = new Map<string, { token: string; salt: string; path: string; unregister: () => void }>();
   const gitDeps: GitSourceDeps = {
     store,
     artifacts: options.artifacts,
     artifactBaseUrl: options.advertiseUrl,
     workRoot: join(options.dataDir, "git"),
     readSecret: options.readSecret,
-    ensureWebhook: (namespace, name, token) => {
+    ensureWebhook: (namespace, name, hook) => {
       const key = `${namespace}/${name}`;
       const existing = webhooks.get(key);
-      if (existing && existing.token === token) return existing.path;
+      if (existing && hook && existing.token === hook.token && existing.salt === hook.salt)
+        return existing.path;
       existing?.unregister();
       webhooks.delete(key);
-      if (!token) return undefined;
-      const reg = server.registerWebhook(token, () => gitSources.enqueue(key));
-      webhooks.set(key, { token, path: reg.path, unregister: reg.unregister });
+      if (!hook) return undefined;
+      const reg = server.registerWebhook(hook.token, hook.salt, () => gitSources.enqueue(key));
+      webhooks.set(key, { ...hook, path: reg.path, unregister: reg.unregister });
       return reg.path;
     },
+    publishArtifact: (namespace, name, digest) => server.publishArtifact(namespace, name, digest),
+    policy: options.policy,
     event: options.event,
     now,
   };
@@ -115,13 +122,18 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
   const seen = new Map<string, string>();
   const unwatchGit = store.watch("GitSource", (event) => {
     const key = objectKey(event.object);
+    const { namespace, name } = splitKey(key);
     if (event.type === "deleted") {
       seen.delete(key);
       webhooks.get(key)?.unregister();
       webhooks.delete(key);
+      server.withdrawArtifacts(namespace ?? "default", name);
       gitSources.enqueue(key);
       return;
     }
+    // After a restart, what status names is what was published (nothing else is served).
+    const artifact = GitSource.shape.status.safeParse(event.object.status).data?.artifact;
+    if (artifact) server.publishArtifact(namespace ?? "default", name, artifact.digest);
     const fingerprint = JSON.stringify([
       event.object.metadata.generation,
       event.object.metadata.annotations ?? {},
@@ -149,6 +161,8 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
       unwatchGit();
       unwatchChains.forEach((u) => u());
       for (const w of webhooks.values()) w.unregister();
+      // A replica that does not lead serves no artifact: it built none.
+      server.withdrawArtifacts();
       await Promise.all([gitSources.stop(), serviceChains.stop()]);
     },
   };

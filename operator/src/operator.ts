@@ -4,6 +4,7 @@ import { ArtifactStore } from "../../common/artifact/index.ts";
 import { rootLogger, type Logger } from "../../common/log.ts";
 import type { Store, StoredObject } from "../../common/store.ts";
 import { startControlPlane, type ControlPlane } from "./controlplane.ts";
+import type { SourcePolicy } from "./gitsource/policy.ts";
 import { CoreResources, KubeClient } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { LeaderElector, type LeaderElectionConfig } from "./kube/leader.ts";
@@ -15,8 +16,14 @@ import { SourceServer } from "./server/index.ts";
 export interface OperatorOptions {
   /** kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account. */
   kubeconfig?: string;
-  /** Watch one namespace only; default all. */
-  namespace?: string;
+  /** Watch one namespace (or these namespaces) only; default all. */
+  namespace?: string | readonly string[];
+  /**
+   * What GitSources may reach. Default: a GitSource applies only into its own namespace and
+   * follows no `file://` URL (`--allow-cross-namespace`, `--allow-file-sources` and
+   * `--allowed-git-hosts` change that).
+   */
+  sources?: SourcePolicy;
   /** Port of the HTTP endpoint (artifacts, webhooks, health, metrics). */
   port: number;
   /** Address to listen on. */
@@ -86,6 +93,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       server,
       advertiseUrl,
       dataDir: options.dataDir,
+      policy: options.sources,
       readSecret: async (namespace, name) => {
         const secret = await client.get<StoredObject & { data?: Record<string, string> }>(
           CoreResources.Secret,

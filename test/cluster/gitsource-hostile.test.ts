@@ -190,6 +190,8 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     dataDir,
+    // The hostile repositories are local bare repositories (file://, allowed only with this flag).
+    sources: { allowFileSources: true },
   });
 });
 

@@ -150,6 +150,8 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     dataDir: join(dataDir, "operator"),
+    // These repositories are local bare repositories; a shared cluster refuses file:// by default.
+    sources: { allowFileSources: true },
   });
 });
 

@@ -63,8 +63,6 @@ class OperatorProcess {
         `--port=${this.port}`,
         "--host=127.0.0.1",
         `--data-dir=${this.dataDir}`,
-        // The repository is a local bare repository (file://, refused without this flag).
-        "--allow-file-sources",
         // Each replica advertises itself, so status shows which one produced the artifact.
         `--advertise-url=${this.url}`,
         "--leader-elect",

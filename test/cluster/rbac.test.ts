@@ -403,6 +403,7 @@ spec:
       port: 0,
       host: "127.0.0.1",
       dataDir: join(dir, "data"),
+      sources: { allowFileSources: true },
       leaderElection: {
         namespace: releaseNamespace,
         leaseName: narrow.leaseName,

@@ -151,6 +151,8 @@ beforeAll(async () => {
     port: 0,
     host: "127.0.0.1",
     dataDir,
+    // The repository is a local bare repository (file://, allowed only with this flag).
+    sources: { allowFileSources: true },
   });
   await watch.start();
 });

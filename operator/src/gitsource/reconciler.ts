@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { rm } from "node:fs/promises";
 import {
@@ -29,6 +30,7 @@ import {
   type GitSyncResult,
 } from "../git/index.ts";
 import { loadRevision } from "../manifests/index.ts";
+import { checkSourceUrl, parentNamespace, type SourcePolicy } from "./policy.ts";
 
 /** Label put on every object applied from a GitSource: `<namespace>.<name>` of the source. */
 export const SOURCE_LABEL = "sluice.dev/source";
@@ -44,10 +46,22 @@ export interface GitSourceDeps {
   /** Reads a Secret's data (decoded); undefined when it does not exist. Absent in single-host mode. */
   readSecret?: (namespace: string, name: string) => Promise<Record<string, string> | undefined>;
   /**
-   * Registers (or keeps) the push webhook of a source signed with `token` and returns its URL
-   * path; a trigger reconciles the source at once. Absent when there is no HTTP endpoint.
+   * Registers (or keeps) the push webhook of a source signed with `hook.token`, at a path keyed
+   * with `hook.salt`, and returns that path; a trigger reconciles the source at once. Absent when
+   * there is no HTTP endpoint.
    */
-  ensureWebhook?: (namespace: string, name: string, token: string | undefined) => string | undefined;
+  ensureWebhook?: (
+    namespace: string,
+    name: string,
+    hook: { token: string; salt: string } | undefined,
+  ) => string | undefined;
+  /**
+   * Lets the artifact server hand out an artifact: called once its revision is applied, before
+   * status names it, so an agent that reads the new plan finds it served.
+   */
+  publishArtifact?: (namespace: string, name: string, digest: string) => void;
+  /** What sources may reach; absent: the safe defaults (own namespace, no file://). */
+  policy?: SourcePolicy;
   /** Logs and records an event on the object. */
   event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   now?: () => Date;
@@ -123,6 +137,7 @@ export async function reconcileGitSource(
 
 const steps: Step[] = [
   reconcileSuspend,
+  reconcileAccess,
   reconcileWebhook,
   reconcileSource,
   reconcileArtifact,
@@ -136,6 +151,30 @@ async function reconcileSuspend(run: Run, deps: GitSourceDeps): Promise<StepResu
   return { next: false };
 }
 
+/**
+ * Refuses, before any Secret is read or git runs, what this operator does not follow: a URL its
+ * policy forbids, and a GitSource that a GitSource of another namespace planted here (it would
+ * read this namespace's Secrets and send them wherever its author points it).
+ */
+async function reconcileAccess(run: Run, deps: GitSourceDeps): Promise<StepResult> {
+  const policy = deps.policy ?? {};
+  const { metadata, spec } = run.source;
+  const ns = metadata.namespace ?? "default";
+  const parent = parentNamespace(metadata.labels, SOURCE_LABEL);
+  if (!policy.allowCrossNamespace && parent !== undefined && parent !== ns) {
+    return fail(
+      run,
+      deps,
+      Reason.CrossNamespaceNotAllowed,
+      `this GitSource was applied by GitSource ${metadata.labels![SOURCE_LABEL]} of namespace ${parent}; a GitSource applies only into its own namespace, so this one reads no Secret and applies nothing (delete it, or start the operator with --allow-cross-namespace)`,
+      true,
+    );
+  }
+  const url = checkSourceUrl(spec.url, policy);
+  if (!url.ok) return fail(run, deps, Reason.SourceNotAllowed, url.message, true);
+  return next;
+}
+
 async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResult> {
   const { spec, metadata } = run.source;
   const ns = metadata.namespace ?? "default";
@@ -143,6 +182,8 @@ async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResu
   if (!spec.webhookSecretRef) {
     deps.ensureWebhook(ns, metadata.name, undefined);
     delete run.status.webhookPath;
+    // A webhook set up again later gets a new path.
+    delete run.status.webhookSalt;
     return next;
   }
   const data = deps.readSecret ? await deps.readSecret(ns, spec.webhookSecretRef.name) : undefined;
@@ -156,7 +197,11 @@ async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResu
       false,
     );
   }
-  run.status.webhookPath = deps.ensureWebhook(ns, metadata.name, token);
+  // Kept in status, so the path survives operator restarts; random, so it says nothing of the
+  // token and two sources sharing a token get different paths.
+  const salt = run.status.webhookSalt ?? randomBytes(16).toString("hex");
+  run.status.webhookSalt = salt;
+  run.status.webhookPath = deps.ensureWebhook(ns, metadata.name, { token, salt });
   return next;
 }
 
@@ -187,6 +232,8 @@ async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResul
       workDir: join(deps.workRoot, ns, metadata.name),
       timeoutMs: parseDuration(spec.timeout),
       auth,
+      // Checked in reconcileAccess already; git itself refuses too.
+      ...(deps.policy?.allowFileSources ? {} : { allowedSchemes: ["https", "http", "ssh", "git"] as const }),
       logger: run.log,
     });
     return next;
@@ -249,6 +296,7 @@ async function reconcileManifests(run: Run, deps: GitSourceDeps): Promise<StepRe
   const loaded = await loadRevision(dir, {
     defaultNamespace: ns,
     displayPrefix: spec.path === "." ? "" : spec.path,
+    ...(deps.policy?.allowCrossNamespace ? {} : { confineToNamespace: ns }),
   });
   if (!loaded.ok) {
     return fail(
@@ -267,7 +315,20 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
   const { metadata, spec } = run.source;
   const ns = metadata.namespace ?? "default";
   const revision = run.sync!.revision;
-  const desired = run.objects!.map((o) => toApplied(o, ns, `${ns}.${metadata.name}`));
+  const sourceLabel = `${ns}.${metadata.name}`;
+  const confined = !deps.policy?.allowCrossNamespace;
+  const desired = run.objects!.map((o) => toApplied(o, ns, sourceLabel));
+  // The manifests step refused these already; checked again where the writes happen.
+  const stray = confined ? desired.find((o) => o.metadata.namespace !== ns) : undefined;
+  if (stray) {
+    return fail(
+      run,
+      deps,
+      Reason.ApplyFailed,
+      `revision ${revision}: ${stray.kind} ${stray.metadata.name} is in namespace ${stray.metadata.namespace}, outside ${ns}`,
+      false,
+    );
+  }
   try {
     // All or nothing: the API server validates every object (CEL rules included) before the
     // first one is written.
@@ -289,11 +350,25 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
   }));
   const keep = new Set(inventory.map(inventoryKey));
   let pruned = 0;
+  const leftInPlace: string[] = [];
   if (spec.prune) {
     for (const old of run.status.inventory ?? []) {
       if (keep.has(inventoryKey(old))) continue;
+      const what = `${old.kind} ${old.namespace ?? ns}/${old.name}`;
+      // The inventory is status, which others may write, and may predate the namespace rule:
+      // only objects in reach that still carry this source's label are deleted.
+      if (confined && (old.namespace ?? ns) !== ns) {
+        leftInPlace.push(`${what} (outside namespace ${ns})`);
+        continue;
+      }
       try {
-        if (await deps.store.delete(old.kind, old.namespace, old.name)) pruned++;
+        const current = await deps.store.get(old.kind, old.namespace ?? ns, old.name);
+        if (!current) continue;
+        if (current.metadata.labels?.[SOURCE_LABEL] !== sourceLabel) {
+          leftInPlace.push(`${what} (not labelled ${SOURCE_LABEL}=${sourceLabel})`);
+          continue;
+        }
+        if (await deps.store.delete(old.kind, old.namespace ?? ns, old.name)) pruned++;
       } catch (err) {
         return fail(
           run,
@@ -305,6 +380,10 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
       }
     }
   }
+  if (leftInPlace.length > 0) {
+    deps.event(run.stored, "Warning", "PruneSkipped", `not pruned: ${leftInPlace.join(", ")}`);
+  }
+  if (run.artifact) deps.publishArtifact?.(ns, metadata.name, run.artifact.digest);
   const changed = run.status.lastAppliedRevision !== revision;
   // The artifact in status is the one whose manifests are applied: NetworkFunctions with a
   // path source resolve against it, so it never points at a rejected revision.

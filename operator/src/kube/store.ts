@@ -28,7 +28,8 @@ function resourceOf(kind: string): Resource {
  * changes, not with the size of the cluster.
  */
 export class KubeStore implements Store {
-  private readonly informers = new Map<string, Informer<KubeObject>>();
+  /** Per kind, one informer (or one per watched namespace, for namespaced kinds). */
+  private readonly informers = new Map<string, Informer<KubeObject>[]>();
   private readonly handlers = new Map<string, Set<(e: StoreEvent) => void>>();
   /**
    * Objects this store wrote whose watch event has not arrived yet. A reconcile that runs right
@@ -41,7 +42,8 @@ export class KubeStore implements Store {
     readonly client: KubeClient,
     private readonly log: Logger,
     private readonly options: {
-      namespace?: string;
+      /** Watch namespaced kinds in this namespace (or these namespaces) only; default: all. */
+      namespace?: string | readonly string[];
       labelSelectors?: Record<string, string>;
       /**
        * Kinds whose `get` always asks the API server. A reconciler reads its own object this way:
@@ -54,9 +56,22 @@ export class KubeStore implements Store {
 
   /** Starts watching a kind and waits for its first full list. */
   async startWatching(kind: string): Promise<void> {
-    if (this.informers.has(kind)) return this.informers.get(kind)!.hasSynced;
+    const started = this.informers.get(kind);
+    if (started) {
+      await Promise.all(started.map((i) => i.hasSynced));
+      return;
+    }
     const res = resourceOf(kind);
-    const informer = new Informer<KubeObject>(
+    const scope = this.options.namespace;
+    const namespaces: (string | undefined)[] =
+      !res.namespaced || scope === undefined ? [undefined] : typeof scope === "string" ? [scope] : [...scope];
+    const informers = namespaces.map((namespace) => this.informerFor(kind, res, namespace));
+    this.informers.set(kind, informers);
+    await Promise.all(informers.map((i) => i.start()));
+  }
+
+  private informerFor(kind: string, res: Resource, namespace: string | undefined): Informer<KubeObject> {
+    return new Informer<KubeObject>(
       this.client,
       res,
       this.log,
@@ -72,23 +87,18 @@ export class KubeStore implements Store {
           this.dispatch({ type: "deleted", object: obj as StoredObject });
         },
       },
-      {
-        namespace: res.namespaced ? this.options.namespace : undefined,
-        labelSelector: this.options.labelSelectors?.[kind],
-      },
+      { namespace, labelSelector: this.options.labelSelectors?.[kind] },
     );
-    this.informers.set(kind, informer);
-    await informer.start();
   }
 
   async list(kind: string, namespace?: string, labels?: Record<string, string>): Promise<StoredObject[]> {
-    const informer = this.informers.get(kind);
+    const informers = this.informers.get(kind);
     let items: KubeObject[];
-    if (informer) {
+    if (informers) {
       // A cache that has not seen its first list would answer "nothing": an agent starting up
       // would then take its pinned chains for orphans and remove them.
-      await informer.hasSynced;
-      items = informer.list(namespace);
+      await Promise.all(informers.map((i) => i.hasSynced));
+      items = informers.flatMap((i) => i.list(namespace));
     } else {
       const selector = labels
         ? Object.entries(labels)
@@ -97,20 +107,21 @@ export class KubeStore implements Store {
         : undefined;
       items = (await this.client.list(resourceOf(kind), namespace, { labelSelector: selector })).items;
     }
-    if (informer) items = items.map((o) => this.freshest(kind, o));
+    if (informers) items = items.map((o) => this.freshest(kind, o));
     return items
       .filter((o) => !labels || Object.entries(labels).every(([k, v]) => o.metadata?.labels?.[k] === v))
       .map((o) => structuredClone(o) as StoredObject);
   }
 
   async get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined> {
-    const informer = this.options.freshKinds?.includes(kind) ? undefined : this.informers.get(kind);
-    if (!informer) {
+    const informers = this.options.freshKinds?.includes(kind) ? undefined : this.informers.get(kind);
+    if (!informers) {
       const obj = await this.client.get(resourceOf(kind), namespace, name);
       return obj && (structuredClone(obj) as StoredObject);
     }
-    await informer.hasSynced;
-    const cached = informer.get(name, namespace);
+    await Promise.all(informers.map((i) => i.hasSynced));
+    let cached: KubeObject | undefined;
+    for (const i of informers) cached ??= i.get(name, namespace);
     const obj = cached ? this.freshest(kind, cached) : this.written.get(writtenKey(kind, namespace, name));
     return obj && (structuredClone(obj) as StoredObject);
   }
@@ -159,7 +170,7 @@ export class KubeStore implements Store {
 
   /** Stops every informer. */
   async stop(): Promise<void> {
-    await Promise.all([...this.informers.values()].map((i) => i.stop()));
+    await Promise.all([...this.informers.values()].flat().map((i) => i.stop()));
     this.informers.clear();
   }
 

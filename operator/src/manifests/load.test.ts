@@ -175,6 +175,74 @@ describe("loadRevision", () => {
     expect((await loadRevision(dir, { defaultNamespace: "team" })).ok).toBe(false);
   });
 
+  it("confined to a namespace, an object naming another one fails the whole revision at metadata.namespace", async () => {
+    const planted = `apiVersion: sluice.dev/v1alpha1
+kind: GitSource
+metadata:
+  name: planted
+  namespace: team-b
+spec:
+  url: https://git.example.com/evil.git
+  secretRef:
+    name: team-b-git
+`;
+    await write({
+      "a.yaml": nf("fw"),
+      "b.yaml": nf("mine").replace("name: mine", "name: mine\n  namespace: team-a"),
+      "c.yaml": `${nf("other")}---\n${planted}`,
+    });
+    const result = await loadRevision(dir, { defaultNamespace: "team-a", confineToNamespace: "team-a" });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors).toHaveLength(1);
+    expect(result.errors[0]).toMatchObject({
+      file: "c.yaml",
+      documentIndex: 2,
+      kind: "GitSource",
+      name: "planted",
+      namespace: "team-b",
+      path: "metadata.namespace",
+      // The line in the file: the GitSource starts after the 8-line NetworkFunction and `---`.
+      line: 14,
+    });
+    expect(result.message).toMatch(
+      /^c\.yaml: document 2 \(GitSource planted\): metadata\.namespace: namespace team-b is outside this GitSource's namespace team-a/,
+    );
+    // Not confined (the operator's --allow-cross-namespace): the same revision loads.
+    expect((await loadRevision(dir, { defaultNamespace: "team-a" })).ok).toBe(true);
+  });
+
+  it("a secretRef that names a namespace is refused: a GitSource reads only Secrets of its own namespace", async () => {
+    await write({
+      "gs.yaml": `apiVersion: sluice.dev/v1alpha1
+kind: GitSource
+metadata:
+  name: child
+spec:
+  url: https://git.example.com/repo.git
+  secretRef:
+    name: creds
+    namespace: team-b
+`,
+    });
+    const result = await loadRevision(dir, { defaultNamespace: "team-a", confineToNamespace: "team-a" });
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.errors[0]).toMatchObject({ file: "gs.yaml", path: "spec.secretRef" });
+  });
+
+  it.each(["Namespace", "ClusterRoleBinding", "CustomResourceDefinition"])(
+    "a cluster-scoped %s is refused, and the message says it is cluster-scoped",
+    async (kind) => {
+      await write({ "x.yaml": `apiVersion: v1\nkind: ${kind}\nmetadata:\n  name: x\n` });
+      const result = await loadRevision(dir, { defaultNamespace: "team-a" });
+      expect(result.ok).toBe(false);
+      if (!result.ok)
+        expect(result.message).toBe(
+          `x.yaml: document 1 (${kind} x): kind: ${kind} is cluster-scoped: objects from a repository are applied only into a namespace`,
+        );
+    },
+  );
+
   it("an oversized file is refused by name", async () => {
     await write({ "big.yaml": `${nf("fw")}# ${"x".repeat(2000)}\n` });
     const result = await loadRevision(dir, { limits: { maxFileBytes: 1000 } });

@@ -69,9 +69,41 @@ export interface LoadRevisionOptions {
   allowedKinds?: readonly string[];
   /** `reject` (default) makes a non-sluice.dev object an error; `skip` ignores it. */
   foreignObjects?: "reject" | "skip";
+  /**
+   * Confines the revision to one namespace: an object whose `metadata.namespace` names another
+   * namespace fails the whole revision (field `metadata.namespace`). A GitSource applies only into
+   * its own namespace, so a team's repository cannot reach another team's objects or, through a
+   * GitSource it plants there, another team's Secrets. Unset: any namespace is accepted.
+   */
+  confineToNamespace?: string;
 }
 
 const DEFAULT_KINDS = ["GitSource", "NetworkFunction", "ServiceChain"] as const;
+
+/**
+ * Well-known cluster-scoped kinds. Any non-sluice object is refused anyway; these get a message
+ * that says why they can never come from a repository: they would reach beyond every namespace.
+ */
+const CLUSTER_SCOPED_KINDS = new Set([
+  "Namespace",
+  "Node",
+  "PersistentVolume",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "CustomResourceDefinition",
+  "APIService",
+  "StorageClass",
+  "PriorityClass",
+  "RuntimeClass",
+  "IngressClass",
+  "CSIDriver",
+  "MutatingWebhookConfiguration",
+  "ValidatingWebhookConfiguration",
+  "ValidatingAdmissionPolicy",
+  "ValidatingAdmissionPolicyBinding",
+  "MutatingAdmissionPolicy",
+  "MutatingAdmissionPolicyBinding",
+]);
 /** Errors kept per revision; past this, the first ones are enough to act on. */
 const MAX_ERRORS = 100;
 
@@ -291,6 +323,24 @@ export async function loadRevision(
       )
         return;
 
+      const kindName = typeof meta.kind === "string" ? meta.kind : undefined;
+      if (kindName !== undefined && CLUSTER_SCOPED_KINDS.has(kindName)) {
+        const md = meta.metadata;
+        const objName =
+          md !== null && typeof md === "object" && "name" in md && typeof md.name === "string"
+            ? md.name
+            : undefined;
+        fail({
+          file,
+          documentIndex,
+          ...lineField(lineOf(doc, lines, "kind")),
+          ...who(kindName, objName),
+          path: "kind",
+          message: `${kindName} is cluster-scoped: objects from a repository are applied only into a namespace`,
+        });
+        return;
+      }
+
       const parsed = parseSluiceObject(value);
       if (!parsed.ok) {
         const { kind, name, namespace, issues } = parsed.error;
@@ -318,6 +368,18 @@ export async function loadRevision(
           ...who(kind, name, namespace),
           path: "kind",
           message: `${kind} objects cannot come from a repository (allowed: ${[...allowedKinds].join(", ")})`,
+        });
+        return;
+      }
+      const confined = options.confineToNamespace;
+      if (confined !== undefined && namespace !== undefined && namespace !== confined) {
+        fail({
+          file,
+          documentIndex,
+          ...lineField(lineOf(doc, lines, "metadata.namespace")),
+          ...who(kind, name, namespace),
+          path: "metadata.namespace",
+          message: `namespace ${namespace} is outside this GitSource's namespace ${confined}: objects are applied only into ${confined} (leave metadata.namespace out, or start the operator with --allow-cross-namespace)`,
         });
         return;
       }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:http";
@@ -14,6 +15,7 @@ import {
   type Artifact,
   type StoredArtifact,
 } from "../../../common/artifact/index.ts";
+import { PUBLISHED_PER_SOURCE } from "./server.ts";
 import { SourceServer, signWebhookPayload, webhookPath, type WebhookTrigger } from "./index.ts";
 
 let tmp: string;
@@ -21,18 +23,21 @@ let server: SourceServer;
 let base: string;
 let artifact: Artifact;
 let stored: StoredArtifact;
+let store: ArtifactStore;
+let tree: string;
 let ready = false;
 
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), "sluice-server-"));
-  const tree = join(tmp, "tree");
+  tree = join(tmp, "tree");
   await mkdir(join(tree, "nfs"), { recursive: true });
   await writeFile(join(tree, "chain.yaml"), "kind: ServiceChain\n");
   await writeFile(join(tree, "nfs/fw.c"), "int fw;\n");
   artifact = await buildArtifact(tree);
-  const store = new ArtifactStore(join(tmp, "store"));
+  store = new ArtifactStore(join(tmp, "store"));
   stored = await store.put("team-a", "repo", artifact);
   server = new SourceServer({ store, ready: () => ready, maxBodyBytes: 4096 });
+  server.publishArtifact("team-a", "repo", artifact.digest);
   base = (await server.listen(0, "127.0.0.1")).url;
 });
 afterAll(async () => {
@@ -96,11 +101,53 @@ describe("artifacts over HTTP", () => {
     "/artifacts/team-a/%2e%2e/HEX.tar.gz",
     "/artifacts/../store/team-a/HEX.tar.gz",
     "/artifacts/team-a/repo/HEX.tar.gz/..",
+    "/artifacts/team-a%2frepo/HEX.tar.gz",
+    "/artifacts/team-a/repo%2FHEX.tar.gz",
+    "/artifacts/team-a/repo/../repo/HEX.tar.gz",
+    "/artifacts//team-a/repo/HEX.tar.gz",
+    "/artifacts/team-a/repo/HEX.tar.gz%00",
+    "/artifacts/TEAM-A/repo/HEX.tar.gz",
   ])("%s is 404", async (path) => {
     const hex = artifact.digest.slice(7);
     const res = await rawRequest("GET", path.replace("HEX", hex));
     expect(res.status).toBe(404);
     expect(res.body).not.toContain("root:");
+  });
+
+  it("an artifact in the store that no GitSource published is 404; it is served once published", async () => {
+    await writeFile(join(tree, "rejected.yaml"), "kind: Rejected\n");
+    const rejected = await buildArtifact(tree);
+    const put = await store.put("team-a", "repo", rejected);
+    expect((await rawRequest("GET", put.urlPath)).status).toBe(404);
+    expect((await rawRequest("HEAD", put.urlPath)).status).toBe(404);
+    // The same bytes under another source that never published them stay hidden too.
+    const elsewhere = await store.put("team-b", "repo", artifact);
+    expect((await rawRequest("GET", elsewhere.urlPath)).status).toBe(404);
+
+    server.publishArtifact("team-a", "repo", rejected.digest);
+    expect((await rawRequest("GET", put.urlPath)).status).toBe(200);
+    // The one published before stays served for nodes still rolling out.
+    expect((await rawRequest("GET", stored.urlPath)).status).toBe(200);
+  });
+
+  it(`keeps the last ${PUBLISHED_PER_SOURCE} published per source and withdraws them with the source`, async () => {
+    const digests = Array.from(
+      { length: PUBLISHED_PER_SOURCE + 1 },
+      (_, i) => `sha256:${String(i).repeat(64)}`,
+    );
+    const other = new SourceServer({ store });
+    for (const d of [artifact.digest, ...digests]) other.publishArtifact("team-a", "repo", d);
+    const url = (await other.listen(0, "127.0.0.1")).url;
+    try {
+      // The oldest (the real artifact) fell out: 404 although the store still holds it.
+      expect((await fetch(`${url}${stored.urlPath}`)).status).toBe(404);
+      other.publishArtifact("team-a", "repo", artifact.digest);
+      expect((await fetch(`${url}${stored.urlPath}`)).status).toBe(200);
+      other.withdrawArtifacts("team-a", "repo");
+      expect((await fetch(`${url}${stored.urlPath}`)).status).toBe(404);
+    } finally {
+      await other.close();
+    }
   });
 
   it("fetchArtifact downloads, verifies and extracts", async () => {
@@ -149,15 +196,23 @@ describe("webhooks", () => {
     });
   const tick = () => new Promise((r) => setTimeout(r, 50));
 
-  it("the path is derived from the token and does not contain it", () => {
-    expect(webhookPath(token)).toMatch(/^\/hook\/[0-9a-f]{32}$/);
-    expect(webhookPath(token)).not.toContain(token);
-    expect(webhookPath("other")).not.toBe(webhookPath(token));
+  const salt = "0123456789abcdef0123456789abcdef";
+
+  it("the path is keyed with the salt: stable for one token and salt, different when either changes", () => {
+    expect(webhookPath(token, salt)).toMatch(/^\/hook\/[0-9a-f]{32}$/);
+    expect(webhookPath(token, salt)).toBe(webhookPath(token, salt));
+    expect(webhookPath(token, salt)).not.toContain(token);
+    expect(webhookPath("other", salt)).not.toBe(webhookPath(token, salt));
+    // Two sources sharing a token get different paths.
+    expect(webhookPath(token, "fedcba9876543210fedcba9876543210")).not.toBe(webhookPath(token, salt));
+    // Nothing of the token's plain hash shows (the unsalted path of earlier versions).
+    const unsalted = createHash("sha256").update(token).digest("hex");
+    expect(webhookPath(token, salt)).not.toContain(unsalted.slice(0, 8));
   });
 
   it("a correctly signed delivery triggers the callback; a bad or missing signature does nothing", async () => {
     const triggers: WebhookTrigger[] = [];
-    const hook = server.registerWebhook(token, (t) => void triggers.push(t));
+    const hook = server.registerWebhook(token, salt, (t) => void triggers.push(t));
     expect((await post(hook.path, body, signWebhookPayload(token, body))).status).toBe(200);
     await tick();
     expect(triggers).toHaveLength(1);
@@ -177,11 +232,11 @@ describe("webhooks", () => {
 
   it("answers before a slow handler finishes, and a failing handler does not break the server", async () => {
     let finished = false;
-    const slow = server.registerWebhook("slow-token", async () => {
+    const slow = server.registerWebhook("slow-token", salt, async () => {
       await new Promise((r) => setTimeout(r, 3_000));
       finished = true;
     });
-    const failing = server.registerWebhook("slow-token", () => {
+    const failing = server.registerWebhook("slow-token", salt, () => {
       throw new Error("handler bug");
     });
     const started = Date.now();
@@ -194,7 +249,7 @@ describe("webhooks", () => {
   });
 
   it("rejects unknown hooks, other methods and oversized bodies", async () => {
-    const hook = server.registerWebhook(token, () => undefined);
+    const hook = server.registerWebhook(token, salt, () => undefined);
     expect((await post(`/hook/${"0".repeat(32)}`, body, signWebhookPayload(token, body))).status).toBe(404);
     expect((await rawRequest("GET", hook.path)).status).toBe(405);
     const big = Buffer.alloc(8192, 0x20);

@@ -1,4 +1,4 @@
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -44,18 +44,23 @@ export interface SourceServerOptions {
 }
 
 /**
- * The path of the webhook for `token`: `/hook/` + the first 32 hex digits of sha256(token).
- * Derived from the token so that the path can be shown in status without revealing the token,
- * and so that a guessed path is worthless without the token to sign with.
+ * The path of the webhook for `token`: `/hook/` + the first 32 hex digits of
+ * HMAC-SHA256(key = `salt`, token). The salt is random per GitSource and kept in its status, so
+ * the path stays put across restarts, changes with the token or the salt, and is different for two
+ * sources that share a token; a path alone cannot be matched against a list of known tokens'
+ * hashes. A guessed path is worthless without the token to sign with.
  */
-export function webhookPath(token: string): string {
-  return `/hook/${createHash("sha256").update(token).digest("hex").slice(0, 32)}`;
+export function webhookPath(token: string, salt: string): string {
+  return `/hook/${createHmac("sha256", salt).update(token).digest("hex").slice(0, 32)}`;
 }
 
 /** The `X-Hub-Signature-256` value a sender with `token` puts on `body`: `sha256=<hex>`. */
 export function signWebhookPayload(token: string, body: Buffer | string): string {
   return `sha256=${createHmac("sha256", token).update(body).digest("hex")}`;
 }
+
+/** Artifacts served per source: the current one and the ones before it that nodes may still need. */
+export const PUBLISHED_PER_SOURCE = 5;
 
 const ARTIFACT_PATH = /^\/artifacts\/([a-z0-9.-]{1,253})\/([a-z0-9.-]{1,253})\/([0-9a-f]{64})\.tar\.gz$/;
 const HOOK_PATH = /^\/hook\/([0-9a-f]{32})$/;
@@ -72,9 +77,11 @@ class PayloadTooLargeError extends Error {
  * webhook receivers (`POST /hook/<id>`, GitHub-style HMAC-SHA256 signatures), `GET /healthz`,
  * `GET /readyz`, and extra routes registered with {@link route} (for example `/metrics`).
  *
- * Artifacts are public to whoever reaches the server: their URLs are unguessable digests and
- * their contents are what the repository holds; put the server behind a NetworkPolicy when the
- * repository is private.
+ * Only artifacts a GitSource published are served ({@link publishArtifact}); everything else,
+ * including any path that is not exactly `/artifacts/<ns>/<name>/<64 hex>.tar.gz` (`..`,
+ * encoded slashes), is 404. Published artifacts are public to whoever reaches the server: their
+ * URLs are unguessable digests and their contents are what the repository holds; put the server
+ * behind a NetworkPolicy when the repository is private.
  */
 export class SourceServer {
   /** The underlying node:http server (owned by this object; {@link close} closes it). */
@@ -85,6 +92,8 @@ export class SourceServer {
   private readonly log: Logger;
   private readonly hooks = new Map<string, { token: string; handlers: Set<WebhookHandler> }>();
   private readonly routes = new Map<string, RouteHandler>();
+  /** Digests (hex) each source published, by `<namespace>/<name>`, oldest first. */
+  private readonly published = new Map<string, Set<string>>();
 
   constructor(options: SourceServerOptions) {
     this.store = options.store;
@@ -104,12 +113,14 @@ export class SourceServer {
   }
 
   /**
-   * Registers a webhook for `token` and returns its path. Several registrations may share a
-   * token (sources pointing at one repository with one secret): each handler is called.
+   * Registers a webhook for `token` at the path keyed with `salt` (see {@link webhookPath}) and
+   * returns that path. Registrations with the same token and salt share the path: each handler
+   * is called.
    */
-  registerWebhook(token: string, onTrigger: WebhookHandler): WebhookRegistration {
+  registerWebhook(token: string, salt: string, onTrigger: WebhookHandler): WebhookRegistration {
     if (token.length === 0) throw new Error("webhook token must not be empty");
-    const path = webhookPath(token);
+    if (salt.length === 0) throw new Error("webhook salt must not be empty");
+    const path = webhookPath(token, salt);
     const entry = this.hooks.get(path) ?? { token, handlers: new Set<WebhookHandler>() };
     // A registration object per call, so registering one function twice unregisters cleanly.
     const handler: WebhookHandler = (t) => onTrigger(t);
@@ -122,6 +133,32 @@ export class SourceServer {
         if (entry.handlers.size === 0 && this.hooks.get(path) === entry) this.hooks.delete(path);
       },
     };
+  }
+
+  /**
+   * Lets the server hand out the artifact `digest` of a source: the one its GitSource's status
+   * names. Nothing else in the artifact store is served (a rejected revision's artifact, or a
+   * deleted source's). The last {@link PUBLISHED_PER_SOURCE} per source stay served, so nodes
+   * still rolling out, or rolling back to, an earlier revision can fetch theirs.
+   */
+  publishArtifact(namespace: string, name: string, digest: string): void {
+    const hex = /^(?:sha256:)?([0-9a-f]{64})$/.exec(digest)?.[1];
+    if (!hex) return;
+    const key = `${namespace}/${name}`;
+    const set = this.published.get(key) ?? new Set<string>();
+    set.delete(hex);
+    set.add(hex);
+    for (const old of set) {
+      if (set.size <= PUBLISHED_PER_SOURCE) break;
+      set.delete(old);
+    }
+    this.published.set(key, set);
+  }
+
+  /** Stops serving a source's artifacts (its GitSource is gone); without a name, every source's. */
+  withdrawArtifacts(namespace?: string, name?: string): void {
+    if (namespace === undefined || name === undefined) this.published.clear();
+    else this.published.delete(`${namespace}/${name}`);
   }
 
   /** Adds (or replaces) a handler for an exact path, e.g. `route("GET", "/metrics", ...)`. */
@@ -187,7 +224,8 @@ export class SourceServer {
     name: string,
     hex: string,
   ): Promise<void> {
-    const stored = await this.store.get(namespace, name, `sha256:${hex}`);
+    const published = this.published.get(`${namespace}/${name}`)?.has(hex) ?? false;
+    const stored = published ? await this.store.get(namespace, name, `sha256:${hex}`) : undefined;
     if (!stored) return reply(res, 404, "artifact not found\n");
     res.writeHead(200, {
       "Content-Type": "application/gzip",
