@@ -968,8 +968,6 @@ export class Testbed {
           String(this.operatorPort),
           "--data-dir",
           join(this.#operatorHome, "data"),
-          // The repository is a local bare repository (file://, refused without this flag).
-          "--allow-file-sources",
         ]),
       ),
       logPath,
