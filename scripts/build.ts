@@ -2,13 +2,17 @@
  * Builds the JavaScript that ships: `dist/main.js` (the CLI, imported by `bin/sluice.mjs`) and
  * the chunks it loads per command, with source maps.
  *
- *   npm run build            builds dist/ (about a second)
+ *   npm run build            builds dist/ (a few seconds)
  *   npm run build -- --check exits 1 naming the changed files if dist/ is stale against the sources
  *
- * esbuild bundles our own modules and leaves every npm package external, so the installed
- * package and the images use `node_modules` as locked (koffi is a native module and must stay
- * a package). Splitting keeps each command's code in its own chunk: `sluice help` loads none of
- * the operator, the agent or libbpf.
+ * esbuild bundles our modules together with the npm packages they use, except koffi (a native
+ * module, the one runtime dependency left in package.json). Bundling is what keeps the agent and
+ * the operator small: loaded from node_modules, @kubernetes/client-node alone costs ~70 MB of
+ * RSS and a second of start (thousands of modules, every generated API model); bundled, only
+ * what sluice calls is kept (bench/README.md has the figures). Splitting keeps each command's
+ * code in its own chunk: `sluice help` loads none of the operator, the agent or libbpf.
+ * Bundled pino has no transports (they start workers from files next to pino's own): sluice
+ * logs to stdout/stderr only.
  *
  * The build records a digest of every source file it read (from esbuild's metafile) in
  * `dist/build-info.json`; {@link staleSources} compares them with the tree, so tests fail early
@@ -30,7 +34,7 @@ const BUILD_INFO = join(DIST_DIR, "build-info.json");
 
 /** What the build read, as `dist/build-info.json` stores it. */
 const BuildInfo = z.object({
-  /** Repository-relative path of each source file (and of this script) → sha256 of its bytes. */
+  /** Repository-relative path of each source file, the lock file and this script → sha256. */
   sources: z.record(z.string(), z.string()),
 });
 type BuildInfo = z.infer<typeof BuildInfo>;
@@ -53,7 +57,11 @@ export async function build(): Promise<void> {
     format: "esm",
     platform: "node",
     target: "node20",
-    packages: "external",
+    external: ["koffi"],
+    // CommonJS packages inside the ESM bundle still call require() for Node's built-ins.
+    banner: {
+      js: 'import { createRequire as __sluiceRequire } from "node:module"; const require = __sluiceRequire(import.meta.url);',
+    },
     // Bundling renames clashing identifiers; error and class names show in logs as written.
     keepNames: true,
     sourcemap: "linked",
@@ -73,7 +81,10 @@ export async function build(): Promise<void> {
   }
   const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes("node_modules/"));
   const sources: BuildInfo["sources"] = {};
-  for (const path of [...inputs, "scripts/build.ts"].sort()) sources[path] = await digest(path);
+  // The lock file stands for the bundled packages.
+  for (const path of [...inputs, "package-lock.json", "scripts/build.ts"].sort()) {
+    sources[path] = await digest(path);
+  }
   await writeFile(BUILD_INFO, JSON.stringify({ sources } satisfies BuildInfo, null, 2) + "\n");
 }
 
