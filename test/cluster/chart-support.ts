@@ -135,16 +135,19 @@ export function findManifest(manifests: readonly Manifest[], kind: string, name?
 /**
  * A kubeconfig that authenticates as a ServiceAccount with a fresh token from the TokenRequest
  * API (what the kubelet mounts into a pod), against the test API server. With `boundToNode` the
- * token is bound to that Node object (it must exist), as the kubelet binds a pod's token.
+ * token is bound to that Node object (it must exist); with `boundToPod` to that Pod of
+ * `namespace` (it must exist), exactly as the kubelet binds a pod's projected token.
  */
 export async function serviceAccountKubeConfig(
   namespace: string,
   serviceAccount: string,
-  options: { boundToNode?: string } = {},
+  options: { boundToNode?: string; boundToPod?: string } = {},
 ): Promise<KubeConfig> {
   const bound = options.boundToNode
     ? ["--bound-object-kind=Node", `--bound-object-name=${options.boundToNode}`]
-    : [];
+    : options.boundToPod
+      ? ["--bound-object-kind=Pod", `--bound-object-name=${options.boundToPod}`]
+      : [];
   const token = (
     await kubectlOk(["create", "token", serviceAccount, "-n", namespace, "--duration=1h", ...bound])
   ).trim();

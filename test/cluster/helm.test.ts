@@ -32,7 +32,7 @@ interface Container {
   image: string;
   args?: string[];
   command?: string[];
-  env?: { name: string; value?: string }[];
+  env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
   ports?: { name: string; containerPort: number }[];
   readinessProbe?: { httpGet?: { path: string; port: string | number } };
   livenessProbe?: { httpGet?: { path: string; port: string | number } };
@@ -62,7 +62,10 @@ interface Workload extends Manifest {
     replicas?: number;
     strategy?: { type: string };
     selector: { matchLabels: Record<string, string> };
-    template: { metadata: { labels: Record<string, string> }; spec: PodSpec };
+    template: {
+      metadata: { labels: Record<string, string>; annotations?: Record<string, string> };
+      spec: PodSpec;
+    };
   };
 }
 interface ServiceManifest extends Manifest {
@@ -137,7 +140,9 @@ const customValues = {
     resources: { requests: { cpu: "100m", memory: "256Mi" }, limits: { memory: "2Gi" } },
     priorityClassName: "system-node-critical",
     tolerations: [],
+    metrics: { address: "127.0.0.1", port: 9500 },
   },
+  rbac: { create: true, userRoles: { create: true, aggregateToView: false } },
 };
 
 let version: string;
@@ -194,6 +199,10 @@ describe("with default values", () => {
         `ClusterRole/${release}-sluice-${namespace}-agent`,
         `ClusterRoleBinding/${release}-sluice-${namespace}-operator`,
         `ClusterRoleBinding/${release}-sluice-${namespace}-agent`,
+        `ClusterRole/${release}-sluice-networkfunction-editor`,
+        `ClusterRole/${release}-sluice-viewer`,
+        `ValidatingAdmissionPolicy/${release}-sluice-${namespace}-agent-node-scope`,
+        `ValidatingAdmissionPolicyBinding/${release}-sluice-${namespace}-agent-node-scope`,
         `Role/${o}-leader-election`,
         `RoleBinding/${o}-leader-election`,
         `Service/${o}`,
@@ -270,6 +279,8 @@ describe("with default values", () => {
       "--node-name=$(NODE_NAME)",
       "--bpffs-root=/sys/fs/bpf/sluice",
       "--cache-dir=/var/cache/sluice",
+      "--metrics-port=9471",
+      "--metrics-address=$(HOST_IP)",
     ]);
     expect(agent.securityContext).toMatchObject({
       privileged: false,
@@ -282,6 +293,50 @@ describe("with default values", () => {
       "NET_ADMIN",
       "PERFMON",
     ]);
+  });
+
+  it("serves the agent's metrics on the node's IP only, where the pod's annotations send Prometheus", () => {
+    const ds = findManifest(defaults.stored, "DaemonSet") as Workload;
+    const agent = ds.spec.template.spec.containers.find((c) => c.name === "agent")!;
+    expect(agent.args).toContain("--metrics-address=$(HOST_IP)");
+    expect(agent.env).toContainEqual({
+      name: "HOST_IP",
+      valueFrom: { fieldRef: { apiVersion: "v1", fieldPath: "status.hostIP" } },
+    });
+    expect(agent.ports).toContainEqual(expect.objectContaining({ name: "metrics", containerPort: 9471 }));
+    expect(ds.spec.template.metadata.annotations).toMatchObject({
+      "prometheus.io/scrape": "true",
+      "prometheus.io/port": "9471",
+    });
+  });
+
+  it("lets each agent write the status only of its own node's NodeChains (test/cluster/node-scoped.test.ts)", () => {
+    const policy = findManifest(defaults.stored, "ValidatingAdmissionPolicy") as Manifest & {
+      spec: { failurePolicy: string; matchConditions: { expression: string }[] };
+    };
+    expect(policy.spec.failurePolicy).toBe("Fail");
+    expect(policy.spec.matchConditions[0]!.expression).toBe(
+      `request.userInfo.username == 'system:serviceaccount:${namespace}:${release}-sluice-agent'`,
+    );
+    const binding = findManifest(defaults.stored, "ValidatingAdmissionPolicyBinding") as Manifest & {
+      spec: { policyName: string; validationActions: string[] };
+    };
+    expect(binding.spec).toMatchObject({ policyName: policy.metadata.name, validationActions: ["Deny"] });
+  });
+
+  it("ships an editor role to bind per namespace, and a read-only role joined to the built-in view role", () => {
+    const editor = findManifest(
+      defaults.stored,
+      "ClusterRole",
+      `${release}-sluice-networkfunction-editor`,
+    ) as RoleManifest;
+    expect(editor.metadata.labels?.["rbac.authorization.k8s.io/aggregate-to-edit"]).toBeUndefined();
+    expect(editor.metadata.labels?.["rbac.authorization.k8s.io/aggregate-to-admin"]).toBeUndefined();
+    const writable = editor.rules.filter((r) => r.verbs.includes("create")).flatMap((r) => r.resources);
+    expect(writable.sort()).toEqual(["gitsources", "networkfunctions", "servicechains"]);
+    const viewer = findManifest(defaults.stored, "ClusterRole", `${release}-sluice-viewer`) as RoleManifest;
+    expect(viewer.metadata.labels?.["rbac.authorization.k8s.io/aggregate-to-view"]).toBe("true");
+    expect(viewer.rules.flatMap((r) => r.verbs).sort()).toEqual(["get", "list", "watch"]);
   });
 
   it("shares the host's bpffs and a host cache directory with the agent", () => {
@@ -344,6 +399,10 @@ describe("with non-default values", () => {
         `ClusterRole/${release}-sluice-${namespace}-agent`,
         `ClusterRoleBinding/${release}-sluice-${namespace}-operator`,
         `ClusterRoleBinding/${release}-sluice-${namespace}-agent`,
+        `ClusterRole/${release}-sluice-networkfunction-editor`,
+        `ClusterRole/${release}-sluice-viewer`,
+        `ValidatingAdmissionPolicy/${release}-sluice-${namespace}-agent-node-scope`,
+        `ValidatingAdmissionPolicyBinding/${release}-sluice-${namespace}-agent-node-scope`,
         `Role/${o}`,
         `RoleBinding/${o}`,
         `Role/${o}-leader-election`,
@@ -393,6 +452,17 @@ describe("with non-default values", () => {
     const agent = pod.containers[0]!;
     expect(agent.image).toBe("mirror/sluice-agent:0.1.0-rc.1");
     expect(agent.args).toContain("--bpffs-root=/run/bpffs/sluice");
+    // Metrics on loopback: nothing outside the node can scrape them, so the pod does not ask to be.
+    expect(agent.args).toEqual(
+      expect.arrayContaining(["--metrics-address=127.0.0.1", "--metrics-port=9500"]),
+    );
+    expect(agent.env?.map((e) => e.name)).not.toContain("HOST_IP");
+    expect(ds.spec.template.metadata.annotations).toMatchObject({
+      "prometheus.io/scrape": "false",
+      "prometheus.io/port": "9500",
+    });
+    const viewer = findManifest(stored, "ClusterRole", `${release}-sluice-viewer`);
+    expect(viewer.metadata.labels?.["rbac.authorization.k8s.io/aggregate-to-view"]).toBeUndefined();
     expect(agent.securityContext?.seccompProfile).toEqual({ type: "Unconfined" });
     const volumes = Object.fromEntries(pod.volumes.map((v) => [v.name, v.hostPath]));
     expect(volumes.bpffs).toEqual({ path: "/run/bpffs", type: "Directory" });
@@ -411,6 +481,9 @@ describe("with non-default values", () => {
     const objects = await dryRunApply(text);
     expect(kindsOf(objects)).toEqual(
       [
+        // Not RBAC: the API server still holds the admins' agent account to its own node.
+        `ValidatingAdmissionPolicy/${release}-sluice-${namespace}-agent-node-scope`,
+        `ValidatingAdmissionPolicyBinding/${release}-sluice-${namespace}-agent-node-scope`,
         `Service/${release}-sluice-operator`,
         `Deployment/${release}-sluice-operator`,
         `DaemonSet/${release}-sluice-agent`,
@@ -418,6 +491,12 @@ describe("with non-default values", () => {
     );
     expect((findManifest(objects, "DaemonSet") as Workload).spec.template.spec.serviceAccountName).toBe(
       "platform-sluice-agent",
+    );
+    const policy = findManifest(objects, "ValidatingAdmissionPolicy") as Manifest & {
+      spec: { matchConditions: { expression: string }[] };
+    };
+    expect(policy.spec.matchConditions[0]!.expression).toContain(
+      `system:serviceaccount:${namespace}:platform-sluice-agent`,
     );
   });
 });
@@ -448,6 +527,11 @@ describe("values the chart refuses", () => {
       name: "a relative bpffs path",
       values: { agent: { bpffs: { path: "sys/fs/bpf" } } },
       error: /bpffs\/path/,
+    },
+    {
+      name: "a metrics address that is a host name, not an IP address",
+      values: { agent: { metrics: { address: "localhost", port: 9471 } } },
+      error: /agent\/metrics\/address/,
     },
     {
       name: "a ServiceAccount that is neither created nor named",

@@ -31,8 +31,9 @@ export interface ChartIdentityOptions {
 }
 
 /**
- * Renders the chart's ServiceAccounts, operator RBAC and agent RBAC for release `release` in
- * `namespace` and applies them (server-side, as `helm install` would create them).
+ * Renders the chart's ServiceAccounts, operator RBAC, agent RBAC and the agent's node-scoped
+ * status policy for release `release` in `namespace` and applies them (server-side, as
+ * `helm install` would create them).
  */
 export async function installChartIdentities(
   release: string,
@@ -41,7 +42,13 @@ export async function installChartIdentities(
 ): Promise<ChartIdentities> {
   const rendered = await renderChart(release, namespace, {
     values: { operator: { watchNamespace: options.watchNamespace ?? "" } },
-    showOnly: ["templates/serviceaccounts.yaml", "templates/operator-rbac.yaml", "templates/agent-rbac.yaml"],
+    showOnly: [
+      "templates/serviceaccounts.yaml",
+      "templates/operator-rbac.yaml",
+      "templates/agent-rbac.yaml",
+      // Agents write status only for the node their token is bound to, as in an install.
+      "templates/agent-admission.yaml",
+    ],
   });
   const manifests = parseManifests(rendered);
   const accountOf = (component: string) => {

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { isIP, type AddressInfo } from "node:net";
 import type { Logger } from "../../../common/log.ts";
 import {
   formatMetrics,
@@ -12,6 +12,34 @@ import type { NfCounters } from "../chain/counters.ts";
 
 /** Default port of the node agent's `/metrics` endpoint. */
 export const DEFAULT_AGENT_METRICS_PORT = 9471;
+
+/**
+ * Default address of the node agent's `/metrics` endpoint: loopback. The agent runs in the
+ * host's network namespace, so "all addresses" would be every interface of the node, including
+ * those facing the outside; a deployment that wants scrapes from elsewhere names the address
+ * (the Helm chart passes the node's own IP).
+ */
+export const DEFAULT_AGENT_METRICS_ADDRESS = "127.0.0.1";
+
+/** `--metrics-address` is not an IP address the endpoint could listen on. */
+export class MetricsAddressError extends Error {
+  override name = "MetricsAddressError";
+}
+
+/**
+ * Checks a metrics listen address: an IPv4 or IPv6 literal. Host names are refused: a name can
+ * resolve to several addresses, or to a different one later, and the point of the flag is to know
+ * exactly which address of the node answers.
+ */
+export function parseMetricsAddress(value: string): string {
+  const address = value.trim();
+  if (isIP(address) === 0) {
+    throw new MetricsAddressError(
+      `${JSON.stringify(value)} is not an IP address (e.g. 127.0.0.1, the node's IP, or 0.0.0.0 for every address)`,
+    );
+  }
+  return address;
+}
 
 /** What the agent counts itself: chain switches that went live and those that failed, by reason. */
 export class AgentCounters {
@@ -103,11 +131,16 @@ export function agentMetricsHandler(
 
 /** A running metrics endpoint. */
 export interface MetricsServer {
+  /** The one address it listens on. */
+  address: string;
   port: number;
   close(): Promise<void>;
 }
 
-/** Serves `GET /metrics` on `host:port` (port 0 picks a free one); anything else is 404. */
+/**
+ * Serves `GET /metrics` on `host:port` only (port 0 picks a free one; host defaults to
+ * {@link DEFAULT_AGENT_METRICS_ADDRESS}); anything else is 404.
+ */
 export async function startMetricsServer(options: {
   port: number;
   host?: string;
@@ -124,14 +157,15 @@ export async function startMetricsServer(options: {
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(options.port, options.host ?? "0.0.0.0", () => {
+    server.listen(options.port, options.host ?? DEFAULT_AGENT_METRICS_ADDRESS, () => {
       server.off("error", reject);
       resolve();
     });
   });
-  const port = (server.address() as AddressInfo).port;
-  options.log?.info({ port }, "metrics endpoint listening");
+  const { address, port } = server.address() as AddressInfo;
+  options.log?.info({ address, port }, "metrics endpoint listening");
   return {
+    address,
     port,
     close: () =>
       new Promise<void>((resolve) => {

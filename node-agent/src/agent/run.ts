@@ -4,7 +4,12 @@ import { rootLogger, type Logger } from "../../../common/log.ts";
 import type { Store } from "../../../common/store.ts";
 import { ChainManager } from "../chain/index.ts";
 import { NodeAgent } from "./agent.ts";
-import { AgentCounters, startMetricsServer, type MetricsServer } from "./metrics.ts";
+import {
+  AgentCounters,
+  DEFAULT_AGENT_METRICS_ADDRESS,
+  startMetricsServer,
+  type MetricsServer,
+} from "./metrics.ts";
 
 /** How `sluice agent` runs (flags map onto this). */
 export interface AgentProcessOptions {
@@ -17,8 +22,13 @@ export interface AgentProcessOptions {
   cacheDir: string;
   /** Network namespace of the node's interfaces. */
   netns?: string;
-  /** Port of `GET /metrics` on all addresses; 0 or absent: no metrics endpoint. */
+  /** Port of `GET /metrics`; 0 or absent: no metrics endpoint. */
   metricsPort?: number;
+  /**
+   * The one IP address `GET /metrics` listens on (default loopback,
+   * {@link DEFAULT_AGENT_METRICS_ADDRESS}); `0.0.0.0` or `::` for every address of the host.
+   */
+  metricsAddress?: string;
   logger?: Logger;
 }
 
@@ -56,11 +66,19 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
   const metrics = options.metricsPort
     ? await startMetricsServer({
         port: options.metricsPort,
+        host: options.metricsAddress,
         list: () => manager.list(),
         counters,
         log,
       }).catch((err: unknown) => {
-        log.error({ err, port: options.metricsPort }, "metrics endpoint not started; running without it");
+        log.error(
+          {
+            err,
+            address: options.metricsAddress ?? DEFAULT_AGENT_METRICS_ADDRESS,
+            port: options.metricsPort,
+          },
+          "metrics endpoint not started; running without it",
+        );
         return undefined;
       })
     : undefined;
