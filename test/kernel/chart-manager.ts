@@ -178,7 +178,15 @@ class ChartManagerProcess implements ChartManager {
   }
 
   threadCaps(): bigint[] {
-    return readdirSync(`/proc/${this.pid}/task`).map((tid) => effectiveCaps(Number(tid)));
+    return readdirSync(`/proc/${this.pid}/task`).flatMap((tid) => {
+      try {
+        return [effectiveCaps(Number(tid))];
+      } catch (err) {
+        // A thread that ended meanwhile.
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+        throw err;
+      }
+    });
   }
 
   #call(method: HostMethod, args: unknown[]): Promise<unknown> {
