@@ -1,10 +1,12 @@
 /**
  * The objects the benchmark runs (root, the built-in NFs, the hand-fused program), compiled
  * with the agent's own compiler and cache, and the compile figures: a cold compile into a fresh
- * cache directory and cached compiles, with clang runs counted by a wrapper around clang rather
- * than trusted from the compiler's own `cached` flag.
+ * cache directory and cached compiles, with clang runs in the cached rounds counted by the
+ * object file being replaced (a new inode) rather than trusted from the compiler's own `cached`
+ * flag. (A counting wrapper around clang cannot work: clang runs in a sandbox that may write
+ * only its output.)
  */
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BPF_DIR, compile } from "../node-agent/src/compile/index.ts";
@@ -56,23 +58,6 @@ export interface CompileFigures {
   compile_rounds: { cold: number; cached: number };
 }
 
-/** A clang that appends a line to a file for each compile it runs (not the version probes). */
-async function countingClang(dir: string): Promise<{ clang: string; runs: () => Promise<number> }> {
-  const runsFile = join(dir, "clang-runs");
-  const clang = join(dir, "clang");
-  await writeFile(runsFile, "");
-  const real = process.env.SLUICE_CLANG ?? "clang";
-  await writeFile(
-    clang,
-    `#!/bin/sh\ncase "$1" in --version|-print-multiarch) ;; *) echo run >> "${runsFile}" ;; esac\nexec "${real}" "$@"\n`,
-  );
-  await chmod(clang, 0o755);
-  return {
-    clang,
-    runs: async () => (await readFile(runsFile, "utf8")).split("\n").filter(Boolean).length,
-  };
-}
-
 /**
  * Compiles every object `coldRounds` times into fresh cache directories (the last one stays as
  * the run's cache), then `cachedRounds` times from that cache. Returns the object paths and the
@@ -85,7 +70,9 @@ export async function compileObjects(
 ): Promise<{ objects: BenchObjects; figures: CompileFigures }> {
   const work = await mkdtemp(join(tmpdir(), "sluice-bench-"));
   scope.defer(() => rm(work, { recursive: true, force: true }));
-  const { clang, runs } = await countingClang(work);
+  const clang = process.env.SLUICE_CLANG;
+  let clangRuns = 0;
+  const inode = async (path: string) => (await stat(path)).ino;
   const roles = Object.keys(SOURCES) as (keyof BenchObjects)[];
   const cold: Record<string, number[]> = Object.fromEntries(roles.map((r) => [r, []]));
   const cached: Record<string, number[]> = Object.fromEntries(roles.map((r) => [r, []]));
@@ -101,6 +88,7 @@ export async function compileObjects(
       const started = performance.now();
       const result = await compile({ ...SOURCES[role], cacheDir, clang });
       const ms = since(started);
+      clangRuns++;
       if (result.cached) throw new Error(`compile ${role}: a fresh cache directory reported a cache hit`);
       cold[role]?.push(ms);
       if ((CHAIN3 as readonly string[]).includes(role)) chainMs += ms;
@@ -109,14 +97,16 @@ export async function compileObjects(
     chainCold.push(chainMs);
     log(`compile: cold round ${round + 1}/${rounds.cold}: 3-NF chain ${chainMs.toFixed(0)} ms`);
   }
-  const coldRuns = await runs();
+  const coldRuns = clangRuns;
 
   for (let round = 0; round < rounds.cached; round++) {
     let chainMs = 0;
     for (const role of roles) {
+      const before = await inode(objects[role]);
       const started = performance.now();
       const result = await compile({ ...SOURCES[role], cacheDir, clang });
       const ms = since(started);
+      if ((await inode(result.objectPath)) !== before) clangRuns++;
       cached[role]?.push(ms);
       if ((CHAIN3 as readonly string[]).includes(role)) chainMs += ms;
       if (result.objectPath !== objects[role])
@@ -124,7 +114,7 @@ export async function compileObjects(
     }
     chainCached.push(chainMs);
   }
-  const cachedRuns = (await runs()) - coldRuns;
+  const cachedRuns = clangRuns - coldRuns;
 
   return {
     objects,

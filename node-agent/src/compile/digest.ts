@@ -6,6 +6,8 @@ import { join } from "node:path";
 export interface TreeLimits {
   maxFiles: number;
   maxBytes: number;
+  /** Largest single file; default: `maxBytes`. */
+  maxFileBytes?: number;
 }
 
 /** Defaults: far above any NF source tree, far below a mistaken `/`. */
@@ -14,6 +16,17 @@ export const DEFAULT_TREE_LIMITS: TreeLimits = { maxFiles: 10_000, maxBytes: 256
 /** The tree could not be hashed (unreadable, or over the limits). */
 export class SourceTreeError extends Error {
   override name = "SourceTreeError";
+  constructor(
+    message: string,
+    options?: ErrorOptions & {
+      /** True when the tree is readable but over one of the {@link TreeLimits}. */
+      overLimit?: boolean;
+    },
+  ) {
+    super(message, options);
+    this.overLimit = options?.overLimit ?? false;
+  }
+  readonly overLimit: boolean;
 }
 
 /**
@@ -41,8 +54,16 @@ export async function treeDigest(root: string, limits: TreeLimits = DEFAULT_TREE
         const stat = await lstat(path);
         files++;
         bytes += stat.size;
-        if (files > limits.maxFiles) throw new SourceTreeError(`${root}: more than ${limits.maxFiles} files`);
-        if (bytes > limits.maxBytes) throw new SourceTreeError(`${root}: more than ${limits.maxBytes} bytes`);
+        const overLimit = { overLimit: true };
+        if (stat.size > (limits.maxFileBytes ?? limits.maxBytes))
+          throw new SourceTreeError(
+            `${relPath} is ${stat.size} bytes, over the ${limits.maxFileBytes}-byte limit per source file`,
+            overLimit,
+          );
+        if (files > limits.maxFiles)
+          throw new SourceTreeError(`${root}: more than ${limits.maxFiles} files`, overLimit);
+        if (bytes > limits.maxBytes)
+          throw new SourceTreeError(`${root}: more than ${limits.maxBytes} bytes`, overLimit);
         const content = await readFile(path);
         lines.push(`F ${relPath}\0${createHash("sha256").update(content).digest("hex")}`);
       }

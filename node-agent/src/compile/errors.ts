@@ -1,3 +1,5 @@
+import { resolve } from "node:path";
+
 /** One diagnostic line of clang: `file:line:column: severity: message`. */
 export interface Diagnostic {
   file: string;
@@ -15,8 +17,15 @@ export type CompileFailure =
   | "timeout"
   /** the caller aborted the compile. */
   | "aborted"
-  /** the source tree could not be read, or is too large to hash. */
-  | "tree";
+  /** the source tree could not be read. */
+  | "tree"
+  /**
+   * a bound was crossed: a source file or the tree is too large (clang never ran), or clang ran
+   * out of its memory or CPU-time limit, or wrote more output than is kept.
+   */
+  | "limit"
+  /** clang died on a signal that none of the limits explains (a compiler crash). */
+  | "crash";
 
 /**
  * A network function that did not compile. `stderr` is clang's output (trimmed), with file
@@ -49,6 +58,19 @@ export class ToolchainError extends Error {
   override name = "ToolchainError";
 }
 
+/**
+ * The compiler sandbox cannot be set up on this node: the kernel has no Landlock (not built in,
+ * not in the `lsm=` boot list, or refused by a seccomp profile). Compiling stops here rather
+ * than run clang unconfined; `SLUICE_COMPILE_LANDLOCK=if-available` lets an operator choose
+ * otherwise. Its `name` is `NotSupportedError`, which the agent reports as reason NotSupported,
+ * like every other kernel feature a node lacks.
+ */
+export class CompileSandboxUnavailableError extends ToolchainError {
+  override name = "NotSupportedError";
+  /** The missing feature, as NotSupportedError elsewhere names it. */
+  readonly feature = "Landlock (compiler sandbox)";
+}
+
 const DIAGNOSTIC_LINE = /^(.+?):(\d+):(\d+): (fatal error|error|warning|note): (.*)$/;
 
 /** Parse clang's `file:line:col: severity: message` lines. */
@@ -68,8 +90,11 @@ export function parseDiagnostics(stderr: string): Diagnostic[] {
   return diagnostics;
 }
 
-/** Longest clang output kept, in characters: enough for the first errors and their context. */
-export const MAX_STDERR_CHARS = 16 * 1024;
+/**
+ * Longest clang output kept, in characters: enough for the first errors and their context, small
+ * enough for a status field.
+ */
+export const MAX_STDERR_CHARS = 4 * 1024;
 
 /** Trim whitespace and cut long output, saying how much was left out. */
 export function trimCompilerOutput(text: string, limit = MAX_STDERR_CHARS): string {
@@ -78,4 +103,55 @@ export function trimCompilerOutput(text: string, limit = MAX_STDERR_CHARS): stri
   const cut = trimmed.lastIndexOf("\n", limit);
   const kept = trimmed.slice(0, cut > limit / 2 ? cut : limit);
   return `${kept}\n... (${trimmed.length - kept.length} more characters)`;
+}
+
+const DIAGNOSTIC_START = /^(.+?):\d+:\d+: (?:fatal error|error|warning|note|remark): /;
+const CONTEXT_LINE =
+  /^(?:In file included from |In module |\d+ (?:errors?|warnings?)(?: and \d+ warnings?)? generated\.)/;
+
+/**
+ * Makes clang's output fit to show to whoever wrote the source, and nobody else's secrets: paths
+ * under `sourceRoot` become relative, `rename` maps other prefixes (e.g. the private system
+ * include directory to nothing), and the source lines clang quotes under a diagnostic (with
+ * their caret line) are kept only when the diagnostic is in a file inside `sourceRoot`. Lines
+ * quoted from anywhere else (sluice's or the system's headers, `<command line>`) are dropped, so
+ * the output can never carry content of a file outside the artifact, whatever clang could read.
+ * The result is trimmed to {@link MAX_STDERR_CHARS}.
+ */
+export function sanitizeCompilerOutput(
+  stderr: string,
+  sourceRoot: string,
+  rename: Readonly<Record<string, string>> = {},
+  limit = MAX_STDERR_CHARS,
+): string {
+  const root = sourceRoot.endsWith("/") ? sourceRoot : `${sourceRoot}/`;
+  const prefixes: [string, string][] = [[root, ""], ...Object.entries(rename)];
+  let quoting = false;
+  const kept: string[] = [];
+  for (const raw of stderr.split("\n")) {
+    let line = raw;
+    for (const [from, to] of prefixes) line = line.split(from).join(to);
+    const start = DIAGNOSTIC_START.exec(raw);
+    if (start) {
+      quoting = isInside(start[1]!);
+      kept.push(line);
+    } else if (CONTEXT_LINE.test(line) || line.trim() === "") {
+      kept.push(line);
+    } else if (quoting) {
+      kept.push(line);
+    }
+  }
+  return trimCompilerOutput(kept.join("\n"), limit);
+
+  function isInside(file: string): boolean {
+    if (file.startsWith("/")) return resolve(file).startsWith(root);
+    if (file.startsWith("<")) return false;
+    const parts: string[] = [];
+    for (const part of file.split("/")) {
+      if (part === "..") {
+        if (parts.pop() === undefined) return false;
+      } else if (part !== "." && part !== "") parts.push(part);
+    }
+    return parts.length > 0;
+  }
 }
