@@ -4,12 +4,18 @@
  * traffic between two host namespaces routed through that node, and commits to the repository.
  * What the tests read is what a user reads: `sluice status --json` and the packets that arrived.
  *
+ * `sluice run` runs with exactly the capabilities the chart gives the agent (CAP_BPF,
+ * CAP_PERFMON, CAP_NET_ADMIN), started inside the node namespace as a hostNetwork pod runs on
+ * its node (`--netns` would need CAP_SYS_ADMIN for setns): a path that needs more fails here.
+ * Its status port is on the node's loopback, so `sluice status` asks from inside the node too.
+ *
  * ```
  *   h1 (10.78.1.2) ── eth0 ═ sl-node0 ── node (routes) ── sl-h2 ═ eth0 ── h2 (10.78.2.2)
  *                              └ the example chain (pattern sl-node*), XDP
  * ```
  */
 import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { statSync } from "node:fs";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,11 +23,17 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SingleHostStatus } from "../../bin/run.ts";
-import { createBpffsDir, createNetns, repoRoot, run, TestScope, type TestNetns } from "../kernel/harness.ts";
+import { createBpffsDir, createNetns, run, TestScope, type TestNetns } from "../kernel/harness.ts";
 import { startUdpFlow } from "../kernel/traffic.ts";
+import {
+  asChartAgent,
+  CHART_AGENT_CAP_MASK,
+  effectiveCaps,
+  repoRoot,
+  sluiceArgv,
+} from "../support/sluice.ts";
 
 const execFileAsync = promisify(execFile);
-const SLUICE = join(repoRoot, "bin/sluice.mjs");
 const H1 = "10.78.1.2";
 const H2 = "10.78.2.2";
 
@@ -77,6 +89,38 @@ async function createTopology(scope: TestScope): Promise<Topology> {
     "link set sl-h2 up",
   ]);
   await run("nsenter", [`--net=${node.path}`, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+  // Static neighbours across the chained link: a chain whose firewall denies non-IP frames
+  // (ARP included) must still carry the flows.
+  const mac = async (ns: TestNetns, dev: string) =>
+    (
+      JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", dev])) as { address: string }[]
+    )[0]!.address;
+  await run("ip", [
+    "-n",
+    h1.name,
+    "neigh",
+    "replace",
+    "10.78.1.1",
+    "lladdr",
+    await mac(node, "sl-node0"),
+    "dev",
+    "eth0",
+    "nud",
+    "permanent",
+  ]);
+  await run("ip", [
+    "-n",
+    node.name,
+    "neigh",
+    "replace",
+    H1,
+    "lladdr",
+    await mac(h1, "eth0"),
+    "dev",
+    "sl-node0",
+    "nud",
+    "permanent",
+  ]);
   return { h1, node, h2 };
 }
 
@@ -110,14 +154,18 @@ class Repo {
   }
 }
 
-/** `sluice run` as a user starts it, in a process that dies with the test run. */
+/**
+ * `sluice run` as a user starts it, with the chart agent's capabilities inside network namespace
+ * `netns`, in a process that dies with the test run.
+ */
 class SluiceRun {
   readonly child: ChildProcess;
   readonly port: Promise<number>;
   output = "";
 
-  constructor(args: string[]) {
-    this.child = spawn("setpriv", ["--pdeathsig", "KILL", process.execPath, SLUICE, "run", ...args], {
+  constructor(args: string[], netns: TestNetns) {
+    const [file, ...argv] = asChartAgent(sluiceArgv(["run", ...args]), netns.path);
+    this.child = spawn(file!, argv, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, SLUICE_LOG_LEVEL: "info" },
     });
@@ -146,16 +194,21 @@ class SluiceRun {
   }
 }
 
+/** Where `sluice run` serves its status: the node namespace's loopback. */
+let statusNetns = "";
+
+/** `sluice <args>` (status) from inside the node namespace, through the command line. */
+async function sluiceStatus(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync("nsenter", [
+    `--net=${statusNetns}`,
+    ...sluiceArgv(["status", ...args]),
+  ]);
+  return stdout;
+}
+
 /** `sluice status --json`, through the command line. */
 async function status(port: number): Promise<SingleHostStatus> {
-  const { stdout } = await execFileAsync(process.execPath, [
-    SLUICE,
-    "status",
-    "--json",
-    "--port",
-    String(port),
-  ]);
-  return JSON.parse(stdout) as SingleHostStatus;
+  return JSON.parse(await sluiceStatus(["--json", "--port", String(port)])) as SingleHostStatus;
 }
 
 /** Polls `sluice status --json` until `predicate` holds; fails with the last document seen. */
@@ -206,19 +259,25 @@ describe("sluice run on one host", () => {
 
   beforeAll(async () => {
     topo = await createTopology(scope);
+    statusNetns = topo.node.path;
     repo = await Repo.create(scope);
     const bpffs = createBpffsDir(scope);
     const dataDir = await mkdtemp(join(tmpdir(), "sluice-single-host-data-"));
     scope.defer(() => rm(dataDir, { recursive: true, force: true }));
     runArgs = [
       ...["--source", repo.dir, "--path", "network", "--name", "edge", "--interval", "1s", "--port", "0"],
-      ...["--data-dir", dataDir, "--bpffs-root", bpffs.path, "--netns", topo.node.name],
+      ...["--data-dir", dataDir, "--bpffs-root", bpffs.path],
     ];
-    sluice = new SluiceRun(runArgs);
+    sluice = new SluiceRun(runArgs, topo.node);
     scope.defer(async () => void (await sluice.stop()));
     port = await sluice.port;
     const head = (await repo.git("rev-parse", "HEAD")).trim();
     await waitForStatus(port, "live at the first commit", liveAt(head));
+  });
+
+  it("runs with exactly the chart agent's capabilities, inside the node namespace", () => {
+    expect(effectiveCaps(sluice.child.pid!).toString(16)).toBe(CHART_AGENT_CAP_MASK.toString(16));
+    expect(statSync(`/proc/${sluice.child.pid}/ns/net`).ino).toBe(statSync(topo.node.path).ino);
   });
 
   afterAll(async () => {
@@ -270,12 +329,64 @@ describe("sluice run on one host", () => {
     );
   });
 
-  it("sluice status shows per-NF packets, drops and rates", async () => {
-    const rate = 5000;
+  it("a commit that changes only the first NF goes live with the chart's capabilities: no packet lost, the rest carried over", async () => {
+    const before = edge(await status(port));
+    const rate = 8000;
     const flow = await startUdpFlow({
       from: { ns: topo.h1.name, ip: H1 },
       to: { ns: topo.h2.name, ip: H2 },
-      count: rate * 5,
+      count: rate * 8,
+      rate,
+    });
+    await sleep(1500);
+    // A load-time setting of the firewall, the first NF: a new firewall program; ratelimit,
+    // ttl-guard and flowmon stay as they are.
+    const sha = await repo.commitEdit(
+      "network/functions.yaml",
+      "    defaultAction: allow\n",
+      "    defaultAction: allow\n    nonIpAction: deny\n",
+      "firewall: drop frames that are not IP",
+    );
+    const switched = await waitForStatus(port, "live at the new commit", liveAt(sha, before.revision));
+    const result = await flow.done();
+    const after = edge(await status(port));
+
+    expect(result.sent + result.sendFailures).toBe(rate * 8);
+    expect(result, "every packet sent crossed the switch").toMatchObject({ lost: 0, duplicates: 0 });
+    const apply = edge(switched).lastApply!;
+    expect(apply, JSON.stringify(apply)).toMatchObject({
+      action: "switched",
+      revision: after.revision,
+      recreatedMaps: [],
+    });
+    expect(apply.carriedMaps).toContain("ratelimit/ratelimit_state");
+    for (const name of ["firewall", "flowmon"])
+      expect(BigInt(nf(after, name).packets)).toBeGreaterThanOrEqual(
+        BigInt(nf(before, name).packets) + BigInt(result.sent),
+      );
+    // The new firewall is the one running: an ARP request (h1 looking for an address nobody
+    // has) is a non-IP frame, and it now drops it.
+    const drops = BigInt(nf(after, "firewall").drops);
+    await run("nsenter", [
+      `--net=${topo.h1.path}`,
+      process.execPath,
+      "-e",
+      `const s = require("node:dgram").createSocket("udp4");
+       s.send(Buffer.alloc(8), 9999, "10.78.1.77", () => setTimeout(() => s.close(), 1500));`,
+    ]);
+    await sleep(1000);
+    expect(BigInt(nf(edge(await status(port)), "firewall").drops)).toBeGreaterThan(drops);
+    expect(effectiveCaps(sluice.child.pid!).toString(16)).toBe(CHART_AGENT_CAP_MASK.toString(16));
+  });
+
+  it("sluice status shows per-NF packets, drops and rates", async () => {
+    const rate = 5000;
+    // Long enough to outlast the status reads below, each a `sluice status` process started
+    // inside the node namespace: the rates must be measured while the flow still runs.
+    const flow = await startUdpFlow({
+      from: { ns: topo.h1.name, ip: H1 },
+      to: { ns: topo.h2.name, ip: H2 },
+      count: rate * 8,
       rate,
     });
     const before = edge(await status(port));
@@ -291,12 +402,7 @@ describe("sluice run on one host", () => {
     ]);
     await sleep(2500);
     const doc = await status(port);
-    const { stdout: table } = await execFileAsync(process.execPath, [
-      SLUICE,
-      "status",
-      "--port",
-      String(port),
-    ]);
+    const table = await sluiceStatus(["--port", String(port)]);
     await flow.done();
 
     const chain = edge(doc);
@@ -350,12 +456,7 @@ describe("sluice run on one host", () => {
     expect(result).toMatchObject({ lost: 0 });
     expect(edge(failed).revision, "the old revision stays live").toBe(before.revision);
     expect(edge(await status(port)).revision).toBe(before.revision);
-    const { stdout: table } = await execFileAsync(process.execPath, [
-      SLUICE,
-      "status",
-      "--port",
-      String(port),
-    ]);
+    const table = await sluiceStatus(["--port", String(port)]);
     expect(table).toMatch(/ttl_guard\.bpf\.c.*error/);
 
     const fixed = await repo.commitEdit(
@@ -386,7 +487,7 @@ describe("sluice run on one host", () => {
     expect(await sluice.stop(), "sluice run exits 0 on Ctrl-C").toBe(0);
     await sleep(1000);
     // The same port, as a user's default 9470 would be: artifact URLs (part of the plan) stay the same.
-    sluice = new SluiceRun([...runArgs, "--port", String(port)]);
+    sluice = new SluiceRun([...runArgs, "--port", String(port)], topo.node);
     port = await sluice.port;
     const head = (await repo.git("rev-parse", "HEAD")).trim();
     const doc = await waitForStatus(port, "live again", (d) =>
