@@ -36,6 +36,11 @@ Operator flags for clusters shared by teams (all off by default):
   --allow-file-sources      follow file:// GitSource URLs, which read the operator's own disk
   --allowed-git-hosts H,... follow only URLs on these hosts (host, host:port or *.domain)
 
+--netns NS (run, agent): drive the interfaces of network namespace NS (a name under /run/netns
+  or a path) from outside it. Entering a namespace needs CAP_SYS_ADMIN, so this is for root only;
+  with just CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (as the Helm chart runs the agent), start
+  sluice inside the namespace instead: nsenter --net=/run/netns/NS sluice run ...
+
 Exit codes: 0 ok, 1 the command found a problem, 2 bad usage, 3 this host lacks something.
 `;
 
