@@ -347,6 +347,10 @@ describe("exit codes a script can rely on", () => {
     expect((await sluice(["validate"])).code).toBe(2);
     expect((await sluice(["validate", join(work, "no-such-dir")])).code).toBe(2);
     expect((await sluice(["test", example, "--no-load"])).code).toBe(2);
+    // The metrics endpoint listens on one IP address; a name could mean several, or change.
+    const named = await sluice(["agent", "--node-name", "n1", "--metrics-address", "localhost"]);
+    expect(named.code).toBe(2);
+    expect(named.stderr).toContain('sluice agent: --metrics-address: "localhost" is not an IP address');
   });
 
   it("without BPF privileges loading exits 3 and says what is missing; --no-load still checks", async () => {
