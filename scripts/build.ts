@@ -19,7 +19,7 @@
  * when they would start an outdated `sluice`.
  */
 import { createHash } from "node:crypto";
-import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -69,8 +69,13 @@ export async function build(): Promise<void> {
     sourcesContent: false,
     chunkNames: "chunks/[name]-[hash]",
     metafile: true,
+    write: false,
     logLevel: "warning",
   });
+  await mkdir(join(DIST_DIR, "chunks"), { recursive: true });
+  for (const file of result.outputFiles) {
+    await writeFile(file.path, file.path.endsWith(".map") ? ownSourcesOnly(file.text) : file.contents);
+  }
   // Chunks of an earlier build go only now: a sluice process that is running meanwhile (a test,
   // the demo) still finds dist/main.js and the chunks it loads later.
   const outputs = new Set(Object.keys(result.metafile.outputs).map((p) => resolve(root, p)));
@@ -86,6 +91,85 @@ export async function build(): Promise<void> {
     sources[path] = await digest(path);
   }
   await writeFile(BUILD_INFO, JSON.stringify({ sources } satisfies BuildInfo, null, 2) + "\n");
+}
+
+const VLQ = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+function decodeVlq(segment: string): number[] {
+  const values: number[] = [];
+  let value = 0;
+  let shift = 0;
+  for (const char of segment) {
+    const digit = VLQ.indexOf(char);
+    value += (digit & 31) << shift;
+    if (digit & 32) {
+      shift += 5;
+    } else {
+      values.push(value & 1 ? -(value >>> 1) : value >>> 1);
+      value = 0;
+      shift = 0;
+    }
+  }
+  return values;
+}
+
+function encodeVlq(values: readonly number[]): string {
+  let out = "";
+  for (const v of values) {
+    let rest = v < 0 ? (-v << 1) | 1 : v << 1;
+    do {
+      const digit = rest & 31;
+      rest >>>= 5;
+      out += VLQ[rest > 0 ? digit | 32 : digit];
+    } while (rest > 0);
+  }
+  return out;
+}
+
+/**
+ * A source map (JSON text) that maps only our own sources: positions in bundled npm packages
+ * become unmapped. Node keeps a decoded map per loaded chunk once it formats a stack trace, one
+ * small array per mapping; the packages' mappings (client-node's most of all) cost the operator
+ * ~25 MB of heap for frames that would point into node_modules files that do not ship anyway.
+ */
+export function ownSourcesOnly(text: string): string {
+  const map = JSON.parse(text) as { sources: string[]; mappings: string; names?: string[] };
+  const keep = map.sources.map((source) => !source.includes("node_modules/"));
+  const newIndex: number[] = [];
+  const sources: string[] = [];
+  map.sources.forEach((source, i) => {
+    if (keep[i]) newIndex[i] = sources.push(source) - 1;
+  });
+  // Fields after the generated column are deltas across the whole map; decode to absolute
+  // values, drop or keep each segment, and encode again against what was written.
+  const abs = [0, 0, 0, 0];
+  const written = [0, 0, 0, 0];
+  const lines = map.mappings.split(";").map((line) => {
+    let column = 0;
+    let writtenColumn = 0;
+    let lastMapped = false;
+    const out: string[] = [];
+    for (const segment of line === "" ? [] : line.split(",")) {
+      const [dColumn = 0, ...rest] = decodeVlq(segment);
+      column += dColumn;
+      rest.forEach((delta, i) => (abs[i]! += delta));
+      const mapped = rest.length >= 3 && keep[abs[0]!] === true;
+      if (mapped) {
+        const fields = [newIndex[abs[0]!]!, abs[1]!, abs[2]!, ...(rest.length >= 4 ? [abs[3]!] : [])];
+        out.push(encodeVlq([column - writtenColumn, ...fields.map((v, i) => v - written[i]!)]));
+        fields.forEach((v, i) => (written[i] = v));
+      } else if (lastMapped || out.length === 0) {
+        // Unmapped from here on, so that the code is not taken for the source mapped before it.
+        out.push(encodeVlq([column - writtenColumn]));
+      } else {
+        continue;
+      }
+      writtenColumn = column;
+      lastMapped = mapped;
+    }
+    return out.join(",");
+  });
+  return JSON.stringify({ ...map, sources, mappings: lines.join(";") });
 }
 
 /**
