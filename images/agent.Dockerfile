@@ -11,15 +11,43 @@
 # host's /sys/fs/bpf and a host cache directory mounted.
 
 # Node 20 on Debian 12 (bookworm): its clang 14 and libbpf 1.1 are the toolchain sluice is
-# measured with. Pin a digest here for reproducible builds.
+# measured with. Pin a digest here for reproducible builds. Without a registry, `npm run images`
+# passes a locally built equivalent (images/base-node.Dockerfile).
 ARG NODE_IMAGE=node:20-bookworm-slim
 
+# Compiles the TypeScript sources to dist/ (`npm run build`). This stage is the same in both
+# images, so a builder with a layer cache runs it once.
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+# Development dependencies too (esbuild, tsx); koffi ships its prebuilt native module and
+# esbuild its platform binary as an optional dependency, so no install scripts run. Behind a
+# TLS-intercepting proxy, pass the CA bundle that trusts it as the build secret
+# `ca-certificates` (`--secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt`).
+RUN --mount=type=secret,id=ca-certificates \
+  if [ -f /run/secrets/ca-certificates ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca-certificates; fi \
+  && npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY scripts/build.ts ./scripts/
+COPY bin ./bin
+COPY common ./common
+COPY operator ./operator
+COPY node-agent ./node-agent
+RUN npm run build
+
+# Runtime dependencies only, exactly as locked.
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /opt/sluice
 COPY package.json package-lock.json ./
-# Runtime dependencies only, exactly as locked; tsx runs the TypeScript sources, koffi ships its
-# prebuilt native module, so no install scripts run.
-RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+# `npm ls` fails the build if the tree is incomplete, which npm 10 can leave behind with exit
+# status 0 after a network error. npm also leaves empty scope directories of the omitted
+# development packages (@esbuild, @vitest, ...): removed, so the image lists only what it runs.
+RUN --mount=type=secret,id=ca-certificates \
+  if [ -f /run/secrets/ca-certificates ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca-certificates; fi \
+  && npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+  && npm ls --omit=dev --all >/dev/null \
+  && find node_modules -mindepth 1 -maxdepth 1 -type d -empty -delete \
+  && npm cache clean --force
 
 FROM ${NODE_IMAGE}
 # clang, llvm:     compile network functions to BPF objects (-target bpf) on the node
@@ -35,13 +63,12 @@ RUN apt-get update \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/sluice
 COPY --from=deps /opt/sluice/node_modules ./node_modules
-COPY package.json tsconfig.json ./
-COPY bin ./bin
-COPY common ./common
-# `sluice agent` talks to the API server through the operator's small Kubernetes client.
-COPY operator ./operator
-COPY node-agent ./node-agent
-# C sources of the built-in network functions and the chain header every NF includes.
+# package.json: "type": "module" for dist/; bin/sluice.mjs: the command, which runs dist/main.js.
+COPY package.json ./
+COPY bin/sluice.mjs ./bin/
+COPY --from=build /src/dist ./dist
+# C sources of the built-in network functions and the chain header every NF includes; the
+# compiled code finds them as the bpf/ directory above dist/.
 COPY bpf ./bpf
 ENV NODE_ENV=production HOME=/tmp
 # Root for bpffs and the host cache directory; capabilities are limited by the pod spec.
