@@ -23,6 +23,7 @@ import {
   sanitizeCompilerOutput,
 } from "./errors.ts";
 import { SourceTreeError, treeDigest } from "./digest.ts";
+import { checkObjectOpens } from "./objectcheck.ts";
 import { programFiles, runSandboxed, SandboxRunError, type SandboxPolicy } from "./sandbox.ts";
 
 const log = rootLogger.child({ component: "compile" });
@@ -276,6 +277,8 @@ export async function compile(options: CompileOptions): Promise<CompileResult> {
         clean: (text) => sanitizeCompilerOutput(text, sourceRoot, { [`${headers}/`]: "" }),
       });
       const warnings = stderr;
+      const check = await checkObjectOpens(join(outDir, "object.o"));
+      if (!check.ok) throw new CompileError(options.entry, "object", check.message);
       // The warnings file goes first: whoever sees the object also finds its warnings.
       if (warnings) await writeAtomically(`${objectPath}.warnings`, warnings);
       await rename(join(outDir, "object.o"), objectPath);

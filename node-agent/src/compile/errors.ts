@@ -25,7 +25,12 @@ export type CompileFailure =
    */
   | "limit"
   /** clang died on a signal that none of the limits explains (a compiler crash). */
-  | "crash";
+  | "crash"
+  /**
+   * clang wrote an object that libbpf cannot open, or that crashes libbpf when opened (checked in
+   * a throw-away process, see `checkObjectOpens`): it is not cached and never reaches the agent.
+   */
+  | "object";
 
 /**
  * A network function that did not compile. `stderr` is clang's output (trimmed), with file

@@ -27,3 +27,4 @@ export {
   type Diagnostic,
 } from "./errors.ts";
 export { treeDigest, SourceTreeError, DEFAULT_TREE_LIMITS, type TreeLimits } from "./digest.ts";
+export { checkObjectOpens, type ObjectCheck } from "./objectcheck.ts";
