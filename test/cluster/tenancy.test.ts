@@ -410,11 +410,36 @@ describe("file:// sources", () => {
       port: 0,
       host: "127.0.0.1",
       dataDir: join(tmp, "permissive"),
-      sources: { allowFileSources: true },
+      sources: { allowFileSources: true, allowedGitHosts: ["git.example.com", "*.example.org"] },
     });
     await applySource(local, "local", { url: localRepo.fileUrl });
     await kubectlOk(["wait", "--for=condition=Ready", "gitsource/local", "-n", local, "--timeout=30s"]);
     expect(await objectsIn(local, "networkfunctions")).toEqual(["networkfunction.sluice.dev/local-fw"]);
+  });
+
+  it("a host outside --allowed-git-hosts is refused before any Secret is read", async () => {
+    await kubectlOk([
+      "create",
+      "secret",
+      "generic",
+      "git",
+      "-n",
+      local,
+      "--from-literal=bearerToken=local-token",
+    ]);
+    await applySource(local, "elsewhere", { url: attackerHost.url("a"), secretRef: { name: "git" } });
+    const gs = await waitForSource(
+      local,
+      "elsewhere",
+      "Stalled",
+      (s) => condition(s, "Stalled")?.status === "True",
+    );
+    expect(readyOf(gs)).toMatchObject({
+      status: "False",
+      reason: "SourceNotAllowed",
+      message: `host 127.0.0.1:${attackerHost.port} is not among the operator's allowed Git hosts (git.example.com, *.example.org)`,
+    });
+    expect(leakedCredentials()).toEqual([]);
   });
 });
 

@@ -177,7 +177,7 @@ describe("signed push webhooks", () => {
     hookPath = gs.status!.webhookPath!;
   });
 
-  it("status.webhookPath names the hook, derived from the token without revealing it", async () => {
+  it("status.webhookPath names the hook, keyed with the salt in status, without revealing the token", async () => {
     expect(hookPath).toMatch(/^\/hook\/[0-9a-f]{32}$/);
     const shown = await kubectlOk([
       "get",

@@ -3,6 +3,7 @@
  * and room for extra routes such as `/metrics`. Knows nothing of Kubernetes.
  */
 export {
+  PUBLISHED_PER_SOURCE,
   SourceServer,
   signWebhookPayload,
   webhookPath,

@@ -15,8 +15,13 @@ import {
   type Artifact,
   type StoredArtifact,
 } from "../../../common/artifact/index.ts";
-import { PUBLISHED_PER_SOURCE } from "./server.ts";
-import { SourceServer, signWebhookPayload, webhookPath, type WebhookTrigger } from "./index.ts";
+import {
+  PUBLISHED_PER_SOURCE,
+  SourceServer,
+  signWebhookPayload,
+  webhookPath,
+  type WebhookTrigger,
+} from "./index.ts";
 
 let tmp: string;
 let server: SourceServer;
