@@ -8,7 +8,13 @@
 import { execFile } from "node:child_process";
 import { chown } from "node:fs/promises";
 import { join } from "node:path";
-import { parseManifests, renderChart, serviceAccountKubeConfig, writeKubeConfig } from "./chart-support.ts";
+import {
+  findManifest,
+  parseManifests,
+  renderChart,
+  serviceAccountKubeConfig,
+  writeKubeConfig,
+} from "./chart-support.ts";
 import { binDir, kubectl, kubectlOk } from "./harness.ts";
 
 /** The chart's ServiceAccounts and RBAC, applied for one release in one namespace. */
@@ -20,6 +26,8 @@ export interface ChartIdentities {
   agentServiceAccount: string;
   /** The Lease the operator's Role lets it hold. */
   leaseName: string;
+  /** The ValidatingAdmissionPolicy that lets an agent write only its own node's status. */
+  nodeScopePolicy: string;
   /** Deletes what the render made (the cluster-scoped roles outlive the namespace otherwise). */
   remove(): Promise<void>;
 }
@@ -65,6 +73,7 @@ export async function installChartIdentities(
     .flatMap((m) => (m.rules ?? []) as { resources?: string[]; resourceNames?: string[] }[])
     .find((rule) => rule.resources?.includes("leases") && rule.resourceNames?.length)?.resourceNames?.[0];
   if (!leaseName) throw new Error("the chart's operator Role names no Lease");
+  const nodeScopePolicy = findManifest(manifests, "ValidatingAdmissionPolicy").metadata.name;
   await kubectlOk(["apply", "--server-side", "-f", "-"], { input: rendered });
   return {
     release,
@@ -72,6 +81,7 @@ export async function installChartIdentities(
     operatorServiceAccount: accountOf("operator"),
     agentServiceAccount: accountOf("agent"),
     leaseName,
+    nodeScopePolicy,
     remove: async () => {
       await kubectl(["delete", "--ignore-not-found", "--wait=false", "-f", "-"], { input: rendered });
     },

@@ -139,6 +139,10 @@ describe("the processes, as the chart runs them", () => {
       expect(who.username).toBe(serviceAccountUser(namespace, bed.identities.agentServiceAccount));
       expect(who.extra[NODE_NAME_EXTRA], `${node.name}: the token is bound to the node`).toEqual([node.name]);
     }
+    // The chart's node-scope policy was in force all along: every status write above passed it.
+    expect(
+      await kubectlOk(["get", "validatingadmissionpolicy", bed.identities.nodeScopePolicy, "-o", "name"]),
+    ).toContain(bed.identities.nodeScopePolicy);
   });
 
   it("the operator runs as a non-root user with no capabilities and the operator ServiceAccount's token", async () => {
