@@ -1,5 +1,6 @@
 import { accessSync, constants, existsSync, statSync, statfsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { delimiter, dirname, join, resolve } from "node:path";
@@ -98,7 +99,15 @@ export interface SingleHostStatus {
    * they are; `Running`: the agent follows what Git says.
    */
   phase: "Syncing" | "Running";
-  source: { name: string; url: string; revision?: string; ready?: string; message?: string };
+  source: {
+    name: string;
+    url: string;
+    revision?: string;
+    ready?: string;
+    message?: string;
+    /** Path on this endpoint that takes push webhooks signed with `--webhook-token`. */
+    webhookPath?: string;
+  };
   /** Every ServiceChain from Git, also those that never reached the data plane. */
   serviceChains: Array<{
     name: string;
@@ -121,6 +130,15 @@ export interface SingleHostStatus {
     nfs: NfStatusDoc[];
   }>;
   time: string;
+}
+
+/** The salt in `file`, made (16 random bytes, hex) on first use. */
+async function keptWebhookSalt(file: string): Promise<string> {
+  const kept = await readFile(file, "utf8").catch(() => "");
+  if (/^[0-9a-f]{32}$/.test(kept.trim())) return kept.trim();
+  const salt = randomBytes(16).toString("hex");
+  await writeFile(file, `${salt}\n`, { mode: 0o600 });
+  return salt;
 }
 
 /** This host lacks something `sluice run` needs; the message names each missing piece. */
@@ -285,6 +303,8 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     dataDir: options.dataDir,
     // One host, one user: a local directory is the usual source, and there are no tenants.
     policy: { allowFileSources: true, allowCrossNamespace: true },
+    // Status lives in memory here: the salt is kept on disk so the hook path survives restarts.
+    newWebhookSalt: () => keptWebhookSalt(join(options.dataDir, "webhook-salt")),
     readSecret: async (_namespace, name) =>
       name === "local-webhook" && options.webhookToken ? { token: options.webhookToken } : undefined,
     event: (obj, type, reason, message) => {
@@ -457,7 +477,7 @@ async function singleHostStatus(input: {
   const reference = input.rates.reference(nowMs);
   const windowMs = reference ? nowMs - reference.atMs : undefined;
   const source = await store.get("GitSource", "default", input.source.metadata.name);
-  const sourceStatus = (source?.status ?? {}) as { artifact?: { revision?: string } };
+  const sourceStatus = GitSource.shape.status.safeParse(source?.status).data;
   const sourceReady = readyOf(source?.status);
   const nodeChains = await store.list("NodeChain");
   const serviceChains = (await store.list("ServiceChain")).map((sc) => {
@@ -476,9 +496,10 @@ async function singleHostStatus(input: {
     source: {
       name: input.source.metadata.name,
       url: (input.source.spec as { url: string }).url,
-      revision: sourceStatus.artifact?.revision,
+      revision: sourceStatus?.artifact?.revision,
       ready: sourceReady?.status,
       message: sourceReady?.message,
+      ...(sourceStatus?.webhookPath ? { webhookPath: sourceStatus.webhookPath } : {}),
     },
     serviceChains,
     chains: chains.map((c) => {

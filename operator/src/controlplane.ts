@@ -22,6 +22,8 @@ export interface ControlPlaneOptions {
   readSecret?: GitSourceDeps["readSecret"];
   /** What GitSources may reach (namespaces, URL schemes and hosts); absent: the safe defaults. */
   policy?: SourcePolicy;
+  /** Where new webhook salts come from; default random (see {@link GitSourceDeps}). */
+  newWebhookSalt?: GitSourceDeps["newWebhookSalt"];
   /** Records an event (the log line is written by the caller's recorder too). */
   event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   log: Logger;
@@ -113,6 +115,7 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     },
     publishArtifact: (namespace, name, digest) => server.publishArtifact(namespace, name, digest),
     policy: options.policy,
+    ...(options.newWebhookSalt ? { newWebhookSalt: options.newWebhookSalt } : {}),
     event: options.event,
     now,
   };

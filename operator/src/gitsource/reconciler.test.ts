@@ -232,6 +232,23 @@ describe("webhook salt", () => {
   });
 });
 
+describe("webhook salt source", () => {
+  it("a kept salt (single-host mode keeps one on disk) gives the same path in a fresh store", async () => {
+    await repo.commit({ "a.yaml": nf("mine") });
+    const kept = "00112233445566778899aabbccddeeff";
+    h.deps.newWebhookSalt = async () => kept;
+    await source("default", "local", { webhookSecretRef: { name: "hook" } });
+    const first = await reconcile("default", "local");
+    expect(first.status.webhookSalt).toBe(kept);
+    // A restart of `sluice run`: an empty memory store, the same salt from disk, the same path.
+    h.store = new MemoryStore();
+    h.deps.store = h.store;
+    await source("default", "local", { webhookSecretRef: { name: "hook" } });
+    const second = await reconcile("default", "local");
+    expect(second.status.webhookPath).toBe(first.status.webhookPath);
+  });
+});
+
 describe("published artifacts", () => {
   it("only an applied revision's artifact is published", async () => {
     const good = await repo.commit({ "a.yaml": nf("mine"), "b.yaml": null });

@@ -60,6 +60,11 @@ export interface GitSourceDeps {
    * status names it, so an agent that reads the new plan finds it served.
    */
   publishArtifact?: (namespace: string, name: string, digest: string) => void;
+  /**
+   * A new webhook salt for a source that has none in status; default: 16 random bytes as hex.
+   * Single-host mode keeps one in its data directory, since its status lives only in memory.
+   */
+  newWebhookSalt?: (namespace: string, name: string) => Promise<string>;
   /** What sources may reach; absent: the safe defaults (own namespace, no file://). */
   policy?: SourcePolicy;
   /** Logs and records an event on the object. */
@@ -199,7 +204,9 @@ async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResu
   }
   // Kept in status, so the path survives operator restarts; random, so it says nothing of the
   // token and two sources sharing a token get different paths.
-  const salt = run.status.webhookSalt ?? randomBytes(16).toString("hex");
+  const salt =
+    run.status.webhookSalt ??
+    (deps.newWebhookSalt ? await deps.newWebhookSalt(ns, metadata.name) : randomBytes(16).toString("hex"));
   run.status.webhookSalt = salt;
   run.status.webhookPath = deps.ensureWebhook(ns, metadata.name, { token, salt });
   return next;
