@@ -105,6 +105,7 @@ const customValues = {
     replicas: 3,
     leaderElection: { enabled: true, leaseDuration: "30s" },
     watchNamespace: watchedNamespace,
+    sources: { allowCrossNamespace: true, allowedGitHosts: ["git.example.com", "*.example.org"] },
     port: 9090,
     advertiseUrl: "http://artifacts.network.example:9090",
     logLevel: "debug",
@@ -229,6 +230,12 @@ describe("with default values", () => {
     // Everything it writes goes to volumes, not to the image.
     expect(operator!.volumeMounts?.map((m) => m.mountPath).sort()).toEqual(["/tmp", "/var/lib/sluice"]);
     expect(pod.hostNetwork).not.toBe(true);
+  });
+
+  it("keeps every GitSource in its own namespace and off file:// unless values say otherwise", () => {
+    const deploy = findManifest(defaults.stored, "Deployment") as Workload;
+    const [operator] = deploy.spec.template.spec.containers;
+    expect((operator!.args ?? []).filter((a) => a.startsWith("--allow"))).toEqual([]);
   });
 
   it("runs the operator with leader election on the Lease its Role allows, Ready only while leading", () => {
@@ -436,8 +443,11 @@ describe("with non-default values", () => {
         `--namespace=${watchedNamespace}`,
         "--advertise-url=http://artifacts.network.example:9090",
         "--leader-elect-duration=30s",
+        "--allow-cross-namespace",
+        "--allowed-git-hosts=git.example.com,*.example.org",
       ]),
     );
+    expect(operator!.args).not.toContain("--allow-file-sources");
     expect(operator!.env).toContainEqual({ name: "SLUICE_LOG_LEVEL", value: "debug" });
     const svc = findManifest(stored, "Service") as ServiceManifest;
     expect(svc.spec.type).toBe("NodePort");
@@ -522,6 +532,11 @@ describe("values the chart refuses", () => {
       name: "a lease so short that renewals could not keep up",
       values: { operator: { leaderElection: { leaseDuration: "2s" } } },
       error: /leaseDuration 2s is too short: at least 3s/,
+    },
+    {
+      name: "an allowed Git host that is a URL, not a host",
+      values: { operator: { sources: { allowedGitHosts: ["https://git.example.com/"] } } },
+      error: /allowedGitHosts/,
     },
     {
       name: "a relative bpffs path",
