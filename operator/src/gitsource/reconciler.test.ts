@@ -25,6 +25,8 @@ interface Harness {
   secretsRead: string[];
   published: string[];
   events: string[];
+  /** Registered webhook paths by `<namespace>/<name>`. */
+  hooks: Map<string, string>;
 }
 
 let tmp: string;
@@ -48,6 +50,7 @@ beforeEach(async () => {
   const events: string[] = [];
   const hooks = new Map<string, string>();
   h = {
+    hooks,
     store,
     secretsRead,
     published,
@@ -62,7 +65,10 @@ beforeEach(async () => {
         return { token: `token-of-${namespace}`, username: "u", password: "p" };
       },
       ensureWebhook: (namespace, name, hook) => {
-        if (!hook) return undefined;
+        if (!hook) {
+          hooks.delete(`${namespace}/${name}`);
+          return undefined;
+        }
         const path = `/hook/${hook.salt}-${hook.token}`;
         hooks.set(`${namespace}/${name}`, path);
         return path;
@@ -189,11 +195,13 @@ describe("GitSource tenancy", () => {
 describe("GitSource URLs", () => {
   it("file:// is refused by default with Stalled/SourceNotAllowed, before any Secret is read", async () => {
     await repo.commit({ "a.yaml": nf("mine") });
-    await source("team-a", "local", { secretRef: { name: "creds" } });
+    await source("team-a", "local", { secretRef: { name: "creds" }, webhookSecretRef: { name: "hook" } });
+    h.hooks.set("team-a/local", "/hook/registered-while-it-was-allowed");
     const { ready, stalled } = await reconcile("team-a", "local", {});
     expect(ready).toMatchObject({ status: "False", reason: "SourceNotAllowed" });
     expect(stalled).toMatchObject({ status: "True", reason: "SourceNotAllowed" });
     expect(ready!.message).toMatch(/file:\/\/ URLs .* --allow-file-sources/);
+    expect(h.hooks.size).toBe(0);
     expect(h.secretsRead).toEqual([]);
     expect(await names("NetworkFunction", "team-a")).toEqual([]);
   });

@@ -166,17 +166,20 @@ async function reconcileAccess(run: Run, deps: GitSourceDeps): Promise<StepResul
   const { metadata, spec } = run.source;
   const ns = metadata.namespace ?? "default";
   const parent = parentNamespace(metadata.labels, SOURCE_LABEL);
+  const refuse = (reason: string, message: string): StepResult => {
+    // Nothing may trigger it either; the salt stays, so an allowed source gets its path back.
+    deps.ensureWebhook?.(ns, metadata.name, undefined);
+    delete run.status.webhookPath;
+    return fail(run, deps, reason, message, true);
+  };
   if (!policy.allowCrossNamespace && parent !== undefined && parent !== ns) {
-    return fail(
-      run,
-      deps,
+    return refuse(
       Reason.CrossNamespaceNotAllowed,
-      `this GitSource was applied by GitSource ${metadata.labels![SOURCE_LABEL]} of namespace ${parent}; a GitSource applies only into its own namespace, so this one reads no Secret and applies nothing (delete it, or start the operator with --allow-cross-namespace)`,
-      true,
+      `this GitSource was applied by GitSource ${metadata.labels?.[SOURCE_LABEL]} of namespace ${parent}; a GitSource applies only into its own namespace, so this one reads no Secret and applies nothing (delete it, or start the operator with --allow-cross-namespace)`,
     );
   }
   const url = checkSourceUrl(spec.url, policy);
-  if (!url.ok) return fail(run, deps, Reason.SourceNotAllowed, url.message, true);
+  if (!url.ok) return refuse(Reason.SourceNotAllowed, url.message);
   return next;
 }
 
