@@ -78,6 +78,9 @@ so releases of the same name in two namespaces do not overwrite each other's.
 {{- define "sluice.operator.advertiseUrl" -}}
 {{- if .Values.operator.advertiseUrl }}
 {{- .Values.operator.advertiseUrl }}
+{{- else if .Values.operator.service.clusterIP }}
+{{- $ip := .Values.operator.service.clusterIP }}
+{{- printf "http://%s:%d" (ternary (printf "[%s]" $ip) $ip (contains ":" $ip)) (int .Values.operator.port) }}
 {{- else }}
 {{- printf "http://%s.%s.svc:%d" (include "sluice.operator.name" .) .Release.Namespace (int .Values.operator.port) }}
 {{- end }}
