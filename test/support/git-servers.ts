@@ -155,13 +155,14 @@ async function waitForPort(
   child: ChildProcess,
   what: string,
   timeoutMs = 10_000,
+  host = "127.0.0.1",
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null)
       throw new Error(`${what} exited with code ${child.exitCode} before listening`);
     const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1");
+      const socket = connect(port, host);
       socket.once("connect", () => {
         socket.destroy();
         resolve(true);
@@ -194,9 +195,14 @@ export interface GitServer {
 
 /**
  * Serves every repository under `serveRoot` read-only with `git daemon` on a free port of
- * 127.0.0.1 (`git://127.0.0.1:<port>/<name>.git`).
+ * `address` (default 127.0.0.1; a pod reaches the host only on one of its other addresses):
+ * `git://<address>:<port>/<name>.git`.
  */
-export async function startGitDaemon(serveRoot: string): Promise<GitServer> {
+export async function startGitDaemon(
+  serveRoot: string,
+  options: { address?: string } = {},
+): Promise<GitServer> {
+  const address = options.address ?? "127.0.0.1";
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
     const child = spawn(
@@ -207,7 +213,7 @@ export async function startGitDaemon(serveRoot: string): Promise<GitServer> {
         "--reuseaddr",
         "--informative-errors",
         `--base-path=${serveRoot}`,
-        "--listen=127.0.0.1",
+        `--listen=${address}`,
         `--port=${port}`,
         serveRoot,
       ],
@@ -216,7 +222,7 @@ export async function startGitDaemon(serveRoot: string): Promise<GitServer> {
     let stderr = "";
     child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     try {
-      await waitForPort(port, child, "git daemon");
+      await waitForPort(port, child, "git daemon", 10_000, address);
     } catch (err) {
       await stopChild(child);
       // Another process may have taken the port between probing and binding: try again.
@@ -225,7 +231,7 @@ export async function startGitDaemon(serveRoot: string): Promise<GitServer> {
     }
     return {
       port,
-      url: (name) => `git://127.0.0.1:${port}/${name}.git`,
+      url: (name) => `git://${address}:${port}/${name}.git`,
       stop: () => stopChild(child),
     };
   }
