@@ -58,6 +58,20 @@ export default defineConfig({
           hookTimeout: 300_000,
         },
       },
+      {
+        // The chart installed with Helm on a local node whose kubelet runs the built images
+        // (`npm run images`, `npm run cluster -- up`); last, as it takes the host's network,
+        // bpffs and cgroups the longest.
+        test: {
+          name: "deployed",
+          sequence: { groupOrder: 3 },
+          include: ["test/deployed/**/*.test.ts"],
+          globalSetup: ["test/deployed/global-setup.ts"],
+          fileParallelism: false,
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
+        },
+      },
     ],
   },
 });
