@@ -26,7 +26,7 @@
  * koffi is already how the agent talks to libc and libbpf. It costs one Node start-up (about
  * 50-90 ms) per compiler run; cached compiles never start it.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { realpath } from "node:fs/promises";
 import { createRequire } from "node:module";
 
@@ -166,6 +166,7 @@ const SECCOMP_DENY: Partial<Record<string, { arch: number; deny: Record<string, 
 /** What the launcher reads from its first argument. */
 interface LauncherConfig {
   koffi: string;
+  preload?: string[];
   program: string;
   argv: string[];
   env: string[];
@@ -181,11 +182,14 @@ const EXIT_UNAVAILABLE = 125;
 const EXIT_SETUP = 126;
 
 /**
- * The launcher, run as `node -e`. Plain JavaScript in a string: it must run without the loader
- * that runs this TypeScript, from sources and from the bundle alike. It talks only through its
- * exit status and one tagged line on stderr.
+ * Confinement, the first part of every confined Node process (`node -e`, configuration as JSON
+ * in argv[1]): limits, no_new_privs, Landlock, seccomp, in that order. Plain JavaScript in a
+ * string: it must run without the loader that runs this TypeScript, from sources and from the
+ * bundle alike. Libraries named in `cfg.preload` are loaded before Landlock closes the file
+ * system (as `preloaded[i]`). It talks only through its exit status and one tagged line on
+ * stderr.
  */
-const LAUNCHER = String.raw`
+const CONFINE = String.raw`
 "use strict";
 const fs = require("node:fs");
 const fail = (code, message) => { fs.writeSync(2, "${LAUNCHER_TAG}" + message + "\n"); process.exit(code); };
@@ -201,6 +205,8 @@ const SockFilter = koffi.struct("sock_filter", { code: "uint16", jt: "uint8", jf
 const SockFprog = koffi.struct("sock_fprog", { len: "uint16", filter: koffi.pointer(SockFilter) });
 const setSeccomp = libc.func("prctl", "int", ["int", "unsigned long", koffi.pointer(SockFprog), "unsigned long", "unsigned long"]);
 const errno = () => koffi.errno();
+let preloaded;
+try { preloaded = (cfg.preload || []).map((name) => koffi.load(name)); } catch (e) { fail(${EXIT_SETUP}, "cannot load: " + e.message); }
 
 for (const [resource, value] of cfg.rlimits) {
   const rlim = Buffer.alloc(16);
@@ -252,7 +258,12 @@ if (cfg.seccomp) {
   if (setSeccomp(22 /* PR_SET_SECCOMP */, 2 /* FILTER */, { len: prog.length, filter }, 0, 0) !== 0)
     fail(${EXIT_SETUP}, "seccomp: errno " + errno());
 }
+`;
 
+/** The launcher: confinement, then execve of the program, so the confined process is it. */
+const LAUNCHER =
+  CONFINE +
+  String.raw`
 // Node marks its standard streams close-on-exec; the program must inherit them.
 for (const fd of [0, 1, 2]) fcntl(fd, 2 /* F_SETFD */, 0);
 execve(cfg.program, [...cfg.argv, null], [...cfg.env, null]);
@@ -266,13 +277,46 @@ const DIR_WRITE = DIR_READ | FS.WRITE_FILE | FS.MAKE_REG | FS.REMOVE_FILE | FS.T
 
 let koffiPath: string | undefined;
 
+function seccompConfig(): LauncherConfig["seccomp"] {
+  const deny = SECCOMP_DENY[process.arch];
+  return deny ? { arch: deny.arch, deny: Object.values(deny.deny), x32: process.arch === "x64" } : null;
+}
+
+/**
+ * Starts a long-lived confined Node process that runs `script` after the confinement: no file
+ * may be opened (an empty Landlock ruleset, where the kernel has Landlock), no socket, no bpf(),
+ * no core dump; `preload` libraries are loaded before. It talks over its stdin and stdout. For
+ * parsing untrusted bytes with a native library: a crash kills only this process, and code run
+ * through a memory-safety bug in the library can reach nothing.
+ */
+export function spawnConfinedNode(script: string, preload: readonly string[]): ChildProcess {
+  koffiPath ??= createRequire(import.meta.url).resolve("koffi");
+  const config: LauncherConfig = {
+    koffi: koffiPath,
+    preload: [...preload],
+    program: "",
+    argv: [],
+    env: [],
+    landlock: "if-available",
+    rules: [],
+    rlimits: [
+      [RLIMIT.CORE, 0],
+      [RLIMIT.NOFILE, 256],
+    ],
+    seccomp: seccompConfig(),
+  };
+  return spawn(process.execPath, ["-e", CONFINE + script, JSON.stringify(config)], {
+    env: {},
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+}
+
 /**
  * Runs `run.program` confined by `policy` and resolves with its stderr when it exits with
  * status 0. Rejects with {@link SandboxRunError} otherwise; `failure` says why.
  */
 export function runSandboxed(run: SandboxRun, policy: SandboxPolicy): Promise<string> {
   koffiPath ??= createRequire(import.meta.url).resolve("koffi");
-  const deny = SECCOMP_DENY[process.arch];
   const config: LauncherConfig = {
     koffi: koffiPath,
     program: run.program,
@@ -295,7 +339,7 @@ export function runSandboxed(run: SandboxRun, policy: SandboxPolicy): Promise<st
       [RLIMIT.NOFILE, policy.limits.openFiles],
       [RLIMIT.CORE, 0],
     ],
-    seccomp: deny ? { arch: deny.arch, deny: Object.values(deny.deny), x32: process.arch === "x64" } : null,
+    seccomp: seccompConfig(),
   };
   return new Promise((resolvePromise, reject) => {
     execFile(
