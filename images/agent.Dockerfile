@@ -50,7 +50,8 @@ RUN --mount=type=secret,id=ca-certificates \
   && npm cache clean --force
 
 FROM ${NODE_IMAGE}
-# clang, llvm:     compile network functions to BPF objects (-target bpf) on the node
+# clang:           compiles network functions to BPF objects (-target bpf) on the node; clang
+#                  emits BTF itself, so no other LLVM tool is needed
 # libbpf1:         libbpf.so.1, loaded through koffi for load, pin, attach, test-run
 # libbpf-dev:      <bpf/bpf_helpers.h> and friends, included by every network function
 # linux-libc-dev:  <linux/bpf.h>, <linux/if_ether.h>, ... and <asm/types.h> for BPF sources
@@ -59,7 +60,7 @@ FROM ${NODE_IMAGE}
 # mount, stat (util-linux, coreutils; already in the base image): the chart's bpffs init container
 RUN apt-get update \
   && apt-get install -y --no-install-recommends \
-    clang llvm libbpf1 libbpf-dev linux-libc-dev libc6-dev ca-certificates tini \
+    clang libbpf1 libbpf-dev linux-libc-dev libc6-dev ca-certificates tini \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/sluice
 COPY --from=deps /opt/sluice/node_modules ./node_modules

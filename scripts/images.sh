@@ -244,8 +244,13 @@ flock 9
 ensure_apt
 mkdir -p "$runroot"
 digest=$(inputs_digest)
-if ! $force && [[ "$(cat "$cache/inputs.sha256" 2>/dev/null)" == "$digest" ]] \
-  && bh inspect --type image "$operator_image" "$agent_image" "$pause_image" >/dev/null 2>&1 \
+images_present() {
+  local image
+  for image in "$operator_image" "$agent_image" "$pause_image"; do
+    bh inspect --type image "$image" >/dev/null 2>&1 || return 1
+  done
+}
+if ! $force && [[ "$(cat "$cache/inputs.sha256" 2>/dev/null)" == "$digest" ]] && images_present \
   && [[ -f "${archives[0]}" && -f "${archives[1]}" && -f "${archives[2]}" ]]; then
   say "up to date ($operator_image, $agent_image, $pause_image)"
   printf '%s\n' "${archives[@]}"
@@ -263,8 +268,9 @@ build "$agent_image" "$root/images/agent.Dockerfile" "$root" --build-arg "NODE_I
 export_archive "$operator_image" "${archives[0]}"
 export_archive "$agent_image" "${archives[1]}"
 export_archive "$pause_image" "${archives[2]}"
-# Layers no build refers to any more (earlier versions of a step) only take space.
-bh rmi --prune >/dev/null 2>&1 || true
+# Not pruned here: the layers of the build and deps stages belong to no tagged image, and they
+# are the cache that makes the next build quick. `buildah $(scripts/images.sh --storage-flags)
+# rmi --prune` reclaims the space.
 
 echo "$digest" >"$cache/inputs.sha256"
 for image in "$operator_image" "$agent_image" "$pause_image"; do
