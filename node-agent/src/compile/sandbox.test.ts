@@ -5,7 +5,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compile } from "./compile.ts";
 import { CompileError } from "./errors.ts";
-import { programFiles, runSandboxed, SandboxRunError, type SandboxPolicy } from "./sandbox.ts";
+import {
+  programFiles,
+  runSandboxed,
+  SandboxRunError,
+  spawnConfinedNode,
+  type SandboxPolicy,
+} from "./sandbox.ts";
 
 /**
  * User C is hostile until compiled: every case below must end in a typed CompileError, in
@@ -213,5 +219,39 @@ describe("sandbox", () => {
     const result = await run("/usr/bin/id || echo exec-refused >&2");
     expect(result.ok).toBe(true);
     if (result.ok) expect(result.stderr).toContain("exec-refused");
+  });
+});
+
+describe("confined Node process (the object checker's)", () => {
+  it("opens no file, creates no socket and calls no bpf(), but runs and talks over its pipes", async () => {
+    const script = String.raw`
+const tryIt = (what, f) => { try { f(); return what + ": allowed"; } catch (e) { return what + ": " + e.code; } };
+const results = [
+  tryIt("read", () => fs.readFileSync(${JSON.stringify(secretPath)})),
+  tryIt("hostname", () => fs.readFileSync("/etc/hostname")),
+  tryIt("write", () => fs.writeFileSync(${JSON.stringify(join(work, "confined-out"))}, "x")),
+  "bpf: " + (Number(syscall(321, "int", 0, "void *", null, "uint32_t", 0)) === -1 ? "errno " + errno() : "allowed"),
+  "socket: " + (Number(syscall(41, "int", 2, "int", 1, "int", 0)) === -1 ? "errno " + errno() : "allowed"),
+  "loaded libbpf: " + (preloaded.length === 1),
+];
+fs.writeSync(1, JSON.stringify(results) + "\n");
+`;
+    const child = spawnConfinedNode(script, ["libbpf.so.1"]);
+    let stdout = "";
+    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    let stderr = "";
+    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const code = await new Promise((resolvePromise) => child.on("exit", resolvePromise));
+    expect(code, stderr).toBe(0);
+    const results = JSON.parse(stdout.trim()) as string[];
+    const eperm = process.arch === "x64" || process.arch === "arm64" ? "errno 1" : "allowed";
+    expect(results).toEqual([
+      "read: EACCES",
+      "hostname: EACCES",
+      "write: EACCES",
+      `bpf: ${eperm}`,
+      `socket: ${eperm}`,
+      "loaded libbpf: true",
+    ]);
   });
 });
