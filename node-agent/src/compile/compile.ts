@@ -169,10 +169,17 @@ const inFlight = new Map<string, Promise<CompileResult>>();
  * Compile an NF's C source to a BPF object with the project's fixed flags, reusing the cached
  * object when the inputs are unchanged.
  *
- * Throws {@link CompileError} when the source does not compile (clang's stderr attached), times
- * out or cannot be read, and {@link ToolchainError} when clang itself is missing. Concurrent
- * calls for the same inputs share one clang run; processes sharing a cache directory never see a
- * partial object (clang writes a temporary file that is renamed into place).
+ * clang runs sandboxed (see `sandbox.ts`): it reads only `sourceRoot`, sluice's headers and
+ * {@link SYSTEM_HEADER_DIRS}, writes only a private output directory, has no network, and is
+ * bounded by {@link CompileLimits}; its output is cleaned with `sanitizeCompilerOutput`. A new
+ * object is opened once by libbpf in a confined checker process before it is cached.
+ *
+ * Throws {@link CompileError} when the source does not compile (clang's cleaned stderr attached),
+ * crosses a limit, times out, crashes clang, or yields an object libbpf cannot open safely;
+ * {@link CompileSandboxUnavailableError} when the node has no usable Landlock (and `landlock` is
+ * `required`); {@link ToolchainError} when clang itself is missing or cannot be started.
+ * Concurrent calls for the same inputs share one clang run; processes sharing a cache directory
+ * never see a partial object (the object is renamed into place).
  */
 export async function compile(options: CompileOptions): Promise<CompileResult> {
   const started = performance.now();
