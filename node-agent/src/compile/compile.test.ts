@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -93,9 +93,12 @@ describe("compile", () => {
     expect(first.cached).toBe(false);
     expect(await clangRuns()).toBe(1);
 
+    const inode = (await stat(first.objectPath)).ino;
     const second = await compile(options());
     expect(second).toMatchObject({ cached: true, objectPath: first.objectPath, cacheKey: first.cacheKey });
     expect(await clangRuns()).toBe(1);
+    // Not rewritten: a clang run would have renamed a new file into place.
+    expect((await stat(second.objectPath)).ino).toBe(inode);
   });
 
   it("a changed file anywhere in the source root, or a changed define, compiles again", async () => {
