@@ -16,9 +16,20 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../.."
  */
 export const SLUICE_BIN = join(repoRoot, "bin/sluice.mjs");
 
-/** `argv` of `sluice <args>` (node + the command), ready for spawn/execFile. */
+/**
+ * The Node.js flags of `bin/sluice.mjs`'s `#!/usr/bin/env -S node <flags>` line: what an
+ * installed `sluice` runs with, so that tests starting `node bin/sluice.mjs` run the same.
+ */
+export const SLUICE_NODE_FLAGS: readonly string[] = (() => {
+  const shebang = readFileSync(SLUICE_BIN, "utf8").split("\n", 1)[0] ?? "";
+  const match = /^#!\/usr\/bin\/env (?:-S )?node((?: \S+)*)$/.exec(shebang);
+  if (!match) throw new Error(`${SLUICE_BIN}: unexpected first line ${JSON.stringify(shebang)}`);
+  return match[1]!.split(" ").filter(Boolean);
+})();
+
+/** `argv` of `sluice <args>` (node, its flags and the command), ready for spawn/execFile. */
 export function sluiceArgv(args: readonly string[]): string[] {
-  return [process.execPath, SLUICE_BIN, ...args];
+  return [process.execPath, ...SLUICE_NODE_FLAGS, SLUICE_BIN, ...args];
 }
 
 /**
