@@ -137,6 +137,7 @@ const customValues = {
     cacheDir: "/var/lib/sluice-cache",
     logLevel: "warn",
     seccompProfile: "Unconfined",
+    compileLandlock: "if-available",
     maxUnavailable: "25%",
     resources: { requests: { cpu: "100m", memory: "256Mi" }, limits: { memory: "2Gi" } },
     priorityClassName: "system-node-critical",
@@ -300,6 +301,8 @@ describe("with default values", () => {
       "NET_ADMIN",
       "PERFMON",
     ]);
+    // User C is compiled in the Landlock sandbox; a node without Landlock refuses to compile.
+    expect(agent.env).toContainEqual({ name: "SLUICE_COMPILE_LANDLOCK", value: "required" });
   });
 
   it("serves the agent's metrics on the node's IP only, where the pod's annotations send Prometheus", () => {
@@ -474,6 +477,7 @@ describe("with non-default values", () => {
     const viewer = findManifest(stored, "ClusterRole", `${release}-sluice-viewer`);
     expect(viewer.metadata.labels?.["rbac.authorization.k8s.io/aggregate-to-view"]).toBeUndefined();
     expect(agent.securityContext?.seccompProfile).toEqual({ type: "Unconfined" });
+    expect(agent.env).toContainEqual({ name: "SLUICE_COMPILE_LANDLOCK", value: "if-available" });
     const volumes = Object.fromEntries(pod.volumes.map((v) => [v.name, v.hostPath]));
     expect(volumes.bpffs).toEqual({ path: "/run/bpffs", type: "Directory" });
     expect(volumes.cache).toEqual({ path: "/var/lib/sluice-cache", type: "DirectoryOrCreate" });
