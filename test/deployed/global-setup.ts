@@ -8,7 +8,6 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { repoRoot } from "../support/sluice.ts";
 import { API_SERVER } from "./node.ts";
@@ -30,13 +29,13 @@ export class DeployedSetupError extends Error {
 }
 
 /**
- * Runs `bash scripts/<script> args` from the repository root. Its stderr (progress) streams to
- * ours; resolves with stdout and how long it took.
+ * Runs `npm run <script> -- args` from the repository root, as a user would. Its stderr
+ * (progress) streams to ours; resolves with stdout and how long it took.
  */
 function runScript(script: string, args: readonly string[]): Promise<{ stdout: string; seconds: number }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn("bash", [join(repoRoot, "scripts", script), ...args], {
+    const child = spawn("npm", ["run", "--silent", script, "--", ...args], {
       cwd: repoRoot,
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -54,7 +53,7 @@ function runScript(script: string, args: readonly string[]): Promise<{ stdout: s
       if (code === 0) resolve({ stdout, seconds });
       else {
         const tail = err.join("").trimEnd().split("\n").slice(-30).join("\n");
-        reject(new DeployedSetupError(`scripts/${script} ${args.join(" ")} exited ${code}:\n${tail}`));
+        reject(new DeployedSetupError(`npm run ${script} -- ${args.join(" ")} exited ${code}:\n${tail}`));
       }
     });
   });
@@ -65,22 +64,25 @@ export default async function setup(project: TestProject): Promise<() => Promise
   if (process.getuid?.() !== 0) {
     throw new DeployedSetupError("the deployed tests need root (containerd, kubelet, BPF); run them as root");
   }
-  const images = await runScript("images.sh", []);
+  const images = await runScript("images", []);
   console.log(`deployed: npm run images took ${images.seconds} s`);
 
   const teardown = async (): Promise<void> => {
-    const down = await runScript("cluster.sh", ["down"]);
+    const down = await runScript("cluster", ["down"]);
     console.log(`deployed: npm run cluster -- down took ${down.seconds} s`);
   };
   try {
-    const up = await runScript("cluster.sh", ["up"]);
+    // A clean slate: a cluster left by a killed run (or started by hand) would carry its
+    // releases and pinned chains into this one.
+    await runScript("cluster", ["down"]);
+    const up = await runScript("cluster", ["up"]);
     const kubeconfig = up.stdout.trim().split("\n").at(-1) ?? "";
     if (!existsSync(kubeconfig)) {
       throw new DeployedSetupError(
         `cluster up did not print a kubeconfig path as its last line: ${up.stdout}`,
       );
     }
-    const bin = (await runScript("setup.sh", ["--testbin-dir"])).stdout.trim().split("\n").at(-1) ?? "";
+    const bin = (await runScript("testbin", [])).stdout.trim().split("\n").at(-1) ?? "";
     console.log(`deployed: npm run cluster -- up took ${up.seconds} s`);
     project.provide("clusterKubeconfig", kubeconfig);
     project.provide("clusterBinDir", bin);

@@ -22,7 +22,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { chartDir, helm } from "../cluster/chart-support.ts";
 import { kubectl, kubectlOk } from "../cluster/harness.ts";
 import { startUdpFlow, udpFlow, type FlowEndpoint } from "../kernel/traffic.ts";
@@ -189,13 +189,37 @@ async function forwardingThrough(change: () => Promise<void>, seconds: number) {
   }
   const changeMs = Date.now() - started;
   const result = await flow.done();
+  console.log(
+    `deployed: change done in ${changeMs} ms under traffic: ${result.sent} sent, ${result.lost} lost`,
+  );
   expect(changeMs, "the change finished while the traffic still ran").toBeLessThan(seconds * 1000);
   return result;
+}
+
+/** What a user would look at when something is not Ready: pods, chains, the pods' last logs. */
+async function diagnostics(): Promise<string> {
+  const sections = [
+    ["get", "pods", "-A", "-o", "wide"],
+    ["get", "gitsources,servicechains,nodechains", "-A", "-o", "wide"],
+    ["-n", SOURCE_NS, "describe", "nodechains"],
+    ["-n", RELEASE_NS, "logs", `daemonset/${RELEASE}-agent`, "--tail=30", "--all-containers"],
+    ["-n", RELEASE_NS, "logs", `deployment/${RELEASE}-operator`, "--tail=30"],
+  ];
+  const out: string[] = [];
+  for (const args of sections) {
+    const r = await kubectl(args);
+    out.push(`$ kubectl ${args.join(" ")}\n${(r.stdout + r.stderr).trim()}`);
+  }
+  return out.join("\n\n");
 }
 
 describe.sequential("the Helm chart on a real node", () => {
   let repo: TestRepo;
   let daemon: GitServer;
+
+  afterEach(async (context) => {
+    if (context.task.result?.state === "fail") console.error(await diagnostics());
+  });
 
   beforeAll(async () => {
     // The "host" in front of the node: a client namespace wired to the node's slkn0.
