@@ -16,8 +16,9 @@ import { BPF_DIR, checkObjectOpens, compile } from "../../node-agent/src/compile
  */
 
 const DRIVER = fileURLToPath(new URL("./fixtures/elf-fuzz-driver.ts", import.meta.url));
-const CASES = 3_000;
-const SEED = 20261204;
+/** 3,000 in every run; set SLUICE_FUZZ_CASES / SLUICE_FUZZ_SEED for a longer or another run. */
+const CASES = Number(process.env.SLUICE_FUZZ_CASES ?? 3_000);
+const SEED = Number(process.env.SLUICE_FUZZ_SEED ?? 20261204);
 
 let work: string;
 let objectPath: string;
