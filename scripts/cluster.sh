@@ -551,11 +551,12 @@ healthy() {
 
 up() {
   require_host
-  ensure_apt
-  bin=$(testbin_dir)
   mkdir -p "$cache"
+  # One `up` or `down` at a time; the daemons never inherit this descriptor (see start).
   exec 8>"$cache/cluster.lock"
   flock 8
+  ensure_apt
+  bin=$(testbin_dir)
   local begin=$SECONDS
   if healthy; then
     start_containerd
@@ -564,7 +565,7 @@ up() {
     echo "$state/kubeconfig"
     return
   fi
-  if [[ -d $state/pids ]]; then
+  if [[ -d $state/pids || -d $state/host ]]; then
     say "a previous cluster is not healthy; removing it first"
     teardown
   fi
