@@ -273,6 +273,26 @@ describe("as the chart runs them", () => {
     expect(Number(compiled?.[1] ?? 0), validate.stdout).toBeGreaterThan(0);
   }, 120_000);
 
+  test("the operator's and the agent's own code loads: without a cluster they stop at the kubeconfig", async () => {
+    const runs = [
+      await runAsChart(OPERATOR_IMAGE, {
+        uid: 65532,
+        capabilities: [],
+        args: ["operator", "--kubeconfig", "/missing/kubeconfig"],
+      }),
+      await runAsChart(AGENT_IMAGE, {
+        uid: 0,
+        capabilities: agentCaps,
+        args: ["agent", "--node-name", "node-1", "--kubeconfig", "/missing/kubeconfig"],
+      }),
+    ];
+    for (const run of runs) {
+      expect(run.code).not.toBe(0);
+      expect(run.stderr + run.stdout).toContain("/missing/kubeconfig");
+      expect(run.stderr + run.stdout).not.toMatch(/ERR_MODULE_NOT_FOUND|Cannot find (package|module)/);
+    }
+  });
+
   test("the pause image starts its static binary", async () => {
     const run = await runAsChart(PAUSE_IMAGE, { uid: 65535, capabilities: [], args: ["-v"] });
     expect(run.code, run.stderr).toBe(0);
