@@ -23,6 +23,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import clusterSetup from "../test/cluster/global-setup.ts";
 import { createBpffsDir, createNetns, repoRoot, run, TestScope } from "../test/kernel/harness.ts";
+import { nodeFlagsOf } from "../test/support/sluice.ts";
 import { table } from "./report.ts";
 import { median } from "./stats.ts";
 
@@ -36,6 +37,8 @@ const { values } = parseArgs({
 const runs = Number(values.runs);
 const idleSeconds = Number(values.idle);
 const bin = values.bin;
+/** `node` with the flags of the command's first line, as an installed `sluice` starts. */
+const node = [process.execPath, ...nodeFlagsOf(bin)];
 const example = join(repoRoot, "examples/gitops/network");
 const MB = 2 ** 20;
 
@@ -84,7 +87,7 @@ async function idleRss(
   options: { wrap?: (argv: string[]) => string[]; ready?: (output: string) => boolean } = {},
 ): Promise<string[]> {
   const memoryFile = join(work, `${name.replace(/\W+/g, "-")}.memory.json`);
-  const argv = [process.execPath, "--import", memoryProbe, bin, ...args];
+  const argv = [...node, "--import", memoryProbe, bin, ...args];
   const [file, ...rest] = options.wrap ? options.wrap(argv) : argv;
   const child = spawn(file!, rest, {
     stdio: ["ignore", "pipe", "pipe"],
@@ -129,11 +132,11 @@ try {
   const work = await mkdtemp(join(tmpdir(), "sluice-bench-process-"));
   scope.defer(() => rm(work, { recursive: true, force: true }));
   const cacheDir = join(work, "cache");
-  const validate = [process.execPath, bin, "validate", example, "--cache-dir", cacheDir];
+  const validate = [...node, bin, "validate", example, "--cache-dir", cacheDir];
   spawnSync(validate[0]!, validate.slice(1), { stdio: "ignore" }); // fills the compile cache
   const start = timeCommands({
     "node -e 0": [process.execPath, "-e", "0"],
-    "sluice help": [process.execPath, bin, "help"],
+    "sluice help": [...node, bin, "help"],
     "sluice validate (warm cache)": validate,
   });
   process.stdout.write(`${table(["command", "median", "min"], start)}\n\n`);
@@ -166,10 +169,10 @@ try {
   ];
 
   // sluice run: the example chain live on a veth in a namespace of its own.
-  const node = await createNetns(scope, "bench");
-  await run("ip", ["-n", node.name, "link", "add", "sl-node0", "type", "veth", "peer", "name", "peer0"]);
-  await run("ip", ["-n", node.name, "link", "set", "sl-node0", "up"]);
-  await run("ip", ["-n", node.name, "link", "set", "peer0", "up"]);
+  const netns = await createNetns(scope, "bench");
+  await run("ip", ["-n", netns.name, "link", "add", "sl-node0", "type", "veth", "peer", "name", "peer0"]);
+  await run("ip", ["-n", netns.name, "link", "set", "sl-node0", "up"]);
+  await run("ip", ["-n", netns.name, "link", "set", "peer0", "up"]);
   const source = join(work, "repo");
   await cp(join(repoRoot, "examples/gitops"), source, { recursive: true });
   const git = (...args: string[]) =>
@@ -188,7 +191,7 @@ try {
       ],
       work,
       {
-        wrap: (argv) => ["nsenter", `--net=${node.path}`, "--", ...argv],
+        wrap: (argv) => ["nsenter", `--net=${netns.path}`, "--", ...argv],
         ready: (output) => output.includes("chain is live"),
       },
     ),

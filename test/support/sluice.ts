@@ -20,12 +20,15 @@ export const SLUICE_BIN = join(repoRoot, "bin/sluice.mjs");
  * The Node.js flags of `bin/sluice.mjs`'s `#!/usr/bin/env -S node <flags>` line: what an
  * installed `sluice` runs with, so that tests starting `node bin/sluice.mjs` run the same.
  */
-export const SLUICE_NODE_FLAGS: readonly string[] = (() => {
-  const shebang = readFileSync(SLUICE_BIN, "utf8").split("\n", 1)[0] ?? "";
+export const SLUICE_NODE_FLAGS: readonly string[] = nodeFlagsOf(SLUICE_BIN);
+
+/** The Node.js flags on the `#!/usr/bin/env [-S] node <flags>` line of script `path`. */
+export function nodeFlagsOf(path: string): string[] {
+  const shebang = readFileSync(path, "utf8").split("\n", 1)[0] ?? "";
   const match = /^#!\/usr\/bin\/env (?:-S )?node((?: \S+)*)$/.exec(shebang);
-  if (!match) throw new Error(`${SLUICE_BIN}: unexpected first line ${JSON.stringify(shebang)}`);
+  if (!match) throw new Error(`${path}: unexpected first line ${JSON.stringify(shebang)}`);
   return match[1]!.split(" ").filter(Boolean);
-})();
+}
 
 /** `argv` of `sluice <args>` (node, its flags and the command), ready for spawn/execFile. */
 export function sluiceArgv(args: readonly string[]): string[] {
