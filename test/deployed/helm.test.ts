@@ -165,6 +165,31 @@ async function nodeChainPhase(): Promise<string> {
   ]);
 }
 
+/**
+ * Waits until the agent pod now running says it took the pinned chain over ("adopted pinned
+ * chain") and serves its counters: the new process found what the old one left, without
+ * rebuilding it.
+ */
+async function waitForAdoption(): Promise<void> {
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const agent = (await pods("agent")).find((p) => p.status.phase === "Running");
+    const log = agent
+      ? (await kubectl(["-n", RELEASE_NS, "logs", agent.metadata.name, "-c", "agent"])).stdout
+      : "";
+    const adopted = log
+      .split("\n")
+      .some((line) => line.includes('"adopted pinned chain"') && line.includes(`"${SOURCE_NS}_${CHAIN}"`));
+    if (adopted) {
+      const counters = await nfPackets(CHAIN_METRICS).catch(() => ({}) as Record<string, number>);
+      if (NFS.every((nf) => nf in counters)) return;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`the new agent did not adopt the pinned chain within 90 s:\n${log}`);
+    await sleep(500);
+  }
+}
+
 /** Whether slkn0 carries an XDP program, and its id. */
 async function xdpProgId(): Promise<number | undefined> {
   const [link] = JSON.parse(await ip("-j", "-d", "link", "show", NODE_IF)) as {
@@ -343,11 +368,12 @@ describe.sequential("the Helm chart on a real node", () => {
       ]);
       await rolloutStatus();
       // The new pod took the pinned chain over and reports it Ready.
+      await waitForAdoption();
       for (let i = 0; (await nodeChainPhase()) !== "Ready"; i++) {
         expect(i, "NodeChain Ready again after the upgrade").toBeLessThan(60);
         await sleep(500);
       }
-    }, 60);
+    }, 30);
     expect(flow.sent).toBeGreaterThan(0);
     expect(flow.sendFailures).toBe(0);
     expect(flow.lost, `packets lost during the upgrade (missing ${flow.missingSample.join(",")})`).toBe(0);
@@ -369,11 +395,12 @@ describe.sequential("the Helm chart on a real node", () => {
     const flow = await forwardingThrough(async () => {
       await helm(["rollback", RELEASE, "1", "--namespace", RELEASE_NS]);
       await rolloutStatus();
+      await waitForAdoption();
       for (let i = 0; (await nodeChainPhase()) !== "Ready"; i++) {
         expect(i, "NodeChain Ready again after the rollback").toBeLessThan(60);
         await sleep(500);
       }
-    }, 60);
+    }, 30);
     expect(flow.lost, `packets lost during the rollback (missing ${flow.missingSample.join(",")})`).toBe(0);
     const agent = await readyPod("agent");
     expect(agent.spec.containers.find((c) => c.name === "agent")!.image).toBe(`${AGENT_IMAGE}:${appVersion}`);
