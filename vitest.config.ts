@@ -60,8 +60,9 @@ export default defineConfig({
       },
       {
         // The chart installed with Helm on a local node whose kubelet runs the built images
-        // (`npm run images`, `npm run cluster -- up`); last, as it takes the host's network,
-        // bpffs and cgroups the longest.
+        // (`npm run images`, `npm run cluster -- up`, from the first test file that needs them:
+        // see its global setup); last, as the node changes host-wide kernel settings. A cold
+        // image build runs inside a hook, hence the long hook timeout.
         test: {
           name: "deployed",
           sequence: { groupOrder: 3 },
@@ -69,7 +70,7 @@ export default defineConfig({
           globalSetup: ["test/deployed/global-setup.ts"],
           fileParallelism: false,
           testTimeout: 600_000,
-          hookTimeout: 600_000,
+          hookTimeout: 1_800_000,
         },
       },
     ],

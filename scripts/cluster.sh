@@ -9,6 +9,7 @@
 #                              admin kubeconfig's path as the last line of stdout
 #   scripts/cluster.sh down    stops it and undoes everything `up` did to the host
 #   scripts/cluster.sh status  exits 0 when the cluster is up and healthy
+#   scripts/cluster.sh kubeconfig  prints where `up` writes the admin kubeconfig
 #
 # The Kubernetes binaries are the test binaries (`scripts/setup.sh --testbin-dir`); containerd
 # 1.6, runc, the CNI plugins and nftables come from Debian and are installed when missing.
@@ -698,5 +699,6 @@ case "${1:-}" in
     bin=$(cat "$state/testbin" 2>/dev/null) || exit 1
     healthy
     ;;
-  *) die "usage: scripts/cluster.sh up | down | status" ;;
+  kubeconfig) echo "$state/kubeconfig" ;;
+  *) die "usage: scripts/cluster.sh up | down | status | kubeconfig" ;;
 esac

@@ -22,7 +22,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { chartDir, helm } from "../cluster/chart-support.ts";
 import { kubectl, kubectlOk } from "../cluster/harness.ts";
 import { startUdpFlow, udpFlow, type FlowEndpoint } from "../kernel/traffic.ts";
@@ -38,6 +38,7 @@ import {
   processTree,
   uids,
 } from "./node.ts";
+import { startCluster } from "./scripts.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -247,6 +248,8 @@ describe.sequential("the Helm chart on a real node", () => {
   });
 
   beforeAll(async () => {
+    // What the README has a user do first: build the images, start the node.
+    await startCluster(inject("clusterKubeconfig"));
     // The "host" in front of the node: a client namespace wired to the node's slkn0.
     await execFileAsync("ip", ["netns", "add", CLIENT_NS]);
     await ip("link", "add", NODE_IF, "type", "veth", "peer", "name", "slkc0");
