@@ -65,6 +65,13 @@ export async function build(): Promise<void> {
     },
     // Bundling renames clashing identifiers; error and class names show in logs as written.
     keepNames: true,
+    // V8 keeps every loaded module's source text: without indentation and with shorter syntax,
+    // the idle agent holds ~5 MB and the operator ~10 MB less. Names stay, our frames map back
+    // to the TypeScript lines, and lines stay short enough to read when Node prints one with
+    // an uncaught error.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    lineLimit: 160,
     sourcemap: "linked",
     // Stack traces name the TypeScript file and line; the sources themselves do not ship.
     sourcesContent: false,
