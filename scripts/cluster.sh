@@ -560,7 +560,7 @@ up() {
   bin=$(testbin_dir)
   local begin=$SECONDS
   if healthy; then
-    start_containerd
+    # Images rebuilt since the last `up` are imported again; nothing else changes.
     import_images
     say "reusing the healthy cluster ($api_url, node $node_name)"
     echo "$state/kubeconfig"
