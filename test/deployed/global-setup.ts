@@ -7,8 +7,9 @@
  * started here would run — with the kubelet's kernel settings (`kernel.panic_on_oops=1`), its
  * kube-proxy rules and its CPU use — under every kernel and end-to-end test before it.
  */
+import { dirname } from "node:path";
 import type { TestProject } from "vitest/node";
-import { API_SERVER } from "./node.ts";
+import { API_SERVER, hostFootprint } from "./node.ts";
 import { DeployedSetupError, runNpm } from "./scripts.ts";
 
 declare module "vitest" {
@@ -31,11 +32,24 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // chains into this one.
   await runNpm("cluster", ["down"]);
   const lastLine = (text: string): string => text.trim().split("\n").at(-1) ?? "";
-  project.provide("clusterKubeconfig", lastLine((await runNpm("cluster", ["kubeconfig"])).stdout));
+  const kubeconfig = lastLine((await runNpm("cluster", ["kubeconfig"])).stdout);
+  project.provide("clusterKubeconfig", kubeconfig);
   project.provide("clusterBinDir", lastLine((await runNpm("testbin", [])).stdout));
   project.provide("clusterServer", API_SERVER);
+  const clusterDirs = [dirname(kubeconfig), "/run/sluice-kind"];
+  const before = await hostFootprint(clusterDirs);
   return async () => {
     const down = await runNpm("cluster", ["down"]);
     console.log(`deployed: npm run cluster -- down took ${down.seconds} s`);
+    // Everything `up` and the tests changed on this shared host is undone.
+    const after = await hostFootprint(clusterDirs);
+    const changed = Object.keys(before).filter((key) => before[key] !== after[key]);
+    if (changed.length > 0) {
+      throw new DeployedSetupError(
+        `npm run cluster -- down left the host changed: ${changed
+          .map((key) => `${key}: ${JSON.stringify(before[key])} before, ${JSON.stringify(after[key])} after`)
+          .join("; ")}`,
+      );
+    }
   };
 }

@@ -91,3 +91,53 @@ export async function nfPackets(chain: RegExp): Promise<Record<string, number>> 
   }
   return counters;
 }
+
+/**
+ * What the local cluster changes on the host, as one comparable snapshot: the kernel settings
+ * the kubelet, kube-proxy and the bridge plugin write, interfaces and network namespaces named
+ * slk*, mounts below the cluster's directories, kube-proxy's nftables tables, the propagation of
+ * /sys/fs/bpf, pinned chains of slk-* namespaces, the kubelet's cgroups. `npm run cluster --
+ * down` must bring it back to what it was before `up`.
+ */
+export async function hostFootprint(clusterDirs: readonly string[]): Promise<Record<string, string>> {
+  const run = async (file: string, args: string[]): Promise<string> =>
+    execFileAsync(file, args).then(
+      (r) => r.stdout.trim(),
+      () => "",
+    );
+  const sysctls = [
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+    "net.ipv4.ip_forward",
+  ];
+  const footprint: Record<string, string> = {};
+  for (const key of sysctls) footprint[key] = await run("sysctl", ["-n", key]);
+  const names = (text: string): string =>
+    text
+      .split("\n")
+      .map((line) => line.split(/[\s@:]+/).find(Boolean) ?? "")
+      .filter((name) => name.startsWith("slk"))
+      .sort()
+      .join(" ");
+  footprint.links = names(await run("ip", ["-br", "link"]));
+  footprint.netns = names(await run("ip", ["netns", "list"]));
+  footprint.mounts = (await run("findmnt", ["-rn", "-o", "TARGET"]))
+    .split("\n")
+    .filter((target) => clusterDirs.some((dir) => target.startsWith(dir)))
+    .join(" ");
+  footprint.nftables = (await run("nft", ["list", "tables"]))
+    .split("\n")
+    .filter((line) => line.includes("kube-proxy"))
+    .join(" ");
+  footprint.bpffsPropagation = await run("findmnt", ["-n", "-o", "PROPAGATION", "/sys/fs/bpf"]);
+  footprint.pins = (await run("ls", ["/sys/fs/bpf/sluice"]))
+    .split("\n")
+    .filter((name) => name.startsWith("slk-"))
+    .join(" ");
+  footprint.cgroups = (await run("sh", ["-c", "ls -d /sys/fs/cgroup/*/slk 2>/dev/null"])).replace(/\n/g, " ");
+  return footprint;
+}
