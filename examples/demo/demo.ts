@@ -490,7 +490,8 @@ async function startSluice(t: Topology, repoDir: string, workDir: string, bpffsR
     "--netns",
     t.node,
   ];
-  const child = start([process.execPath, ...args]);
+  // The command itself, as a user runs it: its first line gives Node the flags it runs with.
+  const child = start(args);
   undo.add("sluice run", () => stopProcess(child));
   child.stdout?.pipe(log, { end: false });
   let tail = "";
