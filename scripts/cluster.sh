@@ -511,15 +511,29 @@ serializeImagePulls: false
 EOF
 }
 
-setup_cgroups() {
+# The directories of the kubelet's cgroupRoot: one per controller hierarchy on cgroup v1, one
+# directory on a unified (v2) hierarchy.
+cgroup_dirs() {
+  if [[ "$(stat -f -c %T /sys/fs/cgroup)" == cgroup2fs ]]; then
+    echo "/sys/fs/cgroup/$cgroup_root"
+    return
+  fi
   local c
   for c in /sys/fs/cgroup/*/; do
     c=${c%/}
-    [[ -f $c/cgroup.procs && ${c##*/} != unified ]] || continue
-    mkdir -p "$c/$cgroup_root"
-    if [[ -f $c/cpuset.cpus ]]; then
-      [[ -n "$(cat "$c/$cgroup_root/cpuset.cpus")" ]] || cat "$c/cpuset.cpus" >"$c/$cgroup_root/cpuset.cpus"
-      [[ -n "$(cat "$c/$cgroup_root/cpuset.mems")" ]] || cat "$c/cpuset.mems" >"$c/$cgroup_root/cpuset.mems"
+    [[ -f $c/cgroup.procs && ${c##*/} != unified ]] && echo "$c/$cgroup_root"
+  done
+  return 0
+}
+
+setup_cgroups() {
+  local dir
+  for dir in $(cgroup_dirs); do
+    mkdir -p "$dir"
+    # v1 cpuset: a new cgroup has no CPUs or memory nodes until given its parent's.
+    if [[ -f ${dir%/*}/cpuset.cpus && ! -f ${dir%/*}/cgroup.controllers ]]; then
+      [[ -n "$(cat "$dir/cpuset.cpus")" ]] || cat "${dir%/*}/cpuset.cpus" >"$dir/cpuset.cpus"
+      [[ -n "$(cat "$dir/cpuset.mems")" ]] || cat "${dir%/*}/cpuset.mems" >"$dir/cpuset.mems"
     fi
   done
 }
@@ -665,7 +679,8 @@ teardown() {
   rm -f /var/lib/cni/results/slk-* 2>/dev/null || true
   # cgroups, deepest first (empty by now).
   local c
-  for c in /sys/fs/cgroup/*/"$cgroup_root"; do
+  # On a hybrid host runc also mirrors the tree into the v2 hierarchy at /sys/fs/cgroup/unified.
+  for c in $(cgroup_dirs) "/sys/fs/cgroup/unified/$cgroup_root"; do
     [[ -d $c ]] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   restore_host
