@@ -284,9 +284,8 @@ async function agent(argv: string[]): Promise<number> {
     process.stderr.write(`sluice agent: --metrics-port: ${values["metrics-port"]} is not a port number\n`);
     return ExitCode.Usage;
   }
-  const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } = await import(
-    "../node-agent/src/agent/metrics.ts"
-  );
+  const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } =
+    await import("../node-agent/src/agent/metrics.ts");
   let metricsAddress: string;
   try {
     metricsAddress = parseMetricsAddress(values["metrics-address"] ?? DEFAULT_AGENT_METRICS_ADDRESS);
