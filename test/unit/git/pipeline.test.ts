@@ -80,6 +80,7 @@ describe("source pipeline", () => {
     const synced = await sync({ url: daemon.url("platform"), ref: { branch: "main" }, workDir: workDir() });
     const artifact = await buildArtifact(synced.dir, "deploy");
     const stored = await store.put("team-a", "platform", artifact);
+    server.publishArtifact("team-a", "platform", artifact.digest);
 
     const agentDir = join(tmp, "agent", artifact.digest.slice(7));
     await fetchArtifact(`${base}${stored.urlPath}`, artifact.digest, agentDir);
