@@ -109,7 +109,7 @@ async function operator(argv: string[]): Promise<number> {
     return ExitCode.Usage;
   }
   const { parseDuration } = await import("../common/api/meta.ts");
-  const { leaderTimings } = await import("../operator/src/kube/leader.ts");
+  const { leaderTimings } = await import("../common/kube/leader.ts");
   const leaseMs = parseDuration(values["leader-elect-duration"]);
   if (values["leader-elect"] && !(leaseMs >= 3_000)) {
     process.stderr.write("sluice operator: --leader-elect-duration: give a duration of at least 3s\n");
@@ -294,8 +294,8 @@ async function agent(argv: string[]): Promise<number> {
     process.stderr.write(`sluice agent: --metrics-address: ${err.message}\n`);
     return ExitCode.Usage;
   }
-  const { KubeClient } = await import("../operator/src/kube/client.ts");
-  const { KubeStore } = await import("../operator/src/kube/store.ts");
+  const { KubeClient } = await import("../common/kube/client.ts");
+  const { KubeStore } = await import("../common/kube/store.ts");
   const { NODE_LABEL } = await import("../common/api/index.ts");
   const { startAgent } = await import("../node-agent/src/agent/run.ts");
   const { rootLogger } = await import("../common/log.ts");

@@ -5,7 +5,7 @@ import type { Logger } from "../../common/log.ts";
 import type { Store, StoredObject } from "../../common/store.ts";
 import type { SourcePolicy } from "./gitsource/policy.ts";
 import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.ts";
-import { Controller, objectKey, splitKey } from "./kube/controller.ts";
+import { Controller, objectKey, splitKey } from "../../common/kube/controller.ts";
 import type { SourceServer } from "./server/index.ts";
 import { reconcileServiceChain, serviceChainKeysFor } from "./servicechain/index.ts";
 

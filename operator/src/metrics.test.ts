@@ -1,6 +1,6 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { Controller, StallingError, WaitingError } from "./kube/controller.ts";
+import { Controller, StallingError, WaitingError } from "../../common/kube/controller.ts";
 import { OperatorMetrics } from "./metrics.ts";
 
 const silent = pino({ level: "silent" });

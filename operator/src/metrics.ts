@@ -5,7 +5,7 @@ import {
   METRICS_CONTENT_TYPE,
   type MetricFamily,
 } from "../../common/metrics.ts";
-import type { Controller, ReconcileOutcome } from "./kube/controller.ts";
+import type { Controller, ReconcileOutcome } from "../../common/kube/controller.ts";
 
 /** What the operator counts: reconciles per controller and outcome, their time, leadership. */
 export class OperatorMetrics {

@@ -5,10 +5,10 @@ import { rootLogger, type Logger } from "../../common/log.ts";
 import type { Store, StoredObject } from "../../common/store.ts";
 import { startControlPlane, type ControlPlane } from "./controlplane.ts";
 import type { SourcePolicy } from "./gitsource/policy.ts";
-import { CoreResources, KubeClient } from "./kube/client.ts";
-import { EventRecorder } from "./kube/events.ts";
-import { LeaderElector, type LeaderElectionConfig } from "./kube/leader.ts";
-import { KubeStore } from "./kube/store.ts";
+import { CoreResources, KubeClient } from "../../common/kube/client.ts";
+import { EventRecorder } from "../../common/kube/events.ts";
+import { LeaderElector, type LeaderElectionConfig } from "../../common/kube/leader.ts";
+import { KubeStore } from "../../common/kube/store.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { SourceServer } from "./server/index.ts";
 

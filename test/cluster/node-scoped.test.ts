@@ -8,11 +8,11 @@
  *
  * Everything here is the real kube-apiserver: the chart's ServiceAccounts, RBAC and policy are
  * rendered with helm and applied, tokens come from the TokenRequest API, and the writes are the
- * merge patches of the status subresource the agent sends (operator/src/kube/client.ts).
+ * merge patches of the status subresource the agent sends (common/kube/client.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KubeApiError, KubeClient, type KubeObject } from "../../operator/src/kube/client.ts";
-import { StoreResources } from "../../operator/src/kube/store.ts";
+import { KubeApiError, KubeClient, type KubeObject } from "../../common/kube/client.ts";
+import { StoreResources } from "../../common/kube/store.ts";
 import { nodeChainName, nodeLabelValue } from "../../operator/src/servicechain/plan.ts";
 import { NODE_LABEL, type NodeChainPhase } from "../../common/api/index.ts";
 import { type Manifest, parseManifests, renderChart, serviceAccountKubeConfig } from "./chart-support.ts";

@@ -1,6 +1,6 @@
 /**
  * The chart's RBAC is the least the operator and the agent need. The API calls they make are
- * listed once, in operator/src/kube/permissions.ts; this file applies the chart's ServiceAccounts
+ * listed once, in common/kube/permissions.ts; this file applies the chart's ServiceAccounts
  * and roles to a real kube-apiserver and checks, as each ServiceAccount:
  * - with `kubectl auth can-i`: every listed call is allowed, and a list of calls it must not make
  *   (reading all Secrets, touching Pods, deletecollection, other verbs) is denied;
@@ -15,14 +15,14 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KubeApiError, KubeClient } from "../../operator/src/kube/client.ts";
-import { leaderTimings } from "../../operator/src/kube/leader.ts";
+import { KubeApiError, KubeClient } from "../../common/kube/client.ts";
+import { leaderTimings } from "../../common/kube/leader.ts";
 import {
   AGENT_PERMISSIONS,
   OPERATOR_PERMISSIONS,
   type ApiPermission,
-} from "../../operator/src/kube/permissions.ts";
-import { KubeStore } from "../../operator/src/kube/store.ts";
+} from "../../common/kube/permissions.ts";
+import { KubeStore } from "../../common/kube/store.ts";
 import { startOperator, type RunningOperator } from "../../operator/src/operator.ts";
 import { createTestRepo, type TestRepo } from "../support/git-servers.ts";
 import { renderChart, serviceAccountKubeConfig, writeKubeConfig } from "./chart-support.ts";

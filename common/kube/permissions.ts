@@ -5,6 +5,8 @@
  * charts/sluice/templates/*-rbac.yaml.
  */
 
+import { GROUP } from "../api/meta.ts";
+
 /** An RBAC verb. */
 export type Verb = "get" | "list" | "watch" | "create" | "update" | "patch" | "delete";
 
@@ -32,7 +34,7 @@ export interface ApiPermission {
   why: string;
 }
 
-const sluice = "sluice.dev";
+const sluice = GROUP;
 /** Informers list and watch; a direct read is a get. Granting get beside list reveals nothing new. */
 const read: readonly Verb[] = ["get", "list", "watch"];
 /*

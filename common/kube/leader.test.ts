@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { rootLogger } from "../../../common/log.ts";
+import { rootLogger } from "../log.ts";
 import { KubeClient } from "./client.ts";
 import { KubeConfig } from "@kubernetes/client-node";
 import {

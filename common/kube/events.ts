@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { Logger } from "../../../common/log.ts";
+import type { Logger } from "../log.ts";
 import { CoreResources, type KubeClient, type KubeObject } from "./client.ts";
 
 /** Normal events say what happened; Warning events say what went wrong. */

@@ -1,4 +1,4 @@
-import type { Logger } from "../../../common/log.ts";
+import type { Logger } from "../log.ts";
 import { WorkQueue } from "./workqueue.ts";
 
 /** What a reconcile asks for next. */

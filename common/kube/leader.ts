@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
-import type { Logger } from "../../../common/log.ts";
+import type { Logger } from "../log.ts";
 import { CoreResources, isConflict, type KubeClient, type KubeObject, resourcePath } from "./client.ts";
 
 /** Settings of {@link LeaderElector}; the defaults are client-go's. */

@@ -1,17 +1,24 @@
-import type { Logger } from "../../../common/log.ts";
-import type { Store, StoredObject, StoreEvent } from "../../../common/store.ts";
+import { KIND_NAMES, KINDS, type KindInfo } from "../api/kinds.ts";
+import { GROUP, VERSION } from "../api/meta.ts";
+import type { Logger } from "../log.ts";
+import type { Store, StoredObject, StoreEvent } from "../store.ts";
 import { CoreResources, type KubeClient, type KubeObject, type Resource } from "./client.ts";
 import { Informer } from "./informer.ts";
 
-const group = "sluice.dev";
-const version = "v1alpha1";
+/** The store's view of a sluice kind: group, version and plural from the API package. */
+function sluiceResource(info: KindInfo): Resource {
+  return {
+    group: GROUP,
+    version: VERSION,
+    kind: info.kind,
+    plural: info.plural,
+    namespaced: info.namespaced,
+  };
+}
 
-/** The kinds a store can hold, by kind name. */
+/** The kinds a store can hold, by kind name: the sluice kinds and Nodes. */
 export const StoreResources: Record<string, Resource> = {
-  GitSource: { group, version, kind: "GitSource", plural: "gitsources", namespaced: true },
-  NetworkFunction: { group, version, kind: "NetworkFunction", plural: "networkfunctions", namespaced: true },
-  ServiceChain: { group, version, kind: "ServiceChain", plural: "servicechains", namespaced: true },
-  NodeChain: { group, version, kind: "NodeChain", plural: "nodechains", namespaced: true },
+  ...Object.fromEntries(KIND_NAMES.map((kind) => [kind, sluiceResource(KINDS[kind])])),
   Node: CoreResources.Node,
 };
 

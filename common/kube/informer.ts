@@ -4,7 +4,7 @@ import {
   type KubernetesObject,
   type ObjectCache,
 } from "@kubernetes/client-node";
-import type { Logger } from "../../../common/log.ts";
+import type { Logger } from "../log.ts";
 import { type KubeClient, type KubeObject, type Resource, resourcePath } from "./client.ts";
 
 /** What an informer tells its owner. */
