@@ -47,7 +47,7 @@ export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | 
  * back off exponentially per key; StallingError stops retries; WaitingError requeues plainly.
  */
 export class Controller {
-  readonly queue = new WorkQueue();
+  readonly queue: WorkQueue;
   private workers: Promise<void>[] = [];
   /** Called after every reconcile with how it ended and how long it took (metrics count with it). */
   onReconcile?: (result: ReconcileOutcome, seconds: number) => void;
@@ -57,7 +57,11 @@ export class Controller {
     private readonly reconcile: Reconcile,
     private readonly log: Logger,
     private readonly concurrency = 2,
-  ) {}
+    /** Delay after the first failure of a key, doubling per consecutive failure up to `maxMs`. */
+    backoff?: { baseMs: number; maxMs: number },
+  ) {
+    this.queue = new WorkQueue(backoff);
+  }
 
   /** Queues a key for reconciling now. */
   enqueue(key: string): void {

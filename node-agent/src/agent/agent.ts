@@ -9,6 +9,7 @@ import {
   type NodeChainStatus,
   type SelfTest,
 } from "../../../common/api/index.ts";
+import { Controller, objectKey, splitKey } from "../../../common/kube/controller.ts";
 import type { Logger } from "../../../common/log.ts";
 import type { Store, StoredObject } from "../../../common/store.ts";
 import type { ChainSpec } from "../chain/spec.ts";
@@ -46,6 +47,36 @@ export interface AgentOptions {
   onStatus?: (name: string, status: NodeChainStatus) => void;
   /** Called after every attempt to make a revision live (metrics count switches with it). */
   onSwitch?: (outcome: { ok: true } | { ok: false; reason: string }) => void;
+  /**
+   * Retries of a NodeChain whose attempt failed for a reason that may pass (an artifact out of
+   * reach, an interface not there yet): the first after `baseMs`, each next one twice as late, at
+   * most `maxMs` apart (default {@link DEFAULT_RETRY_BACKOFF}).
+   */
+  retryBackoff?: { baseMs: number; maxMs: number };
+}
+
+/**
+ * Retry delays of transient failures: soon at first (an operator restart takes seconds), at most
+ * a minute apart, so a node recovers within a minute of its dependency coming back.
+ */
+export const DEFAULT_RETRY_BACKOFF = { baseMs: 1_000, maxMs: 60_000 } as const;
+
+/** NodeChains reconciled at once: each may compile with clang, and nodes have few chains. */
+const CONCURRENCY = 4;
+
+/**
+ * A transient failure, already written to the NodeChain's status: thrown to the controller so
+ * that it retries the NodeChain with backoff.
+ */
+class TransientChainFailure extends Error {
+  override name = "TransientChainFailure";
+  constructor(
+    readonly reason: string,
+    message: string,
+    options: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
 
 /** Errors the agent turns into NodeChain status: reason, message, log, self-test results. */
@@ -73,15 +104,38 @@ interface Failure {
  */
 export class NodeAgent {
   private readonly live = new Map<string, string>(); // chain pin name -> live revision
-  private readonly queue = new Map<string, Promise<void>>();
-  private readonly pending = new Set<string>();
-  private readonly retries = new Map<string, NodeJS.Timeout>();
-  /** NodeChains to try again although their generation already failed (transient errors). */
-  private readonly retryNow = new Set<string>();
+  /**
+   * One reconcile per NodeChain at a time; changes during a reconcile fold into one more run;
+   * transient failures are retried with growing delay (the work queue the operator uses).
+   */
+  private readonly controller: Controller;
+  /**
+   * NodeChain key -> generation whose transient failure waits for its retry. Events of that
+   * generation (the agent's own status writes) do not start another attempt before the retry is
+   * due; a new generation or a deletion does, at once.
+   */
+  private readonly backingOff = new Map<string, number>();
+  /**
+   * NodeChain key -> generation being reconciled now. Its events (the agent's own status writes)
+   * must not queue the NodeChain again: a run right after a failure would skip the backoff.
+   */
+  private readonly reconciling = new Map<string, number>();
+  /** NodeChain key -> pin name of a NodeChain seen deleted, for the reconcile that unpins it. */
+  private readonly deleted = new Map<string, string>();
+  /** Reconciles running now (see {@link idle}). */
+  private running = 0;
   private unwatch: (() => void) | undefined;
   private stopped = false;
 
-  constructor(private readonly options: AgentOptions) {}
+  constructor(private readonly options: AgentOptions) {
+    this.controller = new Controller(
+      "nodechain",
+      (key) => this.reconcileKey(key),
+      options.log,
+      CONCURRENCY,
+      options.retryBackoff ?? DEFAULT_RETRY_BACKOFF,
+    );
+  }
 
   /** Adopts pinned chains, reconciles every NodeChain of the node, then follows changes. */
   async start(): Promise<void> {
@@ -91,6 +145,7 @@ export class NodeAgent {
       this.live.set(chain.name, chain.revision);
       log.info({ chain: chain.name, revision: chain.revision }, "adopted pinned chain");
     }
+    this.controller.start();
     this.unwatch = store.watch("NodeChain", (event) => {
       if (event.object.metadata.labels?.[NODE_LABEL] !== nodeName) return;
       this.enqueue(event.object, event.type === "deleted");
@@ -112,48 +167,51 @@ export class NodeAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     this.unwatch?.();
-    for (const t of this.retries.values()) clearTimeout(t);
-    await Promise.allSettled([...this.queue.values()]);
+    await this.controller.stop();
   }
 
-  /** Waits until no reconcile is running or queued (tests use it). */
+  /** Waits until no reconcile is running or queued; retries not yet due do not count (tests use it). */
   async idle(): Promise<void> {
-    while (this.queue.size > 0) await Promise.allSettled([...this.queue.values()]);
+    while (this.running > 0 || this.controller.queue.length > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   private enqueue(obj: StoredObject, deleted: boolean): void {
     if (this.stopped) return;
-    const key = `${obj.metadata.namespace ?? ""}/${obj.metadata.name}`;
-    const run = async () => {
-      this.pending.delete(key);
-      await this.reconcile(obj.metadata.namespace, obj.metadata.name, deleted ? pinName(obj) : undefined);
-    };
-    // One reconcile per NodeChain at a time; changes during a reconcile fold into one more run.
-    const previous = this.queue.get(key);
-    if (previous) {
-      if (this.pending.has(key)) return;
-      this.pending.add(key);
-      const chained = previous.then(run, run).finally(() => {
-        if (this.queue.get(key) === chained) this.queue.delete(key);
-      });
-      this.queue.set(key, chained);
-      return;
+    const key = objectKey(obj);
+    if (deleted) this.deleted.set(key, pinName(obj));
+    else this.deleted.delete(key);
+    const generation = obj.metadata.generation ?? 0;
+    if (!deleted && this.reconciling.get(key) === generation) return;
+    const failedGeneration = this.backingOff.get(key);
+    if (failedGeneration !== undefined) {
+      if (!deleted && generation === failedGeneration) return;
+      // The spec changed (or the NodeChain is gone): the pending retry gives way to a reconcile now.
+      this.backingOff.delete(key);
+      this.controller.queue.forget(key);
     }
-    const first = run().finally(() => {
-      if (this.queue.get(key) === first) this.queue.delete(key);
-    });
-    this.queue.set(key, first);
+    this.controller.enqueue(key);
   }
 
-  private async reconcile(
-    namespace: string | undefined,
-    name: string,
-    deletedPinName?: string,
-  ): Promise<void> {
+  private async reconcileKey(key: string): Promise<void> {
+    this.running++;
+    try {
+      await this.reconcile(key);
+    } finally {
+      this.reconciling.delete(key);
+      this.running--;
+    }
+  }
+
+  private async reconcile(key: string): Promise<void> {
     const { store, dataPlane, log: rootLog } = this.options;
+    const { namespace, name } = splitKey(key);
     const stored = await store.get("NodeChain", namespace, name);
     if (!stored) {
-      const pin = deletedPinName;
+      const pin = this.deleted.get(key);
+      this.deleted.delete(key);
+      this.backingOff.delete(key);
       if (pin && this.live.has(pin)) {
         await dataPlane.remove(pin);
         this.live.delete(pin);
@@ -170,14 +228,14 @@ export class NodeAgent {
     const chain = pinName(stored);
     const log = rootLog.child({ node: this.options.nodeName, chain, revision: nc.spec.revision });
     const generation = nc.metadata.generation ?? 0;
+    this.reconciling.set(key, generation);
     const status = nc.status;
     const live = this.live.get(chain);
     if (live === nc.spec.revision && status.phase === "Ready" && status.observedGeneration === generation)
       return;
-    const forced = this.retryNow.delete(chain);
-    // A retry of this generation is already scheduled; our own status write must not start
-    // another attempt at once (a busy loop against an unreachable artifact server).
-    if (!forced && this.retries.has(chain) && status.observedGeneration === generation) return;
+    // Only the controller's retry reconciles a generation that is backing off (events of it are
+    // not queued), and a retry tries again although the generation failed.
+    const forced = this.backingOff.get(key) === generation;
     if (
       !forced &&
       status.phase === "Failed" &&
@@ -187,9 +245,6 @@ export class NodeAgent {
       // This generation already failed; the spec must change before it is tried again.
       return;
     }
-    const timer = this.retries.get(chain);
-    if (timer) clearTimeout(timer);
-    this.retries.delete(chain);
 
     await this.writeStatus(nc.metadata.namespace, name, {
       ...status,
@@ -214,6 +269,7 @@ export class NodeAgent {
         chainName: chain,
       });
       const result = await dataPlane.apply(built.spec);
+      this.backingOff.delete(key);
       this.live.set(chain, result.revision);
       this.options.onSwitch?.({ ok: true });
       log.info(
@@ -245,7 +301,13 @@ export class NodeAgent {
     } catch (err) {
       const failure = describeFailure(err);
       this.options.onSwitch?.({ ok: false, reason: failure.reason });
-      log.error({ err, reason: failure.reason }, failure.message);
+      const retry = failure.transient && !this.stopped;
+      // Set before the status write: its watch event must not start another attempt at once.
+      if (retry) this.backingOff.set(key, generation);
+      else {
+        this.backingOff.delete(key);
+        log.error({ err, reason: failure.reason }, failure.message);
+      }
       const lastError: LastError = {
         reason: failure.reason,
         message: failure.message.slice(0, 4096),
@@ -269,15 +331,8 @@ export class NodeAgent {
           new Date(),
         ),
       });
-      if (failure.transient && !this.stopped) {
-        const retry = setTimeout(() => {
-          this.retries.delete(chain);
-          this.retryNow.add(chain);
-          void store.get("NodeChain", namespace, name).then((o) => o && this.enqueue(o, false));
-        }, 5_000);
-        retry.unref();
-        this.retries.set(chain, retry);
-      }
+      // The controller logs it with the delay of the next attempt.
+      if (retry) throw new TransientChainFailure(failure.reason, failure.message, { cause: err });
     }
   }
 
