@@ -22,7 +22,6 @@ import { ArtifactError, buildArtifact } from "../common/artifact/index.ts";
 import { BuildError, buildChainSpec } from "../node-agent/src/agent/build.ts";
 import type { ChainSpec, NfLoadSpec } from "../node-agent/src/chain/spec.ts";
 import { parseDiagnostics, ToolchainError } from "../node-agent/src/compile/index.ts";
-import { configureBuiltinNf } from "../node-agent/src/nf/index.ts";
 import { programHook, type ProgramHook } from "../node-agent/src/packet/index.ts";
 import type { VectorResult } from "../node-agent/src/selftest/index.ts";
 import { loadRevision } from "../operator/src/manifests/index.ts";
@@ -217,8 +216,8 @@ class Session {
       });
     }
 
-    // 2. What can be checked without compiling: built-in settings, source files, the artifact.
-    for (const state of this.#functions.values()) this.#checkConfiguration(state);
+    // 2. What can be checked without compiling: source files, the artifact. (Built-in
+    // parameters and tables were checked with the manifests, as the operator checks them.)
     if (functions.some((nf) => "path" in nf.spec.source)) await this.#serveArtifact();
     for (const state of this.#functions.values()) await this.#checkSourceFile(state);
 
@@ -282,23 +281,6 @@ class Session {
       message: path ? `${path}: ${message}` : message,
       ...(detail ? { detail } : {}),
     });
-  }
-
-  /** Built-in parameters and tables are typed per built-in: check them with their field paths. */
-  #checkConfiguration(state: FunctionState): void {
-    const { spec } = state.nf;
-    if (!("builtin" in spec.source)) return;
-    const configured = configureBuiltinNf(spec.source.builtin, {
-      parameters: spec.parameters,
-      tables: spec.tables,
-    });
-    if (configured.ok) return;
-    const { part, issues } = configured.error;
-    for (const issue of issues) {
-      const base = part === "name" ? "spec.source.builtin" : `spec.${part}`;
-      const path = issue.field ? `${base}${issue.field.startsWith("[") ? "" : "."}${issue.field}` : base;
-      this.#fail(state, path, issue.message);
-    }
   }
 
   /** A `path` source must name a file of the directory (the agent would find nothing else). */

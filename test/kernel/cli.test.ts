@@ -227,6 +227,31 @@ describe("broken copies fail with exit code 1 and point at the cause", () => {
     );
   });
 
+  it("a built-in parameter out of its range is refused before anything compiles, at its field and line", async () => {
+    const dir = await brokenCopy({
+      "functions.yaml": (t) => t.replace("    rate: 200000", "    rate: 0"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `functions.yaml:${lineOf(text, "rate: 0")}: NetworkFunction ratelimit: spec.parameters.rate: ratelimit parameters: Too small: expected number to be >=1`,
+    );
+    expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
+  });
+
+  it("a built-in name no built-in has is refused at spec.source.builtin, listing the built-ins", async () => {
+    const dir = await brokenCopy({
+      "functions.yaml": (t) => t.replace("    builtin: flowmon", "    builtin: flowmeter"),
+    });
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(
+      `functions.yaml:${lineOf(text, "builtin: flowmeter")}: NetworkFunction flowmon: spec.source.builtin: no built-in network function "flowmeter" (built-ins: firewall, ratelimit, flowmon, noop`,
+    );
+  });
+
   it("a chain naming a function that does not exist points at the chain entry", async () => {
     const dir = await brokenCopy({
       "chain.yaml": (t) => t.replace("    - name: flowmon", "    - name: flowmeter"),

@@ -116,7 +116,8 @@ async function sourceOf(fn: ResolvedFunction, options: BuildOptions): Promise<Re
   const src = fn.source;
   if ("builtin" in src) {
     const configured = configureBuiltinNf(src.builtin, { parameters: fn.parameters, tables: fn.tables });
-    if (!configured.ok) throw new BuildError(Reason.InvalidSpec, `${fn.name}: ${configured.error.message}`);
+    if (!configured.ok)
+      throw new BuildError(configured.error.reason, `${fn.name}: ${configured.error.message}`);
     const nf = configured.value.nf;
     return {
       root: join(BPF_DIR, nf.sourceDir),

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import type { FlowmonParams, FlowmonTables } from "../../../common/api/builtins/index.ts";
 import {
   FLOWMON_COUNTERS_LAYOUT,
   FLOWMON_MAX_FLOWS,
@@ -8,14 +8,6 @@ import {
   type FlowKey,
 } from "./structs.ts";
 import { BpfMapType, type BuiltinNf, type MapEntry } from "./types.ts";
-
-/** `flowmon` has no parameters. */
-export const FlowmonParams = z.strictObject({});
-export type FlowmonParams = z.infer<typeof FlowmonParams>;
-
-/** `flowmon` has no runtime tables. */
-export const FlowmonTables = z.strictObject({});
-export type FlowmonTables = z.infer<typeof FlowmonTables>;
 
 /**
  * One flow with its counters. Counts are numbers (exact up to 2^53: 9 PB of bytes per flow)
@@ -55,13 +47,10 @@ export function topTalkers(
 /** The built-in `flowmon`. */
 export const flowmon: BuiltinNf<FlowmonParams, FlowmonTables> = {
   name: "flowmon",
-  summary: "Packet and byte counters per 5-tuple flow; never changes a packet's fate.",
   entry: "nf/flowmon/flowmon.bpf.c",
   sourceDir: "nf/flowmon",
   programs: { xdp: "flowmon_xdp", tc: "flowmon_tc" },
-  params: FlowmonParams,
   rodata: () => [],
-  tables: FlowmonTables,
   encodeTables: () => ({}),
   tableMaps: [],
   maps: {

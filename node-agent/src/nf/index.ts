@@ -4,16 +4,18 @@
  */
 export {
   BUILTIN_NFS,
-  BuiltinNfName,
   getBuiltinNf,
   configureBuiltinNf,
-  formatPath,
-  NfConfigError,
   type ConfigureResult,
   type ConfiguredBuiltinNf,
-  type NfConfigIssue,
-  type NfConfigPart,
 } from "./registry.ts";
+export {
+  BuiltinNfName,
+  BuiltinConfigError,
+  formatPath,
+  type BuiltinIssue,
+  type BuiltinConfigPart,
+} from "../../../common/api/builtins/index.ts";
 export {
   ChainContract,
   BpfMapType,
@@ -26,29 +28,8 @@ export {
   type MapEntry,
   type RodataSetting,
 } from "./types.ts";
-export {
-  firewall,
-  FirewallParams,
-  FirewallRule,
-  FirewallTables,
-  PortRange,
-  Cidr,
-  PROTOCOL_NUMBERS,
-} from "./firewall.ts";
-export {
-  ratelimit,
-  RatelimitParams,
-  RatelimitTables,
-  decodeRatelimitEntry,
-  type RatelimitBucket,
-} from "./ratelimit.ts";
-export {
-  flowmon,
-  FlowmonParams,
-  FlowmonTables,
-  decodeFlowEntry,
-  topTalkers,
-  type FlowRecord,
-} from "./flowmon.ts";
-export { noop, NoopParams, NoopTables } from "./noop.ts";
+export { firewall, encodeFirewallRule } from "./firewall.ts";
+export { ratelimit, decodeRatelimitEntry, type RatelimitBucket } from "./ratelimit.ts";
+export { flowmon, decodeFlowEntry, topTalkers, type FlowRecord } from "./flowmon.ts";
+export { noop } from "./noop.ts";
 export * from "./structs.ts";

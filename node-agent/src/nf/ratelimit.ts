@@ -1,5 +1,5 @@
-import { z } from "zod";
-import { formatAddress } from "../packet/ip.ts";
+import type { RatelimitParams, RatelimitTables } from "../../../common/api/builtins/index.ts";
+import { formatAddress } from "../../../common/net/ip.ts";
 import {
   ADDR_SIZE,
   RATELIMIT_BUCKET_LAYOUT,
@@ -7,29 +7,6 @@ import {
   decodeRatelimitBucket,
 } from "./structs.ts";
 import { BpfMapType, type BuiltinNf } from "./types.ts";
-
-/** Parameters of `ratelimit` (load-time settings). */
-export const RatelimitParams = z.strictObject({
-  rate: z
-    .number()
-    .int()
-    .min(1)
-    .max(1_000_000_000)
-    .default(1000)
-    .describe("Average packets per second each source address may send."),
-  burst: z
-    .number()
-    .int()
-    .min(1)
-    .max(1_000_000)
-    .default(100)
-    .describe("Packets a source may send back to back before the rate applies."),
-});
-export type RatelimitParams = z.infer<typeof RatelimitParams>;
-
-/** `ratelimit` has no runtime tables. */
-export const RatelimitTables = z.strictObject({});
-export type RatelimitTables = z.infer<typeof RatelimitTables>;
 
 /** One source's bucket, as read from `ratelimit_state`. */
 export interface RatelimitBucket {
@@ -51,16 +28,13 @@ export function decodeRatelimitEntry(key: Buffer, value: Buffer): RatelimitBucke
 /** The built-in `ratelimit`. */
 export const ratelimit: BuiltinNf<RatelimitParams, RatelimitTables> = {
   name: "ratelimit",
-  summary: "Token bucket per source address (IPv4 and IPv6); packets over the limit are dropped.",
   entry: "nf/ratelimit/ratelimit.bpf.c",
   sourceDir: "nf/ratelimit",
   programs: { xdp: "ratelimit_xdp", tc: "ratelimit_tc" },
-  params: RatelimitParams,
   rodata: (params) => [
     { variable: "ratelimit_rate", type: "u32", value: BigInt(params.rate) },
     { variable: "ratelimit_burst", type: "u32", value: BigInt(params.burst) },
   ],
-  tables: RatelimitTables,
   encodeTables: () => ({}),
   tableMaps: [],
   maps: {

@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { BPF_DIR } from "../compile/compile.ts";
 import { topTalkers } from "./flowmon.ts";
 import { decodeRatelimitEntry } from "./ratelimit.ts";
-import { BUILTIN_NFS, configureBuiltinNf, formatPath, getBuiltinNf } from "./registry.ts";
+import { formatPath } from "../../../common/api/builtins/index.ts";
+import { BUILTIN_NFS, configureBuiltinNf, getBuiltinNf } from "./registry.ts";
 import { encodeRodataValue } from "./types.ts";
 
 describe("built-in NF registry", () => {
@@ -51,6 +52,7 @@ describe("built-in NF registry", () => {
     expect(result.error.part).toBe("parameters");
     expect(result.error.issues[0]!.field).toBe(field);
     expect(result.error.message).toMatch(/^ratelimit parameters: /);
+    expect(result.error.reason).toBe("InvalidSpec");
   });
 
   it("tables given to an NF without tables are refused", () => {
@@ -64,6 +66,7 @@ describe("built-in NF registry", () => {
     expect(result.ok).toBe(false);
     if (result.ok) return;
     expect(result.error.part).toBe("name");
+    expect(result.error.reason).toBe("BuiltinNotFound");
     expect(result.error.message).toContain("firewall, ratelimit, flowmon, noop");
   });
 

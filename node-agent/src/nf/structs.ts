@@ -6,7 +6,8 @@
  * an encoder and/or decoder. All multi-byte integers are little-endian (the host order of the
  * machines we run on: x86-64 and arm64) unless the C type is `__be*`.
  */
-import { formatAddress, type IpFamily } from "../packet/ip.ts";
+import { FIREWALL_MAX_RULES } from "../../../common/api/builtins/index.ts";
+import { formatAddress, type IpFamily } from "../../../common/net/ip.ts";
 
 /** Size and field offsets of one C struct, checked against the BTF of the compiled object. */
 export interface StructLayout {
@@ -110,8 +111,7 @@ export function decodeFlowKey(key: Buffer): FlowKey {
 // ---------------------------------------------------------------------------------------------
 // nf/firewall/firewall_types.h
 
-/** `FIREWALL_MAX_RULES`. */
-export const FIREWALL_MAX_RULES = 64;
+export { FIREWALL_MAX_RULES } from "../../../common/api/builtins/index.ts";
 /** `enum firewall_action`. */
 export const FirewallAction = { ALLOW: 1, DENY: 2 } as const;
 /** `FIREWALL_MATCH_*` bits of `struct firewall_rule.match`. */

@@ -1,4 +1,3 @@
-import type { z } from "zod";
 import type { ProgramHook } from "../packet/verdict.ts";
 
 /** `enum bpf_map_type` values of the maps the chain and the built-in NFs declare. */
@@ -88,21 +87,15 @@ export function encodeRodataValue(setting: RodataSetting): Buffer {
 export interface BuiltinNf<Params = unknown, Tables = unknown> {
   /** Name used in manifests: `source: { builtin: <name> }`. */
   readonly name: string;
-  /** One line for docs and `sluice` CLI listings. */
-  readonly summary: string;
   /** The C entry file, relative to `bpf/`. */
   readonly entry: string;
   /** The directory whose contents decide the compile cache key, relative to `bpf/`. */
   readonly sourceDir: string;
   /** Program name per supported program type (`<nf>_xdp`, `<nf>_tc`). */
   readonly programs: Readonly<Partial<Record<ProgramHook, string>>>;
-  /** Parameters with their defaults; `.describe()` on each field documents it. */
-  readonly params: z.ZodType<Params>;
-  /** The `.rodata` settings for parsed parameters. */
+  /** The `.rodata` settings for parameters parsed with the API's schema (`common/api/builtins`). */
   rodata(params: Params): RodataSetting[];
-  /** Runtime tables (validated input shape; defaults applied). */
-  readonly tables: z.ZodType<Tables>;
-  /** Map contents for parsed tables. Every map named in `tableMaps` appears in the result. */
+  /** Map contents for tables parsed with the API's schema. Every map named in `tableMaps` appears in the result. */
   encodeTables(tables: Tables): MapContents;
   /** Maps that encodeTables fills (replaced as a whole on every table change). */
   readonly tableMaps: readonly string[];

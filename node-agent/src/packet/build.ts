@@ -1,5 +1,5 @@
 import type { PacketSpec } from "../../../common/api/testvector.ts";
-import { ipv4Bytes, ipv6Bytes } from "./ip.ts";
+import { ipv4Bytes, ipv6Bytes } from "../../../common/net/ip.ts";
 
 /** Source MAC when a vector gives none (locally administered unicast). */
 export const DEFAULT_SRC_MAC = "02:00:00:00:00:01";

@@ -32,4 +32,4 @@ export {
   type IpFamily,
   type ParsedAddress,
   type ParsedCidr,
-} from "./ip.ts";
+} from "../../../common/net/ip.ts";

@@ -26,7 +26,7 @@ metadata:
 spec:
   hooks: [xdp]
   source:
-    builtin: ${name}
+    builtin: noop
 `;
 const chain = (name: string, functions = "    - name: fw") => `apiVersion: sluice.dev/v1alpha1
 kind: ServiceChain
@@ -151,8 +151,79 @@ describe("loadRevision", () => {
     }
   });
 
+  it("a built-in parameter its schema refuses fails the revision at file, document, field and line", async () => {
+    const ratelimit = `apiVersion: sluice.dev/v1alpha1
+kind: NetworkFunction
+metadata:
+  name: rl
+spec:
+  hooks: [xdp]
+  source:
+    builtin: ratelimit
+  parameters:
+    rate: 0
+    burst: 10
+`;
+    await write({ "a.yaml": nf("fw"), "b.yaml": `${nf("other")}---\n${ratelimit}` });
+    const result = await loadRevision(dir);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors).toEqual([
+      {
+        file: "b.yaml",
+        documentIndex: 2,
+        line: 19,
+        kind: "NetworkFunction",
+        name: "rl",
+        path: "spec.parameters.rate",
+        message: "ratelimit parameters: Too small: expected number to be >=1",
+        reason: "InvalidSpec",
+      },
+    ]);
+    expect(result.message).toBe(
+      "b.yaml: document 2 (NetworkFunction rl): spec.parameters.rate: ratelimit parameters: Too small: expected number to be >=1",
+    );
+  });
+
+  it("a firewall rule its schema refuses is located at its field inside spec.tables", async () => {
+    await write({
+      "a.yaml": `${nf("fw").replace("builtin: noop", "builtin: firewall")}  tables:
+    rules:
+      - action: deny
+        src: 10.0.0.1/8
+`,
+    });
+    const result = await loadRevision(dir);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors[0]).toMatchObject({
+      file: "a.yaml",
+      documentIndex: 1,
+      line: 12,
+      path: "spec.tables.rules[0].src",
+      reason: "InvalidSpec",
+    });
+  });
+
+  it("a built-in name no built-in has fails the revision with the reason BuiltinNotFound", async () => {
+    await write({ "a.yaml": nf("fw").replace("builtin: noop", "builtin: nat") });
+    const result = await loadRevision(dir);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors).toEqual([
+      expect.objectContaining({
+        file: "a.yaml",
+        documentIndex: 1,
+        line: 8,
+        path: "spec.source.builtin",
+        reason: "BuiltinNotFound",
+      }),
+    ]);
+    expect(result.errors[0]!.message).toMatch(/^no built-in network function "nat" \(built-ins: firewall, /);
+  });
+
   it("the same kind, namespace and name twice is an error naming both places", async () => {
-    await write({ "a.yaml": nf("fw"), "b/c.yaml": nf("fw").replace("builtin: fw", "builtin: other") });
+    await write({ "a.yaml": nf("fw"), "b/c.yaml": nf("fw").replace("builtin: noop", "builtin: flowmon") });
     const result = await loadRevision(dir);
     expect(result.ok).toBe(false);
     if (!result.ok) {

@@ -1,7 +1,8 @@
 import { lstat, readdir, readFile, realpath, stat } from "node:fs/promises";
 import { isAbsolute, join, relative, sep } from "node:path";
 import { LineCounter, parseAllDocuments, type Document } from "yaml";
-import { parseSluiceObject, type SluiceObject } from "../../../common/api/index.ts";
+import { BuiltinConfigError, checkBuiltinConfig } from "../../../common/api/builtins/index.ts";
+import { Reason, parseSluiceObject, type SluiceObject } from "../../../common/api/index.ts";
 
 /** Bounds on what one revision may hold, so a hostile repository cannot exhaust the operator. */
 export interface ManifestLimits {
@@ -43,7 +44,15 @@ export interface ManifestError {
   /** Field path such as `spec.functions[0].name`; empty for whole-document problems. */
   path: string;
   message: string;
+  /**
+   * Why, as a condition reason: `BuiltinNotFound` for a built-in name no built-in has,
+   * `InvalidSpec` for anything else the revision cannot hold.
+   */
+  reason: typeof Reason.BuiltinNotFound | typeof Reason.InvalidSpec;
 }
+
+/** A {@link ManifestError} as the loader records it: without a reason, it is `InvalidSpec`. */
+type ManifestProblem = Omit<ManifestError, "reason"> & Partial<Pick<ManifestError, "reason">>;
 
 /** Outcome of {@link loadRevision}: every object, or every error (all-or-nothing). */
 export type LoadRevisionResult =
@@ -145,7 +154,7 @@ const isInside = (parent: string, child: string) => {
 
 /** Thrown inside the walk to stop at a limit; becomes a {@link ManifestError}. */
 class StopLoading extends Error {
-  constructor(readonly error: ManifestError) {
+  constructor(readonly error: ManifestProblem) {
     super(error.message);
     this.name = "StopLoading";
   }
@@ -177,8 +186,8 @@ export async function loadRevision(
   let totalBytes = 0;
   let documents = 0;
 
-  const fail = (error: ManifestError) => {
-    if (errors.length < MAX_ERRORS) errors.push(error);
+  const fail = (error: ManifestProblem) => {
+    if (errors.length < MAX_ERRORS) errors.push({ ...error, reason: error.reason ?? Reason.InvalidSpec });
   };
 
   let root: string;
@@ -395,6 +404,29 @@ export async function loadRevision(
           message: `${kind} ${name} is defined twice (first in ${first})`,
         });
         return;
+      }
+      // Built-in parameters and tables are typed per built-in: checked here with the same
+      // schemas the agent uses, so a bad value fails the revision before anything is applied.
+      if (object.kind === "NetworkFunction" && "builtin" in object.spec.source) {
+        const { parameters, tables } = object.spec;
+        const checked = checkBuiltinConfig(object.spec.source.builtin, { parameters, tables });
+        if (!checked.ok) {
+          const { part, issues, reason } = checked.error;
+          for (const issue of issues) {
+            const path = BuiltinConfigError.specPath(part, issue);
+            fail({
+              file,
+              documentIndex,
+              ...lineField(lineOf(doc, lines, path)),
+              ...who(kind, name, namespace),
+              path,
+              message:
+                part === "name" ? issue.message : `${object.spec.source.builtin} ${part}: ${issue.message}`,
+              reason,
+            });
+          }
+          return;
+        }
       }
       seen.set(key, `${file} document ${documentIndex}`);
       objects.push(object);
