@@ -25,4 +25,36 @@ export default tseslint.config(
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
     },
   },
+  // Dependencies point one way: the agent and the operator use common/, never each other, and
+  // common/ uses neither (nor bin/, which composes both). These catch direct imports as you
+  // type; test/unit/import-boundaries.test.ts follows chains of imports, dynamic ones too.
+  ...boundary("node-agent", ["operator"]),
+  ...boundary("operator", ["node-agent"]),
+  ...boundary("common", ["operator", "node-agent", "bin"]),
 );
+
+/**
+ * Forbids files under `part/` to import from the top-level folders `forbidden`.
+ * @param {string} part
+ * @param {string[]} forbidden
+ */
+function boundary(part, forbidden) {
+  return [
+    {
+      files: [`${part}/**/*.ts`],
+      rules: {
+        "no-restricted-imports": [
+          "error",
+          {
+            patterns: [
+              {
+                regex: `^(\\.\\./)+(${forbidden.join("|")})/`,
+                message: `${part}/ must not import ${forbidden.map((f) => `${f}/`).join(", ")} (dependencies point one way: test/unit/import-boundaries.test.ts).`,
+              },
+            ],
+          },
+        ],
+      },
+    },
+  ];
+}
