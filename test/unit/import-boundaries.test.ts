@@ -112,7 +112,7 @@ describe("import boundaries", () => {
       return root;
     }
 
-    it.each([
+    it.each<{ name: string; files: Record<string, string>; expected: string[] }>([
       {
         name: "the agent importing the operator",
         files: {
