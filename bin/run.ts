@@ -10,7 +10,9 @@ import { ArtifactStore } from "../common/artifact/index.ts";
 import type { Logger } from "../common/log.ts";
 import { MemoryStore, type StoredObject } from "../common/store.ts";
 import { NodeAgent, pinName, type DataPlane } from "../node-agent/src/agent/agent.ts";
-import { AgentCounters, agentMetricsHandler } from "../node-agent/src/agent/metrics.ts";
+import { AgentCounters, agentRegistry } from "../node-agent/src/agent/metrics.ts";
+import { BpfStatsSession } from "../node-agent/src/agent/kstats.ts";
+import { metricsHandler } from "../common/metrics.ts";
 import {
   ChainManager,
   DEFAULT_BPFFS_ROOT,
@@ -265,6 +267,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
   const dataPlane: DataPlane = {
     apply: async (spec) => {
       const result = await manager.apply(spec);
+      agentCounters.recordApply(result);
       lastApply.set(result.chain, {
         action: result.action,
         revision: result.revision,
@@ -369,6 +372,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     async stop() {
       stopping = true;
       rates.stop();
+      bpfStats.close();
       await controlPlane.stop();
       await agentStarted.catch(() => undefined);
       await agent.stop();
@@ -381,11 +385,15 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     res.writeHead(200, { "content-type": "application/json" });
     res.end(body);
   });
-  server.route(
-    "GET",
-    "/metrics",
-    agentMetricsHandler(() => manager.list(), agentCounters),
-  );
+  const bpfStats = new BpfStatsSession();
+  const agentMetrics = agentRegistry({
+    list: () => manager.list(),
+    counters: agentCounters,
+    node: nodeName,
+    kernel: { root: options.bpffsRoot ?? DEFAULT_BPFFS_ROOT, stats: bpfStats },
+    processMetrics: true,
+  });
+  server.route("GET", "/metrics", metricsHandler(agentMetrics));
   log.info({ url, node: nodeName, selector: `${NODE_LABEL}=${nodeName}` }, "single-host sluice running");
   return host;
 }

@@ -1,107 +1,62 @@
 /**
- * Prometheus text exposition format 0.0.4, written by hand: the format is small and stable,
- * and sluice exposes a handful of counters and gauges, not worth a client library.
+ * Prometheus metrics, written with prom-client: each component keeps its own {@link Registry}
+ * (never the library's global one, so that two components in one process, as in `sluice run`,
+ * do not mix their series) and serves it with {@link metricsHandler}.
+ *
+ * Naming follows Prometheus' conventions: counters end in `_total`, units are in the name
+ * (`_seconds`, `_bytes`, `_nanoseconds`), labels are few and bounded (chain, nf, node, verdict,
+ * controller, result, reason); anything unbounded (revisions, commit messages) stays out of
+ * labels except in one `_info` gauge per chain.
  */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { collectDefaultMetrics, Registry } from "prom-client";
+
+export { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 /** Content-Type of a scrape answer in text format 0.0.4. */
-export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 
-/** Label name -> value of one sample. */
-export type Labels = Readonly<Record<string, string>>;
+/**
+ * Buckets for things that take from milliseconds to a minute: a reconcile, a chain switch
+ * (compile, load, verify, self-test, flip).
+ */
+export const DURATION_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-/** One sample of a family: `name` + optional suffix (`_sum`, `_count`), labels, value. */
-export interface Sample {
-  /** Appended to the family name (for summaries: `_sum`, `_count`). */
-  suffix?: string;
-  labels?: Labels;
-  value: number | bigint;
-}
+/** Buckets for the time from a Git commit to a chain running it: seconds to an hour. */
+export const COMMIT_TO_LIVE_BUCKETS_SECONDS = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600];
 
-/** One metric family: the HELP and TYPE lines and its samples. */
-export interface MetricFamily {
-  name: string;
-  help: string;
-  type: "counter" | "gauge" | "summary" | "untyped";
-  samples: Sample[];
-}
-
-/** Thrown for a metric or label name the format does not allow. */
-export class MetricNameError extends Error {
-  override name = "MetricNameError";
-}
-
-const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-
-/** Escapes a label value: backslash, double quote and line feed. */
-export function escapeLabelValue(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}
-
-/** Escapes HELP text: backslash and line feed (quotes stay as they are). */
-export function escapeHelp(text: string): string {
-  return text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
-}
-
-/** A sample value as the format spells it (`NaN`, `+Inf`, `-Inf`; bigints exact). */
-export function formatValue(value: number | bigint): string {
-  if (typeof value === "bigint") return value.toString();
-  if (Number.isNaN(value)) return "NaN";
-  if (value === Infinity) return "+Inf";
-  if (value === -Infinity) return "-Inf";
-  return String(value);
-}
-
-function formatLabels(labels: Labels | undefined): string {
-  const entries = Object.entries(labels ?? {});
-  if (entries.length === 0) return "";
-  for (const [name] of entries)
-    if (!LABEL_NAME.test(name) || name.startsWith("__"))
-      throw new MetricNameError(`invalid label name ${JSON.stringify(name)}`);
-  return `{${entries.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(",")}}`;
-}
-
-/** Renders families in text format 0.0.4 (every line ends with a line feed). */
-export function formatMetrics(families: readonly MetricFamily[]): string {
-  const lines: string[] = [];
-  for (const family of families) {
-    if (!METRIC_NAME.test(family.name))
-      throw new MetricNameError(`invalid metric name ${JSON.stringify(family.name)}`);
-    lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
-    lines.push(`# TYPE ${family.name} ${family.type}`);
-    for (const s of family.samples)
-      lines.push(`${family.name}${s.suffix ?? ""}${formatLabels(s.labels)} ${formatValue(s.value)}`);
-  }
-  return lines.length ? `${lines.join("\n")}\n` : "";
+/** A registry whose every series carries `labels` (e.g. the agent's `node`). */
+export function newRegistry(labels: Record<string, string> = {}): Registry {
+  const registry = new Registry();
+  if (Object.keys(labels).length > 0) registry.setDefaultLabels(labels);
+  return registry;
 }
 
 /**
- * A counter keyed by label values, for events counted in process (switches, reconciles).
- * Labels are kept in first-seen order so a scrape reads the same from one time to the next.
+ * prom-client's process and Node.js metrics, less the three gauges it names `_total`
+ * (active handles, requests, resources): Prometheus tooling reads `_total` as a counter.
  */
-export class LabeledCounter {
-  readonly #values = new Map<string, { labels: Labels; value: number }>();
-
-  /** Adds `by` (default 1) to the series with `labels`. */
-  inc(labels: Labels = {}, by = 1): void {
-    const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)));
-    const entry = this.#values.get(key);
-    if (entry) entry.value += by;
-    else this.#values.set(key, { labels: { ...labels }, value: by });
+export function registerProcessMetrics(registry: Registry, prefix: string): void {
+  const all = newRegistry();
+  collectDefaultMetrics({ register: all, prefix });
+  for (const { name } of all.getMetricsAsArray()) {
+    const metric = all.getSingleMetric(name);
+    if (metric && !/_active_\w+_total$/.test(name)) registry.registerMetric(metric);
   }
+}
 
-  /** Current value of the series with `labels` (0 if never counted). */
-  get(labels: Labels = {}): number {
-    const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)));
-    return this.#values.get(key)?.value ?? 0;
-  }
-
-  /** Every series as samples, with an optional suffix (for a summary's `_sum`/`_count`). */
-  samples(suffix?: string): Sample[] {
-    return [...this.#values.values()].map((e) => ({
-      ...(suffix ? { suffix } : {}),
-      labels: e.labels,
-      value: e.value,
-    }));
-  }
+/** An HTTP handler answering a scrape with what `registry` holds (500 with the reason on failure). */
+export function metricsHandler(registry: Registry): (req: IncomingMessage, res: ServerResponse) => void {
+  return (_req, res) => {
+    registry.metrics().then(
+      (body) => {
+        res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE });
+        res.end(body);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { "content-type": "text/plain" });
+        res.end(`${err instanceof Error ? err.message : String(err)}\n`);
+      },
+    );
+  };
 }

@@ -23,23 +23,29 @@ describe("operator metrics", () => {
     controller.start();
     for (const key of ["ns/a", "ns/b", "ns/stalled", "ns/waiting", "ns/broken"]) controller.enqueue(key);
     const deadline = Date.now() + 5_000;
-    const text = () => {
+    const text = async () => {
       const res = {
         head: 0,
         body: "",
         writeHead: (s: number) => (res.head = s),
-        end: (b: string) => (res.body = b),
+        end: (_b: string): void => undefined,
       };
-      metrics.handler({} as never, res as never);
+      await new Promise<void>((resolve) => {
+        res.end = (b: string) => {
+          res.body = b;
+          resolve();
+        };
+        metrics.handler({} as never, res as never);
+      });
       return res.body;
     };
-    while (!text().includes('sluice_reconcile_duration_seconds_count{controller="servicechain"} 5')) {
+    while (!(await text()).includes('sluice_reconcile_duration_seconds_count{controller="servicechain"} 5')) {
       expect(Date.now()).toBeLessThan(deadline);
       await new Promise((r) => setTimeout(r, 10));
     }
     await controller.stop();
 
-    const scraped = text();
+    const scraped = await text();
     expect(scraped).toContain('sluice_reconcile_total{controller="servicechain",result="success"} 2\n');
     expect(scraped).toContain('sluice_reconcile_total{controller="servicechain",result="stalled"} 1\n');
     expect(scraped).toContain('sluice_reconcile_total{controller="servicechain",result="waiting"} 1\n');
@@ -47,9 +53,12 @@ describe("operator metrics", () => {
     expect(scraped).toMatch(
       /^sluice_reconcile_duration_seconds_sum\{controller="servicechain"\} [0-9.e-]+$/m,
     );
-    expect(scraped).toContain("# TYPE sluice_reconcile_duration_seconds summary\n");
+    expect(scraped).toContain("# TYPE sluice_reconcile_duration_seconds histogram\n");
+    expect(scraped).toContain(
+      'sluice_reconcile_duration_seconds_bucket{le="+Inf",controller="servicechain"} 5\n',
+    );
     expect(scraped).toContain("sluice_leader 1\n");
     leading = false;
-    expect(text()).toContain("sluice_leader 0\n");
+    expect(await text()).toContain("sluice_leader 0\n");
   });
 });

@@ -1,26 +1,52 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
-  formatMetrics,
-  LabeledCounter,
-  METRICS_CONTENT_TYPE,
-  type MetricFamily,
+  Counter,
+  DURATION_BUCKETS_SECONDS,
+  Gauge,
+  Histogram,
+  metricsHandler,
+  newRegistry,
+  registerProcessMetrics,
+  type Registry,
 } from "../../common/metrics.ts";
 import type { Controller, ReconcileOutcome } from "../../common/kube/controller.ts";
 
 /** What the operator counts: reconciles per controller and outcome, their time, leadership. */
 export class OperatorMetrics {
-  readonly #reconciles = new LabeledCounter();
-  readonly #seconds = new LabeledCounter();
-  readonly #count = new LabeledCounter();
+  /** Every operator series; scrape it with {@link handler}. */
+  readonly registry: Registry = newRegistry();
+  readonly #reconciles = new Counter({
+    name: "sluice_reconcile_total",
+    help: "Reconciles by controller and result (success, stalled, waiting, error).",
+    labelNames: ["controller", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly #seconds = new Histogram({
+    name: "sluice_reconcile_duration_seconds",
+    help: "Time spent in reconciles, by controller.",
+    labelNames: ["controller"] as const,
+    buckets: DURATION_BUCKETS_SECONDS,
+    registers: [this.registry],
+  });
 
   /** @param isLeader whether this replica leads now; absent: no `sluice_leader` gauge. */
-  constructor(private readonly isLeader?: () => boolean) {}
+  constructor(isLeader?: () => boolean) {
+    registerProcessMetrics(this.registry, "sluice_operator_");
+    if (isLeader)
+      new Gauge({
+        name: "sluice_leader",
+        help: "1 while this replica runs the controllers, else 0.",
+        registers: [this.registry],
+        collect() {
+          this.set(isLeader() ? 1 : 0);
+        },
+      });
+  }
 
   /** Counts one reconcile of `controller`. */
   record(controller: string, result: ReconcileOutcome, seconds: number): void {
     this.#reconciles.inc({ controller, result });
-    this.#seconds.inc({ controller }, seconds);
-    this.#count.inc({ controller });
+    this.#seconds.observe({ controller }, seconds);
   }
 
   /** Makes `controller` report every reconcile here. */
@@ -28,35 +54,6 @@ export class OperatorMetrics {
     controller.onReconcile = (result, seconds) => this.record(controller.name, result, seconds);
   }
 
-  /** The operator's metric families. */
-  families(): MetricFamily[] {
-    const families: MetricFamily[] = [
-      {
-        name: "sluice_reconcile_total",
-        help: "Reconciles by controller and result (success, stalled, waiting, error).",
-        type: "counter",
-        samples: this.#reconciles.samples(),
-      },
-      {
-        name: "sluice_reconcile_duration_seconds",
-        help: "Time spent in reconciles, by controller.",
-        type: "summary",
-        samples: [...this.#seconds.samples("_sum"), ...this.#count.samples("_count")],
-      },
-    ];
-    if (this.isLeader)
-      families.push({
-        name: "sluice_leader",
-        help: "1 while this replica runs the controllers, else 0.",
-        type: "gauge",
-        samples: [{ value: this.isLeader() ? 1 : 0 }],
-      });
-    return families;
-  }
-
   /** An HTTP handler answering a scrape. */
-  readonly handler = (_req: IncomingMessage, res: ServerResponse): void => {
-    res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE });
-    res.end(formatMetrics(this.families()));
-  };
+  readonly handler: (req: IncomingMessage, res: ServerResponse) => void = metricsHandler(this.registry);
 }

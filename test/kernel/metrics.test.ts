@@ -6,7 +6,9 @@
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { METRICS_CONTENT_TYPE } from "../../common/metrics.ts";
+import { BpfStatsSession } from "../../node-agent/src/agent/kstats.ts";
 import { AgentCounters, startMetricsServer } from "../../node-agent/src/agent/metrics.ts";
+import { checkScrape } from "../support/scrape.ts";
 import type { ChainStatus } from "../../node-agent/src/chain/index.ts";
 import { startChartManager } from "./chart-manager.ts";
 import {
@@ -47,7 +49,15 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   });
   let chains: ChainStatus[] = [];
   const counters = new AgentCounters();
-  const metrics = await startMetricsServer({ port: 0, list: () => chains, counters });
+  // The scraper is root here: it may turn BPF statistics on (the chart's agent may not).
+  const stats = new BpfStatsSession();
+  scope.defer(() => stats.close());
+  const metrics = await startMetricsServer({
+    port: 0,
+    list: () => chains,
+    counters,
+    kernel: { root: bpffs.path, stats },
+  });
   scope.defer(() => metrics.close());
 
   await manager.apply(
@@ -64,6 +74,14 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   );
   counters.record({ ok: true });
   counters.record({ ok: false, reason: "VerifierRejected" });
+
+  // A first scrape turns statistics on; run time is counted from then on.
+  chains = await manager.list();
+  await (await fetch(`http://127.0.0.1:${metrics.port}/metrics`)).text();
+  expect(
+    stats.holding ||
+      (await import("node:fs")).readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() === "1",
+  ).toBe(true);
 
   const pings = await ping(net.a.ns, net.b.ip, 3, { timeoutMs: 150, intervalMs: 5 });
   const flow = await udpFlow({
@@ -82,11 +100,11 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   const text = await res.text();
 
   expect(sample(text, 'sluice_nf_packets_total{chain="edge",nf="firewall"}')).toBe("203");
-  expect(sample(text, 'sluice_nf_drops_total{chain="edge",nf="firewall"}')).toBe("3");
-  expect(sample(text, 'sluice_nf_passes_total{chain="edge",nf="firewall"}')).toBe("200");
+  expect(sample(text, 'sluice_nf_verdicts_total{chain="edge",nf="firewall",verdict="drop"}')).toBe("3");
+  expect(sample(text, 'sluice_nf_verdicts_total{chain="edge",nf="firewall",verdict="pass"}')).toBe("200");
   expect(sample(text, 'sluice_nf_packets_total{chain="edge",nf="flowmon"}')).toBe("200");
-  expect(sample(text, 'sluice_nf_passes_total{chain="edge",nf="flowmon"}')).toBe("200");
-  expect(sample(text, 'sluice_nf_errors_total{chain="edge",nf="flowmon"}')).toBe("0");
+  expect(sample(text, 'sluice_nf_verdicts_total{chain="edge",nf="flowmon",verdict="pass"}')).toBe("200");
+  expect(sample(text, 'sluice_nf_verdicts_total{chain="edge",nf="flowmon",verdict="error"}')).toBe("0");
   // The bytes of every frame that reached flowmon: at least the 200 UDP payloads with headers.
   expect(Number(sample(text, 'sluice_nf_bytes_total{chain="edge",nf="flowmon"}'))).toBeGreaterThanOrEqual(
     200 * (14 + 20 + 8 + 64),
@@ -96,6 +114,20 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   expect(sample(text, "sluice_agent_switches_total")).toBe("1");
   expect(sample(text, 'sluice_agent_switch_failures_total{reason="VerifierRejected"}')).toBe("1");
   expect(text).toContain("# TYPE sluice_nf_packets_total counter\n");
+
+  // Kernel figures: every packet ran the chain; its time includes the tail-called functions.
+  const scraped = checkScrape(text);
+  expect(scraped.problems).toEqual([]);
+  expect(scraped.value("sluice_bpf_stats_enabled", { reason: stats.holding ? "fd" : "sysctl" })).toBe(1);
+  expect(scraped.value("sluice_chain_runs_total", { chain: "edge" })).toBeGreaterThanOrEqual(203);
+  expect(scraped.value("sluice_chain_run_time_seconds_total", { chain: "edge" })).toBeGreaterThan(0);
+  // flowmon's flow table holds the UDP flow (one direction reached the chain) and says its capacity.
+  const flows = scraped.family("sluice_map_entries")?.metrics.find((m) => m.labels?.nf === "flowmon");
+  expect(Number(flows?.value)).toBeGreaterThanOrEqual(1);
+  expect(
+    scraped.value("sluice_map_max_entries", { chain: "edge", nf: "flowmon", map: flows!.labels!.map! }),
+  ).toBeGreaterThan(1);
+  expect(scraped.seriesCount).toBeLessThan(500);
 
   expect((await fetch(`http://127.0.0.1:${metrics.port}/other`)).status).toBe(404);
 });

@@ -1,7 +1,11 @@
 import { connect } from "node:net";
 import { networkInterfaces } from "node:os";
 import { afterEach, describe, expect, it } from "vitest";
+import { checkScrape } from "../../../test/support/scrape.ts";
+import type { ChainStatus } from "../chain/index.ts";
 import {
+  AgentCounters,
+  agentRegistry,
   DEFAULT_AGENT_METRICS_ADDRESS,
   MetricsAddressError,
   parseMetricsAddress,
@@ -85,4 +89,71 @@ describe("--metrics-address", () => {
       expect(() => parseMetricsAddress(v)).toThrow(/is not an IP address/);
     },
   );
+});
+
+/** A chain of `n` NFs as the chain manager reports it, with made-up counters. */
+function fakeChain(name: string, n: number): ChainStatus {
+  return {
+    name,
+    hook: "xdp",
+    revision: "main@sha1:0123456789abcdef0123456789abcdef01234567",
+    generation: 3,
+    rootProgramId: 10,
+    interfaces: [{ name: "eth0", ifindex: 2, linkId: 7, xdpMode: "native" }],
+    nfs: Array.from({ length: n }, (_, i) => ({
+      name: `nf${i}`,
+      programId: 11 + i,
+      statsIndex: i,
+      counters: {
+        packets: 1000n - BigInt(i),
+        bytes: 64_000n,
+        drops: 1n,
+        passes: 999n - BigInt(i),
+        errors: 0n,
+      },
+    })),
+    rootMisses: { packets: 5n, bytes: 300n, drops: 0n, passes: 5n, errors: 0n },
+  };
+}
+
+describe("a scrape of the agent", () => {
+  it("parses cleanly, names counters _total with units, and stays under 500 series for a 4-NF chain", async () => {
+    const counters = new AgentCounters();
+    counters.record({ ok: true });
+    counters.record({ ok: false, reason: "VerifierRejected" });
+    counters.recordApply({
+      action: "switched",
+      timings: { totalMs: 420, loadMs: 0, selfTestMs: 0, flipUs: 0 },
+    });
+    counters.recordApply({
+      action: "created",
+      timings: { totalMs: 900, loadMs: 0, selfTestMs: 0, flipUs: 0 },
+    });
+    counters.commitToLive.observe({ chain: "default_edge" }, 4.2);
+    const registry = agentRegistry({
+      list: () => [fakeChain("default_edge", 4)],
+      counters,
+      node: "node-1",
+      processMetrics: true,
+    });
+    const text = await registry.metrics();
+    const scraped = checkScrape(text);
+    expect(scraped.problems).toEqual([]);
+    const nf1 = { chain: "default_edge", nf: "nf1", node: "node-1" };
+    expect(scraped.value("sluice_nf_packets_total", nf1)).toBe(999);
+    expect(scraped.value("sluice_nf_verdicts_total", { ...nf1, verdict: "drop" })).toBe(1);
+    expect(scraped.value("sluice_nf_verdicts_total", { ...nf1, verdict: "pass" })).toBe(998);
+    expect(scraped.value("sluice_chain_root_misses_total", { chain: "default_edge", node: "node-1" })).toBe(
+      5,
+    );
+    expect(
+      scraped.value("sluice_agent_switch_failures_total", { reason: "VerifierRejected", node: "node-1" }),
+    ).toBe(1);
+    expect(scraped.family("sluice_agent_switch_duration_seconds")?.type).toBe("HISTOGRAM");
+    expect(scraped.family("sluice_commit_to_live_seconds")?.type).toBe("HISTOGRAM");
+    // Every series names its node.
+    for (const line of text.split("\n").filter((l) => l && !l.startsWith("#")))
+      expect(line).toContain('node="node-1"');
+    expect(scraped.seriesCount).toBeLessThan(500);
+  });
 });

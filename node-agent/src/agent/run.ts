@@ -2,7 +2,8 @@ import { mkdir } from "node:fs/promises";
 import { NODE_LABEL } from "../../../common/api/index.ts";
 import { rootLogger, type Logger } from "../../../common/log.ts";
 import type { Store } from "../../../common/store.ts";
-import { ChainManager } from "../chain/index.ts";
+import { ChainManager, DEFAULT_BPFFS_ROOT } from "../chain/index.ts";
+import { BpfStatsSession } from "./kstats.ts";
 import { NodeAgent } from "./agent.ts";
 import {
   AgentCounters,
@@ -52,10 +53,19 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     logger: log,
   });
   const counters = new AgentCounters();
+  const stats = new BpfStatsSession();
   const agent = new NodeAgent({
     nodeName: options.nodeName,
     store: options.store,
-    dataPlane: manager,
+    dataPlane: {
+      apply: async (spec) => {
+        const result = await manager.apply(spec);
+        counters.recordApply(result);
+        return result;
+      },
+      adopt: () => manager.adopt(),
+      remove: (name) => manager.remove(name),
+    },
     cacheDir: options.cacheDir,
     netns: options.netns,
     log,
@@ -69,6 +79,9 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
         host: options.metricsAddress,
         list: () => manager.list(),
         counters,
+        node: options.nodeName,
+        kernel: { root: options.bpffsRoot ?? DEFAULT_BPFFS_ROOT, stats },
+        processMetrics: true,
         log,
       }).catch((err: unknown) => {
         log.error(
@@ -86,6 +99,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     await agent.start();
   } catch (err) {
     await metrics?.close();
+    stats.close();
     throw err;
   }
   log.info({ selector: `${NODE_LABEL}=${options.nodeName}` }, "agent started");
@@ -95,6 +109,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     ...(metrics ? { metrics } : {}),
     async stop() {
       await metrics?.close();
+      stats.close();
       await agent.stop();
       manager.close();
     },
