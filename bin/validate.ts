@@ -2,14 +2,10 @@
  * The `sluice validate` and `sluice test` commands: argument handling and what they print.
  * The checks themselves are in check.ts.
  */
-import { parseArgs } from "node:util";
 import { rootLogger } from "../common/log.ts";
 import type { CheckReport, Problem, VectorRow } from "./check.ts";
-import { ExitCode as Exit } from "./main.ts";
+import { ExitCode as Exit, parseCommandLine, usageError } from "./cli.ts";
 import { Progress } from "./progress.ts";
-
-const validateUsage = "usage: sluice validate <dir> [--no-load] [--cache-dir DIR] [--json]\n";
-const testUsage = "usage: sluice test <dir> [--cache-dir DIR] [--json]\n";
 
 /**
  * `sluice validate <dir>`: every manifest parsed and validated, every chain planned, every
@@ -29,27 +25,19 @@ export function test(argv: string[]): Promise<number> {
 }
 
 async function command(name: "validate" | "test", argv: string[]): Promise<number> {
-  const usage = name === "validate" ? validateUsage : testUsage;
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      options: {
-        "cache-dir": { type: "string" },
-        json: { type: "boolean", default: false },
-        ...(name === "validate" ? { "no-load": { type: "boolean" as const, default: false } } : {}),
-      },
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    process.stderr.write(`sluice ${name}: ${(err as Error).message}\n${usage}`);
-    return Exit.Usage;
-  }
-  if (positionals.length !== 1) {
-    process.stderr.write(`sluice ${name}: give exactly one directory\n${usage}`);
-    return Exit.Usage;
-  }
+  const line = parseCommandLine(
+    name,
+    argv,
+    {
+      "cache-dir": { type: "string" },
+      json: { type: "boolean", default: false },
+      ...(name === "validate" ? { "no-load": { type: "boolean" as const, default: false } } : {}),
+    },
+    { positionals: true },
+  );
+  if (typeof line === "number") return line;
+  const { values, positionals } = line;
+  if (positionals.length !== 1) return usageError(name, "give exactly one directory");
   const dir = positionals[0]!;
   // Library logs are for long-running processes; this command reports everything itself.
   if (!process.env.SLUICE_LOG_LEVEL) rootLogger.level = "silent";
@@ -66,8 +54,7 @@ async function command(name: "validate" | "test", argv: string[]): Promise<numbe
     });
   } catch (err) {
     if (err instanceof CheckUsageError) {
-      process.stderr.write(`sluice ${name}: ${err.message}\n${usage}`);
-      return Exit.Usage;
+      return usageError(name, err.message);
     }
     if (err instanceof EnvironmentError) {
       process.stderr.write(`sluice ${name}: this host cannot run the check: ${err.message}\n`);
