@@ -5,10 +5,10 @@ import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { delimiter, dirname, join, resolve } from "node:path";
 import koffi from "koffi";
-import { API_VERSION, GitSource, NODE_LABEL } from "../common/api/index.ts";
+import { API_VERSION, ConditionType, findCondition, GitSource, NODE_LABEL } from "../common/api/index.ts";
 import { ArtifactStore } from "../common/artifact/index.ts";
 import type { Logger } from "../common/log.ts";
-import { MemoryStore, type StoredObject } from "../common/store.ts";
+import { MemoryStore } from "../common/store.ts";
 import { NodeAgent, pinName, type DataPlane } from "../node-agent/src/agent/agent.ts";
 import { AgentCounters, agentRegistry } from "../node-agent/src/agent/metrics.ts";
 import { BpfStatsSession } from "../node-agent/src/agent/kstats.ts";
@@ -227,7 +227,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
   if (missing.length > 0) throw new HostNotReadyError(missing);
   const sourceName = options.name ?? "local";
   const nodeName = localNodeName();
-  const gitSource: StoredObject = {
+  const gitSourceInput = {
     apiVersion: API_VERSION,
     kind: "GitSource",
     metadata: { name: sourceName, namespace: "default" },
@@ -239,12 +239,13 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
       ...(options.webhookToken ? { webhookSecretRef: { name: "local-webhook" } } : {}),
     },
   };
-  const checked = GitSource.safeParse(gitSource);
+  const checked = GitSource.safeParse(gitSourceInput);
   if (!checked.success) {
     const issue = checked.error.issues[0]!;
     const field = issue.path[0] === "metadata" ? "name" : String(issue.path[1] ?? "source");
     throw new Error(`--${field}: ${issue.message}`);
   }
+  const gitSource = checked.data;
 
   const store = new MemoryStore();
   await mkdir(options.dataDir, { recursive: true });
@@ -404,13 +405,9 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
  */
 async function firstSyncDone(store: MemoryStore, sourceName: string): Promise<boolean> {
   const source = await store.get("GitSource", "default", sourceName);
-  if (readyOf(source?.status)?.status !== "True") return false;
+  if (findCondition(source?.status.conditions, ConditionType.Ready)?.status !== "True") return false;
   const chains = await store.list("ServiceChain");
-  return chains.every(
-    (sc) =>
-      (sc.status as { observedGeneration?: number } | undefined)?.observedGeneration ===
-      sc.metadata.generation,
-  );
+  return chains.every((sc) => sc.status.observedGeneration === sc.metadata.generation);
 }
 
 interface CounterSample {
@@ -467,15 +464,11 @@ function perSecond(now: bigint, before: bigint | undefined, windowMs: number): n
   return Math.round((Number(now - before) * 1000) / windowMs);
 }
 
-type Condition = { type: string; status: string; reason?: string; message?: string };
-const readyOf = (status: unknown): Condition | undefined =>
-  (status as { conditions?: Condition[] } | undefined)?.conditions?.find((c) => c.type === "Ready");
-
 async function singleHostStatus(input: {
   store: MemoryStore;
   nodeName: string;
   phase: SingleHostStatus["phase"];
-  source: StoredObject;
+  source: GitSource;
   chains: ChainStatus[];
   lastApply: ReadonlyMap<string, LastApplyDoc>;
   rates: RateSampler;
@@ -485,14 +478,14 @@ async function singleHostStatus(input: {
   const reference = input.rates.reference(nowMs);
   const windowMs = reference ? nowMs - reference.atMs : undefined;
   const source = await store.get("GitSource", "default", input.source.metadata.name);
-  const sourceStatus = GitSource.shape.status.safeParse(source?.status).data;
-  const sourceReady = readyOf(source?.status);
+  const sourceStatus = source?.status;
+  const sourceReady = findCondition(sourceStatus?.conditions, ConditionType.Ready);
   const nodeChains = await store.list("NodeChain");
   const serviceChains = (await store.list("ServiceChain")).map((sc) => {
-    const ready = readyOf(sc.status);
+    const ready = findCondition(sc.status.conditions, ConditionType.Ready);
     return {
       name: `${sc.metadata.namespace ?? "default"}/${sc.metadata.name}`,
-      revision: (sc.status as { revision?: string } | undefined)?.revision,
+      revision: sc.status.revision,
       ready: ready?.status,
       reason: ready?.reason,
       message: ready?.message,
@@ -503,7 +496,7 @@ async function singleHostStatus(input: {
     phase: input.phase,
     source: {
       name: input.source.metadata.name,
-      url: (input.source.spec as { url: string }).url,
+      url: input.source.spec.url,
       revision: sourceStatus?.artifact?.revision,
       ready: sourceReady?.status,
       message: sourceReady?.message,
@@ -511,7 +504,8 @@ async function singleHostStatus(input: {
     },
     serviceChains,
     chains: chains.map((c) => {
-      const ready = readyOf(nodeChains.find((o) => pinName(o) === c.name)?.status);
+      const nodeChain = nodeChains.find((o) => pinName(o) === c.name);
+      const ready = findCondition(nodeChain?.status.conditions, ConditionType.Ready);
       const last = input.lastApply.get(c.name);
       return {
         name: c.name,

@@ -1,71 +1,135 @@
 import { EventEmitter } from "node:events";
+import { z } from "zod";
+import {
+  API_VERSION,
+  GitSource,
+  NetworkFunction,
+  NodeChain,
+  objectMeta,
+  ServiceChain,
+  toSluiceIssues,
+} from "./api/index.ts";
+import { InvalidObjectError } from "./errors.ts";
 
 /**
- * The store: where sluice objects live. In a cluster it is the Kubernetes API (operator/src/kube
+ * A Kubernetes Node as sluice reads it: name, labels, and whether it is being deleted. The rest
+ * of what the API server sends passes through untouched.
+ */
+export const KubeNode = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.literal("Node"),
+  metadata: objectMeta(z.string().min(1)),
+});
+export type KubeNode = z.infer<typeof KubeNode>;
+
+/** The schema of every kind a store holds: objects are parsed with it wherever they enter. */
+export const STORE_SCHEMAS = { GitSource, NetworkFunction, ServiceChain, NodeChain, Node: KubeNode } as const;
+
+/** A kind the store holds. */
+export type StoreKind = keyof typeof STORE_SCHEMAS;
+
+/** Whether `kind` (read from status or a manifest) is a kind the store holds. */
+export function isStoreKind(kind: string): kind is StoreKind {
+  return Object.hasOwn(STORE_SCHEMAS, kind);
+}
+
+/** An object of `K` as read from the store: parsed, defaults applied. */
+export type StoreObject<K extends StoreKind = StoreKind> = z.output<(typeof STORE_SCHEMAS)[K]>;
+
+/** An object of `K` as written: what a manifest may say (defaults may be left out; status is ignored). */
+export type StoreInput<K extends StoreKind = StoreKind> = z.input<(typeof STORE_SCHEMAS)[K]> & { kind: K };
+
+/** The status of `K` (Nodes have none sluice reads). */
+export type StatusOf<K extends StoreKind> = StoreObject<K> extends { status: infer S } ? S : never;
+
+/**
+ * A status update: top-level fields of status to set, and `null` for those to remove (a JSON
+ * merge patch, RFC 7386, at the top level of status). This is the only way to remove a status
+ * field: a field left out keeps its value.
+ */
+export type StatusPatch<K extends StoreKind> = { [F in keyof StatusOf<K>]?: StatusOf<K>[F] | null };
+
+/**
+ * Parses an object that enters sluice from a store: kind and apiVersion are filled in when the
+ * API server left them out (list items), then the kind's schema applies its defaults.
+ *
+ * @throws InvalidObjectError naming the object and every field that does not parse.
+ */
+export function parseStoreObject<K extends StoreKind>(kind: K, raw: unknown): StoreObject<K> {
+  const record = (raw ?? {}) as Record<string, unknown>;
+  const input = {
+    ...record,
+    kind,
+    apiVersion: record.apiVersion ?? (kind === "Node" ? "v1" : API_VERSION),
+  };
+  const parsed = STORE_SCHEMAS[kind].safeParse(input);
+  if (parsed.success) return parsed.data as StoreObject<K>;
+  const metadata = record.metadata as { name?: unknown; namespace?: unknown } | undefined;
+  throw new InvalidObjectError({
+    kind,
+    ...(typeof metadata?.name === "string" && { name: metadata.name }),
+    ...(typeof metadata?.namespace === "string" && { namespace: metadata.namespace }),
+    issues: toSluiceIssues(parsed.error.issues, input),
+  });
+}
+
+/**
+ * @deprecated Read objects as {@link StoreObject} of their kind; this name is kept only until the
+ * agent reads NodeChains typed.
+ */
+export type StoredObject = StoreObject;
+
+/** What changed in the store. */
+export interface StoreEvent<K extends StoreKind = StoreKind> {
+  type: "changed" | "deleted";
+  object: StoreObject<K>;
+}
+
+/**
+ * The store: where sluice objects live. In a cluster it is the Kubernetes API (common/kube
  * KubeStore); in single-host mode it is memory (MemoryStore). Planning, rollout and the GitSource
  * apply step are written against this interface only, so the same code runs in both places.
  *
- * Objects are plain Kubernetes-shaped JSON; callers parse them with the zod schemas.
+ * Every method is typed by kind, and every object it returns was parsed with the kind's schema
+ * (see {@link parseStoreObject}); callers trust the types.
  */
-export interface StoredObject {
-  apiVersion: string;
-  kind: string;
-  metadata: {
-    name: string;
-    namespace?: string;
-    uid?: string;
-    generation?: number;
-    resourceVersion?: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-    ownerReferences?: OwnerReference[];
-    creationTimestamp?: string;
-    deletionTimestamp?: string;
-  };
-  spec?: unknown;
-  status?: unknown;
-  [key: string]: unknown;
-}
-
-/** A reference from an object to the object that owns it (deleted with it). */
-export interface OwnerReference {
-  apiVersion: string;
-  kind: string;
-  name: string;
-  uid: string;
-  controller?: boolean;
-  blockOwnerDeletion?: boolean;
-}
-
-/** What changed in the store. */
-export interface StoreEvent {
-  type: "changed" | "deleted";
-  object: StoredObject;
-}
-
-/** The store interface; see the module comment. */
 export interface Store {
   /** Lists objects of a kind, optionally in one namespace and matching labels. */
-  list(kind: string, namespace?: string, labels?: Record<string, string>): Promise<StoredObject[]>;
-  /** Gets one object, or undefined. */
-  get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined>;
+  list<K extends StoreKind>(
+    kind: K,
+    namespace?: string,
+    labels?: Record<string, string>,
+  ): Promise<StoreObject<K>[]>;
+  /**
+   * Gets one object, or undefined.
+   *
+   * @throws InvalidObjectError when the stored object does not parse.
+   */
+  get<K extends StoreKind>(
+    kind: K,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<StoreObject<K> | undefined>;
   /**
    * Creates or updates an object from its desired form (metadata labels/annotations/owners and
    * spec; status is left alone). Generation grows when the spec changes. With `dryRun` the
    * object is validated as if written, and nothing changes.
    */
-  apply(obj: StoredObject, options?: { dryRun?: boolean }): Promise<StoredObject>;
+  apply<K extends StoreKind>(obj: StoreInput<K>, options?: { dryRun?: boolean }): Promise<StoreObject<K>>;
   /** Deletes an object; false when it was not there. */
-  delete(kind: string, namespace: string | undefined, name: string): Promise<boolean>;
-  /** Replaces the status of an object (merge at the top level of status). */
-  patchStatus(
-    kind: string,
+  delete(kind: StoreKind, namespace: string | undefined, name: string): Promise<boolean>;
+  /** Updates the status of an object; see {@link StatusPatch}. */
+  patchStatus<K extends StoreKind>(
+    kind: K,
     namespace: string | undefined,
     name: string,
-    status: unknown,
-  ): Promise<StoredObject>;
-  /** Calls `handler` for every change to objects of `kind` from now on; returns an unsubscribe. */
-  watch(kind: string, handler: (event: StoreEvent) => void): () => void;
+    status: StatusPatch<K>,
+  ): Promise<StoreObject<K>>;
+  /**
+   * Calls `handler` for every change to objects of `kind` from now on; returns an unsubscribe.
+   * An object that does not parse is not passed on.
+   */
+  watch<K extends StoreKind>(kind: K, handler: (event: StoreEvent<K>) => void): () => void;
 }
 
 /** Object identity inside a store. */
@@ -74,13 +138,14 @@ export function storeKey(kind: string, namespace: string | undefined, name: stri
 }
 
 /**
- * An in-memory store with Kubernetes' semantics where sluice relies on them: generation grows on
- * spec changes, resourceVersion on every write, deleting an owner deletes what it owns, and
- * watchers see every change in order. Used by single-host mode and by tests of the planning and
- * rollout logic.
+ * An in-memory store with Kubernetes' semantics where sluice relies on them: objects are
+ * validated with their schema when written (as the API server does with the CRD's), generation
+ * grows on spec changes, resourceVersion on every write, deleting an owner deletes what it owns,
+ * and watchers see every change in order. Used by single-host mode and by tests of the planning
+ * and rollout logic.
  */
 export class MemoryStore implements Store {
-  private readonly objects = new Map<string, StoredObject>();
+  private readonly objects = new Map<string, StoreObject>();
   private readonly events = new EventEmitter();
   private version = 0;
   private uidCounter = 0;
@@ -89,13 +154,17 @@ export class MemoryStore implements Store {
     this.events.setMaxListeners(0);
   }
 
-  async list(kind: string, namespace?: string, labels?: Record<string, string>): Promise<StoredObject[]> {
-    const out: StoredObject[] = [];
+  async list<K extends StoreKind>(
+    kind: K,
+    namespace?: string,
+    labels?: Record<string, string>,
+  ): Promise<StoreObject<K>[]> {
+    const out: StoreObject<K>[] = [];
     for (const obj of this.objects.values()) {
       if (obj.kind !== kind) continue;
       if (namespace !== undefined && obj.metadata.namespace !== namespace) continue;
       if (labels && !Object.entries(labels).every(([k, v]) => obj.metadata.labels?.[k] === v)) continue;
-      out.push(structuredClone(obj));
+      out.push(structuredClone(obj) as StoreObject<K>);
     }
     return out.sort((a, b) =>
       storeKey(a.kind, a.metadata.namespace, a.metadata.name).localeCompare(
@@ -104,34 +173,43 @@ export class MemoryStore implements Store {
     );
   }
 
-  async get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined> {
+  async get<K extends StoreKind>(
+    kind: K,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<StoreObject<K> | undefined> {
     const obj = this.objects.get(storeKey(kind, namespace, name));
-    return obj && structuredClone(obj);
+    return obj && (structuredClone(obj) as StoreObject<K>);
   }
 
-  async apply(desired: StoredObject, options: { dryRun?: boolean } = {}): Promise<StoredObject> {
-    if (options.dryRun) return structuredClone(desired);
-    const key = storeKey(desired.kind, desired.metadata.namespace, desired.metadata.name);
+  async apply<K extends StoreKind>(
+    desired: StoreInput<K>,
+    options: { dryRun?: boolean } = {},
+  ): Promise<StoreObject<K>> {
+    // Status is not written by apply (the API server ignores it outside the status subresource).
+    const { status: _status, ...withoutStatus } = desired as StoreInput<K> & { status?: unknown };
+    const parsed = parseStoreObject(desired.kind, withoutStatus) as StoreObject;
+    if (options.dryRun) return parsed as StoreObject<K>;
+    const key = storeKey(parsed.kind, parsed.metadata.namespace, parsed.metadata.name);
     const existing = this.objects.get(key);
-    const specChanged = !existing || JSON.stringify(existing.spec) !== JSON.stringify(desired.spec);
-    const next: StoredObject = {
-      ...structuredClone(desired),
+    const specChanged = !existing || JSON.stringify(specOf(existing)) !== JSON.stringify(specOf(parsed));
+    const next = {
+      ...parsed,
       metadata: {
-        ...structuredClone(desired.metadata),
+        ...parsed.metadata,
         uid: existing?.metadata.uid ?? `uid-${++this.uidCounter}`,
         generation: (existing?.metadata.generation ?? 0) + (specChanged ? 1 : 0),
         resourceVersion: String(++this.version),
         creationTimestamp: existing?.metadata.creationTimestamp ?? new Date().toISOString(),
       },
-      status: existing?.status,
-    };
-    if (next.status === undefined) delete next.status;
+      ...(existing && "status" in existing && { status: existing.status }),
+    } as StoreObject;
     this.objects.set(key, next);
     this.emit({ type: "changed", object: next });
-    return structuredClone(next);
+    return structuredClone(next) as StoreObject<K>;
   }
 
-  async delete(kind: string, namespace: string | undefined, name: string): Promise<boolean> {
+  async delete(kind: StoreKind, namespace: string | undefined, name: string): Promise<boolean> {
     const key = storeKey(kind, namespace, name);
     const obj = this.objects.get(key);
     if (!obj) return false;
@@ -146,28 +224,30 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async patchStatus(
-    kind: string,
+  async patchStatus<K extends StoreKind>(
+    kind: K,
     namespace: string | undefined,
     name: string,
-    status: unknown,
-  ): Promise<StoredObject> {
+    status: StatusPatch<K>,
+  ): Promise<StoreObject<K>> {
     const key = storeKey(kind, namespace, name);
     const obj = this.objects.get(key);
     if (!obj) throw new Error(`${kind} ${namespace ? `${namespace}/` : ""}${name} not found`);
-    const next: StoredObject = {
+    // Validated like a write to the status subresource: a status that does not parse is refused.
+    const next = parseStoreObject(kind, {
       ...obj,
       metadata: { ...obj.metadata, resourceVersion: String(++this.version) },
-      status: mergeStatus(obj.status, status),
-    };
+      status: mergeStatus(statusOf(obj), status),
+    }) as StoreObject;
     this.objects.set(key, next);
     this.emit({ type: "changed", object: next });
-    return structuredClone(next);
+    return structuredClone(next) as StoreObject<K>;
   }
 
-  watch(kind: string, handler: (event: StoreEvent) => void): () => void {
+  watch<K extends StoreKind>(kind: K, handler: (event: StoreEvent<K>) => void): () => void {
     const listener = (event: StoreEvent) => {
-      if (event.object.kind === kind) handler({ type: event.type, object: structuredClone(event.object) });
+      if (event.object.kind === kind)
+        handler({ type: event.type, object: structuredClone(event.object) as StoreObject<K> });
     };
     this.events.on("event", listener);
     return () => this.events.off("event", listener);
@@ -178,12 +258,21 @@ export class MemoryStore implements Store {
   }
 }
 
+function specOf(obj: StoreObject): unknown {
+  return "spec" in obj ? obj.spec : undefined;
+}
+
+function statusOf(obj: StoreObject): object | undefined {
+  const status = "status" in obj ? obj.status : undefined;
+  return typeof status === "object" && status !== null ? status : undefined;
+}
+
 /** JSON merge patch (RFC 7386) at the top level of status: null removes a field. */
-function mergeStatus(current: unknown, patch: unknown): unknown {
-  const out: Record<string, unknown> = { ...((current as Record<string, unknown> | undefined) ?? {}) };
-  for (const [k, v] of Object.entries((patch as Record<string, unknown>) ?? {})) {
+export function mergeStatus(current: object | undefined, patch: object): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...current };
+  for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k];
-    else out[k] = v;
+    else if (v !== undefined) out[k] = v;
   }
   return out;
 }

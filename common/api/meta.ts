@@ -123,6 +123,17 @@ export function boundedRecord<K extends z.ZodType<string>, V extends z.ZodType>(
     .register(kube, { maxProperties, ...(keyDescription !== undefined && { keyDescription }) });
 }
 
+/** A reference from an object to the object that owns it (deleted with it). */
+export const OwnerReference = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.string(),
+  name: z.string(),
+  uid: z.string(),
+  controller: z.boolean().optional(),
+  blockOwnerDeletion: z.boolean().optional(),
+});
+export type OwnerReference = z.infer<typeof OwnerReference>;
+
 /**
  * Object metadata as far as sluice reads it. Loose: the apiserver adds fields (managedFields,
  * ownerReferences, ...) that pass through untouched. In the CRD, metadata is left to Kubernetes.
@@ -138,6 +149,7 @@ export function objectMeta<N extends z.ZodType<string>>(name: N) {
     resourceVersion: z.string().optional(),
     creationTimestamp: z.string().optional(),
     deletionTimestamp: z.string().optional(),
+    ownerReferences: z.array(OwnerReference).optional(),
   });
 }
 

@@ -1,7 +1,16 @@
 import { KIND_NAMES, KINDS, type KindInfo } from "../api/kinds.ts";
 import { GROUP, VERSION } from "../api/meta.ts";
 import type { Logger } from "../log.ts";
-import type { Store, StoredObject, StoreEvent } from "../store.ts";
+import { InvalidObjectError } from "../errors.ts";
+import {
+  parseStoreObject,
+  type StatusPatch,
+  type Store,
+  type StoreEvent,
+  type StoreInput,
+  type StoreKind,
+  type StoreObject,
+} from "../store.ts";
 import { CoreResources, type KubeClient, type KubeObject, type Resource } from "./client.ts";
 import { Informer } from "./informer.ts";
 
@@ -17,15 +26,16 @@ function sluiceResource(info: KindInfo): Resource {
 }
 
 /** The kinds a store can hold, by kind name: the sluice kinds and Nodes. */
-export const StoreResources: Record<string, Resource> = {
-  ...Object.fromEntries(KIND_NAMES.map((kind) => [kind, sluiceResource(KINDS[kind])])),
+export const StoreResources: Record<StoreKind, Resource> = {
+  ...(Object.fromEntries(KIND_NAMES.map((kind) => [kind, sluiceResource(KINDS[kind])])) as Record<
+    (typeof KIND_NAMES)[number],
+    Resource
+  >),
   Node: CoreResources.Node,
 };
 
-function resourceOf(kind: string): Resource {
-  const res = StoreResources[kind];
-  if (!res) throw new Error(`the store does not know kind ${kind}`);
-  return res;
+function resourceOf(kind: StoreKind): Resource {
+  return StoreResources[kind];
 }
 
 /**
@@ -44,6 +54,11 @@ export class KubeStore implements Store {
    * state); reads prefer these until the informer's cache has caught up.
    */
   private readonly written = new Map<string, KubeObject>();
+  /**
+   * What each cached or written object parsed to: the informer keeps one object per version, so
+   * every version is parsed once however often it is read.
+   */
+  private readonly parsed = new WeakMap<KubeObject, StoreObject>();
 
   constructor(
     readonly client: KubeClient,
@@ -57,12 +72,12 @@ export class KubeStore implements Store {
        * its status (inventory, rollout state) must be exact, and a trigger that arrives during a
        * reconcile runs the next one before the watch may have delivered the last status write.
        */
-      freshKinds?: readonly string[];
+      freshKinds?: readonly StoreKind[];
     } = {},
   ) {}
 
   /** Starts watching a kind and waits for its first full list. */
-  async startWatching(kind: string): Promise<void> {
+  async startWatching(kind: StoreKind): Promise<void> {
     const started = this.informers.get(kind);
     if (started) {
       await Promise.all(started.map((i) => i.hasSynced));
@@ -77,28 +92,30 @@ export class KubeStore implements Store {
     await Promise.all(informers.map((i) => i.start()));
   }
 
-  private informerFor(kind: string, res: Resource, namespace: string | undefined): Informer<KubeObject> {
+  private informerFor(kind: StoreKind, res: Resource, namespace: string | undefined): Informer<KubeObject> {
     return new Informer<KubeObject>(
       this.client,
       res,
       this.log,
       {
         onChange: (obj) => {
-          this.caughtUp(obj);
-          this.dispatch({ type: "changed", object: obj as StoredObject });
+          this.caughtUp(kind, obj);
+          this.dispatch(kind, "changed", obj);
         },
         onDelete: (obj) => {
-          this.written.delete(
-            writtenKey(obj.kind ?? kind, obj.metadata?.namespace, obj.metadata?.name ?? ""),
-          );
-          this.dispatch({ type: "deleted", object: obj as StoredObject });
+          this.written.delete(writtenKey(kind, obj.metadata?.namespace, obj.metadata?.name ?? ""));
+          this.dispatch(kind, "deleted", obj);
         },
       },
       { namespace, labelSelector: this.options.labelSelectors?.[kind] },
     );
   }
 
-  async list(kind: string, namespace?: string, labels?: Record<string, string>): Promise<StoredObject[]> {
+  async list<K extends StoreKind>(
+    kind: K,
+    namespace?: string,
+    labels?: Record<string, string>,
+  ): Promise<StoreObject<K>[]> {
     const informers = this.informers.get(kind);
     let items: KubeObject[];
     if (informers) {
@@ -115,26 +132,37 @@ export class KubeStore implements Store {
       items = (await this.client.list(resourceOf(kind), namespace, { labelSelector: selector })).items;
     }
     if (informers) items = items.map((o) => this.freshest(kind, o));
-    return items
-      .filter((o) => !labels || Object.entries(labels).every(([k, v]) => o.metadata?.labels?.[k] === v))
-      .map((o) => structuredClone(o) as StoredObject);
+    const out: StoreObject<K>[] = [];
+    for (const o of items) {
+      if (labels && !Object.entries(labels).every(([k, v]) => o.metadata?.labels?.[k] === v)) continue;
+      const parsed = this.tryParse(kind, o);
+      if (parsed) out.push(parsed);
+    }
+    return out;
   }
 
-  async get(kind: string, namespace: string | undefined, name: string): Promise<StoredObject | undefined> {
+  async get<K extends StoreKind>(
+    kind: K,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<StoreObject<K> | undefined> {
     const informers = this.options.freshKinds?.includes(kind) ? undefined : this.informers.get(kind);
     if (!informers) {
       const obj = await this.client.get(resourceOf(kind), namespace, name);
-      return obj && (structuredClone(obj) as StoredObject);
+      return obj && this.parse(kind, obj);
     }
     await Promise.all(informers.map((i) => i.hasSynced));
     let cached: KubeObject | undefined;
     for (const i of informers) cached ??= i.get(name, namespace);
     const obj = cached ? this.freshest(kind, cached) : this.written.get(writtenKey(kind, namespace, name));
-    return obj && (structuredClone(obj) as StoredObject);
+    return obj && this.parse(kind, obj);
   }
 
-  async apply(obj: StoredObject, options: { dryRun?: boolean } = {}): Promise<StoredObject> {
-    const { status: _status, ...desired } = obj;
+  async apply<K extends StoreKind>(
+    obj: StoreInput<K>,
+    options: { dryRun?: boolean } = {},
+  ): Promise<StoreObject<K>> {
+    const { status: _status, ...desired } = obj as StoreInput<K> & { status?: unknown };
     const md = desired.metadata;
     const body = {
       ...desired,
@@ -148,31 +176,32 @@ export class KubeStore implements Store {
     };
     const result = await this.client.apply(resourceOf(obj.kind), body, { dryRun: options.dryRun });
     if (!options.dryRun) this.remember(obj.kind, result);
-    return result as StoredObject;
+    return this.parse(obj.kind, result);
   }
 
-  async delete(kind: string, namespace: string | undefined, name: string): Promise<boolean> {
+  async delete(kind: StoreKind, namespace: string | undefined, name: string): Promise<boolean> {
     this.written.delete(writtenKey(kind, namespace, name));
     return this.client.delete(resourceOf(kind), namespace, name);
   }
 
-  async patchStatus(
-    kind: string,
+  async patchStatus<K extends StoreKind>(
+    kind: K,
     namespace: string | undefined,
     name: string,
-    status: unknown,
-  ): Promise<StoredObject> {
+    status: StatusPatch<K>,
+  ): Promise<StoreObject<K>> {
     const result = await this.client.patchStatus(resourceOf(kind), namespace, name, status);
     this.remember(kind, result);
-    return result as StoredObject;
+    return this.parse(kind, result);
   }
 
-  watch(kind: string, handler: (event: StoreEvent) => void): () => void {
+  watch<K extends StoreKind>(kind: K, handler: (event: StoreEvent<K>) => void): () => void {
     let set = this.handlers.get(kind);
     if (!set) this.handlers.set(kind, (set = new Set()));
-    set.add(handler);
+    const any = handler as (event: StoreEvent) => void;
+    set.add(any);
     void this.startWatching(kind).catch((err) => this.log.error({ err, kind }, "cannot watch"));
-    return () => set.delete(handler);
+    return () => set.delete(any);
   }
 
   /** Stops every informer. */
@@ -181,14 +210,35 @@ export class KubeStore implements Store {
     this.informers.clear();
   }
 
-  private remember(kind: string, obj: KubeObject): void {
+  /** `obj` parsed with the schema of `kind` (a copy the caller may change). */
+  private parse<K extends StoreKind>(kind: K, obj: KubeObject): StoreObject<K> {
+    let parsed = this.parsed.get(obj);
+    if (!parsed) {
+      parsed = parseStoreObject(kind, obj);
+      this.parsed.set(obj, parsed);
+    }
+    return structuredClone(parsed) as StoreObject<K>;
+  }
+
+  /** {@link parse}, or undefined (logged) for an object that does not parse: lists and watches skip it. */
+  private tryParse<K extends StoreKind>(kind: K, obj: KubeObject): StoreObject<K> | undefined {
+    try {
+      return this.parse(kind, obj);
+    } catch (err) {
+      if (!(err instanceof InvalidObjectError)) throw err;
+      this.log.warn({ kind, name: obj.metadata?.name, issues: err.issues }, "object does not parse; ignored");
+      return undefined;
+    }
+  }
+
+  private remember(kind: StoreKind, obj: KubeObject): void {
     if (!this.informers.has(kind)) return;
     obj.kind ??= kind;
     this.written.set(writtenKey(kind, obj.metadata?.namespace, obj.metadata?.name ?? ""), obj);
   }
 
   /** The newer of the cached object and what this store last wrote for it. */
-  private freshest(kind: string, cached: KubeObject): KubeObject {
+  private freshest(kind: StoreKind, cached: KubeObject): KubeObject {
     const key = writtenKey(kind, cached.metadata?.namespace, cached.metadata?.name ?? "");
     const mine = this.written.get(key);
     if (!mine) return cached;
@@ -199,14 +249,17 @@ export class KubeStore implements Store {
     return mine;
   }
 
-  private caughtUp(obj: KubeObject): void {
-    const key = writtenKey(obj.kind ?? "", obj.metadata?.namespace, obj.metadata?.name ?? "");
+  private caughtUp(kind: StoreKind, obj: KubeObject): void {
+    const key = writtenKey(kind, obj.metadata?.namespace, obj.metadata?.name ?? "");
     const mine = this.written.get(key);
     if (mine && resourceVersionOf(obj) >= resourceVersionOf(mine)) this.written.delete(key);
   }
 
-  private dispatch(event: StoreEvent): void {
-    for (const h of this.handlers.get(event.object.kind ?? "") ?? []) h(event);
+  private dispatch(kind: StoreKind, type: StoreEvent["type"], obj: KubeObject): void {
+    const handlers = this.handlers.get(kind);
+    if (!handlers || handlers.size === 0) return;
+    const object = this.tryParse(kind, obj);
+    if (object) for (const h of handlers) h({ type, object });
   }
 }
 

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { GitSource } from "../../common/api/index.ts";
 import type { ArtifactStore } from "../../common/artifact/index.ts";
 import type { Logger } from "../../common/log.ts";
-import type { Store, StoredObject } from "../../common/store.ts";
+import type { Store, StoreKind, StoreObject } from "../../common/store.ts";
 import type { SourcePolicy } from "./gitsource/policy.ts";
 import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.ts";
 import { Controller, objectKey, splitKey } from "../../common/kube/controller.ts";
@@ -25,7 +25,7 @@ export interface ControlPlaneOptions {
   /** Where new webhook salts come from; default random (see {@link GitSourceDeps}). */
   newWebhookSalt?: GitSourceDeps["newWebhookSalt"];
   /** Records an event (the log line is written by the caller's recorder too). */
-  event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
+  event: (obj: StoreObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   log: Logger;
   concurrency?: number;
   now?: () => Date;
@@ -148,7 +148,8 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
   });
   // Anything a chain depends on (its functions, their sources, nodes, its NodeChains' status)
   // queues the chains it concerns.
-  const unwatchChains = ["ServiceChain", "NetworkFunction", "GitSource", "Node", "NodeChain"].map((kind) =>
+  const chainInputs: StoreKind[] = ["ServiceChain", "NetworkFunction", "GitSource", "Node", "NodeChain"];
+  const unwatchChains = chainInputs.map((kind) =>
     store.watch(kind, (event) => {
       void serviceChainKeysFor(event, store)
         .then((keys) => keys.forEach((k) => serviceChains.enqueue(k)))

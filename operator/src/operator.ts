@@ -2,10 +2,10 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ArtifactStore } from "../../common/artifact/index.ts";
 import { rootLogger, type Logger } from "../../common/log.ts";
-import type { Store, StoredObject } from "../../common/store.ts";
+import type { Store, StoreKind } from "../../common/store.ts";
 import { startControlPlane, type ControlPlane } from "./controlplane.ts";
 import type { SourcePolicy } from "./gitsource/policy.ts";
-import { CoreResources, KubeClient } from "../../common/kube/client.ts";
+import { CoreResources, KubeClient, type KubeObject } from "../../common/kube/client.ts";
 import { EventRecorder } from "../../common/kube/events.ts";
 import { LeaderElector, type LeaderElectionConfig } from "../../common/kube/leader.ts";
 import { KubeStore } from "../../common/kube/store.ts";
@@ -51,7 +51,7 @@ export interface RunningOperator {
 }
 
 /** Kinds the controllers watch; each gets one informer, shared by every controller. */
-const WATCHED_KINDS = ["GitSource", "NetworkFunction", "ServiceChain", "NodeChain", "Node"];
+const WATCHED_KINDS: StoreKind[] = ["GitSource", "NetworkFunction", "ServiceChain", "NodeChain", "Node"];
 
 /**
  * Starts the operator: the HTTP endpoint, the informers and the controllers. Reconciles are
@@ -95,7 +95,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       dataDir: options.dataDir,
       policy: options.sources,
       readSecret: async (namespace, name) => {
-        const secret = await client.get<StoredObject & { data?: Record<string, string> }>(
+        const secret = await client.get<KubeObject & { data?: Record<string, string> }>(
           CoreResources.Secret,
           namespace,
           name,
@@ -120,7 +120,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     metrics.observe(plane.gitSources);
     metrics.observe(plane.serviceChains);
     // The informers replayed every object before the watches above were registered: queue them.
-    for (const kind of ["GitSource", "ServiceChain"]) {
+    for (const kind of ["GitSource", "ServiceChain"] as const) {
       for (const obj of await store.list(kind)) {
         const key = `${obj.metadata.namespace ?? "default"}/${obj.metadata.name}`;
         (kind === "GitSource" ? plane.gitSources : plane.serviceChains).enqueue(key);

@@ -355,7 +355,7 @@ export class NodeAgent {
  * dot (EPERM), so dots of the chain name become `_`; Kubernetes names have no `_`, so distinct
  * chains keep distinct names.
  */
-export function pinName(obj: StoredObject): string {
+export function pinName(obj: { metadata: { name: string; namespace?: string }; spec?: unknown }): string {
   const spec = obj.spec as { chain?: string } | undefined;
   return `${obj.metadata.namespace ?? "default"}_${(spec?.chain ?? obj.metadata.name).replaceAll(".", "_")}`;
 }

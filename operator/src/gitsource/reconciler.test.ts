@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ArtifactStore } from "../../../common/artifact/index.ts";
 import { rootLogger } from "../../../common/log.ts";
-import { MemoryStore, type StoredObject } from "../../../common/store.ts";
+import { MemoryStore, type StoreKind } from "../../../common/store.ts";
 import { createTestRepo, type TestRepo } from "../../../test/support/git-servers.ts";
 import type { SourcePolicy } from "./policy.ts";
 import { reconcileGitSource, SOURCE_LABEL, type GitSourceDeps } from "./reconciler.ts";
@@ -111,7 +111,7 @@ async function reconcile(namespace: string, name: string, policy: SourcePolicy =
   return { status, ready: cond("Ready"), stalled: cond("Stalled") };
 }
 
-const names = async (kind: string, namespace: string) =>
+const names = async (kind: StoreKind, namespace: string) =>
   (await h.store.list(kind, namespace)).map((o) => o.metadata.name).sort();
 
 describe("GitSource tenancy", () => {
@@ -174,7 +174,7 @@ describe("GitSource tenancy", () => {
         kind: "NetworkFunction",
         metadata: { name, namespace, labels: { [SOURCE_LABEL]: label } },
         spec: { hooks: ["xdp"], source: { builtin: "noop" } },
-      } as StoredObject);
+      });
     }
     // An inventory that names objects out of reach (written by an older version, or by hand).
     await h.store.patchStatus("GitSource", "team-a", "app", {

@@ -19,7 +19,8 @@ import {
 } from "../../../common/api/index.ts";
 import { ArtifactError, ArtifactStore, buildArtifact } from "../../../common/artifact/index.ts";
 import type { Logger } from "../../../common/log.ts";
-import type { Store, StoredObject } from "../../../common/store.ts";
+import { InvalidObjectError } from "../../../common/errors.ts";
+import { isStoreKind, type Store, type StoreInput, type StoreObject } from "../../../common/store.ts";
 import {
   GitAuthError,
   GitRefNotFoundError,
@@ -68,14 +69,13 @@ export interface GitSourceDeps {
   /** What sources may reach; absent: the safe defaults (own namespace, no file://). */
   policy?: SourcePolicy;
   /** Logs and records an event on the object. */
-  event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
+  event: (obj: StoreObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   now?: () => Date;
 }
 
 /** Where a reconcile stands while its steps run; status is written from it once, at the end. */
 interface Run {
   source: GitSource;
-  stored: StoredObject;
   log: Logger;
   status: GitSourceStatus;
   conditions: Condition[];
@@ -106,24 +106,24 @@ export async function reconcileGitSource(
   name: string,
   parentLog: Logger,
 ): Promise<{ requeueAfterMs?: number }> {
-  const stored = await deps.store.get("GitSource", namespace, name);
-  if (!stored) {
+  let source: GitSource | undefined;
+  try {
+    source = await deps.store.get("GitSource", namespace, name);
+  } catch (err) {
+    if (!(err instanceof InvalidObjectError)) throw err;
+    // The API server validated it already; this only happens with a hand-made store object.
+    parentLog.error({ issues: err.issues }, "GitSource does not parse");
+    return {};
+  }
+  if (!source) {
     // Deleted: what it applied stays (like Flux without a finalizer); its files go.
     await deps.artifacts.remove(namespace, name).catch(() => undefined);
     await rm(join(deps.workRoot, namespace, name), { recursive: true, force: true });
     return {};
   }
-  const parsed = GitSource.safeParse(stored);
-  if (!parsed.success) {
-    // The API server validated it already; this only happens with a hand-made store object.
-    parentLog.error({ issues: parsed.error.issues }, "GitSource does not parse");
-    return {};
-  }
-  const source = parsed.data;
   const log = parentLog.child({ kind: "GitSource", namespace, name });
   const run: Run = {
     source,
-    stored,
     log,
     status: { ...source.status },
     conditions: source.status.conditions ?? [],
@@ -287,7 +287,7 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
         .replace(/\.\d{3}Z$/, "Z"),
       size: stored.size,
     };
-    deps.event(run.stored, "Normal", "NewArtifact", `stored artifact for revision ${revision}`);
+    deps.event(run.source, "Normal", "NewArtifact", `stored artifact for revision ${revision}`);
     return next;
   } catch (err) {
     // Named like a manifest rejection: status.artifact still shows the last good revision, so
@@ -372,6 +372,8 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
         continue;
       }
       try {
+        // Only sluice kinds are ever applied, so only those can be in the inventory.
+        if (!isStoreKind(old.kind)) continue;
         const current = await deps.store.get(old.kind, old.namespace ?? ns, old.name);
         if (!current) continue;
         if (current.metadata.labels?.[SOURCE_LABEL] !== sourceLabel) {
@@ -391,7 +393,7 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
     }
   }
   if (leftInPlace.length > 0) {
-    deps.event(run.stored, "Warning", "PruneSkipped", `not pruned: ${leftInPlace.join(", ")}`);
+    deps.event(run.source, "Warning", "PruneSkipped", `not pruned: ${leftInPlace.join(", ")}`);
   }
   if (run.artifact) deps.publishArtifact?.(ns, metadata.name, run.artifact.digest);
   const changed = run.status.lastAppliedRevision !== revision;
@@ -401,14 +403,18 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
   run.status.inventory = inventory;
   run.status.lastAppliedRevision = revision;
   const message = `applied revision ${revision}: ${inventory.length} objects${pruned ? `, pruned ${pruned}` : ""}`;
-  if (changed || pruned) deps.event(run.stored, "Normal", "Applied", message);
+  if (changed || pruned) deps.event(run.source, "Normal", "Applied", message);
   mark(run, deps, "True", Reason.Succeeded, message, false);
   return next;
 }
 
 /** The object as it is applied: namespaced into the source's namespace, labelled with its source. */
-function toApplied(obj: SluiceObject, namespace: string, sourceLabel: string): StoredObject {
-  const { status: _status, ...rest } = obj as SluiceObject & { status?: unknown };
+function toApplied(
+  obj: SluiceObject,
+  namespace: string,
+  sourceLabel: string,
+): StoreInput<SluiceObject["kind"]> {
+  const { status: _status, ...rest } = obj;
   return {
     ...rest,
     apiVersion: API_VERSION,
@@ -417,7 +423,7 @@ function toApplied(obj: SluiceObject, namespace: string, sourceLabel: string): S
       namespace: obj.metadata.namespace ?? namespace,
       labels: { ...obj.metadata.labels, [SOURCE_LABEL]: sourceLabel },
     },
-  } as StoredObject;
+  };
 }
 
 function inventoryKey(e: InventoryEntry): string {
@@ -486,7 +492,7 @@ function fail(run: Run, deps: GitSourceDeps, reason: string, message: string, st
       now(deps),
     );
   }
-  deps.event(run.stored, "Warning", reason, message);
+  deps.event(run.source, "Warning", reason, message);
   if (stalled) return { next: false };
   return { next: false, requeueAfterMs: parseDuration(run.source.spec.interval) };
 }

@@ -10,7 +10,7 @@ import {
   type ServiceChainSpec,
 } from "../../../common/api/index.ts";
 import { rootLogger } from "../../../common/log.ts";
-import { MemoryStore, type StoredObject } from "../../../common/store.ts";
+import { MemoryStore, type StoreKind, type StoreObject } from "../../../common/store.ts";
 import { reconcileServiceChain, serviceChainKeysFor, type ServiceChainDeps } from "./reconciler.ts";
 
 const NS = "default";
@@ -369,9 +369,9 @@ describe("planning", () => {
       },
     });
     const versions = async () =>
-      (await store.list("NodeChain", NS))
-        .concat(await store.list("ServiceChain", NS))
-        .map((o) => `${o.metadata.name}@${o.metadata.resourceVersion}`);
+      [...(await store.list("NodeChain", NS)), ...(await store.list("ServiceChain", NS))].map(
+        (o) => `${o.metadata.name}@${o.metadata.resourceVersion}`,
+      );
     // Mid-rollout (one node in transition) and after it: both are fixed points.
     await reconcile();
     const mid = await versions();
@@ -804,8 +804,8 @@ describe("serviceChainKeysFor", () => {
     await addChain();
     await addChain({ functions: [{ name: "other" }] }, undefined, "api");
     await reconcile();
-    const get = async (kind: string, name: string) =>
-      (await store.get(kind, kind === "Node" ? undefined : NS, name)) as StoredObject;
+    const get = async (kind: StoreKind, name: string): Promise<StoreObject> =>
+      (await store.get(kind, kind === "Node" ? undefined : NS, name))!;
     expect(
       await serviceChainKeysFor({ type: "changed", object: await get("GitSource", "repo") }, store),
     ).toEqual(["default/web"]);

@@ -4,25 +4,25 @@ import {
   ConditionType,
   formatParseError,
   formatTime,
-  GitSource,
-  LabelSelector,
-  NetworkFunction,
   NODE_LABEL,
-  NodeChainStatus,
   nodesSummary,
   PROMOTE_ANNOTATION,
   Reason,
   removeCondition,
-  ServiceChain,
   setCondition,
-  toSluiceIssues,
   type ChainPlan,
   type Condition,
+  type GitSource,
+  type NetworkFunction,
+  type NodeChain,
+  type NodeChainSpec,
+  type ServiceChain,
   type ServiceChainStatus,
 } from "../../../common/api/index.ts";
+import { InvalidObjectError } from "../../../common/errors.ts";
 import type { Logger } from "../../../common/log.ts";
 import { SOURCE_LABEL } from "../gitsource/reconciler.ts";
-import type { Store, StoredObject, StoreEvent } from "../../../common/store.ts";
+import type { Store, StoreEvent, StoreInput, StoreObject } from "../../../common/store.ts";
 import {
   canonicalJson,
   nodeChainName,
@@ -38,7 +38,7 @@ export interface ServiceChainDeps {
   /** Where ServiceChains, NetworkFunctions, GitSources, Nodes and NodeChains live. */
   store: Store;
   /** Logs and records an event on the object. */
-  event: (obj: StoredObject, type: "Normal" | "Warning", reason: string, message: string) => void;
+  event: (obj: StoreObject, type: "Normal" | "Warning", reason: string, message: string) => void;
   /** The clock (minReadySeconds, progressDeadlineSeconds, condition times). */
   now: () => Date;
   /**
@@ -54,7 +54,6 @@ export interface ServiceChainDeps {
 /** Where a reconcile stands while its steps run; status is written from it once, at the end. */
 interface Run {
   chain: ServiceChain;
-  stored: StoredObject;
   log: Logger;
   /** The status as read. */
   previous: ServiceChainStatus;
@@ -82,8 +81,16 @@ export async function reconcileServiceChain(
   name: string,
   parentLog: Logger,
 ): Promise<{ requeueAfterMs?: number }> {
-  const stored = await deps.store.get("ServiceChain", namespace, name);
-  if (!stored) {
+  let chain: ServiceChain | undefined;
+  try {
+    chain = await deps.store.get("ServiceChain", namespace, name);
+  } catch (err) {
+    if (!(err instanceof InvalidObjectError)) throw err;
+    // The apiserver validated it already; this only happens with a hand-made store object.
+    parentLog.error({ issues: err.issues }, "ServiceChain does not parse");
+    return {};
+  }
+  if (!chain) {
     // Owner references take the NodeChains away where a garbage collector runs; do it here too
     // so that no node keeps a chain whose ServiceChain is gone.
     for (const nc of await deps.store.list("NodeChain", namespace, { [CHAIN_LABEL]: name })) {
@@ -91,16 +98,8 @@ export async function reconcileServiceChain(
     }
     return {};
   }
-  const parsed = ServiceChain.safeParse(stored);
-  if (!parsed.success) {
-    // The apiserver validated it already; this only happens with a hand-made store object.
-    parentLog.error({ issues: parsed.error.issues }, "ServiceChain does not parse");
-    return {};
-  }
-  const chain = parsed.data;
   const run: Run = {
     chain,
-    stored,
     log: parentLog.child({ kind: "ServiceChain", namespace, name, revision: chain.status.revision }),
     previous: chain.status,
     status: { ...chain.status },
@@ -123,20 +122,23 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean>
   const sources = new Map<string, GitSource>();
   for (const ref of chain.spec.functions) {
     if (functions.has(ref.name)) continue;
-    const obj = await deps.store.get("NetworkFunction", ns, ref.name);
-    if (!obj) continue;
-    const nf = NetworkFunction.safeParse(obj);
-    if (!nf.success) {
-      functions.set(ref.name, {
-        invalid: formatParseError({ issues: toSluiceIssues(nf.error.issues, obj) }),
-      });
+    let nf: NetworkFunction | undefined;
+    try {
+      nf = await deps.store.get("NetworkFunction", ns, ref.name);
+    } catch (err) {
+      if (!(err instanceof InvalidObjectError)) throw err;
+      functions.set(ref.name, { invalid: formatParseError({ issues: [...err.issues] }) });
       continue;
     }
-    functions.set(ref.name, nf.data);
-    const src = nf.data.spec.source;
+    if (!nf) continue;
+    functions.set(ref.name, nf);
+    const src = nf.spec.source;
     if ("sourceRef" in src && !sources.has(src.sourceRef.name)) {
-      const gs = GitSource.safeParse(await deps.store.get("GitSource", ns, src.sourceRef.name));
-      if (gs.success) sources.set(src.sourceRef.name, gs.data);
+      const gs = await deps.store.get("GitSource", ns, src.sourceRef.name).catch((err: unknown) => {
+        if (err instanceof InvalidObjectError) return undefined;
+        throw err;
+      });
+      if (gs) sources.set(src.sourceRef.name, gs);
     }
   }
   // One commit is one revision: no plan while a source of the chain, of its functions or of
@@ -154,7 +156,7 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean>
       reconciling: result.stalled ? undefined : [result.reason, result.message],
       stalled: result.stalled ? [result.reason, result.message] : undefined,
     });
-    if (changed) deps.event(run.stored, "Warning", result.reason, result.message);
+    if (changed) deps.event(run.chain, "Warning", result.reason, result.message);
     return false;
   }
   run.plan = result.plan;
@@ -212,21 +214,15 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<boole
   const now = deps.now();
 
   // This chain's NodeChains by node; a second one for the same node is a leftover.
-  const byNode = new Map<string, StoredObject>();
-  const leftovers: StoredObject[] = [];
+  const byNode = new Map<string, NodeChain>();
+  const leftovers: NodeChain[] = [];
   for (const nc of await deps.store.list("NodeChain", ns, { [CHAIN_LABEL]: chain.metadata.name })) {
-    const node = (nc.spec as { nodeName?: unknown } | undefined)?.nodeName;
-    if (typeof node !== "string" || byNode.has(node)) leftovers.push(nc);
-    else byNode.set(node, nc);
+    if (byNode.has(nc.spec.nodeName)) leftovers.push(nc);
+    else byNode.set(nc.spec.nodeName, nc);
   }
   const states = new Map<string, NodeChainState>();
   for (const [node, nc] of byNode) {
-    const status = NodeChainStatus.safeParse(nc.status);
-    states.set(node, {
-      revision: String((nc.spec as { revision?: unknown }).revision ?? ""),
-      generation: nc.metadata.generation,
-      status: nc.status !== undefined && status.success ? status.data : undefined,
-    });
+    states.set(node, { revision: nc.spec.revision, generation: nc.metadata.generation, status: nc.status });
   }
 
   const progressing = findReason(previous.conditions, ConditionType.Progressing);
@@ -255,12 +251,7 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<boole
   for (const node of run.selected!) {
     const existing = byNode.get(node);
     const next = decision.writes.get(node);
-    const desired = nodeChainObject(
-      chain,
-      node,
-      existing?.metadata.name,
-      next ?? (existing?.spec as Record<string, unknown> | undefined),
-    );
+    const desired = nodeChainObject(chain, node, existing?.metadata.name, next ?? existing?.spec);
     if (desired && (!existing || differs(existing, desired))) await deps.store.apply(desired);
   }
 
@@ -286,7 +277,7 @@ function recordDecision(run: Run, deps: ServiceChainDeps, d: RolloutDecision): v
   };
 
   const event = (type: "Normal" | "Warning", reason: string, message: string) =>
-    deps.event(run.stored, type, reason, message);
+    deps.event(run.chain, type, reason, message);
   if (previous.revision !== R)
     event(
       "Normal",
@@ -463,8 +454,8 @@ function nodeChainObject(
   chain: ServiceChain,
   node: string,
   existingName: string | undefined,
-  spec: ChainPlan | Record<string, unknown> | undefined,
-): StoredObject | undefined {
+  spec: ChainPlan | NodeChainSpec | undefined,
+): StoreInput<"NodeChain"> | undefined {
   if (!spec) return undefined;
   const chainName = chain.metadata.name;
   const uid = chain.metadata.uid;
@@ -493,7 +484,7 @@ function nodeChainObject(
 }
 
 /** Whether applying `desired` would change `existing`: its spec, our labels, or its owner. */
-function differs(existing: StoredObject, desired: StoredObject): boolean {
+function differs(existing: NodeChain, desired: StoreInput<"NodeChain">): boolean {
   if (canonicalJson(existing.spec) !== canonicalJson(desired.spec)) return true;
   for (const [k, v] of Object.entries(desired.metadata.labels ?? {}))
     if (existing.metadata.labels?.[k] !== v) return true;
@@ -516,7 +507,7 @@ async function writeStatus(run: Run, deps: ServiceChainDeps): Promise<void> {
     conditions: run.conditions,
     observedGeneration: metadata.generation ?? run.status.observedGeneration,
   };
-  if (canonicalJson(status) === canonicalJson(run.stored.status ?? {})) return;
+  if (canonicalJson(status) === canonicalJson(run.chain.status)) return;
   await deps.store.patchStatus("ServiceChain", metadata.namespace, metadata.name, status);
 }
 
@@ -536,7 +527,7 @@ export async function serviceChainKeysFor(event: StoreEvent, store: Store): Prom
       key(ns, obj.metadata.name);
       break;
     case "NodeChain": {
-      const chain = obj.metadata.labels?.[CHAIN_LABEL] ?? (obj.spec as { chain?: string } | undefined)?.chain;
+      const chain = obj.metadata.labels?.[CHAIN_LABEL] ?? obj.spec.chain;
       if (chain) key(ns, chain);
       break;
     }
@@ -546,9 +537,8 @@ export async function serviceChainKeysFor(event: StoreEvent, store: Store): Prom
     case "GitSource": {
       const functions = new Set<string>();
       for (const nf of await store.list("NetworkFunction", ns)) {
-        const ref = (nf.spec as { source?: { sourceRef?: { name?: string } } } | undefined)?.source?.sourceRef
-          ?.name;
-        if (ref === obj.metadata.name) functions.add(nf.metadata.name);
+        const src = nf.spec.source;
+        if ("sourceRef" in src && src.sourceRef.name === obj.metadata.name) functions.add(nf.metadata.name);
       }
       if (functions.size > 0) for (const sc of await chainsUsing(store, ns, functions)) key(ns, sc);
       break;
@@ -556,13 +546,9 @@ export async function serviceChainKeysFor(event: StoreEvent, store: Store): Prom
     case "Node": {
       const labels = obj.metadata.labels ?? {};
       for (const sc of await store.list("ServiceChain")) {
-        const parsed = LabelSelector.optional().safeParse(
-          (sc.spec as { nodeSelector?: unknown } | undefined)?.nodeSelector,
-        );
         if (
           event.type === "changed" &&
-          parsed.success &&
-          selectNodes(parsed.data, [{ name: obj.metadata.name, labels }]).length > 0
+          selectNodes(sc.spec.nodeSelector, [{ name: obj.metadata.name, labels }]).length > 0
         ) {
           key(sc.metadata.namespace, sc.metadata.name);
         }
@@ -586,8 +572,7 @@ async function chainsUsing(
 ): Promise<string[]> {
   const out: string[] = [];
   for (const sc of await store.list("ServiceChain", namespace)) {
-    const refs = (sc.spec as { functions?: { name?: string }[] } | undefined)?.functions ?? [];
-    if (refs.some((f) => f.name !== undefined && functions.has(f.name))) out.push(sc.metadata.name);
+    if (sc.spec.functions.some((f) => functions.has(f.name))) out.push(sc.metadata.name);
   }
   return out;
 }
