@@ -1,9 +1,11 @@
 import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import { MAX_CHAIN_LENGTH } from "../../../common/api/servicechain.ts";
+import type { Hook } from "../../../common/api/meta.ts";
 import type { TestVector } from "../../../common/api/testvector.ts";
 
-/** The hook a chain is attached to. */
-export type Hook = "xdp" | "tc-ingress" | "tc-egress";
+export type { Hook };
+export { MAX_CHAIN_LENGTH };
 
 /** How an XDP chain is attached: the driver's native mode, generic (skb) mode, or native with generic fallback. */
 export type XdpMode = "native" | "generic" | "auto";
@@ -57,9 +59,6 @@ export interface ChainSpec {
   /** Test vectors the chain must pass on this kernel before it is switched in. */
   tests?: TestVector[];
 }
-
-/** Tail calls per packet are limited to 33 by the kernel: root -> NF 0 -> ... -> NF 31. */
-export const MAX_CHAIN_LENGTH = 32;
 
 /** Refused before anything is loaded. */
 export class ChainSpecError extends Error {
