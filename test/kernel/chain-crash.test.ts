@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { AdoptedChain, SwitchPhase } from "../../node-agent/src/chain/index.ts";
 import { compile } from "../../node-agent/src/compile/index.ts";
-import { listIds, type ObjectKind } from "../../node-agent/src/libbpf/byid.ts";
+import { linkById, listIds, type ObjectKind } from "../../node-agent/src/libbpf/byid.ts";
 import { BpfLink, BpfMap, BpfProgram, xdpQuery } from "../../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
@@ -279,5 +279,119 @@ describe("crash safety", () => {
     expect(bpfFdsOf(manager.pid)).toBe(0);
     await manager.close();
     expect(bpfFdsOf("self")).toBe(bpfFdsBefore);
+  });
+
+  test("SIGKILL at every step of a change of hook (tcx ingress to XDP) loses no packet; the next process undoes or completes the change and leaves one hook attached", async () => {
+    const scope = testScope();
+    const net = await createVethNetwork(scope);
+    await staticNeighbors(net);
+    const bpffs = createBpffsDir(scope);
+    // Even-numbered chains run on native XDP, odd-numbered ones on tcx ingress: every switch
+    // changes the hook, and the driver crashes in changes from tcx ingress to XDP.
+    const config: DriverConfig = {
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      chain: "hop",
+      ifname: net.b.ifname,
+      hook: "xdp",
+      alternateHook: "tc-ingress",
+      xdpMode: "native",
+      objects,
+      counterObject,
+      src: net.a.ip,
+      dst: net.b.ip,
+    };
+    const creator = await startChartManager({
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      rootObjectPath: objects.root,
+    });
+    await creator.apply(crashChain(config, 0));
+    await creator.close();
+
+    const flows: UdpFlowResult[] = [];
+    let trafficOn = true;
+    const traffic = (async () => {
+      while (trafficOn) {
+        const flow = await startUdpFlow({
+          from: { ns: net.a.ns.name, ip: net.a.ip },
+          to: { ns: net.b.ns.name, ip: net.b.ip },
+          count: 20_000,
+          rate: 10_000,
+        });
+        flows.push(await flow.done());
+      }
+    })();
+    scope.defer(async () => {
+      trafficOn = false;
+      await traffic.catch(() => undefined);
+    });
+
+    const repairsAfter = new Map<string, string>();
+    let previous = "created";
+    for (const phase of PHASES) {
+      const run = await runDriver({ ...config, crashAt: { phase, after: 0 } });
+      expect(run.signal, JSON.stringify(run.lines.slice(-3))).toBe("SIGKILL");
+      expect(run.lines.at(-1)).toMatchObject({ crashing: phase });
+      const adopted = run.lines.find((l) => "adopted" in l)?.adopted as AdoptedChain[];
+      expect(adopted).toEqual([expect.objectContaining({ name: "hop", outcome: "adopted" })]);
+      repairsAfter.set(previous, adopted[0]!.repairs.join("\n"));
+      previous = phase;
+    }
+    const manager = await startChartManager({
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      rootObjectPath: objects.root,
+      scope,
+    });
+    const [chain] = await manager.adopt();
+    repairsAfter.set(previous, chain!.repairs.join("\n"));
+    trafficOn = false;
+    await traffic;
+
+    // Killed with both hooks attached, before the commit: the next process undoes the change.
+    expect(repairsAfter.get("built")).toMatch(
+      /undid the interrupted change of hook to xdp: the chain stays on tc-ingress/,
+    );
+    // Killed after the commit, before the new hook's pins were in place: it completes it.
+    expect(repairsAfter.get("flipped")).toMatch(/completed the interrupted change of hook to xdp/);
+
+    // One hook runs the chain, the one its live revision was built for, on one link.
+    const hook = Number(chain!.revision.slice(1)) % 2 === 0 ? "xdp" : "tc-ingress";
+    expect(chain).toMatchObject({ outcome: "adopted", hook, interfaces: [net.b.ifname] });
+    expect(withNetns(net.b.ns.path, () => xdpQuery(net.b.ifindex)).mode).toBe(
+      hook === "xdp" ? "native" : "none",
+    );
+    const linksOnInterface = listIds("link").filter((id) => {
+      const link = linkById(id);
+      try {
+        return link.info().ifindex === net.b.ifindex;
+      } finally {
+        link.close();
+      }
+    });
+    expect(linksOnInterface).toHaveLength(1);
+    expect(bpffs.listPinned().filter((p) => !p.startsWith("hop/rev/") && !p.startsWith("hop/maps/"))).toEqual(
+      [
+        `hop/link_${net.b.ifname}`,
+        "hop/meta",
+        "hop/root_array",
+        "hop/root_prog",
+        "hop/root_stats",
+        "hop/stats",
+      ],
+    );
+
+    // No packet lost through every crash; every packet reached the rate limiter at least once.
+    const sent = flows.reduce((sum, f) => sum + f.sent, 0);
+    expect(flows.length).toBeGreaterThan(0);
+    expect(flows.map((f) => [f.lost, f.receiverDrops])).toEqual(flows.map(() => [0, 0]));
+    const status = (await manager.status("hop"))!;
+    expect(status.rootMisses.packets).toBe(0n);
+    expect(status.nfs.at(-1)!.counters.packets).toBeGreaterThanOrEqual(BigInt(sent));
+
+    await manager.remove("hop");
+    expect(bpffs.listPinned()).toEqual([]);
+    expect(withNetns(net.b.ns.path, () => xdpQuery(net.b.ifindex)).mode).toBe("none");
   });
 });

@@ -448,7 +448,7 @@ describe("chain manager", () => {
     expect(await s.flow(500)).toMatchObject({ received: 500 });
   });
 
-  test("a change of hook recreates the chain on the new hook, only once the new NFs load", async () => {
+  test("a change of hook moves the chain to the new hook, only once the new NFs load, keeping its maps", async () => {
     const s = await setup();
     await s.manager.apply(threeNfChain(s, "r1"));
     const noTcProgram = threeNfChain(s, "bad", { hook: "tc-ingress" });
@@ -461,7 +461,18 @@ describe("chain manager", () => {
 
     const moved = await s.manager.apply(threeNfChain(s, "r2", { hook: "tc-ingress" }));
 
-    expect(moved).toMatchObject({ action: "created", generation: 1 });
+    expect(moved).toMatchObject({
+      action: "switched",
+      hookChange: { from: "xdp", to: "tc-ingress" },
+      recreatedMaps: [],
+      interfaces: { attached: [s.net.b.ifname], detached: [s.net.b.ifname] },
+    });
+    expect(moved.carriedMaps).toEqual(
+      expect.arrayContaining([
+        { nf: "ratelimit", map: "ratelimit_state" },
+        { nf: "flowmon", map: "flowmon_flows" },
+      ]),
+    );
     expect((await s.manager.status("edge"))!.hook).toBe("tc-ingress");
     expect(withNetns(s.net.b.ns.path, () => xdpQuery(s.net.b.ifindex)).mode).toBe("none");
     expect((await s.pingB(2)).received).toBe(0);

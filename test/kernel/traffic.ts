@@ -37,6 +37,8 @@ export interface UdpFlowOptions {
   payloadSize?: number;
   /** How long to wait after the last send for packets still on their way; default 300 ms. */
   drainMs?: number;
+  /** UDP port the receiver binds; default: any free one. */
+  port?: number;
 }
 
 /** What a flow saw. */
@@ -120,7 +122,12 @@ export async function startUdpFlow(options: UdpFlowOptions): Promise<RunningUdpF
   const { count, rate } = options;
   if (!(count >= 0 && rate > 0)) throw new RangeError("udpFlow: count must be >= 0 and rate > 0");
   const magic = randomInt(1, 0x7fffffff).toString(16);
-  const receiver = spawnInNetns(nsPathOf(options.to.ns), "udp-receiver.mjs", [options.to.ip, count, magic]);
+  const receiver = spawnInNetns(nsPathOf(options.to.ns), "udp-receiver.mjs", [
+    options.to.ip,
+    count,
+    magic,
+    ...(options.port ? [options.port] : []),
+  ]);
   let sender: ReturnType<typeof spawnInNetns> | undefined;
   const abort = () => {
     kill(receiver.child);

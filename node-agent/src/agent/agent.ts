@@ -31,6 +31,25 @@ export interface DataPlaneResult {
   programIds: number[];
   attachedInterfaces: string[];
   selfTest?: SelfTest;
+  /** NF maps that could not carry over from the previous revision: they started empty. */
+  recreatedMaps?: Array<{ nf: string; map: string; reason: string }>;
+  /** Set when the chain moved to another hook. */
+  hookChange?: { from: string; to: string };
+}
+
+/**
+ * The Ready message of a live revision: where it runs, and which NF state did not carry over
+ * (a user must know that counters or flow tables started again) and why.
+ */
+export function liveMessage(result: DataPlaneResult): string {
+  const parts = [`revision ${result.revision} is live on ${result.attachedInterfaces.join(", ")}`];
+  if (result.hookChange) parts.push(`moved from hook ${result.hookChange.from} to ${result.hookChange.to}`);
+  const recreated = result.recreatedMaps ?? [];
+  if (recreated.length > 0) {
+    const maps = recreated.map((m) => `${m.nf}/${m.map} (${m.reason})`).join(", ");
+    parts.push(`state not carried over, these maps started empty: ${maps}`);
+  }
+  return parts.join("; ");
 }
 
 /** How the agent runs. */
@@ -292,7 +311,7 @@ export class NodeAgent {
             type: ConditionType.Ready,
             status: "True",
             reason: Reason.Succeeded,
-            message: `revision ${result.revision} is live on ${result.attachedInterfaces.join(", ")}`,
+            message: liveMessage(result).slice(0, 4096),
             observedGeneration: generation,
           },
           new Date(),

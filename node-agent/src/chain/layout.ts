@@ -11,7 +11,14 @@
  *               /rev/<generation>/nfs/<nf>           the program of each NF of that revision
  *               /rev/<generation>/maps/<nf>/<map>    maps new in that revision, until it goes live
  *               /maps/<nf>/<map>                     NF-owned maps of the live revision (carried over)
+ *               /handover/root_prog, root_array,     during a change of hook only: the new hook's root,
+ *                         root_stats, meta,          what it changes to (meta), and its links, attached
+ *                         link_<ifname>              next to the old hook's until the change completes
  * ```
+ *
+ * A change of hook is committed when `meta` names the hook that `handover/meta` names: before,
+ * a new process undoes it (detaches the handover links); after, it completes it (detaches the old
+ * hook's links and renames the handover pins into place).
  *
  * The live revision is the one whose prog array holds, in slot 0, the program that
  * `root_array[0]` holds: the kernel's own state is the truth, so a crash between any two steps
@@ -45,6 +52,19 @@ export interface ChainPaths {
   revMaps(generation: number): string;
   revMap(generation: number, nf: string, map: string): string;
   map(nf: string, map: string): string;
+  /** The new hook's root and links while a change of hook is under way. */
+  handover: HandoverPaths;
+}
+
+/** Pins of a change of hook in progress (see the module comment). */
+export interface HandoverPaths {
+  dir: string;
+  rootProg: string;
+  rootArray: string;
+  rootStats: string;
+  /** The chain meta the change leads to: its hook is the new one. */
+  meta: string;
+  link(ifname: string): string;
 }
 
 /** Prefix of link pins: `link_<ifname>`. */
@@ -71,5 +91,13 @@ export function chainPaths(root: string, name: string): ChainPaths {
     revMaps: (generation) => join(rev(generation), "maps"),
     revMap: (generation, nf, map) => join(rev(generation), "maps", nf, map),
     map: (nf, map) => join(dir, "maps", nf, map),
+    handover: {
+      dir: join(dir, "handover"),
+      rootProg: join(dir, "handover", "root_prog"),
+      rootArray: join(dir, "handover", "root_array"),
+      rootStats: join(dir, "handover", "root_stats"),
+      meta: join(dir, "handover", "meta"),
+      link: (ifname) => join(dir, "handover", `${LINK_PREFIX}${ifname}`),
+    },
   };
 }

@@ -8,6 +8,12 @@
  * outlive this process (programs, maps, links, what is live) is pinned on bpffs (see layout.ts),
  * so a new process adopts running chains without touching traffic.
  *
+ * A change of hook cannot be one slot update (another hook is another root program): the new
+ * hook's root is attached, already pointing at the new revision, before the old hook's links are
+ * detached, so no packet passes unfiltered; maps carry over as in any switch. While both are
+ * attached, XDP and tc-ingress on one interface both process a received packet (XDP first): it
+ * is dropped if either revision drops it and counted by both (see `#changeHook`).
+ *
  * Capabilities: CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN are all it needs (what the Helm chart
  * gives the agent). It holds fds of what it created and opens what it adopts by pin; it never
  * opens a BPF object by id nor enumerates ids, which the kernel allows only with CAP_SYS_ADMIN.
@@ -152,6 +158,11 @@ export interface ApplyResult {
   carriedMaps: NfMapRef[];
   /** Maps that were recreated because their definition changed (their state is lost). */
   recreatedMaps: RecreatedMap[];
+  /**
+   * Set when the chain moved to another hook: the new hook's chain was attached before the old
+   * one was detached (see {@link ChainManager.apply} for what a packet may see meanwhile).
+   */
+  hookChange?: { from: Hook; to: Hook };
   /** Interfaces attached and detached by this call. */
   interfaces: { attached: string[]; detached: string[] };
   /** The self-test, when vectors ran. */
@@ -164,8 +175,16 @@ export interface ApplyResult {
      * self-test: the two run at the same time, so the timings add up to `totalMs`.
      */
     loadMs: number;
-    /** The switch itself: one prog-array update. */
+    /**
+     * The switch itself: one prog-array update; for a change of hook, the commit and the detach
+     * of the old hook's links.
+     */
     flipUs: number;
+    /**
+     * A change of hook only: how long both hooks were attached (from the first attach of the new
+     * hook to the last detach of the old one).
+     */
+    overlapUs?: number;
     totalMs: number;
   };
 }
@@ -294,7 +313,9 @@ export class ChainManager {
 
   /**
    * Converges chain `spec.name` to `spec`. A new or changed chain is built next to the live one,
-   * self-tested and switched in atomically; a table-only change is written in place. Any
+   * self-tested and switched in atomically; a table-only change is written in place; a change of
+   * hook attaches the new hook before detaching the old (a packet arriving meanwhile may be
+   * processed by both an XDP and a tc-ingress chain, never by neither). Any
    * failure leaves the chain that ran before running, untouched, and throws: ChainSpecError,
    * NfContractError, VerifierError / BpfError (with the verifier log), SelfTestError,
    * NotSupportedError, AttachError, NetnsError.
@@ -396,28 +417,18 @@ export class ChainManager {
 
   async #apply(spec: ChainSpec): Promise<ApplyResult> {
     const started = performance.now();
-    let chain = this.#chains.get(spec.name) ?? this.#adoptIfPinned(spec.name);
-    let tested: { report: SelfTestReport | undefined; ms: number } | undefined;
-    if (chain && chain.meta.hook !== spec.hook) {
-      // Another hook is another root program: the chain is removed and created anew, and
-      // packets pass unfiltered in between. The new NFs are loaded (and self-tested) on the
-      // side first, so that a chain that cannot load never replaces the running one.
-      tested = { report: await this.#selfTest(spec, programHook(spec.hook), true), ms: 0 };
-      tested.ms = performance.now() - started;
-      chain.log.info({ from: chain.meta.hook, to: spec.hook }, "hook changed: recreating the chain");
-      this.#destroy(chain);
-      chain = undefined;
-    }
+    const chain = this.#chains.get(spec.name) ?? this.#adoptIfPinned(spec.name);
     const digests = {
       code: codeDigest(spec),
       tables: tablesDigest(spec),
       tests: testsDigest(spec),
     };
+    if (chain && chain.meta.hook !== spec.hook) return this.#changeHook(chain, spec, digests, started);
     if (chain?.live && chain.live.meta.codeDigest === digests.code) {
       return this.#updateInPlace(chain, spec, digests, started);
     }
     const rootObjectPath = chain ? undefined : await this.#rootObjectPath();
-    return this.#switch(chain, spec, digests, rootObjectPath, started, tested);
+    return this.#switch(chain, spec, digests, rootObjectPath, started);
   }
 
   // ---- switch ---------------------------------------------------------------------------------
@@ -428,15 +439,12 @@ export class ChainManager {
     digests: Digests,
     rootObjectPath: string | undefined,
     started: number,
-    tested?: { report: SelfTestReport | undefined; ms: number },
   ): Promise<ApplyResult> {
     const hook = programHook(spec.hook);
     // The self-test and the new revision load at the same time, so that their verifications
     // share the cores; nothing is switched in before the self-test passed.
-    let selfTestMs = tested?.ms ?? 0;
-    const selfTesting = tested
-      ? Promise.resolve(tested.report)
-      : this.#selfTest(spec, hook).finally(() => (selfTestMs = performance.now() - started));
+    let selfTestMs = 0;
+    const selfTesting = this.#selfTest(spec, hook).finally(() => (selfTestMs = performance.now() - started));
     const building = (async () => {
       const chain = existing ?? this.#createSkeleton(spec, rootObjectPath!);
       try {
@@ -534,6 +542,143 @@ export class ChainManager {
         totalMs: Math.round(result.timings.totalMs),
       },
       "revision live",
+    );
+    return result;
+  }
+
+  // ---- change of hook -------------------------------------------------------------------------
+
+  /**
+   * Moves a chain to another hook without a moment unfiltered: the new revision is built for
+   * the new hook next to the live one (maps carried over as in any switch, NFs keeping their
+   * stats slots) and self-tested; a root program for the new hook, whose slot 0 already holds
+   * the new revision, is attached to every interface; only then are the old hook's links
+   * detached. Any failure before that leaves the old hook's chain as it was.
+   *
+   * What a packet may see: between the attach of the new hook and the detach of the old one
+   * (about a millisecond per interface) both chains run. On different directions (tc-ingress
+   * and tc-egress, or XDP and tc-egress) a packet meets only one of them. XDP and tc-ingress on
+   * the same interface both see a received packet, XDP first: during that window a packet is
+   * processed by the XDP chain and, if that passes it, by the tc chain, so it is dropped if either
+   * revision drops it (never unfiltered) and the NFs count it, and spend rate-limit tokens or
+   * flow counters on it, twice.
+   */
+  async #changeHook(chain: Chain, spec: ChainSpec, digests: Digests, started: number): Promise<ApplyResult> {
+    const from = chain.meta.hook;
+    const hook = programHook(spec.hook);
+    chain.log.info({ from, to: spec.hook }, "hook changes: attaching the new hook before detaching the old");
+    const rootObjectPath = await this.#rootObjectPath();
+    let selfTestMs = 0;
+    const selfTesting = this.#selfTest(spec, hook).finally(() => (selfTestMs = performance.now() - started));
+    const building = this.#build(chain, spec, digests);
+    const [testOutcome, buildOutcome] = await Promise.allSettled([selfTesting, building]);
+    if (testOutcome.status === "rejected") {
+      if (buildOutcome.status === "fulfilled") this.#discard(chain, buildOutcome.value);
+      throw testOutcome.reason;
+    }
+    if (buildOutcome.status === "rejected") throw buildOutcome.reason;
+    const built = buildOutcome.value;
+    const selfTest = testOutcome.value;
+    this.#phase("self-tested", spec.name);
+    const loadStarted = started + selfTestMs;
+
+    const paths = chain.paths.handover;
+    const xdpMode = spec.xdpMode ?? "auto";
+    const target: ChainMeta = { format: META_FORMAT, hook: spec.hook, xdpMode, interfaces: {} };
+    let root: RootObjects | undefined;
+    let targetMeta: BpfMap | undefined;
+    const links = new Map<string, AttachedLink>();
+    let overlapStarted = 0;
+    try {
+      rmSync(paths.dir, { recursive: true, force: true });
+      mkdirSync(paths.dir, { recursive: true });
+      targetMeta = createMetaMap();
+      writeMeta(targetMeta, target);
+      targetMeta.pin(paths.meta);
+      // The miss counter carries over: the new root counts into the old root's map.
+      root = loadRoot(rootObjectPath, spec.hook, chain.rootStats);
+      root.rootArray.update(KEY0, u32(built.nfs[0]!.program.fd));
+      root.rootProg.pin(paths.rootProg);
+      root.rootArray.pin(paths.rootArray);
+      root.rootStats.pin(paths.rootStats);
+      overlapStarted = performance.now();
+      for (const ifname of spec.interfaces) {
+        const link = attachRoot(root.rootProg, spec.hook, ifname, xdpMode, this.#options.netns, chain.log);
+        links.set(ifname, link);
+        link.link.pin(paths.link(ifname));
+        target.interfaces[ifname] = { ifindex: link.ifindex, ...(link.mode ? { mode: link.mode } : {}) };
+      }
+    } catch (err) {
+      for (const { link } of links.values()) detachLink(link, chain.log);
+      if (root) closeRoot(root);
+      targetMeta?.close();
+      rmSync(paths.dir, { recursive: true, force: true });
+      this.#discard(chain, built);
+      throw err;
+    }
+    targetMeta.close();
+    const loadMs = performance.now() - loadStarted;
+    this.#phase("built", spec.name);
+
+    // The commit point: from here on a new process completes the change instead of undoing it.
+    const flipStarted = performance.now();
+    writeMeta(chain.metaMap, target);
+    const detached = [...chain.links.keys()];
+    for (const ifname of detached) this.#detach(chain, ifname);
+    const flipUs = (performance.now() - flipStarted) * 1000;
+    const overlapUs = (performance.now() - overlapStarted) * 1000;
+    chain.meta = target;
+    this.#phase("flipped", spec.name);
+
+    renameSync(paths.rootProg, chain.paths.rootProg);
+    renameSync(paths.rootArray, chain.paths.rootArray);
+    renameSync(paths.rootStats, chain.paths.rootStats);
+    for (const ifname of links.keys()) renameSync(paths.link(ifname), chain.paths.link(ifname));
+    rmSync(paths.dir, { recursive: true, force: true });
+    closeRoot(chain);
+    Object.assign(chain, root);
+    chain.links = links;
+    this.#moveNewMaps(chain, built.generation);
+    this.#phase("maps-moved", spec.name);
+    const previous = chain.live;
+    chain.live = {
+      meta: built.meta,
+      progs: built.progs,
+      metaMap: built.metaMap,
+      programIds: built.nfs.map((nf) => nf.program.id),
+      programs: built.programs,
+      maps: new Map(),
+    };
+    closeNfs(built.nfs);
+    if (previous) this.#release(chain, previous);
+    this.#pruneMaps(chain);
+    this.#phase("released", spec.name);
+
+    const result: ApplyResult = {
+      action: "switched",
+      chain: spec.name,
+      revision: spec.revision,
+      generation: built.generation,
+      programIds: [chain.rootProg.id, ...chain.live.programIds],
+      attachedInterfaces: [...chain.links.keys()],
+      carriedMaps: built.carried,
+      recreatedMaps: built.recreated,
+      interfaces: { attached: [...links.keys()], detached },
+      hookChange: { from, to: spec.hook },
+      ...(selfTest ? { selfTest } : {}),
+      timings: { selfTestMs, loadMs, flipUs, overlapUs, totalMs: performance.now() - started },
+    };
+    chain.log.info(
+      {
+        revision: spec.revision,
+        generation: built.generation,
+        from,
+        to: spec.hook,
+        recreated: built.recreated.length,
+        overlapUs: Math.round(overlapUs),
+        totalMs: Math.round(result.timings.totalMs),
+      },
+      "revision live on the new hook",
     );
     return result;
   }
@@ -911,18 +1056,10 @@ export class ChainManager {
     const paths = chainPaths(this.root, spec.name);
     // A directory without a live chain (a crash before its first switch) is stale.
     rmSync(paths.dir, { recursive: true, force: true });
-    const hook = programHook(spec.hook);
-    const rootName = ChainContract.root.programs[hook];
-    let object: BpfObject | undefined;
     const handles: { close(): void }[] = [];
     try {
-      object = BpfObject.load({ path: rootObjectPath, programs: [rootName] });
-      const rootProg = object.program(rootName).dup();
-      handles.push(rootProg);
-      const rootArray = object.map(ChainContract.root.progArray).dup();
-      handles.push(rootArray);
-      const rootStats = object.map(ChainContract.root.statsMap).dup();
-      handles.push(rootStats);
+      const { rootProg, rootArray, rootStats } = loadRoot(rootObjectPath, spec.hook);
+      handles.push(rootProg, rootArray, rootStats);
       const stats = createStatsMap();
       handles.push(stats);
       const metaMap = createMetaMap();
@@ -959,8 +1096,6 @@ export class ChainManager {
       for (const handle of handles) handle.close();
       rmSync(paths.dir, { recursive: true, force: true });
       throw err;
-    } finally {
-      object?.close();
     }
   }
 
@@ -1012,55 +1147,30 @@ export class ChainManager {
   }
 
   #attach(chain: Chain, ifname: string, xdpMode: XdpMode): void {
-    const netns = this.#options.netns;
-    const inNetns = <T>(fn: () => T): T => (netns ? withNetns(netns, fn) : fn());
-    const ifindex = ifIndex(ifname, netns);
-    const hook = chain.meta.hook;
-    let link: BpfLink;
+    const attached = attachRoot(
+      chain.rootProg,
+      chain.meta.hook,
+      ifname,
+      xdpMode,
+      this.#options.netns,
+      chain.log,
+    );
     try {
-      link = inNetns(() => {
-        if (hook === "tc-ingress" || hook === "tc-egress") {
-          return BpfLink.attachTcx(chain.rootProg, ifindex, hook === "tc-ingress" ? "ingress" : "egress");
-        }
-        if (xdpMode !== "auto") return BpfLink.attachXdp(chain.rootProg, ifindex, xdpMode);
-        try {
-          return BpfLink.attachXdp(chain.rootProg, ifindex, "native");
-        } catch (err) {
-          if (!(err instanceof NotSupportedError)) throw err;
-          chain.log.info(
-            { ifname, reason: err.message },
-            "native XDP not available: attaching in generic mode",
-          );
-          return BpfLink.attachXdp(chain.rootProg, ifindex, "generic");
-        }
-      });
+      attached.link.pin(chain.paths.link(ifname));
     } catch (err) {
-      if (err instanceof BpfError) {
-        const holder = err.errno === 16 || err.errno === 17 ? " (another program holds the hook)" : "";
-        throw new AttachError(ifname, `${err.message}${holder}`, { cause: err });
-      }
+      attached.link.close();
       throw err;
     }
-    try {
-      link.pin(chain.paths.link(ifname));
-    } catch (err) {
-      link.close();
-      throw err;
-    }
-    chain.links.set(ifname, { link, ifindex, mode: link.xdpMode });
-    chain.meta.interfaces[ifname] = { ifindex, ...(link.xdpMode ? { mode: link.xdpMode } : {}) };
+    chain.links.set(ifname, attached);
+    chain.meta.interfaces[ifname] = {
+      ifindex: attached.ifindex,
+      ...(attached.mode ? { mode: attached.mode } : {}),
+    };
   }
 
   #detach(chain: Chain, ifname: string): void {
     const attached = chain.links.get(ifname);
-    if (attached) {
-      try {
-        attached.link.detach();
-      } catch (err) {
-        chain.log.warn({ err, ifname }, "detach failed; unpinning the link");
-      }
-      attached.link.close();
-    }
+    if (attached) detachLink(attached.link, chain.log);
     rmSync(chain.paths.link(ifname), { force: true });
     chain.links.delete(ifname);
     delete chain.meta.interfaces[ifname];
@@ -1100,7 +1210,7 @@ export class ChainManager {
       if (!existsSync(required)) return removed(`no ${required.slice(paths.dir.length + 1)} pinned`);
     }
     const links = new Map<string, AttachedLink>();
-    const earlyRepairs: string[] = [];
+    const earlyRepairs: string[] = finishHandover(paths, log);
     for (const entry of readdirSync(paths.dir)) {
       if (!entry.startsWith(LINK_PREFIX)) continue;
       const link = BpfLink.fromPin(join(paths.dir, entry));
@@ -1327,4 +1437,156 @@ function closeChain(chain: Chain): void {
   chain.rootStats.close();
   chain.stats.close();
   chain.metaMap.close();
+}
+
+/** The objects of a root program: the program, its one-slot prog array, its miss counter (own fds). */
+interface RootObjects {
+  rootProg: BpfProgram;
+  rootArray: BpfMap;
+  rootStats: BpfMap;
+}
+
+/**
+ * Loads the root program for `hook` with a new, empty prog array; counting misses into
+ * `rootStats` when given (a change of hook keeps the chain's counter), else into a new map.
+ * The caller owns the result.
+ */
+function loadRoot(rootObjectPath: string, hook: Hook, rootStats?: BpfMap): RootObjects {
+  const rootName = ChainContract.root.programs[programHook(hook)];
+  const object = BpfObject.load({
+    path: rootObjectPath,
+    programs: [rootName],
+    ...(rootStats ? { reuseMaps: { [ChainContract.root.statsMap]: rootStats } } : {}),
+  });
+  const handles: { close(): void }[] = [];
+  try {
+    const rootProg = object.program(rootName).dup();
+    handles.push(rootProg);
+    const rootArray = object.map(ChainContract.root.progArray).dup();
+    handles.push(rootArray);
+    const stats = object.map(ChainContract.root.statsMap).dup();
+    return { rootProg, rootArray, rootStats: stats };
+  } catch (err) {
+    for (const handle of handles) handle.close();
+    throw err;
+  } finally {
+    object.close();
+  }
+}
+
+function closeRoot(root: RootObjects): void {
+  root.rootProg.close();
+  root.rootArray.close();
+  root.rootStats.close();
+}
+
+/**
+ * Attaches `rootProg` to `ifname` on `hook` (unpinned: the caller pins or closes the link). In
+ * XDP's `auto` mode native is tried first, generic where the device cannot run native XDP.
+ * Throws AttachError, naming a hook that another program holds.
+ */
+function attachRoot(
+  rootProg: BpfProgram,
+  hook: Hook,
+  ifname: string,
+  xdpMode: XdpMode,
+  netns: string | undefined,
+  log: Logger,
+): AttachedLink {
+  const inNetns = <T>(fn: () => T): T => (netns ? withNetns(netns, fn) : fn());
+  const ifindex = ifIndex(ifname, netns);
+  let link: BpfLink;
+  try {
+    link = inNetns(() => {
+      if (hook === "tc-ingress" || hook === "tc-egress") {
+        return BpfLink.attachTcx(rootProg, ifindex, hook === "tc-ingress" ? "ingress" : "egress");
+      }
+      if (xdpMode !== "auto") return BpfLink.attachXdp(rootProg, ifindex, xdpMode);
+      try {
+        return BpfLink.attachXdp(rootProg, ifindex, "native");
+      } catch (err) {
+        if (!(err instanceof NotSupportedError)) throw err;
+        log.info({ ifname, reason: err.message }, "native XDP not available: attaching in generic mode");
+        return BpfLink.attachXdp(rootProg, ifindex, "generic");
+      }
+    });
+  } catch (err) {
+    if (err instanceof BpfError) {
+      const holder = err.code === "EBUSY" || err.code === "EEXIST" ? " (another program holds the hook)" : "";
+      throw new AttachError(ifname, `${err.message}${holder}`, { cause: err });
+    }
+    throw err;
+  }
+  return { link, ifindex, mode: link.xdpMode };
+}
+
+/** Detaches a link now (its pin may stay) and closes the handle. */
+function detachLink(link: BpfLink, log: Logger): void {
+  try {
+    link.detach();
+  } catch (err) {
+    log.warn({ err, linkId: link.id }, "detach failed; unpinning the link");
+  }
+  link.close();
+}
+
+/**
+ * Undoes or completes a change of hook that a crash interrupted (see layout.ts): before its
+ * commit (the chain meta still names the old hook) the new hook's links are detached and the
+ * handover removed; after it, the old hook's links are detached and the handover pins renamed
+ * into place. Either way the chain is left on one hook. Returns what was repaired.
+ */
+function finishHandover(paths: ChainPaths, log: Logger): string[] {
+  const handover = paths.handover;
+  if (!existsSync(handover.dir)) return [];
+  const chainMeta = BpfMap.fromPin(paths.meta, "sluice_meta");
+  let hook: Hook;
+  let target: Hook | undefined;
+  try {
+    hook = readMeta(chainMeta, ChainMeta, "chain meta").hook;
+    if (existsSync(handover.meta)) {
+      const targetMeta = BpfMap.fromPin(handover.meta, "sluice_meta");
+      try {
+        target = readMeta(targetMeta, ChainMeta, "handover meta").hook;
+      } finally {
+        targetMeta.close();
+      }
+    }
+  } finally {
+    chainMeta.close();
+  }
+  const linkPins = (dir: string) => readdirSync(dir).filter((entry) => entry.startsWith(LINK_PREFIX));
+  if (target === undefined || target !== hook) {
+    for (const entry of linkPins(handover.dir)) detachLink(BpfLink.fromPin(join(handover.dir, entry)), log);
+    rmSync(handover.dir, { recursive: true, force: true });
+    log.info({ hook, to: target }, "undid a change of hook that a crash interrupted");
+    return [
+      `undid the interrupted change of hook to ${target ?? "another hook"}: the chain stays on ${hook}`,
+    ];
+  }
+  // Committed: every link of the chain directory that does not run the new root is the old hook's.
+  const rootPin = existsSync(handover.rootProg) ? handover.rootProg : paths.rootProg;
+  const newRoot = BpfProgram.fromPin(rootPin);
+  const newRootId = newRoot.id;
+  newRoot.close();
+  for (const entry of linkPins(paths.dir)) {
+    const link = BpfLink.fromPin(join(paths.dir, entry));
+    if (link.info().progId === newRootId) {
+      link.close();
+      continue;
+    }
+    detachLink(link, log);
+    rmSync(join(paths.dir, entry), { force: true });
+  }
+  for (const [from, to] of [
+    [handover.rootProg, paths.rootProg],
+    [handover.rootArray, paths.rootArray],
+    [handover.rootStats, paths.rootStats],
+  ] as const) {
+    if (existsSync(from)) renameSync(from, to);
+  }
+  for (const entry of linkPins(handover.dir)) renameSync(join(handover.dir, entry), join(paths.dir, entry));
+  rmSync(handover.dir, { recursive: true, force: true });
+  log.info({ hook }, "completed a change of hook that a crash interrupted");
+  return [`completed the interrupted change of hook to ${hook}`];
 }
