@@ -1,10 +1,29 @@
 /**
- * The tar dialect of sluice artifacts, written and read here rather than with a general tar
- * library: the writer must produce the same bytes for the same tree on every run, and the
- * reader must accept only what the writer produces (regular files and directories, no links,
- * no devices, no surprises from hostile archives). POSIX ustar headers, with a pax `path`
- * record for names longer than 100 bytes.
+ * The tar dialect of sluice artifacts. POSIX ustar headers (a name longer than 100 bytes is
+ * split into the ustar prefix, or carried in a pax `path` record), regular files and
+ * directories only, every member with mtime 0, uid/gid 0 and no owner names, so the same tree
+ * gives the same bytes, and the same digest, on every run and in every clone.
+ *
+ * Writing: the `tar` package's own `Header` and `Pax` encoders. The archive is assembled here
+ * from members already in memory (the builder has resolved links and applied its limits), in
+ * the order given; node-tar's `Pack` would read the files again from disk and stat them.
+ *
+ * Reading stays hand-written below, because node-tar's parser (7.5, `strict: true`) accepts
+ * archives this reader must refuse. Measured on the hostile fixtures of `tar.test.ts`:
+ * - a pax `size` of `-1536`, `-1` or `0x10` is dropped silently and the header's size is used
+ *   instead, so it and a reader that refuses the record disagree on where members start;
+ * - pax records whose length is 0, runs past the header or misses its newline are skipped
+ *   silently, keeping the rest of the member;
+ * - an archive that stops at a block boundary without its end-of-archive marker is read
+ *   without an error, so a truncated artifact would pass for a smaller tree;
+ * - base-256 (GNU) numeric fields and GNU long names (`L`) are honoured.
+ * Each of these is one ArtifactFormatError here, and the checks need the raw header bytes,
+ * which node-tar's parser does not hand out: wrapping it would mean parsing every header twice.
  */
+// The encoders alone: the package's index would bundle its whole stream and fs machinery too
+// (87 KB of JavaScript against 11 KB).
+import { Header } from "tar/header";
+import { Pax } from "tar/pax";
 import { ArtifactFormatError } from "./errors.ts";
 
 const BLOCK = 512;
@@ -13,26 +32,15 @@ const BLOCK = 512;
 export type TarEntry =
   { type: "directory"; path: string } | { type: "file"; path: string; executable: boolean; content: Buffer };
 
-function octal(value: number, width: number): string {
-  return `${value.toString(8).padStart(width - 1, "0")}\0`;
-}
+/** The fixed mtime of every member: the digest depends on content only. */
+const EPOCH = new Date(0);
 
-function header(name: string, type: string, mode: number, size: number): Buffer {
-  const h = Buffer.alloc(BLOCK);
-  h.write(name, 0, 100, "utf8");
-  h.write(octal(mode, 8), 100, "ascii");
-  h.write(octal(0, 8), 108, "ascii"); // uid
-  h.write(octal(0, 8), 116, "ascii"); // gid
-  h.write(octal(size, 12), 124, "ascii");
-  h.write(octal(0, 12), 136, "ascii"); // mtime: fixed, so the digest depends on content only
-  h.write(type, 156, "ascii");
-  h.write("ustar\0", 257, "ascii");
-  h.write("00", 263, "ascii");
-  h.fill(0x20, 148, 156); // the checksum is computed over spaces in its own field
-  let sum = 0;
-  for (const byte of h) sum += byte;
-  h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "ascii");
-  return h;
+/** The header of one member, preceded by a pax header when node-tar says the name needs one. */
+function memberHeader(path: string, type: "File" | "Directory", mode: number, size: number): Buffer[] {
+  const header = new Header({ path, type, mode, size, mtime: EPOCH, uid: 0, gid: 0, uname: "", gname: "" });
+  const needsPax = header.encode();
+  // The pax header names the member only: any other field would differ between runs or hosts.
+  return needsPax ? [new Pax({ path }).encode(), header.block!] : [header.block!];
 }
 
 function padded(content: Buffer): Buffer[] {
@@ -40,34 +48,15 @@ function padded(content: Buffer): Buffer[] {
   return rest === 0 ? [content] : [content, Buffer.alloc(BLOCK - rest)];
 }
 
-/** A pax record `"<len> path=<value>\n"`, whose length counts its own digits. */
-function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  let length = Buffer.byteLength(body);
-  while (String(length).length + Buffer.byteLength(body) !== length)
-    length = String(length).length + Buffer.byteLength(body);
-  return `${length}${body}`;
-}
-
 /** Serializes entries, in the order given, to an uncompressed tar stream. */
 export function writeTar(entries: readonly TarEntry[]): Buffer {
   const out: Buffer[] = [];
   for (const entry of entries) {
-    const name = entry.type === "directory" ? `${entry.path}/` : entry.path;
-    let headerName = name;
-    if (Buffer.byteLength(name) > 100) {
-      const pax = Buffer.from(paxRecord("path", name));
-      out.push(header("PaxHeader", "x", 0o644, pax.length), ...padded(pax));
-      // Readers that know pax use the record; others get a recognisable ASCII stand-in.
-      headerName = name.replace(/[^\x20-\x7e]/g, "_").slice(0, 99);
-    }
     if (entry.type === "directory") {
-      out.push(header(headerName, "5", 0o755, 0));
+      out.push(...memberHeader(`${entry.path}/`, "Directory", 0o755, 0));
     } else {
-      out.push(
-        header(headerName, "0", entry.executable ? 0o755 : 0o644, entry.content.length),
-        ...padded(entry.content),
-      );
+      const mode = entry.executable ? 0o755 : 0o644;
+      out.push(...memberHeader(entry.path, "File", mode, entry.content.length), ...padded(entry.content));
     }
   }
   out.push(Buffer.alloc(BLOCK * 2));
