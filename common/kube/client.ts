@@ -1,6 +1,37 @@
-import https from "node:https";
-import http from "node:http";
-import { KubeConfig } from "@kubernetes/client-node";
+/**
+ * The Kubernetes API client of the operator and the agent: @kubernetes/client-node's
+ * `KubernetesObjectApi` (get, list, server-side apply, merge patch, create, replace, delete) and
+ * `CustomObjectsApi` (the status subresource, which `KubernetesObjectApi` has no call for), over
+ * the KubeConfig's authentication, with sluice's error type and a request timeout.
+ *
+ * Measured against the hand-written JSON client this replaced (bench/kube-client.ts, a local
+ * kube-apiserver, 200 interleaved rounds; bench/README.md has the table): request latency the
+ * same within noise (get 4.7 vs 4.5 ms median, server-side apply 7.0 vs 6.6 ms, status patch
+ * 6.5 vs 6.2 ms); the bundle 12 kB larger for `KubernetesObjectApi` and 135 kB for
+ * `CustomObjectsApi` (the KubeConfig and the informer already bring in the generated models);
+ * idle agent RSS unchanged (bench/README.md).
+ *
+ * The library turns what it knows of an object's schema into class instances and `Date`s
+ * (`metadata.creationTimestamp`, a Lease's `renewTime`); sluice parses the API server's JSON
+ * with its own schemas, so every answer is turned back into plain JSON here (timestamps then
+ * carry milliseconds: `...T11:36:18.000Z`). Writes pass strings through unchanged.
+ */
+import {
+  ApiException,
+  createConfiguration,
+  CustomObjectsApi,
+  HttpMethod,
+  KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  ServerConfiguration,
+  setHeaderOptions,
+  type Configuration,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
+
+/** How long one request may take before it fails with reason `Timeout`. */
+const REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * Where a kind lives in the API: enough to build its REST paths. Cluster-scoped kinds have
@@ -87,19 +118,68 @@ export interface ListOptions {
   fieldSelector?: string;
 }
 
+/** The API server's JSON: what the library made into classes and Dates, as plain values again. */
+function plain<T>(value: unknown): T {
+  return JSON.parse(JSON.stringify(value)) as T;
+}
+
+function apiVersionOf(res: Resource): string {
+  return res.group ? `${res.group}/${res.version}` : res.version;
+}
+
+/** The library's failures as KubeApiError: the API server's status, reason and message. */
+function apiError(err: unknown, what: string): KubeApiError {
+  if (err instanceof KubeApiError) return err;
+  if (err instanceof ApiException) {
+    let body: unknown = err.body;
+    if (typeof body === "string" || Buffer.isBuffer(body)) {
+      try {
+        body = JSON.parse(body.toString());
+      } catch {
+        // not JSON: the text is the message
+      }
+    }
+    const s = (typeof body === "object" && body !== null ? body : {}) as {
+      reason?: string;
+      message?: string;
+      details?: unknown;
+    };
+    const text = s.message ?? (typeof body === "string" ? body.slice(0, 300) : "");
+    return new KubeApiError(err.code, s.reason ?? "Unknown", `${what}: ${err.code} ${text}`, s.details);
+  }
+  const e = err as Error | undefined;
+  if (e?.name === "AbortError" || e?.name === "TimeoutError")
+    return new KubeApiError(0, "Timeout", `${what}: timed out`);
+  return new KubeApiError(0, "ConnectionError", `${what}: ${e?.message ?? String(err)}`);
+}
+
 /**
- * A small JSON client for the Kubernetes API built on the KubeConfig of @kubernetes/client-node
- * (which does the config loading, in-cluster config and authentication). It speaks the few verbs
- * sluice needs — get, list, server-side apply, status patch, delete, create — with exact control
- * over content types, which the generated clients make awkward for custom resources.
+ * The client sluice uses for the Kubernetes API: the few verbs it needs, on any resource named
+ * by a {@link Resource}, answering plain JSON objects and failing with {@link KubeApiError}.
  */
 export class KubeClient {
-  private readonly server: URL;
+  private readonly config: Configuration;
+  private readonly objects: KubernetesObjectApi;
+  private readonly customObjects: CustomObjectsApi;
 
   constructor(readonly kubeConfig: KubeConfig) {
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig has no current cluster");
-    this.server = new URL(cluster.server);
+    this.config = createConfiguration({
+      baseServer: new ServerConfiguration(cluster.server, {}),
+      authMethods: { default: kubeConfig },
+      promiseMiddleware: [
+        {
+          pre: (context) => {
+            context.setSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+            return Promise.resolve(context);
+          },
+          post: (response) => Promise.resolve(response),
+        },
+      ],
+    });
+    this.objects = new KubernetesObjectApi(this.config);
+    this.customObjects = new CustomObjectsApi(this.config);
   }
 
   /**
@@ -120,66 +200,35 @@ export class KubeClient {
   }
 
   /**
-   * Sends one request and parses the JSON answer. Non-2xx answers throw KubeApiError with the
-   * API server's reason and message.
+   * Sends one request to a path the typed calls do not cover (a review API, say) and parses
+   * the JSON answer. Non-2xx answers throw KubeApiError with the API server's reason and message.
    */
   async request<T = unknown>(
-    method: string,
+    method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
     path: string,
     options: { body?: unknown; contentType?: string; query?: Record<string, string | undefined> } = {},
   ): Promise<T> {
-    const url = new URL(path, this.server);
-    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
-    const reqOptions = await this.requestOptions();
-    const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
-    const headers: Record<string, string> = {
-      ...(reqOptions.headers as Record<string, string> | undefined),
-      Accept: "application/json",
-    };
-    if (payload) {
-      headers["Content-Type"] = options.contentType ?? "application/json";
-      headers["Content-Length"] = String(payload.length);
+    const what = `${method} ${path}`;
+    try {
+      const context = this.config.baseServer.makeRequestContext(path, HttpMethod[method]);
+      for (const [k, v] of Object.entries(options.query ?? {}))
+        if (v !== undefined) context.setQueryParam(k, v);
+      context.setHeaderParam("Accept", "application/json");
+      if (options.body !== undefined) {
+        context.setHeaderParam("Content-Type", options.contentType ?? "application/json");
+        context.setBody(JSON.stringify(options.body));
+      }
+      await this.kubeConfig.applySecurityAuthentication(context);
+      context.setSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+      const response = await this.config.httpApi.send(context).toPromise();
+      const text = await response.body.text();
+      if (response.httpStatusCode >= 200 && response.httpStatusCode < 300) {
+        return (text ? JSON.parse(text) : undefined) as T;
+      }
+      throw new ApiException(response.httpStatusCode, "Unsuccessful HTTP Request", text, response.headers);
+    } catch (err) {
+      throw apiError(err, what);
     }
-    const transport = url.protocol === "https:" ? https : http;
-    return new Promise<T>((resolve, reject) => {
-      const req = transport.request(url, { ...reqOptions, method, headers, timeout: 30_000 }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          const status = res.statusCode ?? 0;
-          let parsed: unknown = undefined;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            parsed = undefined;
-          }
-          if (status >= 200 && status < 300) return resolve(parsed as T);
-          const s = (parsed ?? {}) as { reason?: string; message?: string; details?: unknown };
-          reject(
-            new KubeApiError(
-              status,
-              s.reason ?? "Unknown",
-              `${method} ${url.pathname}: ${status} ${s.message ?? text.slice(0, 300)}`,
-              s.details,
-            ),
-          );
-        });
-      });
-      req.on("timeout", () =>
-        req.destroy(new KubeApiError(0, "Timeout", `${method} ${url.pathname}: timed out`)),
-      );
-      req.on("error", (err) =>
-        reject(
-          err instanceof KubeApiError
-            ? err
-            : new KubeApiError(0, "ConnectionError", `${method} ${url.pathname}: ${err.message}`),
-        ),
-      );
-      if (payload) req.write(payload);
-      req.end();
-    });
   }
 
   /** Gets one object, or undefined when it does not exist. */
@@ -189,10 +238,16 @@ export class KubeClient {
     name: string,
   ): Promise<T | undefined> {
     try {
-      return await this.request<T>("GET", resourcePath(res, namespace, name));
+      const obj = await this.objects.read({
+        apiVersion: apiVersionOf(res),
+        kind: res.kind,
+        metadata: { name, ...(res.namespaced ? { namespace } : {}) },
+      });
+      return plain<T>(obj);
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+      const e = apiError(err, `GET ${resourcePath(res, namespace, name)}`);
+      if (isNotFound(e)) return undefined;
+      throw e;
     }
   }
 
@@ -202,12 +257,26 @@ export class KubeClient {
     namespace?: string,
     options: ListOptions = {},
   ): Promise<KubeList<T>> {
-    const list = await this.request<KubeList<T>>("GET", resourcePath(res, namespace), {
-      query: { labelSelector: options.labelSelector, fieldSelector: options.fieldSelector },
-    });
+    let list: KubeList<T>;
+    try {
+      list = plain<KubeList<T>>(
+        await this.objects.list(
+          apiVersionOf(res),
+          res.kind,
+          res.namespaced ? namespace : undefined,
+          undefined,
+          undefined,
+          undefined,
+          options.fieldSelector,
+          options.labelSelector,
+        ),
+      );
+    } catch (err) {
+      throw apiError(err, `GET ${resourcePath(res, namespace)}`);
+    }
     // Items of a list carry no apiVersion/kind; fill them in so callers can treat them as objects.
     for (const item of list.items) {
-      item.apiVersion ??= res.group ? `${res.group}/${res.version}` : res.version;
+      item.apiVersion ??= apiVersionOf(res);
       item.kind ??= res.kind;
     }
     return list;
@@ -224,28 +293,41 @@ export class KubeClient {
   ): Promise<T> {
     const name = obj.metadata?.name;
     if (!name) throw new Error(`apply ${res.kind}: metadata.name is required`);
-    return this.request<T>("PATCH", resourcePath(res, obj.metadata?.namespace, name), {
-      body: obj,
-      contentType: "application/apply-patch+yaml",
-      query: {
-        fieldManager: options.fieldManager ?? "sluice",
-        force: String(options.force ?? true),
-        dryRun: options.dryRun ? "All" : undefined,
-      },
-    });
+    try {
+      return plain<T>(
+        await this.objects.patch(
+          this.header(res, obj),
+          undefined,
+          options.dryRun ? "All" : undefined,
+          options.fieldManager ?? "sluice",
+          options.force ?? true,
+          PatchStrategy.ServerSideApply,
+        ),
+      );
+    } catch (err) {
+      throw apiError(err, `PATCH ${resourcePath(res, obj.metadata?.namespace, name)}`);
+    }
   }
 
-  /** Merge-patches the status subresource. */
+  /** Merge-patches the status subresource of a custom resource. */
   async patchStatus<T extends KubeObject = KubeObject>(
     res: Resource,
     namespace: string | undefined,
     name: string,
     status: unknown,
   ): Promise<T> {
-    return this.request<T>("PATCH", resourcePath(res, namespace, name, "status"), {
-      body: { status },
-      contentType: "application/merge-patch+json",
-    });
+    if (!res.group) throw new Error(`patchStatus ${res.kind}: only custom resources`);
+    const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+    const target = { group: res.group, version: res.version, plural: res.plural, name, body: { status } };
+    try {
+      const result: unknown =
+        res.namespaced && namespace
+          ? await this.customObjects.patchNamespacedCustomObjectStatus({ ...target, namespace }, merge)
+          : await this.customObjects.patchClusterCustomObjectStatus(target, merge);
+      return plain<T>(result);
+    } catch (err) {
+      throw apiError(err, `PATCH ${resourcePath(res, namespace, name, "status")}`);
+    }
   }
 
   /** Merge-patches the object itself (metadata, spec). */
@@ -253,38 +335,70 @@ export class KubeClient {
     res: Resource,
     namespace: string | undefined,
     name: string,
-    patch: unknown,
+    patch: Record<string, unknown>,
   ): Promise<T> {
-    return this.request<T>("PATCH", resourcePath(res, namespace, name), {
-      body: patch,
-      contentType: "application/merge-patch+json",
-    });
+    const target = this.header(res, { ...patch, metadata: { ...(patch.metadata ?? {}), name, namespace } });
+    try {
+      return plain<T>(
+        await this.objects.patch(
+          target,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          PatchStrategy.MergePatch,
+        ),
+      );
+    } catch (err) {
+      throw apiError(err, `PATCH ${resourcePath(res, namespace, name)}`);
+    }
   }
 
   /** Creates an object. */
   async create<T extends KubeObject = KubeObject>(res: Resource, obj: KubeObject): Promise<T> {
-    return this.request<T>("POST", resourcePath(res, obj.metadata?.namespace), { body: obj });
+    try {
+      return plain<T>(await this.objects.create(this.header(res, obj)));
+    } catch (err) {
+      throw apiError(err, `POST ${resourcePath(res, obj.metadata?.namespace)}`);
+    }
+  }
+
+  /**
+   * Replaces an object (PUT). With `metadata.resourceVersion` set, it fails with a conflict if
+   * the object changed since it was read.
+   */
+  async replace<T extends KubeObject = KubeObject>(res: Resource, obj: KubeObject): Promise<T> {
+    try {
+      return plain<T>(await this.objects.replace(this.header(res, obj)));
+    } catch (err) {
+      throw apiError(err, `PUT ${resourcePath(res, obj.metadata?.namespace, obj.metadata?.name)}`);
+    }
   }
 
   /** Deletes an object; returns false when it was already gone. */
   async delete(res: Resource, namespace: string | undefined, name: string): Promise<boolean> {
     try {
-      await this.request("DELETE", resourcePath(res, namespace, name), {
-        body: { kind: "DeleteOptions", apiVersion: "v1", propagationPolicy: "Background" },
-      });
+      await this.objects.delete(
+        this.header(res, { metadata: { name, namespace } }),
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        "Background",
+      );
       return true;
     } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
+      const e = apiError(err, `DELETE ${resourcePath(res, namespace, name)}`);
+      if (isNotFound(e)) return false;
+      throw e;
     }
   }
 
-  private async requestOptions(): Promise<https.RequestOptions> {
-    // Authentication material can rotate (token files, exec plugins): ask the config each time,
-    // but it is cheap for static credentials.
-    const opts: https.RequestOptions = {};
-    await this.kubeConfig.applyToHTTPSOptions(opts);
-    return opts;
+  /** The object with the apiVersion and kind of `res`, as the library finds the resource by them. */
+  private header(res: Resource, obj: KubeObject): KubernetesObject {
+    const metadata = { ...obj.metadata };
+    if (!res.namespaced) delete metadata.namespace;
+    return { ...obj, apiVersion: apiVersionOf(res), kind: res.kind, metadata } as KubernetesObject;
   }
 }
 

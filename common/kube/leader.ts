@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../log.ts";
-import { CoreResources, isConflict, type KubeClient, type KubeObject, resourcePath } from "./client.ts";
+import { CoreResources, isConflict, type KubeClient, type KubeObject } from "./client.ts";
 
 /** Settings of {@link LeaderElector}; the defaults are client-go's. */
 export interface LeaderElectionConfig {
@@ -260,13 +260,11 @@ export class LeaderElector {
   /** PUT with the resourceVersion that was read: fails with a conflict if the Lease moved on. */
   private async replace(current: Lease, spec: LeaseSpec): Promise<void> {
     const { namespace, leaseName } = this.config;
-    await this.client.request("PUT", resourcePath(CoreResources.Lease, namespace, leaseName), {
-      body: {
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        metadata: { ...current.metadata, name: leaseName, namespace },
-        spec,
-      },
+    await this.client.replace(CoreResources.Lease, {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: { ...current.metadata, name: leaseName, namespace },
+      spec,
     });
   }
 
