@@ -13,6 +13,8 @@ import { NodeAgent, pinName, type DataPlane } from "../node-agent/src/agent/agen
 import { AgentCounters, agentRegistry } from "../node-agent/src/agent/metrics.ts";
 import { BpfStatsSession } from "../node-agent/src/agent/kstats.ts";
 import { metricsHandler } from "../common/metrics.ts";
+import { gitCommitInfo, LiveView, type CommitInfo } from "../common/liveview/index.ts";
+import { agentLiveReader } from "../node-agent/src/agent/liveview.ts";
 import {
   ChainManager,
   DEFAULT_BPFFS_ROOT,
@@ -269,6 +271,13 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     apply: async (spec) => {
       const result = await manager.apply(spec);
       agentCounters.recordApply(result);
+      if (result.action === "created" || result.action === "switched") {
+        const liveAt = Date.now();
+        void commitOf(result.revision).then((commit) => {
+          if (commit?.timeMs)
+            agentCounters.commitToLive.observe({ chain: result.chain }, (liveAt - commit.timeMs) / 1000);
+        });
+      }
       lastApply.set(result.chain, {
         action: result.action,
         revision: result.revision,
@@ -289,6 +298,22 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     },
   };
   const agentCounters = new AgentCounters();
+  // The commit behind a chain revision (a digest of the plan): the one the GitSource had applied
+  // when the revision was first seen, read from the GitSource's clone.
+  const gitWorkDir = join(options.dataDir, "git", "default", sourceName);
+  const commits = new Map<string, Promise<CommitInfo | undefined>>();
+  const commitOf = (chainRevision: string): Promise<CommitInfo | undefined> => {
+    let commit = commits.get(chainRevision);
+    if (!commit) {
+      commit = store
+        .get("GitSource", "default", sourceName)
+        .then((source) => source?.status?.lastAppliedRevision)
+        .then((revision) => (revision ? gitCommitInfo(gitWorkDir, revision) : undefined))
+        .catch(() => undefined);
+      commits.set(chainRevision, commit);
+    }
+    return commit;
+  };
   const agent = new NodeAgent({
     nodeName,
     store,
@@ -373,6 +398,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     async stop() {
       stopping = true;
       rates.stop();
+      liveView.stop();
       bpfStats.close();
       await controlPlane.stop();
       await agentStarted.catch(() => undefined);
@@ -395,6 +421,28 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     processMetrics: true,
   });
   server.route("GET", "/metrics", metricsHandler(agentMetrics));
+  // The live view at / : graphs of every chain, markers where revisions changed.
+  const liveView = new LiveView({
+    title: nodeName,
+    read: agentLiveReader({
+      node: nodeName,
+      list: () => manager.list(),
+      store,
+      bpffsRoot: options.bpffsRoot ?? DEFAULT_BPFFS_ROOT,
+      stats: bpfStats,
+      mark: (marker) => liveView.history.mark(marker),
+      commitOf,
+      lastSwitch: (chain) => lastApply.get(chain)?.at,
+    }),
+    log,
+  });
+  try {
+    for (const [path, handler] of liveView.routes()) server.route("GET", path, handler);
+    liveView.start();
+  } catch (err) {
+    // Chains matter more than their graphs: without the page's files, sluice runs without it.
+    log.warn({ err }, "live view not served");
+  }
   log.info({ url, node: nodeName, selector: `${NODE_LABEL}=${nodeName}` }, "single-host sluice running");
   return host;
 }

@@ -84,10 +84,14 @@ export async function build(): Promise<void> {
   for (const file of result.outputFiles) {
     await writeFile(file.path, file.path.endsWith(".map") ? ownSourcesOnly(file.text) : file.contents);
   }
+  // The live view's page is served as files (no build step at run time): web/ and uPlot's
+  // browser build, copied next to the chunks.
+  const webFiles = await copyWebAssets();
   // Chunks of an earlier build go only now: a sluice process that is running meanwhile (a test,
   // the demo) still finds dist/main.js and the chunks it loads later.
   const outputs = new Set(Object.keys(result.metafile.outputs).map((p) => resolve(root, p)));
   outputs.add(BUILD_INFO);
+  for (const file of webFiles) outputs.add(file);
   for (const entry of await readdir(DIST_DIR, { recursive: true, withFileTypes: true })) {
     const path = join(entry.parentPath, entry.name);
     if (entry.isFile() && !outputs.has(path)) await rm(path);
@@ -95,10 +99,25 @@ export async function build(): Promise<void> {
   const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes("node_modules/"));
   const sources: BuildInfo["sources"] = {};
   // The lock file stands for the bundled packages.
-  for (const path of [...inputs, "package-lock.json", "scripts/build.ts"].sort()) {
+  const webSources = (await readdir(join(root, "web"))).map((name) => `web/${name}`);
+  for (const path of [...inputs, ...webSources, "package-lock.json", "scripts/build.ts"].sort()) {
     sources[path] = await digest(path);
   }
   await writeFile(BUILD_INFO, JSON.stringify({ sources } satisfies BuildInfo, null, 2) + "\n");
+}
+
+/** Copies web/ and uPlot's files into dist/web; returns the paths written. */
+async function copyWebAssets(): Promise<string[]> {
+  const written: string[] = [];
+  const copy = async (from: string, to: string) => {
+    await mkdir(dirname(to), { recursive: true });
+    await writeFile(to, await readFile(from));
+    written.push(to);
+  };
+  for (const name of await readdir(join(root, "web"))) await copy(join(root, "web", name), join(DIST_DIR, "web", name));
+  for (const name of ["uPlot.iife.min.js", "uPlot.min.css"])
+    await copy(join(root, "node_modules/uplot/dist", name), join(DIST_DIR, "web/vendor", name));
+  return written;
 }
 
 const VLQ = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -15,6 +15,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SLUICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice}
 apt_packages=(clang llvm libbpf-dev bpftool iproute2 git)
+# Only the tests need these: the live view's browser test drives Debian's headless chromium.
+test_apt_packages=(chromium)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -117,6 +119,7 @@ case "${1:-}" in
     ;;
   "")
     ensure_npm
+    apt_packages+=("${test_apt_packages[@]}")
     ensure_apt
     ensure_bpffs
     bin=$(ensure_testbin)

@@ -1,0 +1,117 @@
+import { describe, expect, it } from "vitest";
+import { HISTORY_POINTS, LiveHistory } from "./history.ts";
+import type { ChainReading } from "./model.ts";
+
+/** A one-NF-pair chain whose counters are `packets` and `drops` (of the second NF) so far. */
+function reading(packets: number, drops: number, extra: Partial<ChainReading> = {}): ChainReading {
+  return {
+    node: "n1",
+    chain: "default_edge",
+    hook: "xdp",
+    revision: "main@sha1:" + "a".repeat(40),
+    phase: "Ready",
+    functions: [
+      { name: "firewall", packets: BigInt(packets), drops: 0n, passes: BigInt(packets), errors: 0n },
+      {
+        name: "ratelimit",
+        packets: BigInt(packets),
+        drops: BigInt(drops),
+        passes: BigInt(packets - drops),
+        errors: 0n,
+      },
+    ],
+    rootMisses: 0n,
+    ...extra,
+  };
+}
+
+/** Feeds one reading a second from `start` (s) with `perSecond(i)` -> [packets/s, drops/s]. */
+function feed(
+  history: LiveHistory,
+  start: number,
+  seconds: number,
+  perSecond: (i: number) => [number, number],
+  from = { p: 0, d: 0 },
+  extra: Partial<ChainReading> = {},
+) {
+  let { p, d } = from;
+  for (let i = 0; i < seconds; i++) {
+    const [pp, dd] = perSecond(i);
+    p += pp;
+    d += dd;
+    history.record((start + i) * 1000, [reading(p, d, extra)]);
+  }
+  return { p, d };
+}
+
+describe("the live view's history", () => {
+  it("turns counters into per-second rates per function and keeps 15 minutes", () => {
+    const history = new LiveHistory("n1");
+    feed(history, 1000, HISTORY_POINTS + 20, () => [100, 10]);
+    const { points } = history.snapshot();
+    expect(points).toHaveLength(HISTORY_POINTS);
+    expect(points.at(-1)!.functions["n1/default_edge/ratelimit"]).toEqual([100, 10, 90, 0]);
+    expect(points.at(-1)!.t - points[0]!.t).toBe(HISTORY_POINTS - 1);
+  });
+
+  it("reports a function whose drop rate jumped after a switch, naming the commit", () => {
+    const history = new LiveHistory("n1");
+    const at = feed(history, 1000, 30, () => [100, 0]);
+    history.mark({
+      t: 1030,
+      chain: "default_edge",
+      node: "n1",
+      kind: "switch",
+      revision: "r2",
+      message: "deny udp",
+    });
+    feed(history, 1030, 6, () => [100, 80], at);
+    const problems = history.snapshot().problems;
+    expect(problems).toEqual([
+      expect.objectContaining({
+        kind: "drop-rate-jump",
+        chain: "default_edge",
+        nf: "ratelimit",
+        message: expect.stringContaining("deny udp"),
+      }),
+    ]);
+  });
+
+  it("reports counters that stopped, tail-call misses, a failed switch and a map near full", () => {
+    const history = new LiveHistory("n1");
+    const at = feed(history, 1000, 30, () => [50, 0]);
+    feed(history, 1030, 12, () => [0, 0], at, {
+      rootMisses: 0n,
+      phase: "Failed",
+      lastError: { reason: "VerifierRejected", message: "R1 invalid mem access\nmore" },
+      maps: [{ nf: "ratelimit", map: "ratelimit_state", entries: 950, maxEntries: 1000 }],
+    });
+    history.record(1042_000, [reading(at.p, 0, { rootMisses: 7n })]);
+    const kinds = history.snapshot().problems.map((p) => p.kind);
+    expect(kinds).toContain("tail-call-misses");
+    feed(history, 1043, 1, () => [0, 0], at, {
+      phase: "Failed",
+      lastError: { reason: "VerifierRejected", message: "R1 invalid mem access\nmore" },
+      maps: [{ nf: "ratelimit", map: "ratelimit_state", entries: 950, maxEntries: 1000 }],
+      rootMisses: 7n,
+    });
+    expect(
+      history
+        .snapshot()
+        .problems.map((p) => p.kind)
+        .sort(),
+    ).toEqual(["counters-stopped", "map-near-full", "switch-failed", "tail-call-misses"].sort());
+  });
+
+  it("tells subscribers of every point and marker", () => {
+    const history = new LiveHistory("n1");
+    const events: string[] = [];
+    const stop = history.subscribe((e) => events.push(e.type));
+    expect(history.watchers).toBe(1);
+    history.record(1000, [reading(1, 0)]);
+    history.mark({ t: 1, chain: "default_edge", kind: "rollout-started", revision: "r", message: "m" });
+    stop();
+    history.record(2000, [reading(2, 0)]);
+    expect(events).toEqual(["point", "marker"]);
+  });
+});

@@ -1,0 +1,122 @@
+/**
+ * What the live view shows, as plain data: the server samples chains once a second into a
+ * {@link import("./history.ts").LiveHistory}, and the page reads the same shapes as JSON.
+ * Nothing here knows where the figures come from (an agent's chain manager, or every agent's
+ * reports in the operator).
+ */
+
+/** Cumulative counters of one network function, as read now. */
+export interface FunctionReading {
+  name: string;
+  packets: bigint;
+  drops: bigint;
+  passes: bigint;
+  errors: bigint;
+}
+
+/** A hash map's fill level. */
+export interface MapFillReading {
+  nf: string;
+  map: string;
+  entries: number;
+  maxEntries: number;
+}
+
+/** One chain on one node, as read now. */
+export interface ChainReading {
+  node: string;
+  chain: string;
+  hook: string;
+  revision: string;
+  /** NodeChain phase (Ready, Failed, Pending, ...) or "Running" where there is no NodeChain. */
+  phase: string;
+  /** When the live revision was switched in (ISO time), when known. */
+  lastSwitch?: string;
+  /** The Git commit behind the revision, when known. */
+  commit?: CommitInfo;
+  /** Functions in chain order. */
+  functions: FunctionReading[];
+  /** Packets whose tail call from the root found no revision. */
+  rootMisses: bigint;
+  /** Kernel run-time figures of the whole chain, while BPF statistics count. */
+  runs?: bigint;
+  runTimeNs?: bigint;
+  /** Why there are no run-time figures. */
+  runTimeAbsent?: string;
+  maps?: MapFillReading[];
+  /** The last failure to switch a revision in, if the node reports one. */
+  lastError?: { reason: string; message: string };
+}
+
+/** A Git commit, as the page shows it. */
+export interface CommitInfo {
+  sha: string;
+  /** Subject line of the commit message. */
+  message: string;
+  /** Committer time, ms since the epoch. */
+  timeMs?: number;
+}
+
+/** Something that happened to a chain, drawn as a marker on its graphs. */
+export interface LiveMarker {
+  /** Seconds since the epoch (the graphs' x axis). */
+  t: number;
+  node?: string;
+  chain: string;
+  kind: "switch" | "switch-failed" | "rollout-started" | "rollout-halted" | "rolled-back";
+  revision: string;
+  /** The commit message, or the failure's reason and message. */
+  message: string;
+}
+
+/** A problem the page puts above the graphs. */
+export interface LiveProblem {
+  kind:
+    | "tail-call-misses"
+    | "drop-rate-jump"
+    | "counters-stopped"
+    | "map-near-full"
+    | "switch-failed"
+    | "node-silent";
+  node?: string;
+  chain: string;
+  nf?: string;
+  message: string;
+}
+
+/** What the page draws for one chain (everything but the time series). */
+export interface ChainView {
+  key: string;
+  node: string;
+  chain: string;
+  hook: string;
+  revision: string;
+  phase: string;
+  lastSwitch?: string;
+  commit?: CommitInfo;
+  functions: string[];
+  runTimeAbsent?: string;
+  maps: MapFillReading[];
+  lastError?: { reason: string; message: string };
+}
+
+/** Rates of one function at one second: packets, drops, passes, errors per second. */
+export type FunctionRates = [number, number, number, number];
+
+/** One second of the history as the page receives it. */
+export interface LivePoint {
+  t: number;
+  /** `<node>/<chain>/<nf>` -> rates. */
+  functions: Record<string, FunctionRates>;
+  /** `<node>/<chain>` -> mean ns per packet over the second (absent without run-time figures). */
+  nsPerPacket: Record<string, number>;
+}
+
+/** What the page loads first, and each event after. */
+export interface LiveSnapshot {
+  title: string;
+  chains: ChainView[];
+  points: LivePoint[];
+  markers: LiveMarker[];
+  problems: LiveProblem[];
+}
