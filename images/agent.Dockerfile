@@ -31,6 +31,11 @@ COPY tsconfig.json ./
 COPY scripts/build.ts ./scripts/
 COPY bin ./bin
 COPY common ./common
+# The agent's code imports nothing of operator/ (test/unit/import-boundaries.test.ts holds it to
+# that, through bin/ too), but dist/ is the one bundle of every `sluice` command: bin/main.ts
+# imports each command's code lazily, esbuild resolves all of them, and the operator and agent
+# images share this stage. `sluice agent` never loads the operator's chunks (its own code is
+# about 70 kB of dist/, beside the packages only it uses).
 COPY operator ./operator
 COPY node-agent ./node-agent
 RUN npm run build
