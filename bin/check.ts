@@ -438,10 +438,10 @@ class Session {
       this.#fail(state, "", `does not compile (source at ${where}): ${headline}`, detail, location);
       return;
     }
-    // Table entries of custom functions are checked by the build; its paths are plan paths.
-    const field = /^functions\[\d+\]\.(\S+?):\s*(.*)$/s.exec(err.message);
-    if (field) this.#fail(state, `spec.${field[1]}`, field[2]!);
-    else this.#fail(state, "", err.message.replace(/^functions\[\d+\] /, ""));
+    // Table entries of custom functions are checked by the build; its issues name fields of
+    // the function, which are the same in the NetworkFunction's spec.
+    if (err.issues.length === 0) this.#fail(state, "", err.message);
+    for (const issue of err.issues) this.#fail(state, `spec.${issue.path}`, issue.message);
   }
 
   /**

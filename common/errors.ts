@@ -26,8 +26,13 @@ export interface SluiceErrorOptions {
   issues?: readonly FieldIssue[];
   /** Output of the tool that failed (compiler, verifier), kept for status. */
   log?: string;
+  /** For `wait`: when to look again (default {@link DEFAULT_WAIT_MS}). */
+  retryAfterMs?: number;
   cause?: unknown;
 }
+
+/** How long a `wait` error waits when it does not say. */
+export const DEFAULT_WAIT_MS = 5_000;
 
 /**
  * An error that crosses a boundary (compile, load, self-test, fetch, Git sync, manifest load,
@@ -40,12 +45,15 @@ export class SluiceError extends Error {
   readonly retry: RetryClass;
   readonly issues: readonly FieldIssue[];
   readonly log?: string;
+  /** For `wait`: when to look again. */
+  readonly retryAfterMs: number;
 
   constructor(reason: Reason, message: string, options: SluiceErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.reason = reason;
     this.retry = options.retry;
     this.issues = options.issues ?? [];
+    this.retryAfterMs = options.retryAfterMs ?? DEFAULT_WAIT_MS;
     if (options.log !== undefined) this.log = options.log;
   }
 }

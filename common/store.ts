@@ -73,12 +73,6 @@ export function parseStoreObject<K extends StoreKind>(kind: K, raw: unknown): St
   });
 }
 
-/**
- * @deprecated Read objects as {@link StoreObject} of their kind; this name is kept only until the
- * agent reads NodeChains typed.
- */
-export type StoredObject = StoreObject;
-
 /** What changed in the store. */
 export interface StoreEvent<K extends StoreKind = StoreKind> {
   type: "changed" | "deleted";

@@ -1,3 +1,4 @@
+import { SluiceError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { WorkQueue } from "./workqueue.ts";
 
@@ -5,35 +6,6 @@ import { WorkQueue } from "./workqueue.ts";
 export interface ReconcileResult {
   /** Reconcile this key again after this many milliseconds (periodic sync, waiting for a dependency). */
   requeueAfterMs?: number;
-}
-
-/**
- * An error that says the spec itself is wrong: retrying will not help until the object changes.
- * The reconciler has already set `Stalled`; the controller does not requeue.
- */
-export class StallingError extends Error {
-  override name = "StallingError";
-  constructor(
-    readonly reason: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/**
- * An error that says a dependency is not there yet: requeue after `retryAfterMs`
- * without counting it as a failure.
- */
-export class WaitingError extends Error {
-  override name = "WaitingError";
-  constructor(
-    readonly reason: string,
-    message: string,
-    readonly retryAfterMs = 5_000,
-  ) {
-    super(message);
-  }
 }
 
 /** How one reconcile ended: done, spec wrong (stalled), dependency missing (waiting), failed. */
@@ -44,7 +16,9 @@ export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | 
 
 /**
  * Runs a reconcile function over a work queue with a fixed number of workers. Unexpected errors
- * back off exponentially per key; StallingError stops retries; WaitingError requeues plainly.
+ * back off exponentially per key, and so do {@link SluiceError}s of retry class `backoff`; `stall`
+ * stops retries (the reconciler has set Stalled; a spec change queues the key again); `wait`
+ * requeues after the error's `retryAfterMs` without counting it as a failure.
  */
 export class Controller {
   readonly queue: WorkQueue;
@@ -92,11 +66,11 @@ export class Controller {
         this.queue.forget(key);
         if (result?.requeueAfterMs !== undefined) this.queue.addAfter(key, result.requeueAfterMs);
       } catch (err) {
-        if (err instanceof StallingError) {
+        if (err instanceof SluiceError && err.retry === "stall") {
           outcome = "stalled";
           this.queue.forget(key);
           log.warn({ reason: err.reason }, err.message);
-        } else if (err instanceof WaitingError) {
+        } else if (err instanceof SluiceError && err.retry === "wait") {
           outcome = "waiting";
           this.queue.forget(key);
           log.info({ reason: err.reason, retryAfterMs: err.retryAfterMs }, err.message);

@@ -1,6 +1,8 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { Controller, StallingError, WaitingError } from "../../common/kube/controller.ts";
+import { Controller } from "../../common/kube/controller.ts";
+import { SluiceError } from "../../common/errors.ts";
+import { checkScrape } from "../../test/support/scrape.ts";
 import { OperatorMetrics } from "./metrics.ts";
 
 const silent = pino({ level: "silent" });
@@ -12,8 +14,9 @@ describe("operator metrics", () => {
     const controller = new Controller(
       "servicechain",
       async (key) => {
-        if (key === "ns/stalled") throw new StallingError("InvalidSpec", "bad spec");
-        if (key === "ns/waiting") throw new WaitingError("SourceNotReady", "later", 60_000);
+        if (key === "ns/stalled") throw new SluiceError("InvalidSpec", "bad spec", { retry: "stall" });
+        if (key === "ns/waiting")
+          throw new SluiceError("SourceNotReady", "later", { retry: "wait", retryAfterMs: 60_000 });
         if (key === "ns/broken") throw new Error("boom");
       },
       silent,
@@ -60,5 +63,34 @@ describe("operator metrics", () => {
     expect(scraped).toContain("sluice_leader 1\n");
     leading = false;
     expect(await text()).toContain("sluice_leader 0\n");
+  });
+});
+
+describe("rollout metrics", () => {
+  it("reports nodes by state and a halted rollout with its reason", async () => {
+    const metrics = new OperatorMetrics();
+    const chain = (name: string, reason: string, nodes: Record<string, number>) =>
+      ({
+        apiVersion: "sluice.dev/v1alpha1",
+        kind: "ServiceChain",
+        metadata: { name, namespace: "net" },
+        spec: {},
+        status: {
+          observedGeneration: 1,
+          nodes,
+          conditions: [{ type: "Ready", status: "False", reason, message: "", lastTransitionTime: "" }],
+        },
+      }) as never;
+    metrics.observeServiceChains(async () => [
+      chain("edge", "NodesFailed", { desired: 3, updated: 2, ready: 1, failed: 1 }),
+      chain("core", "RollingOut", { desired: 3, updated: 1, ready: 1, failed: 0 }),
+    ]);
+    const scraped = checkScrape(await metrics.registry.metrics());
+    expect(scraped.problems).toEqual([]);
+    const edge = { namespace: "net", servicechain: "edge" };
+    expect(scraped.value("sluice_servicechain_nodes", { ...edge, state: "failed" })).toBe(1);
+    expect(scraped.value("sluice_servicechain_nodes", { ...edge, state: "desired" })).toBe(3);
+    expect(scraped.value("sluice_servicechain_rollout_halted", { ...edge, reason: "NodesFailed" })).toBe(1);
+    expect(scraped.family("sluice_servicechain_rollout_halted")?.metrics).toHaveLength(1);
   });
 });

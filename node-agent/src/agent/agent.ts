@@ -6,14 +6,15 @@ import {
   setCondition,
   type Condition,
   type LastError,
-  type NodeChainStatus,
   type SelfTest,
 } from "../../../common/api/index.ts";
 import { Controller, objectKey, splitKey } from "../../../common/kube/controller.ts";
 import type { Logger } from "../../../common/log.ts";
-import type { Store, StoredObject } from "../../../common/store.ts";
+import { failureOf, InvalidObjectError, SluiceError, type RetryClass } from "../../../common/errors.ts";
+import type { StatusPatch, Store } from "../../../common/store.ts";
 import type { ChainSpec } from "../chain/spec.ts";
-import { BuildError, buildChainSpec } from "./build.ts";
+import { SelfTestError } from "../selftest/selftest.ts";
+import { buildChainSpec } from "./build.ts";
 
 /** What the agent asks of the data plane; the chain manager provides it (or a simulation does). */
 export interface DataPlane {
@@ -63,7 +64,7 @@ export interface AgentOptions {
   netns?: string;
   log: Logger;
   /** Called with every status the agent writes (tests record transitions with it). */
-  onStatus?: (name: string, status: NodeChainStatus) => void;
+  onStatus?: (name: string, status: StatusPatch<"NodeChain">) => void;
   /** Called after every attempt to make a revision live (metrics count switches with it). */
   onSwitch?: (outcome: { ok: true } | { ok: false; reason: string }) => void;
   /**
@@ -83,36 +84,21 @@ export const DEFAULT_RETRY_BACKOFF = { baseMs: 1_000, maxMs: 60_000 } as const;
 /** NodeChains reconciled at once: each may compile with clang, and nodes have few chains. */
 const CONCURRENCY = 4;
 
-/**
- * A transient failure, already written to the NodeChain's status: thrown to the controller so
- * that it retries the NodeChain with backoff.
- */
-class TransientChainFailure extends Error {
-  override name = "TransientChainFailure";
-  constructor(
-    readonly reason: string,
-    message: string,
-    options: ErrorOptions,
-  ) {
-    super(message, options);
-  }
-}
-
 /** Errors the agent turns into NodeChain status: reason, message, log, self-test results. */
 interface Failure {
-  reason: string;
+  reason: Reason;
   message: string;
   log?: string;
   selfTest?: SelfTest;
-  /** Worth retrying without a spec change (a download that failed, say). */
-  transient: boolean;
   /**
-   * Nothing is wrong with the revision: something it needs is out of reach for now (the
-   * operator's artifact server during an operator restart). Reported as phase Pending, not
-   * Failed, so that the rollout waits for this node (its progress deadline still bounds the
-   * wait) instead of halting and rolling back a revision that is fine.
+   * `stall`: the revision fails the same way until the spec changes; not retried.
+   * `backoff`: worth retrying without a spec change (an interface that is not there yet, say).
+   * `wait`: nothing is wrong with the revision: something it needs is out of reach for now (the
+   * operator's artifact server during an operator restart). Retried too, and reported as phase
+   * Pending, not Failed, so that the rollout waits for this node (its progress deadline still
+   * bounds the wait) instead of halting and rolling back a revision that is fine.
    */
-  waiting?: boolean;
+  retry: RetryClass;
 }
 
 /**
@@ -196,7 +182,7 @@ export class NodeAgent {
     }
   }
 
-  private enqueue(obj: StoredObject, deleted: boolean): void {
+  private enqueue(obj: NodeChain, deleted: boolean): void {
     if (this.stopped) return;
     const key = objectKey(obj);
     if (deleted) this.deleted.set(key, pinName(obj));
@@ -226,8 +212,15 @@ export class NodeAgent {
   private async reconcile(key: string): Promise<void> {
     const { store, dataPlane, log: rootLog } = this.options;
     const { namespace, name } = splitKey(key);
-    const stored = await store.get("NodeChain", namespace, name);
-    if (!stored) {
+    let nc: NodeChain | undefined;
+    try {
+      nc = await store.get("NodeChain", namespace, name);
+    } catch (err) {
+      if (!(err instanceof InvalidObjectError)) throw err;
+      rootLog.error({ name, issues: err.issues.slice(0, 5) }, "NodeChain does not parse");
+      return;
+    }
+    if (!nc) {
       const pin = this.deleted.get(key);
       this.deleted.delete(key);
       this.backingOff.delete(key);
@@ -238,13 +231,7 @@ export class NodeAgent {
       }
       return;
     }
-    const parsed = NodeChain.safeParse(stored);
-    if (!parsed.success) {
-      rootLog.error({ name, issues: parsed.error.issues.slice(0, 5) }, "NodeChain does not parse");
-      return;
-    }
-    const nc = parsed.data;
-    const chain = pinName(stored);
+    const chain = pinName(nc);
     const log = rootLog.child({ node: this.options.nodeName, chain, revision: nc.spec.revision });
     const generation = nc.metadata.generation ?? 0;
     this.reconciling.set(key, generation);
@@ -301,10 +288,10 @@ export class NodeAgent {
         revision: result.revision,
         programIds: result.programIds,
         attachedInterfaces: result.attachedInterfaces,
-        // null removes the field (JSON merge patch): a self-test left from an earlier attempt
-        // that failed would otherwise stay, and keep the node from counting as available.
-        selfTest: result.selfTest ?? (null as unknown as undefined),
-        lastError: null as unknown as undefined,
+        // null removes the field: a self-test left from an earlier attempt that failed would
+        // otherwise stay, and keep the node from counting as available.
+        selfTest: result.selfTest ?? null,
+        lastError: null,
         conditions: setCondition(
           status.conditions,
           {
@@ -320,7 +307,7 @@ export class NodeAgent {
     } catch (err) {
       const failure = describeFailure(err);
       this.options.onSwitch?.({ ok: false, reason: failure.reason });
-      const retry = failure.transient && !this.stopped;
+      const retry = failure.retry !== "stall" && !this.stopped;
       // Set before the status write: its watch event must not start another attempt at once.
       if (retry) this.backingOff.set(key, generation);
       else {
@@ -334,10 +321,10 @@ export class NodeAgent {
       };
       await this.writeStatus(nc.metadata.namespace, name, {
         observedGeneration: generation,
-        phase: failure.waiting ? "Pending" : "Failed",
+        phase: failure.retry === "wait" ? "Pending" : "Failed",
         revision: this.live.get(chain),
         lastError,
-        selfTest: failure.selfTest ?? (null as unknown as undefined),
+        selfTest: failure.selfTest ?? null,
         conditions: setCondition(
           status.conditions,
           {
@@ -351,14 +338,15 @@ export class NodeAgent {
         ),
       });
       // The controller logs it with the delay of the next attempt.
-      if (retry) throw new TransientChainFailure(failure.reason, failure.message, { cause: err });
+      // Waiting for an artifact is retried with back-off too: the operator may take a while.
+      if (retry) throw new SluiceError(failure.reason, failure.message, { retry: "backoff", cause: err });
     }
   }
 
   private async writeStatus(
     namespace: string | undefined,
     name: string,
-    status: NodeChainStatus,
+    status: StatusPatch<"NodeChain">,
   ): Promise<void> {
     this.options.onStatus?.(name, status);
     try {
@@ -374,49 +362,31 @@ export class NodeAgent {
  * dot (EPERM), so dots of the chain name become `_`; Kubernetes names have no `_`, so distinct
  * chains keep distinct names.
  */
-export function pinName(obj: { metadata: { name: string; namespace?: string }; spec?: unknown }): string {
-  const spec = obj.spec as { chain?: string } | undefined;
-  return `${obj.metadata.namespace ?? "default"}_${(spec?.chain ?? obj.metadata.name).replaceAll(".", "_")}`;
+export function pinName(obj: { metadata: { name: string; namespace?: string }; spec: object }): string {
+  // A NodeChain names its chain; a ServiceChain is the chain.
+  const chain =
+    "chain" in obj.spec && typeof obj.spec.chain === "string" ? obj.spec.chain : obj.metadata.name;
+  return `${obj.metadata.namespace ?? "default"}_${chain.replaceAll(".", "_")}`;
 }
 
-/** Maps whatever went wrong to a NodeChain reason; unknown errors are load failures. */
+/**
+ * What the NodeChain's status says about an error: its reason and retry class (every error of
+ * the build and the data plane carries them; anything else is a load failure, retried), and the
+ * vectors of a failed self-test.
+ */
 export function describeFailure(err: unknown): Failure {
-  if (err instanceof BuildError) {
-    const transient = err.reason === Reason.ArtifactFetchFailed;
-    return { reason: err.reason, message: err.message, log: err.log, transient, waiting: transient };
-  }
-  const e = err as Error & {
-    log?: string;
-    results?: Array<{ vector: string; passed: boolean; expected: string; got: string }>;
+  const failure = failureOf(err, Reason.LoadFailed);
+  const out: Failure = {
+    reason: failure.reason,
+    message: failure.message,
+    retry: failure.retry,
+    ...(failure.log !== undefined && { log: failure.log }),
   };
-  switch (e?.name) {
-    case "VerifierError":
-      return { reason: Reason.VerifierRejected, message: e.message, log: e.log, transient: false };
-    case "SelfTestError": {
-      const results = e.results ?? [];
-      const passed = results.filter((r) => r.passed).length;
-      return {
-        reason: Reason.SelfTestFailed,
-        message: e.message,
-        selfTest: { passed, failed: results.length - passed, results: results.slice(0, 256) },
-        transient: false,
-      };
-    }
-    case "NotSupportedError":
-      return { reason: Reason.NotSupported, message: e.message, transient: false };
-    case "ChainSpecError":
-      return { reason: Reason.InvalidSpec, message: e.message, transient: false };
-    case "NetnsError":
-      return { reason: Reason.InterfaceNotFound, message: e.message, transient: true };
-    case "AttachError":
-      return { reason: Reason.AttachFailed, message: e.message, transient: true };
-    default:
-      return {
-        reason: Reason.LoadFailed,
-        message: e instanceof Error ? e.message : String(err),
-        transient: true,
-      };
+  if (err instanceof SelfTestError) {
+    const passed = err.results.filter((r) => r.passed).length;
+    out.selfTest = { passed, failed: err.results.length - passed, results: err.results.slice(0, 256) };
   }
+  return out;
 }
 
 /** Conditions helper re-exported for tests that read agent status. */

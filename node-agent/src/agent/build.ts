@@ -14,6 +14,7 @@ import {
   digestHex,
   fetchArtifact,
 } from "../../../common/artifact/index.ts";
+import { SluiceError, type FieldIssue } from "../../../common/errors.ts";
 import type { ChainSpec, NfLoadSpec, RodataValue, TableEntry } from "../chain/spec.ts";
 import { BPF_DIR, compile, CompileError } from "../compile/index.ts";
 import { listInterfaces } from "../netns/index.ts";
@@ -23,14 +24,16 @@ import { configureBuiltinNf, rodataValues } from "../nf/index.ts";
  * A step of turning a plan into loadable objects failed. `reason` is the NodeChain condition
  * reason (CompileFailed, ArtifactFetchFailed, ...), `log` the compiler output when there is one.
  */
-export class BuildError extends Error {
+export class BuildError extends SluiceError {
   override name = "BuildError";
-  constructor(
-    readonly reason: string,
-    message: string,
-    readonly log?: string,
-  ) {
-    super(message);
+  constructor(reason: Reason, message: string, log?: string, issues: readonly FieldIssue[] = []) {
+    // An artifact out of reach (the operator restarting) is waited for; anything else fails the
+    // same way until the plan changes.
+    super(reason, message, {
+      retry: reason === Reason.ArtifactFetchFailed ? "wait" : "stall",
+      issues,
+      ...(log !== undefined && { log }),
+    });
   }
 }
 
@@ -181,21 +184,22 @@ function customTables(fn: ResolvedFunction, index: number): Record<string, Table
   const out: Record<string, TableEntry[]> = {};
   for (const [table, entries] of Object.entries(fn.tables)) {
     out[table] = entries.map((entry, j) => {
-      const where = `functions[${index}].tables.${table}[${j}]`;
-      const key = hexField(entry.key, `${where}.key`);
-      const value = hexField(entry.value, `${where}.value`);
+      const where = `tables.${table}[${j}]`;
+      const key = hexField(entry.key, index, `${where}.key`);
+      const value = hexField(entry.value, index, `${where}.value`);
       return { key, value };
     });
   }
   return out;
 }
 
-function hexField(v: unknown, where: string): Buffer {
+/** `v` as bytes; `path` is the field inside function `index` of the plan (and of its NetworkFunction's spec). */
+function hexField(v: unknown, index: number, path: string): Buffer {
   if (typeof v !== "string" || !/^([0-9a-fA-F]{2})+$/.test(v.replace(/\s/g, ""))) {
-    throw new BuildError(
-      Reason.InvalidSpec,
-      `${where}: must be a hex string of whole bytes, like "0a000001"`,
-    );
+    const message = 'must be a hex string of whole bytes, like "0a000001"';
+    throw new BuildError(Reason.InvalidSpec, `functions[${index}].${path}: ${message}`, undefined, [
+      { path, message },
+    ]);
   }
   return Buffer.from(v.replace(/\s/g, ""), "hex");
 }

@@ -1,3 +1,6 @@
+import { Reason } from "../../../common/api/conditions.ts";
+import { SluiceError } from "../../../common/errors.ts";
+
 /**
  * Errors of the chain manager besides those it passes on unchanged (libbpf's VerifierError,
  * BpfError and NotSupportedError, the self-test's SelfTestError, ChainSpecError from spec.ts).
@@ -23,14 +26,18 @@ export class NfContractError extends Error {
  * The chain's root program could not be attached to an interface (another program holds the
  * hook, or the device refused). Nothing was switched: the chain that ran before still runs.
  */
-export class AttachError extends Error {
+export class AttachError extends SluiceError {
   override name = "AttachError";
   constructor(
     readonly ifname: string,
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(`interface ${ifname}: ${message}`, options);
+    // Another program may let go of the hook, or the device come back: retried.
+    super(Reason.AttachFailed, `interface ${ifname}: ${message}`, {
+      retry: "backoff",
+      cause: options?.cause,
+    });
   }
 }
 

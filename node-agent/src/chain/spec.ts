@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import { Reason } from "../../../common/api/conditions.ts";
 import { MAX_CHAIN_LENGTH } from "../../../common/api/servicechain.ts";
+import { SluiceError, type FieldIssue } from "../../../common/errors.ts";
 import type { Hook } from "../../../common/api/meta.ts";
 import type { TestVector } from "../../../common/api/testvector.ts";
 
@@ -60,9 +62,15 @@ export interface ChainSpec {
   tests?: TestVector[];
 }
 
-/** Refused before anything is loaded. */
-export class ChainSpecError extends Error {
+/**
+ * Refused before anything is loaded; the same spec is refused again, so it is not retried.
+ * `issues` name the fields of the chain spec at fault, when the thrower knows them.
+ */
+export class ChainSpecError extends SluiceError {
   override name = "ChainSpecError";
+  constructor(message: string, issues: readonly FieldIssue[] = []) {
+    super(Reason.InvalidSpec, message, { retry: "stall", issues });
+  }
 }
 
 const chainNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/;

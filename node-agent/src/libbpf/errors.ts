@@ -1,4 +1,6 @@
 import { constants as osConstants } from "node:os";
+import { Reason } from "../../../common/api/conditions.ts";
+import { SluiceError, type RetryClass } from "../../../common/errors.ts";
 
 /** errno number -> symbolic name (`7` -> `E2BIG`), with the kernel-internal codes libbpf passes on. */
 const errnoNames: ReadonlyMap<number, string> = (() => {
@@ -46,7 +48,7 @@ export function errnoName(errno: number): string {
  * The message is exactly `<subject>: <op>: <CODE>` (for example `map fw_rules: update: E2BIG`),
  * followed by `: <detail>` when there is one: this is the line a user reads in a status field.
  */
-export class BpfError extends Error {
+export class BpfError extends SluiceError {
   override name = "BpfError";
   /** Positive errno value. */
   readonly errno: number;
@@ -65,9 +67,13 @@ export class BpfError extends Error {
     errno: number,
     detail?: string,
     libbpfLog: readonly string[] = [],
+    /** How the agent reports it: a load failure, retried, unless a subclass knows better. */
+    failure: { reason: Reason; retry: RetryClass } = { reason: Reason.LoadFailed, retry: "backoff" },
   ) {
     const code = errnoName(errno);
-    super(`${subject}: ${op}: ${code}${detail ? `: ${detail}` : ""}`);
+    super(failure.reason, `${subject}: ${op}: ${code}${detail ? `: ${detail}` : ""}`, {
+      retry: failure.retry,
+    });
     this.errno = Math.abs(errno);
     this.code = code;
     this.subject = subject;
@@ -86,11 +92,15 @@ export class VerifierError extends BpfError {
   /** Program name as written in the C source. */
   readonly program: string;
   /** Trimmed tail of the verifier log. */
-  readonly log: string;
+  override readonly log: string;
 
   constructor(program: string, errno: number, log: string, libbpfLog: readonly string[] = []) {
     const tail = trimVerifierLog(log);
-    super(`program ${program}`, "load", errno, `verifier rejected it: ${verifierReason(tail)}`, libbpfLog);
+    // The same object fails the same way until its source changes: no retry.
+    super(`program ${program}`, "load", errno, `verifier rejected it: ${verifierReason(tail)}`, libbpfLog, {
+      reason: Reason.VerifierRejected,
+      retry: "stall",
+    });
     this.program = program;
     this.log = tail;
   }
@@ -101,7 +111,7 @@ export class VerifierError extends BpfError {
  * `native XDP on ifindex 4`. Tests that depend on such a feature report it instead of failing
  * in an obscure way.
  */
-export class NotSupportedError extends Error {
+export class NotSupportedError extends SluiceError {
   override name = "NotSupportedError";
   /** The missing feature. */
   readonly feature: string;
@@ -109,7 +119,11 @@ export class NotSupportedError extends Error {
   readonly errno: number | undefined;
 
   constructor(feature: string, errno?: number) {
-    super(`not supported by this kernel or device: ${feature}${errno ? ` (${errnoName(errno)})` : ""}`);
+    super(
+      Reason.NotSupported,
+      `not supported by this kernel or device: ${feature}${errno ? ` (${errnoName(errno)})` : ""}`,
+      { retry: "stall" },
+    );
     this.feature = feature;
     this.errno = errno === undefined ? undefined : Math.abs(errno);
   }

@@ -9,6 +9,8 @@
  */
 import { closeSync, openSync } from "node:fs";
 import koffi from "koffi";
+import { Reason } from "../../../common/api/conditions.ts";
+import { SluiceError } from "../../../common/errors.ts";
 
 const libc = koffi.load("libc.so.6");
 const setns = libc.func("int setns(int fd, int nstype)") as (fd: number, nstype: number) => number;
@@ -19,8 +21,12 @@ const ifNameToIndex = libc.func("unsigned int if_nametoindex(const char *ifname)
 const CLONE_NEWNET = 0x40000000;
 
 /** Entering or leaving a network namespace failed, or an interface does not exist. */
-export class NetnsError extends Error {
+export class NetnsError extends SluiceError {
   override name = "NetnsError";
+  /** An interface may appear (a pod's veth, a link coming up): retried. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(Reason.InterfaceNotFound, message, { retry: "backoff", cause: options?.cause });
+  }
 }
 
 /** `/run/netns/<name>` for a name made by `ip netns add`; a path (anything with `/`) as is. */

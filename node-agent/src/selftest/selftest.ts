@@ -3,7 +3,9 @@
  * instance before it may be switched in. The instance is the caller's (see the chain manager);
  * this module only runs packets through it and compares what happened with what was expected.
  */
+import { Reason } from "../../../common/api/conditions.ts";
 import type { ExpectedCounters, TestVector } from "../../../common/api/testvector.ts";
+import { SluiceError } from "../../../common/errors.ts";
 import { deriveCounters, type EndedCounters, type NfCounters, zeroEnded } from "../chain/counters.ts";
 import type { BpfProgram } from "../libbpf/index.ts";
 import { buildPacket, returnCodeToVerdict, type ProgramHook } from "../packet/index.ts";
@@ -64,7 +66,7 @@ export interface SelfTestVectors {
  * A self-test vector failed: nothing was switched in. `results` holds every vector's outcome
  * (failures first); the message names the first failures with expected and got.
  */
-export class SelfTestError extends Error {
+export class SelfTestError extends SluiceError {
   override name = "SelfTestError";
   readonly results: VectorResult[];
   readonly report: SelfTestReport;
@@ -76,7 +78,12 @@ export class SelfTestError extends Error {
       .map((r) => `${r.vector}: expected ${r.expected}, got ${r.got}`)
       .join("; ");
     const more = failures.length > 3 ? ` (and ${failures.length - 3} more)` : "";
-    super(`self-test failed: ${failures.length} of ${report.results.length} vectors: ${shown}${more}`);
+    super(
+      Reason.SelfTestFailed,
+      `self-test failed: ${failures.length} of ${report.results.length} vectors: ${shown}${more}`,
+      // The revision fails the same vectors until it changes.
+      { retry: "stall" },
+    );
     this.report = report;
     this.results = report.results;
   }

@@ -1,19 +1,26 @@
+import { Reason } from "../../../common/api/index.ts";
+import { SluiceError, type RetryClass } from "../../../common/errors.ts";
+
 /**
- * Typed Git sync errors. The GitSource controller maps each class to a condition reason and
- * decides from it whether to retry: a wrong spec or wrong credentials stall until something
- * changes; timeouts and other failures are retried with backoff.
+ * Typed Git sync errors. Each class carries the condition reason the GitSource reports and
+ * what the controller does next: a spec that cannot work (two refs, a malformed SHA, a scheme
+ * that is not allowed) stalls until the spec changes; refused credentials, a missing ref, a
+ * timeout and other failures are retried at the source's interval, since a Secret, a push or
+ * the network can fix them without a spec change.
  *
  * Messages never contain credentials: URLs are redacted before they reach an error or a log.
  */
 
 /** Any Git failure that has no more specific class (network down, repository missing, ...). */
-export class GitError extends Error {
+export class GitError extends SluiceError {
   constructor(
     message: string,
     /** Git's own stderr (redacted, trimmed), for status and logs. */
     readonly detail?: string,
+    reason: Reason = Reason.GitOperationFailed,
+    retry: RetryClass = "backoff",
   ) {
-    super(message);
+    super(reason, message, { retry, ...(detail !== undefined && { log: detail }) });
     this.name = "GitError";
   }
 }
@@ -21,7 +28,7 @@ export class GitError extends Error {
 /** The server refused the credentials (or the SSH host key did not match known_hosts). */
 export class GitAuthError extends GitError {
   constructor(message: string, detail?: string) {
-    super(message, detail);
+    super(message, detail, Reason.AuthenticationFailed);
     this.name = "GitAuthError";
   }
 }
@@ -29,7 +36,7 @@ export class GitAuthError extends GitError {
 /** The branch, tag, semver range or commit does not exist in the repository. */
 export class GitRefNotFoundError extends GitError {
   constructor(message: string, detail?: string) {
-    super(message, detail);
+    super(message, detail, Reason.RefNotFound);
     this.name = "GitRefNotFoundError";
   }
 }
@@ -48,7 +55,7 @@ export class GitTimeoutError extends GitError {
  */
 export class GitSpecError extends GitError {
   constructor(message: string) {
-    super(message);
+    super(message, undefined, Reason.InvalidSpec, "stall");
     this.name = "GitSpecError";
   }
 }

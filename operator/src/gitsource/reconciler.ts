@@ -19,17 +19,9 @@ import {
 } from "../../../common/api/index.ts";
 import { ArtifactError, ArtifactStore, buildArtifact } from "../../../common/artifact/index.ts";
 import type { Logger } from "../../../common/log.ts";
-import { InvalidObjectError } from "../../../common/errors.ts";
+import { failureOf, InvalidObjectError } from "../../../common/errors.ts";
 import { isStoreKind, type Store, type StoreInput, type StoreObject } from "../../../common/store.ts";
-import {
-  GitAuthError,
-  GitRefNotFoundError,
-  GitSpecError,
-  GitTimeoutError,
-  sync,
-  type GitAuth,
-  type GitSyncResult,
-} from "../git/index.ts";
+import { sync, type GitAuth, type GitSyncResult } from "../git/index.ts";
 import { loadRevision } from "../manifests/index.ts";
 import { checkSourceUrl, parentNamespace, type SourcePolicy } from "./policy.ts";
 
@@ -248,17 +240,9 @@ async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResul
     });
     return next;
   } catch (err) {
-    if (err instanceof GitSpecError) return fail(run, deps, Reason.InvalidSpec, err.message, true);
-    if (err instanceof GitAuthError) return fail(run, deps, Reason.AuthenticationFailed, err.message, false);
-    if (err instanceof GitRefNotFoundError) return fail(run, deps, Reason.RefNotFound, err.message, false);
-    if (err instanceof GitTimeoutError) return fail(run, deps, Reason.GitOperationFailed, err.message, false);
-    return fail(
-      run,
-      deps,
-      Reason.GitOperationFailed,
-      err instanceof Error ? err.message : String(err),
-      false,
-    );
+    // Git errors say their reason and whether a retry can help.
+    const failure = failureOf(err, Reason.GitOperationFailed);
+    return fail(run, deps, failure.reason, failure.message, failure.retry === "stall");
   }
 }
 
