@@ -11,10 +11,10 @@ import {
   createProgArray,
   createStatsMap,
   fillProgArray,
-  fillTables,
   loadNfs,
   type LoadedNf,
 } from "../node-agent/src/chain/nfload.ts";
+import { fillTables } from "../node-agent/src/chain/tables.ts";
 import type { EndedCounters } from "../node-agent/src/chain/counters.ts";
 import { numPossibleCpus, u32, type BpfMap } from "../node-agent/src/libbpf/index.ts";
 import { decodePerCpuNfStats, NF_STATS_LAYOUT } from "../node-agent/src/nf/structs.ts";

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { nfLoadDigest, nfTablesDigest } from "./nfload.ts";
+import { nfTablesDigest } from "./digests.ts";
+import { nfLoadDigest } from "./nfload.ts";
 import type { NfLoadSpec } from "./spec.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-nfload-"));

@@ -21,8 +21,9 @@ import {
 import { ChainContract } from "../nf/types.ts";
 import { NF_STATS_LAYOUT, SLUICE_PROGS_ENTRIES, SLUICE_STATS_ENTRIES } from "../nf/structs.ts";
 import type { ProgramHook } from "../packet/index.ts";
-import { ChainSpecError, objectDigest, type NfLoadSpec, type TableEntry } from "./spec.ts";
+import { objectDigest, type NfLoadSpec } from "./spec.ts";
 import { NfContractError } from "./errors.ts";
+import { checkTables } from "./tables.ts";
 
 /** `sluice_progs` as the contract declares it. */
 export const PROGS_DEFINITION: MapDefinition = {
@@ -297,81 +298,6 @@ function pickProgram(object: BpfObject, spec: NfLoadSpec, hook: ProgramHook): st
   );
 }
 
-/**
- * Checks the spec's tables against the NF's maps (by name; `known` lists them for the message):
- * each names a shared (not per-CPU) map and fits its sizes and capacity. Throws ChainSpecError.
- */
-export function checkTables(
-  spec: NfLoadSpec,
-  find: (map: string) => MapDefinition | undefined,
-  known: readonly string[],
-): void {
-  for (const [mapName, entries] of Object.entries(spec.tables ?? {})) {
-    const map = find(mapName);
-    if (!map) {
-      throw new ChainSpecError(
-        `${spec.name}: tables: no map ${mapName} in the NF (its maps: ${known.join(", ") || "none"})`,
-      );
-    }
-    checkTableEntries(spec.name, mapName, map, entries);
-  }
-}
-
-function checkTableEntries(
-  nf: string,
-  mapName: string,
-  map: MapDefinition,
-  entries: readonly TableEntry[],
-): void {
-  if (
-    map.type === MapType.PERCPU_HASH ||
-    map.type === MapType.PERCPU_ARRAY ||
-    map.type === MapType.LRU_PERCPU_HASH
-  ) {
-    throw new ChainSpecError(`${nf}: tables: map ${mapName} is per-CPU; tables fill only shared maps`);
-  }
-  if (entries.length > map.maxEntries) {
-    throw new ChainSpecError(
-      `${nf}: tables: ${entries.length} entries for map ${mapName} of ${map.maxEntries}`,
-    );
-  }
-  entries.forEach((entry, i) => {
-    if (entry.key.length !== map.keySize || entry.value.length !== map.valueSize) {
-      throw new ChainSpecError(
-        `${nf}: tables: ${mapName}[${i}]: key ${entry.key.length} / value ${entry.value.length} bytes; the map has ${map.keySize} / ${map.valueSize}`,
-      );
-    }
-  });
-}
-
-/**
- * Writes every NF's tables into its (new) table maps. A taken-over program keeps the live
- * table maps, which hold the same tables already.
- */
-export function fillTables(nfs: readonly LoadedNf[]): void {
-  for (const nf of nfs) {
-    if (!nf.object) continue;
-    for (const [mapName, entries] of Object.entries(nf.spec.tables ?? {})) {
-      const map = nf.maps.get(mapName)!;
-      for (const entry of entries) map.update(entry.key, entry.value);
-    }
-  }
-}
-
-/**
- * Makes `map` hold exactly `entries`: new values are written first, then keys not in the set
- * are deleted, so that a reader never finds the table emptier than either the old or the new set.
- */
-export function replaceEntries(map: BpfMap, entries: readonly TableEntry[]): void {
-  const wanted = new Set<string>();
-  for (const entry of entries) {
-    map.update(entry.key, entry.value);
-    wanted.add(entry.key.toString("hex"));
-  }
-  const stale = [...map.keys()].filter((key) => !wanted.has(key.toString("hex")));
-  for (const key of stale) map.delete(key);
-}
-
 /** Puts NF `i`'s program into slot `i` of `progs`. */
 export function fillProgArray(progs: BpfMap, nfs: readonly LoadedNf[]): void {
   nfs.forEach((nf, i) => progs.update(u32(i), u32(nf.program.fd)));
@@ -440,18 +366,6 @@ export function nfLoadDigest(
       ]),
     )
     .digest("hex");
-}
-
-/** Digest of one NF's tables (entries sorted by key: a table is a set). */
-export function nfTablesDigest(spec: NfLoadSpec): string {
-  const h = createHash("sha256");
-  for (const mapName of Object.keys(spec.tables ?? {}).sort()) {
-    const entries = (spec.tables?.[mapName] ?? [])
-      .map((e) => `${e.key.toString("hex")}=${e.value.toString("hex")}`)
-      .sort();
-    h.update(`\0map ${mapName}\0${entries.join(",")}`);
-  }
-  return h.digest("hex");
 }
 
 /** Empties the NF-owned hash-like maps that are not tables (state such as buckets and flows). */

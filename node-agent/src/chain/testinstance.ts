@@ -17,19 +17,18 @@
 import { sameMapDefinition, u32, type BpfMap, type ObjectMapSpec } from "../libbpf/index.ts";
 import type { ProgramHook } from "../packet/index.ts";
 import {
-  checkTables,
   closeNfs,
   createProgArray,
   createStatsMap,
   HASH_LIKE,
   loadNfsConcurrently,
   nfLoadDigest,
-  replaceEntries,
   type LoadedNf,
   type LoadNfsOptions,
   type MapOrigin,
 } from "./nfload.ts";
 import type { NfLoadSpec } from "./spec.ts";
+import { checkTables, replaceEntries } from "./tables.ts";
 
 /** Self-tests an unused NF stays loaded for: the current one and the one before. */
 const KEPT_ROUNDS = 2;

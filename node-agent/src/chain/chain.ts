@@ -1,0 +1,174 @@
+/**
+ * A chain as the manager holds it: the root program attached to the hook, its one-slot prog
+ * array, the stats and meta maps shared by every revision, the links, and the live revision.
+ * Also what every step of the manager is given (ManagerContext), and creating and destroying a
+ * chain's skeleton.
+ */
+import { rmSync } from "node:fs";
+import type { Logger } from "../../../common/log.ts";
+import { u32, type BpfLink, type BpfMap, type BpfProgram } from "../libbpf/index.ts";
+import { detach, loadRoot } from "./attach.ts";
+import { chainPaths, type ChainPaths } from "./layout.ts";
+import { createMetaMap, META_FORMAT, writeMeta, type ChainMeta, type RevisionMeta } from "./meta.ts";
+import { createStatsMap, type LoadedNf } from "./nfload.ts";
+import type { SelfTests } from "./selftests.ts";
+import type { ChainSpec } from "./spec.ts";
+import type { NfMapRef, RecreatedMap, SwitchPhase } from "./types.ts";
+
+/** Key 0 of a prog array or a one-entry map. */
+export const KEY0 = u32(0);
+
+/** What the steps of the chain manager share: where pins go, the namespace, logs, seams. */
+export interface ManagerContext {
+  /** bpffs directory with one directory per chain. */
+  readonly root: string;
+  /** Network namespace of the interfaces (see ChainManagerOptions.netns). */
+  readonly netns: string | undefined;
+  readonly log: Logger;
+  /** The chains held, by name. */
+  readonly chains: Map<string, Chain>;
+  readonly selfTests: SelfTests;
+  /** Reports a step of a switch (the crash tests' seam). */
+  phase(phase: SwitchPhase, chain: string): void;
+}
+
+/** The root program's link on one interface (own fd). */
+export interface AttachedLink {
+  link: BpfLink;
+  ifindex: number;
+  mode: "native" | "generic" | undefined;
+}
+
+/** The revision slot 0 of the root runs. Its fds are the chain's (see closeRevision). */
+export interface LiveRevision {
+  meta: RevisionMeta;
+  progs: BpfMap;
+  metaMap: BpfMap;
+  /** Program ids by NF position. */
+  programIds: number[];
+  /**
+   * The NF programs by position (own fds): kept from the load, or opened from the revision's
+   * pins on adoption (undefined where a revision pinned by an older agent has no pin). A program
+   * that a later revision takes over is reached through these, never by id: opening a program
+   * by id needs CAP_SYS_ADMIN.
+   */
+  programs: (BpfProgram | undefined)[];
+  /** NF-owned maps opened from their pins, by `<nf>/<map>` (for tables and readTable). */
+  maps: Map<string, BpfMap>;
+}
+
+/** A chain held by the manager; every handle is an own fd, closed by closeChain. */
+export interface Chain {
+  name: string;
+  paths: ChainPaths;
+  log: Logger;
+  meta: ChainMeta;
+  rootProg: BpfProgram;
+  rootArray: BpfMap;
+  rootStats: BpfMap;
+  stats: BpfMap;
+  metaMap: BpfMap;
+  links: Map<string, AttachedLink>;
+  live: LiveRevision | undefined;
+  nextGeneration: number;
+}
+
+/** A revision loaded next to the live one, not switched in yet. */
+export interface BuiltRevision {
+  generation: number;
+  meta: RevisionMeta;
+  progs: BpfMap;
+  metaMap: BpfMap;
+  nfs: LoadedNf[];
+  /** Own fds of the NF programs, for the live revision to keep (see LiveRevision.programs). */
+  programs: BpfProgram[];
+  carried: NfMapRef[];
+  recreated: RecreatedMap[];
+}
+
+/** Loads and pins the root program, its prog array, the stats and meta maps of a new chain. */
+export function createSkeleton(ctx: ManagerContext, spec: ChainSpec, rootObjectPath: string): Chain {
+  const paths = chainPaths(ctx.root, spec.name);
+  // A directory without a live chain (a crash before its first switch) is stale.
+  rmSync(paths.dir, { recursive: true, force: true });
+  const handles: { close(): void }[] = [];
+  try {
+    const { rootProg, rootArray, rootStats } = loadRoot(rootObjectPath, spec.hook);
+    handles.push(rootProg, rootArray, rootStats);
+    const stats = createStatsMap();
+    handles.push(stats);
+    const metaMap = createMetaMap();
+    handles.push(metaMap);
+    const meta: ChainMeta = {
+      format: META_FORMAT,
+      hook: spec.hook,
+      xdpMode: spec.xdpMode ?? "auto",
+      interfaces: {},
+    };
+    writeMeta(metaMap, meta);
+    rootProg.pin(paths.rootProg);
+    rootArray.pin(paths.rootArray);
+    rootStats.pin(paths.rootStats);
+    stats.pin(paths.stats);
+    metaMap.pin(paths.meta);
+    const chain: Chain = {
+      name: spec.name,
+      paths,
+      log: ctx.log.child({ chain: spec.name }),
+      meta,
+      rootProg,
+      rootArray,
+      rootStats,
+      stats,
+      metaMap,
+      links: new Map(),
+      live: undefined,
+      nextGeneration: 1,
+    };
+    ctx.chains.set(spec.name, chain);
+    return chain;
+  } catch (err) {
+    for (const handle of handles) handle.close();
+    rmSync(paths.dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Detaches, unpins and closes everything of a chain. */
+export function destroyChain(ctx: ManagerContext, chain: Chain): void {
+  for (const ifname of [...chain.links.keys()]) detach(chain, ifname);
+  closeChain(chain);
+  rmSync(chain.paths.dir, { recursive: true, force: true });
+  ctx.chains.delete(chain.name);
+}
+
+/** The live revision that a built one becomes once switched in (it takes over its fds). */
+export function liveRevisionOf(built: BuiltRevision): LiveRevision {
+  return {
+    meta: built.meta,
+    progs: built.progs,
+    metaMap: built.metaMap,
+    programIds: built.nfs.map((nf) => nf.program.id),
+    programs: built.programs,
+    maps: new Map(),
+  };
+}
+
+export function closeRevision(revision: LiveRevision): void {
+  revision.progs.close();
+  revision.metaMap.close();
+  for (const program of revision.programs) program?.close();
+  for (const map of revision.maps.values()) map.close();
+  revision.maps.clear();
+}
+
+/** Closes every fd of a chain; its pins stay. */
+export function closeChain(chain: Chain): void {
+  if (chain.live) closeRevision(chain.live);
+  for (const { link } of chain.links.values()) link.close();
+  chain.rootProg.close();
+  chain.rootArray.close();
+  chain.rootStats.close();
+  chain.stats.close();
+  chain.metaMap.close();
+}

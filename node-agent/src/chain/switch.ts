@@ -1,0 +1,118 @@
+/**
+ * A switch to a new revision on the same hook: the revision is built next to the live one while
+ * its self-test runs, new interfaces are attached, and one update of the root's slot 0 switches
+ * every packet from all of the old revision to all of the new one. A new chain is created the
+ * same way, on a skeleton of its own, and attached last.
+ */
+import { u32 } from "../libbpf/index.ts";
+import { programHook } from "../packet/index.ts";
+import { attachMissing, detachUnwanted, reattachModes, writeChainMeta } from "./attach.ts";
+import { createSkeleton, destroyChain, KEY0, type Chain, type ManagerContext } from "./chain.ts";
+import type { Digests } from "./digests.ts";
+import { buildRevision, discardRevision, goLive } from "./revision.ts";
+import type { ChainSpec } from "./spec.ts";
+import type { ApplyResult } from "./types.ts";
+
+/**
+ * Switches chain `existing` (or a new chain, created from `rootObjectPath`) to `spec`. Any
+ * failure before the switch leaves what ran before as it was, and throws.
+ */
+export async function switchRevision(
+  ctx: ManagerContext,
+  existing: Chain | undefined,
+  spec: ChainSpec,
+  digests: Digests,
+  rootObjectPath: string | undefined,
+  started: number,
+): Promise<ApplyResult> {
+  const hook = programHook(spec.hook);
+  // The self-test and the new revision load at the same time, so that their verifications
+  // share the cores; nothing is switched in before the self-test passed.
+  let selfTestMs = 0;
+  const selfTesting = ctx.selfTests.run(spec, hook).finally(() => (selfTestMs = performance.now() - started));
+  const building = (async () => {
+    const chain = existing ?? createSkeleton(ctx, spec, rootObjectPath!);
+    try {
+      return { chain, built: await buildRevision(chain, spec, digests) };
+    } catch (err) {
+      if (!existing) destroyChain(ctx, chain);
+      throw err;
+    }
+  })();
+  const [testOutcome, buildOutcome] = await Promise.allSettled([selfTesting, building]);
+  if (testOutcome.status === "rejected") {
+    if (buildOutcome.status === "fulfilled") {
+      const { chain, built } = buildOutcome.value;
+      discardRevision(chain, built);
+      if (!existing) destroyChain(ctx, chain);
+    }
+    throw testOutcome.reason;
+  }
+  if (buildOutcome.status === "rejected") throw buildOutcome.reason;
+  const selfTest = testOutcome.value;
+  const { chain, built } = buildOutcome.value;
+  ctx.phase("self-tested", spec.name);
+  const loadStarted = started + selfTestMs;
+
+  // New interfaces of a running chain are attached before the switch, so that a failure
+  // leaves the old revision as it was; they run the old revision until the switch.
+  let attached: string[] = [];
+  if (existing) {
+    try {
+      attached = attachMissing(chain, spec, ctx.netns);
+    } catch (err) {
+      discardRevision(chain, built);
+      throw err;
+    }
+  }
+  const loadMs = performance.now() - loadStarted;
+  ctx.phase("built", spec.name);
+
+  const nf0 = u32(built.nfs[0]!.program.fd);
+  const flipStarted = performance.now();
+  chain.rootArray.update(KEY0, nf0);
+  const flipUs = (performance.now() - flipStarted) * 1000;
+  ctx.phase("flipped", spec.name);
+
+  goLive(ctx, chain, built);
+
+  let detached: string[] = [];
+  try {
+    if (existing) {
+      detached = detachUnwanted(chain, spec);
+      attached = [...attached, ...reattachModes(chain, spec, ctx.netns)];
+    } else {
+      attached = attachMissing(chain, spec, ctx.netns);
+    }
+  } catch (err) {
+    if (!existing) destroyChain(ctx, chain);
+    throw err;
+  }
+  if (attached.length > 0 || detached.length > 0) writeChainMeta(chain, spec);
+
+  const result: ApplyResult = {
+    action: existing ? "switched" : "created",
+    chain: spec.name,
+    revision: spec.revision,
+    generation: built.generation,
+    programIds: [chain.rootProg.id, ...chain.live!.programIds],
+    attachedInterfaces: [...chain.links.keys()],
+    carriedMaps: built.carried,
+    recreatedMaps: built.recreated,
+    interfaces: { attached, detached },
+    ...(selfTest ? { selfTest } : {}),
+    timings: { selfTestMs, loadMs, flipUs, totalMs: performance.now() - started },
+  };
+  chain.log.info(
+    {
+      revision: spec.revision,
+      generation: built.generation,
+      action: result.action,
+      recreated: built.recreated.length,
+      flipUs: Math.round(flipUs),
+      totalMs: Math.round(result.timings.totalMs),
+    },
+    "revision live",
+  );
+  return result;
+}
