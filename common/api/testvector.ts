@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseContent } from "./builtins/ips.ts";
 
 /**
  * Test vectors: packets described in a small typed form, with the verdict (and optionally the
@@ -60,7 +61,7 @@ export type IcmpSpec = z.infer<typeof IcmpSpec>;
 
 /**
  * One packet: Ethernet, then exactly one of IPv4/IPv6, then at most one of TCP/UDP/ICMP, then
- * `payloadLength` bytes of payload (default 0).
+ * the payload: `payload`'s bytes, then zero bytes up to `payloadLength` (default: none).
  */
 export const PacketSpec = z
   .strictObject({
@@ -70,7 +71,26 @@ export const PacketSpec = z
     tcp: TcpSpec.optional(),
     udp: UdpSpec.optional(),
     icmp: IcmpSpec.optional(),
-    payloadLength: z.number().int().min(0).max(9000).optional(),
+    payload: z
+      .string()
+      .max(9000)
+      .superRefine((text, ctx) => {
+        const parsed = parseContent(text);
+        if (!parsed.ok) ctx.addIssue({ code: "custom", message: parsed.message });
+        else if (parsed.bytes.length > 9000)
+          ctx.addIssue({ code: "custom", message: "is more than 9000 bytes" });
+      })
+      .optional()
+      .describe(
+        'Payload bytes: text, with hex bytes between pipes ("GET /|0d 0a|"), as an ips signature\'s content.',
+      ),
+    payloadLength: z
+      .number()
+      .int()
+      .min(0)
+      .max(9000)
+      .optional()
+      .describe("Payload length in bytes: zero bytes after payload, up to this length."),
   })
   .refine((p) => (p.ipv4 ? 1 : 0) + (p.ipv6 ? 1 : 0) === 1, {
     message: "a packet needs exactly one of ipv4 or ipv6",

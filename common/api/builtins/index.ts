@@ -8,11 +8,13 @@ import { z } from "zod";
 import { Reason } from "../conditions.ts";
 import { FirewallParams, FirewallTables } from "./firewall.ts";
 import { FlowmonParams, FlowmonTables } from "./flowmon.ts";
+import { IpsParams, IpsTables } from "./ips.ts";
 import { NoopParams, NoopTables } from "./noop.ts";
 import { RatelimitParams, RatelimitTables } from "./ratelimit.ts";
 
 export * from "./firewall.ts";
 export * from "./flowmon.ts";
+export * from "./ips.ts";
 export * from "./noop.ts";
 export * from "./ratelimit.ts";
 
@@ -47,6 +49,12 @@ export const BUILTIN_SCHEMAS = {
     summary: "Hands every packet to the next NF without looking at it (hop-cost baseline).",
     params: NoopParams,
     tables: NoopTables,
+  },
+  ips: {
+    summary:
+      "Intrusion prevention: drops (or counts) packets whose payload matches content signatures, SYN floods and port scans.",
+    params: IpsParams,
+    tables: IpsTables,
   },
 } as const satisfies Record<string, BuiltinSchema>;
 

@@ -32,4 +32,5 @@ export { firewall, encodeFirewallRule } from "./firewall.ts";
 export { ratelimit, decodeRatelimitEntry, type RatelimitBucket } from "./ratelimit.ts";
 export { flowmon, decodeFlowEntry, topTalkers, type FlowRecord } from "./flowmon.ts";
 export { noop } from "./noop.ts";
+export { ips, encodeIpsSignature, decodeIpsHits, type IpsHits } from "./ips.ts";
 export * from "./structs.ts";

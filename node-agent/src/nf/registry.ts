@@ -5,12 +5,13 @@ import {
 } from "../../../common/api/builtins/index.ts";
 import { firewall } from "./firewall.ts";
 import { flowmon } from "./flowmon.ts";
+import { ips } from "./ips.ts";
 import { noop } from "./noop.ts";
 import { ratelimit } from "./ratelimit.ts";
 import type { BuiltinNf, MapContents, RodataSetting } from "./types.ts";
 
 /** Every built-in NF by name: one per name the API knows (`common/api/builtins`). */
-export const BUILTIN_NFS = { firewall, ratelimit, flowmon, noop } as const satisfies Record<
+export const BUILTIN_NFS = { firewall, ratelimit, flowmon, noop, ips } as const satisfies Record<
   BuiltinNfName,
   BuiltinNf
 >;

@@ -6,7 +6,13 @@
  * an encoder and/or decoder. All multi-byte integers are little-endian (the host order of the
  * machines we run on: x86-64 and arm64) unless the C type is `__be*`.
  */
-import { FIREWALL_MAX_RULES } from "../../../common/api/builtins/index.ts";
+import {
+  FIREWALL_MAX_RULES,
+  IPS_MAX_CONTENT,
+  IPS_MAX_SIGNATURES,
+  IPS_MIN_CONTENT,
+  IPS_SCAN_MAX,
+} from "../../../common/api/builtins/index.ts";
 import { formatAddress, type IpFamily } from "../../../common/net/ip.ts";
 
 /** Size and field offsets of one C struct, checked against the BTF of the compiled object. */
@@ -263,6 +269,135 @@ export function decodeFlowCounters(value: Buffer): FlowCounters {
   };
 }
 
+// ---------------------------------------------------------------------------------------------
+// nf/ips/ips_types.h
+
+export {
+  IPS_MAX_SIGNATURES,
+  IPS_MAX_CONTENT,
+  IPS_MIN_CONTENT,
+  IPS_SCAN_MAX,
+} from "../../../common/api/builtins/index.ts";
+/** `IPS_PREFIX_WORDS`: 64-bit words of the two-byte-prefix filter (65,536 bits). */
+export const IPS_PREFIX_WORDS = 1024;
+/** `IPS_MAX_SOURCES`: max_entries of `ips_sources`. */
+export const IPS_MAX_SOURCES = 16384;
+/** `IPS_MAX_HIT_KEYS`: max_entries of `ips_hits`. */
+export const IPS_MAX_HIT_KEYS = 1024;
+/** `IPS_SIG_*` bits of `struct ips_signature.flags`. */
+export const IpsSigFlag = { NOCASE: 0x01, PROTO: 0x02, PORTS: 0x04 } as const;
+/** `enum ips_action`. */
+export const IpsAction = { ALERT: 1, DROP: 2 } as const;
+/** `IPS_HIT_*`: keys of `ips_hits` that count the stateful rules (signature ids are below 2^31). */
+export const IpsHitKey = { SYN_FLOOD: 0x80000001, PORT_SCAN: 0x80000002 } as const;
+
+/** `struct ips_signature`. */
+export const IPS_SIGNATURE_LAYOUT: StructLayout = {
+  name: "struct ips_signature",
+  size: 88,
+  offsets: {
+    content: 0,
+    content_len: 64,
+    offset: 66,
+    depth: 68,
+    sport_min: 70,
+    sport_max: 72,
+    dport_min: 74,
+    dport_max: 76,
+    proto: 78,
+    flags: 79,
+    id: 80,
+    action: 84,
+    pad: 85,
+  },
+};
+
+/** `struct ips_table`. */
+export const IPS_TABLE_LAYOUT: StructLayout = {
+  name: "struct ips_table",
+  size: 8 + IPS_PREFIX_WORDS * 8 + IPS_MAX_SIGNATURES * IPS_SIGNATURE_LAYOUT.size,
+  offsets: { count: 0, pad: 4, prefix: 8, sigs: 8 + IPS_PREFIX_WORDS * 8 },
+};
+
+/** `struct ips_source`. */
+export const IPS_SOURCE_LAYOUT: StructLayout = {
+  name: "struct ips_source",
+  size: 88,
+  offsets: { syn_window_ns: 0, scan_window_ns: 8, syn_count: 16, scan_ports: 20, scan_bits: 24 },
+};
+
+/** `struct ips_scratch`. */
+export const IPS_SCRATCH_LAYOUT: StructLayout = {
+  name: "struct ips_scratch",
+  size: IPS_SCAN_MAX + IPS_MAX_CONTENT,
+  offsets: { buf: 0 },
+};
+
+/** One signature in the binary form of `struct ips_signature` (content already case-folded). */
+export interface IpsSignatureRecord {
+  id: number;
+  content: Buffer;
+  offset: number;
+  depth: number;
+  sportMin: number;
+  sportMax: number;
+  dportMin: number;
+  dportMax: number;
+  proto: number;
+  flags: number;
+  action: number;
+}
+
+/** ASCII upper case to lower case, as the data plane folds bytes (`ips_fold`). */
+export function foldAscii(byte: number): number {
+  return byte >= 0x41 && byte <= 0x5a ? byte + 32 : byte;
+}
+
+/** The byte and, for an ASCII letter, its other case. */
+function caseVariants(byte: number, nocase: boolean): number[] {
+  const lower = foldAscii(byte);
+  return nocase && lower >= 0x61 && lower <= 0x7a ? [lower, lower - 32] : [byte];
+}
+
+/**
+ * Encode a whole `struct ips_table`: the signatures in order and the prefilter bit
+ * (`first | second << 8`) of each one's first two bytes, in every case variant for nocase.
+ */
+export function encodeIpsTable(signatures: readonly IpsSignatureRecord[]): Buffer {
+  if (signatures.length > IPS_MAX_SIGNATURES) {
+    throw new RangeError(`${signatures.length} signatures; at most ${IPS_MAX_SIGNATURES} fit`);
+  }
+  const table = Buffer.alloc(IPS_TABLE_LAYOUT.size);
+  table.writeUInt32LE(signatures.length, 0);
+  const sigsAt = IPS_TABLE_LAYOUT.offsets.sigs!;
+  signatures.forEach((sig, i) => {
+    if (sig.content.length < IPS_MIN_CONTENT || sig.content.length > IPS_MAX_CONTENT)
+      throw new RangeError(`signature ${sig.id}: content of ${sig.content.length} bytes`);
+    const nocase = (sig.flags & IpsSigFlag.NOCASE) !== 0;
+    for (const first of caseVariants(sig.content[0]!, nocase)) {
+      for (const second of caseVariants(sig.content[1]!, nocase)) {
+        const prefix = first | (second << 8);
+        const word = 8 + (prefix >> 6) * 8;
+        table.writeBigUInt64LE(table.readBigUInt64LE(word) | (1n << BigInt(prefix & 63)), word);
+      }
+    }
+    const base = sigsAt + i * IPS_SIGNATURE_LAYOUT.size;
+    sig.content.copy(table, base);
+    table.writeUInt16LE(sig.content.length, base + 64);
+    table.writeUInt16LE(sig.offset, base + 66);
+    table.writeUInt16LE(sig.depth, base + 68);
+    table.writeUInt16LE(sig.sportMin, base + 70);
+    table.writeUInt16LE(sig.sportMax, base + 72);
+    table.writeUInt16LE(sig.dportMin, base + 74);
+    table.writeUInt16LE(sig.dportMax, base + 76);
+    table[base + 78] = sig.proto;
+    table[base + 79] = sig.flags;
+    table.writeUInt32LE(sig.id, base + 80);
+    table[base + 84] = sig.action;
+  });
+  return table;
+}
+
 /** Every struct mirrored here, for the BTF comparison. */
 export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   NF_STATS_LAYOUT,
@@ -271,6 +406,10 @@ export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   FIREWALL_TABLE_LAYOUT,
   RATELIMIT_BUCKET_LAYOUT,
   FLOWMON_COUNTERS_LAYOUT,
+  IPS_SIGNATURE_LAYOUT,
+  IPS_TABLE_LAYOUT,
+  IPS_SOURCE_LAYOUT,
+  IPS_SCRATCH_LAYOUT,
 ];
 
 function roundUp8(n: number): number {

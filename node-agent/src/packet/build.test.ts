@@ -99,6 +99,17 @@ describe("buildPacket", () => {
     expect(internetChecksum([pseudo, packet.subarray(34)])).toBe(0);
   });
 
+  it("puts the payload's bytes (text and |hex|) after the headers, then zeros up to payloadLength", () => {
+    const frame = buildPacket({
+      ipv4: { src: "10.0.0.1", dst: "10.0.0.2" },
+      udp: { sport: 1, dport: 2 },
+      payload: "GET|0d 0a|",
+      payloadLength: 8,
+    });
+    expect(frame.subarray(14 + 20 + 8).toString("hex")).toBe("4745540d0a000000");
+    expect(frame.readUInt16BE(14 + 20 + 4)).toBe(8 + 8);
+  });
+
   it("refuses a packet with both IPv4 and IPv6", () => {
     expect(() =>
       buildPacket({ ipv4: { src: "10.0.0.1", dst: "10.0.0.2" }, ipv6: { src: "::1", dst: "::2" } }),

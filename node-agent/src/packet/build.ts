@@ -1,3 +1,4 @@
+import { parseContent } from "../../../common/api/builtins/ips.ts";
 import type { PacketSpec } from "../../../common/api/testvector.ts";
 import { ipv4Bytes, ipv6Bytes } from "../../../common/net/ip.ts";
 
@@ -28,7 +29,8 @@ export class PacketBuildError extends Error {
 /**
  * Build the bytes of one Ethernet frame from a test vector's packet spec: Ethernet II, IPv4
  * (header checksum, DF set, id 0) or IPv6, then TCP (seq/ack 0, window 65535), UDP or ICMP /
- * ICMPv6 (id and sequence 0) with correct checksums, then `payloadLength` zero bytes. No
+ * ICMPv6 (id and sequence 0) with correct checksums, then the payload (`payload`'s bytes,
+ * then zero bytes up to `payloadLength`). No
  * padding to the Ethernet minimum: what the spec says is what the program sees.
  */
 export function buildPacket(spec: PacketSpec): Buffer {
@@ -38,7 +40,7 @@ export function buildPacket(spec: PacketSpec): Buffer {
   const transports = [spec.tcp, spec.udp, spec.icmp].filter((t) => t !== undefined).length;
   if (transports > 1) throw new PacketBuildError("a packet has at most one of tcp, udp or icmp");
 
-  const payload = Buffer.alloc(spec.payloadLength ?? 0);
+  const payload = payloadOf(spec);
   const l4 = buildTransport(spec, payload);
   const l3 = spec.ipv4 ? buildIpv4(spec, l4) : buildIpv6(spec, l4);
 
@@ -161,4 +163,16 @@ export function internetChecksum(parts: Buffer[]): number {
 
 function macBytes(mac: string): Buffer {
   return Buffer.from(mac.split(":").map((part) => parseInt(part, 16)));
+}
+
+/** `payload`'s bytes (text with |hex| blocks), then zero bytes up to `payloadLength`. */
+function payloadOf(spec: PacketSpec): Buffer {
+  let content: Buffer = Buffer.alloc(0);
+  if (spec.payload !== undefined) {
+    const parsed = parseContent(spec.payload);
+    if (!parsed.ok) throw new PacketBuildError(`payload: ${parsed.message}`);
+    content = parsed.bytes;
+  }
+  const length = Math.max(content.length, spec.payloadLength ?? 0);
+  return Buffer.concat([content, Buffer.alloc(length - content.length)]);
 }
