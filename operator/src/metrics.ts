@@ -10,6 +10,10 @@ import {
   type Registry,
 } from "../../common/metrics.ts";
 import type { Controller, ReconcileOutcome } from "../../common/kube/controller.ts";
+import { ConditionType, findCondition, Reason, type ServiceChain } from "../../common/api/index.ts";
+
+/** Ready reasons that mean a rollout stopped short of its target. */
+const HALTED = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExceeded, Reason.RolledBack]);
 
 /** What the operator counts: reconciles per controller and outcome, their time, leadership. */
 export class OperatorMetrics {
@@ -52,6 +56,49 @@ export class OperatorMetrics {
   /** Makes `controller` report every reconcile here. */
   observe(controller: Controller): void {
     controller.onReconcile = (result, seconds) => this.record(controller.name, result, seconds);
+  }
+
+  /**
+   * Reports every ServiceChain's rollout: nodes by state, and a gauge set while the rollout is
+   * halted (nodes failed, no progress, or rolled back) with the reason. `list` reads the
+   * informer's cache, so a scrape costs no API call.
+   */
+  observeServiceChains(list: () => Promise<ServiceChain[]>): void {
+    let read: Promise<ServiceChain[]> | undefined;
+    // Both gauges of one scrape share one read of the cache.
+    const chains = () => (read ??= list().finally(() => setTimeout(() => (read = undefined), 100)));
+    new Gauge({
+      name: "sluice_servicechain_nodes",
+      help: "Nodes of each ServiceChain's rollout by state: desired, updated (plan at the current revision), ready, failed.",
+      labelNames: ["namespace", "servicechain", "state"] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const sc of await chains())
+          for (const state of ["desired", "updated", "ready", "failed"] as const)
+            this.set(
+              { namespace: sc.metadata.namespace ?? "default", servicechain: sc.metadata.name, state },
+              sc.status?.nodes?.[state] ?? 0,
+            );
+      },
+    });
+    new Gauge({
+      name: "sluice_servicechain_rollout_halted",
+      help: "1 while a ServiceChain's rollout is halted: nodes failed the revision (NodesFailed), it made no progress (ProgressDeadlineExceeded) or it was rolled back (RolledBack).",
+      labelNames: ["namespace", "servicechain", "reason"] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const sc of await chains()) {
+          const reason = findCondition(sc.status?.conditions, ConditionType.Ready)?.reason ?? "";
+          if (HALTED.has(reason))
+            this.set(
+              { namespace: sc.metadata.namespace ?? "default", servicechain: sc.metadata.name, reason },
+              1,
+            );
+        }
+      },
+    });
   }
 
   /** An HTTP handler answering a scrape. */

@@ -74,6 +74,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   let controlPlane: ControlPlane | undefined;
   // Leader: the replica that runs the controllers (the only one without leader election).
   const metrics = new OperatorMetrics(() => controlPlane !== undefined);
+  metrics.observeServiceChains(() => store.list("ServiceChain"));
   server.route("GET", "/metrics", metrics.handler);
   const listening = await server.listen(options.port, options.host ?? "0.0.0.0");
   const advertiseUrl =
