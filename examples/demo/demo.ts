@@ -127,9 +127,10 @@ async function runDemo(options: Options, signal: AbortSignal, undo: Cleanup): Pr
 
   const sluice = await interruptible(signal, startSluice(t, repoDir, workDir, bpffsRoot, undo));
   process.stdout.write(`demo: sluice run is following it; its log is ${sluice.logPath}\n`);
+  process.stdout.write(`demo: live view (graphs, commits as markers): http://127.0.0.1:${sluice.port}/\n`);
   const screen = new Screen([
     `sluice demo: ${t.h1} (${H1.ip}) -> ${t.node} [chain on ${t.chainIf}] -> ${t.h2} (${H2.ip})`,
-    `sluice run --source ${repoDir} --path network   (status: sluice status --port ${sluice.port})`,
+    `sluice run --source ${repoDir} --path network   (status: sluice status --port ${sluice.port}; live view: http://127.0.0.1:${sluice.port}/)`,
   ]);
   const sluiceExit = new Promise<never>((_, reject) =>
     sluice.child.once("exit", (code, sig) =>
