@@ -9,7 +9,7 @@
  * same within noise (get 4.7 vs 4.5 ms median, server-side apply 7.0 vs 6.6 ms, status patch
  * 6.5 vs 6.2 ms); the bundle 12 kB larger for `KubernetesObjectApi` and 135 kB for
  * `CustomObjectsApi` (the KubeConfig and the informer already bring in the generated models);
- * idle agent RSS unchanged (bench/README.md).
+ * idle agent RSS unchanged (77 MB), idle operator 2–4 MB more (bench/README.md).
  *
  * The library turns what it knows of an object's schema into class instances and `Date`s
  * (`metadata.creationTimestamp`, a Lease's `renewTime`); sluice parses the API server's JSON
