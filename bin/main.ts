@@ -120,6 +120,7 @@ async function operator(argv: string[]): Promise<number> {
   if (noKubeconfig !== undefined) return noKubeconfig;
   const { startOperator } = await import("../operator/src/operator.ts");
   const { rootLogger } = await import("../common/log.ts");
+  const release = holdOpen();
   let running;
   try {
     running = await startOperator({
@@ -145,11 +146,13 @@ async function operator(argv: string[]): Promise<number> {
           : undefined,
     });
   } catch (err) {
+    release();
     return startFailed("operator", err);
   }
   await waitForSignal();
   rootLogger.info("stopping operator");
   await running.stop();
+  release();
   return ExitCode.Ok;
 }
 
@@ -292,6 +295,7 @@ async function agent(argv: string[]): Promise<number> {
   const log = rootLogger.child({ component: "agent" });
   // The agent sees only its own node's NodeChains: its cost does not grow with the cluster.
   const store = new KubeStore(client, log, { labelSelectors: { NodeChain: `${NODE_LABEL}=${nodeName}` } });
+  const release = holdOpen();
   let running;
   try {
     running = await startAgent({
@@ -306,18 +310,31 @@ async function agent(argv: string[]): Promise<number> {
     });
   } catch (err) {
     await store.stop();
+    release();
     return startFailed("agent", err);
   }
   await waitForSignal();
   rootLogger.info("stopping agent; chains stay pinned and forwarding");
   await running.stop();
   await store.stop();
+  release();
   return ExitCode.Ok;
 }
 
+/** Resolves at SIGINT or SIGTERM. */
 function waitForSignal(): Promise<void> {
   return new Promise((resolve) => {
     process.once("SIGINT", () => resolve());
     process.once("SIGTERM", () => resolve());
   });
+}
+
+/**
+ * Holds the process open until the returned function is called. Signal handlers do not, and
+ * while a long-running command waits for an API server that is not reachable yet, its only
+ * work is a retry on an unreferenced timer: Node would end it with exit code 13 and no word.
+ */
+function holdOpen(): () => void {
+  const timer = setInterval(() => undefined, 1 << 30);
+  return () => clearInterval(timer);
 }

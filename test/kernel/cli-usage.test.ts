@@ -5,13 +5,14 @@
  * and `sluice agent` with one line (exit 3). None of it ever shows a stack trace. The compiled
  * command runs in a child process, as users run it.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { commandUsage, type CommandName, usage } from "../../bin/cli.ts";
 import { repoRoot, sluiceArgv } from "../support/sluice.ts";
+import { BPFFS_TEST_ROOT } from "./global-setup.ts";
 
 interface Run {
   code: number;
@@ -210,4 +211,62 @@ describe("operator and agent without a usable kubeconfig stop with one line and 
       }
     },
   );
+});
+
+describe("an agent whose API server is not reachable yet", () => {
+  it("keeps retrying instead of ending without a word, and stops at SIGTERM", async () => {
+    // Nothing listens on port 1: every list and watch fails at once and is retried later.
+    const kubeconfig = join(work, "unreachable");
+    await writeFile(
+      kubeconfig,
+      `apiVersion: v1
+kind: Config
+clusters: [{ name: c, cluster: { server: "https://127.0.0.1:1", insecure-skip-tls-verify: true } }]
+users: [{ name: u, user: { token: t } }]
+contexts: [{ name: x, context: { cluster: c, user: u } }]
+current-context: x
+`,
+    );
+    const [file, ...argv] = sluiceArgv([
+      "agent",
+      "--node-name",
+      "node-1",
+      "--kubeconfig",
+      kubeconfig,
+      "--metrics-port",
+      "0",
+      "--bpffs-root",
+      join(BPFFS_TEST_ROOT, `cli-usage-${process.pid}`),
+      "--cache-dir",
+      join(work, "cache"),
+    ]);
+    const child = spawn(file!, argv, {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+      // Its log says when it retries (vitest's environment would silence it).
+      env: { ...process.env, SLUICE_LOG_LEVEL: "warn" },
+    });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once("exit", (code, signal) => resolve({ code, signal })),
+    );
+    try {
+      // Three failed watches: the agent outlived the retry timers that used to be its last work.
+      for (const deadline = Date.now() + 30_000; (output.match(/watch failed/g) ?? []).length < 3;) {
+        if (child.exitCode !== null) throw new Error(`the agent ended with ${child.exitCode}:\n${output}`);
+        if (Date.now() > deadline) throw new Error(`the agent did not retry within 30 s:\n${output}`);
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      expect(child.exitCode).toBeNull();
+    } finally {
+      child.kill("SIGTERM");
+    }
+    // Still starting, it ends by the signal itself; once started, it stops cleanly with 0.
+    expect([
+      { code: 0, signal: null },
+      { code: null, signal: "SIGTERM" },
+    ]).toContainEqual(await exited);
+  });
 });
