@@ -1,5 +1,6 @@
 import { pino, type Logger } from "pino";
 import type { SingleHostStatus } from "./run.ts";
+import { SPARK_SECONDS, type RateHistory } from "./sparkline.ts";
 
 const levels: Record<number, string> = {
   10: "trace",
@@ -66,8 +67,11 @@ export function formatTable(rows: string[][]): string[] {
   );
 }
 
-/** `sluice status` as a table: source, chains that are not ready and why, per-NF counters and rates. */
-export function formatStatus(doc: SingleHostStatus): string {
+/**
+ * `sluice status` as a table: source, chains that are not ready and why, per-NF counters and
+ * rates; with `history` (`--watch`), sparklines of the last seconds' packets/s and drops/s.
+ */
+export function formatStatus(doc: SingleHostStatus, history?: RateHistory): string {
   const lines: string[] = [];
   lines.push(
     `node ${doc.node}   source ${doc.source.name} ${doc.source.revision ?? "(not synced yet)"}   ready ${doc.source.ready ?? "Unknown"}`,
@@ -103,9 +107,23 @@ export function formatStatus(doc: SingleHostStatus): string {
           `${a.action === "switched" || a.action === "created" ? ` (switch ${a.flipUs} µs)` : ""}${carried}${lost}`,
       );
     }
+    const spark = (n: { name: string }) => {
+      const l = history?.lines(c.name, n.name);
+      return l ? [l.packets, l.drops] : [];
+    };
     lines.push(
       ...formatTable([
-        ["NF", "PACKETS", "PKT/S", "PASSES", "DROPS", "DROP/S", "ERRORS", "BYTES"],
+        [
+          "NF",
+          "PACKETS",
+          "PKT/S",
+          "PASSES",
+          "DROPS",
+          "DROP/S",
+          "ERRORS",
+          "BYTES",
+          ...(history ? [`PKT/S LAST ${SPARK_SECONDS} S`, `DROP/S LAST ${SPARK_SECONDS} S`] : []),
+        ],
         ...c.nfs.map((n) => [
           n.name,
           n.packets,
@@ -115,6 +133,7 @@ export function formatStatus(doc: SingleHostStatus): string {
           formatRate(n.dropsPerSecond),
           n.errors,
           n.bytes,
+          ...spark(n),
         ]),
       ]),
     );

@@ -230,13 +230,22 @@ async function status(argv: string[]): Promise<number> {
   if (values.json && values.watch) return usageError("status", "give one of --json and --watch");
   const { fetchStatus, formatStatus } = await import("./format.ts");
   if (values.watch) {
-    // Redraws the table every second until Ctrl-C; rates come from the endpoint's own samples.
+    // Redraws the table every second until Ctrl-C; rates come from the endpoint's own samples,
+    // sparklines from the live view's history and then from each reading.
+    const { fetchLiveSnapshot, RateHistory } = await import("./sparkline.ts");
+    const history = new RateHistory();
+    let seeded = false;
     let stop = false;
     void waitForSignal().then(() => (stop = true));
     while (!stop) {
       const got = await fetchStatus(values.port);
+      if (got.ok && !seeded) {
+        const snapshot = await fetchLiveSnapshot(values.port);
+        if (snapshot) history.seed(snapshot, got.doc.node);
+        seeded = true;
+      } else if (got.ok) history.add(got.doc);
       process.stdout.write(
-        "\x1b[H\x1b[2J" + (got.ok ? formatStatus(got.doc) : `sluice status: ${got.error}\n`),
+        "\x1b[H\x1b[2J" + (got.ok ? formatStatus(got.doc, history) : `sluice status: ${got.error}\n`),
       );
       await new Promise((r) => setTimeout(r, 1000));
     }
