@@ -24,7 +24,7 @@ import {
 } from "./fixtures/chains.ts";
 import { compile } from "../../node-agent/src/compile/index.ts";
 import { createBpffsDir, createVethNetwork, fixture, testScope } from "./harness.ts";
-import { startUdpFlow, udpFlow } from "./traffic.ts";
+import { ping, startUdpFlow, udpFlow } from "./traffic.ts";
 
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
@@ -225,5 +225,42 @@ describe("a change of a chain's hook under traffic", () => {
     expect(hits[0]!.value.readBigUInt64LE(0)).toBe(0n);
     const flows = await s.manager.readTable("count", "flowmon", "flowmon_flows");
     expect(flows.map(({ key, value }) => decodeFlowEntry(key, value).packets)).toEqual([200]);
+  });
+
+  test("tcx ingress -> tcx egress under ping: a firewall denying ICMP answers no ping at any moment, UDP loses nothing", async () => {
+    const s = await setup();
+    const ifname = s.net.b.ifname;
+    const denyPing = (revision: string, hook: Hook): ChainSpec =>
+      builtinChain(objects, {
+        name: "icmp",
+        revision,
+        hook,
+        interfaces: [ifname],
+        functions: [
+          { builtin: "firewall", tables: { rules: [{ action: "deny", protocol: "icmp" }] } },
+          { builtin: "flowmon" },
+        ],
+      });
+    await s.manager.apply(denyPing("r1", "tc-ingress"));
+    const pingB = (count: number) => ping(s.net.a.ns, s.net.b.ip, count, { intervalMs: 1, timeoutMs: 10 });
+    expect((await pingB(3)).received).toBe(0);
+
+    // Requests are dropped on the way in before the change, replies on the way out after it.
+    const udp = await s.startFlow(10_000, 10_000);
+    const pings = pingB(150);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const moved = await s.manager.apply(denyPing("r2", "tc-egress"));
+    const [pinged, flowed] = await Promise.all([pings, udp.done()]);
+
+    expect(pinged).toMatchObject({ sent: 150, received: 0 });
+    expect(flowed).toMatchObject({ sent: 10_000, lost: 0, receiverDrops: 0 });
+    expect(moved).toMatchObject({ action: "switched", hookChange: { from: "tc-ingress", to: "tc-egress" } });
+    expect((await s.manager.status("icmp"))!.hook).toBe("tc-egress");
+    expect((await pingB(3)).received).toBe(0);
+    // flowmon's record of the UDP flow, made on ingress, carried over to the egress chain.
+    const flows = (await s.manager.readTable("icmp", "flowmon", "flowmon_flows")).map(({ key, value }) =>
+      decodeFlowEntry(key, value),
+    );
+    expect(flows.find((f) => f.proto === 17)?.packets).toBeGreaterThan(0);
   });
 });
