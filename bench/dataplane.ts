@@ -29,6 +29,7 @@ import { atMost, equals, tally, table, targetTable, type TargetCheck } from "./r
 import { round } from "./stats.ts";
 import { measureSwapFlips, type SwapFigures } from "./swap.ts";
 import { measureSwitchFloor, type SwitchFigures } from "./switching.ts";
+import { measureIps, type IpsFigures } from "./ips.ts";
 import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
 
 /** How much of everything a run does. */
@@ -37,6 +38,8 @@ interface RunPlan {
   compile: { cold: number; cached: number };
   loadRounds: number;
   testrun: { repeat: number; rounds: number };
+  /** Test runs of the ips NF on a 1,400-byte payload (each run scans every byte). */
+  ips: { repeat: number; rounds: number };
   /** Switches through the chain manager (first apply, the creation, not counted). */
   managerSwitches: number;
   /** Switches of a 3-noop chain through the chain manager (its own cost, little to verify). */
@@ -55,6 +58,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     compile: { cold: 1, cached: 10 },
     loadRounds: 10,
     testrun: { repeat: 100_000, rounds: 7 },
+    ips: { repeat: 10_000, rounds: 7 },
     managerSwitches: 30,
     noopSwitches: 30,
     floorSwitches: 10,
@@ -66,6 +70,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     compile: { cold: 3, cached: 50 },
     loadRounds: 40,
     testrun: { repeat: 1_000_000, rounds: 15 },
+    ips: { repeat: 100_000, rounds: 15 },
     managerSwitches: 200,
     noopSwitches: 200,
     floorSwitches: 40,
@@ -152,6 +157,8 @@ async function main(): Promise<number> {
   const loads: LoadFigures = measureLoads(objects, scope, plan.loadRounds, log);
   checkpoint();
   const runs: TestRunFigures = measureTestRuns(objects, scope, plan.testrun, log);
+  checkpoint();
+  const ips: IpsFigures = measureIps(objects, scope, plan.ips, log);
   checkpoint();
 
   const net: VethNetwork = await createVethNetwork(scope);
@@ -258,6 +265,7 @@ async function main(): Promise<number> {
 
   const figures: Figures = {
     runs,
+    ips,
     loads,
     compile: compileFigures,
     floor,
@@ -290,6 +298,8 @@ async function main(): Promise<number> {
     fused_ratio: runs.fused_ratio,
     fused_ratio_direct: runs.fused_ratio_direct,
     fused: runs.fused,
+    ips_ns: ips.ips_ns,
+    ips,
     switch_ms_p50: managerSwitch?.p50_ms ?? null,
     switch_ms_p99: managerSwitch?.p99_ms ?? null,
     flip_us_p50: managerSwitch?.flip_us_p50 ?? null,
@@ -324,6 +334,7 @@ async function main(): Promise<number> {
 /** Every figure of a run, as the phases returned them. */
 interface Figures {
   runs: TestRunFigures;
+  ips: IpsFigures;
   loads: LoadFigures;
   compile: CompileFigures;
   floor: SwitchFigures;
@@ -381,7 +392,7 @@ function render(
     notes: string[];
     errors: string[];
   },
-  { runs, loads, compile, floor, managerSwitch, noopSwitch, swap, managerSwap }: Figures,
+  { runs, ips, loads, compile, floor, managerSwitch, noopSwitch, swap, managerSwap }: Figures,
 ): string {
   const out: string[] = [];
   const m = result.machine;
@@ -411,6 +422,20 @@ function render(
   out.push(
     `hop: ${runs.hop_ns} ns ((t8-t0)/8), slope ${runs.hop_ns_slope} ns, between NFs ${runs.hop_ns_between_nfs} ns; ` +
       `linked/fused ${runs.fused_ratio} (without root ${runs.fused_ratio_direct})`,
+  );
+  out.push("");
+  out.push(
+    `ips, ${ips.ips_payload_bytes}-byte UDP payload matching no signature, x ${ips.ips_repeat}, ` +
+      `${ips.ips_rounds} rounds (medians):`,
+  );
+  out.push(
+    table(
+      ["variant", "ns/packet"],
+      [
+        ["root + 1 noop NF (same packet)", String(ips.ips_baseline_noop_ns)],
+        ...Object.entries(ips.ips_ns).map(([n, ns]) => [`root + ips, ${n} signatures`, String(ns)]),
+      ],
+    ),
   );
   out.push("");
   out.push("Load of one NF (open + .rodata + map reuse + verifier), ms:");

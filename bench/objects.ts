@@ -21,6 +21,7 @@ export interface BenchObjects {
   firewall: string;
   ratelimit: string;
   flowmon: string;
+  ips: string;
   fused: string;
 }
 
@@ -31,6 +32,7 @@ const SOURCES: Record<keyof BenchObjects, { sourceRoot: string; entry: string }>
   firewall: builtin("firewall"),
   ratelimit: builtin("ratelimit"),
   flowmon: builtin("flowmon"),
+  ips: builtin("ips"),
   // fused.bpf.c includes ../nf/*/ headers: its source root is the whole bpf/ tree.
   fused: { sourceRoot: BPF_DIR, entry: "bench/fused.bpf.c" },
 };

@@ -367,6 +367,80 @@ describe("broken copies fail with exit code 1 and point at the cause", () => {
   });
 });
 
+describe("the security example (the ips built-in)", () => {
+  const security = join(repoRoot, "examples/gitops/security");
+
+  /** A copy of the security example with `edit` applied to its functions.yaml. */
+  async function brokenSecurity(edit: (text: string) => string): Promise<string> {
+    const dir = join(work, `copy-${++copies}`);
+    await cp(security, dir, { recursive: true });
+    const path = join(dir, "functions.yaml");
+    const before = await readFile(path, "utf8");
+    const after = edit(before);
+    if (after === before) throw new Error("the edit of functions.yaml changed nothing");
+    await writeFile(path, after);
+    return dir;
+  }
+
+  it("test runs the signatures' and the scan guard's vectors on both hooks, and the chain's", async () => {
+    const run = await sluice(["test", security, "--cache-dir", cacheDir]);
+    expect(run.stderr).not.toMatch(/error|problem/i);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/ok: 2 files, 2 NetworkFunctions, 1 ServiceChain/);
+    expect(run.stdout).toContain("12 vectors: 12 passed");
+  });
+
+  it.each([
+    [
+      "a one-byte content",
+      (t: string) => t.replace('content: "/etc/passwd"', 'content: "/"'),
+      'content: "/"',
+      "spec.tables.signatures[0].content: ips tables: is 1 bytes; content must be 2 to 64 bytes",
+    ],
+    [
+      "an unclosed hex block",
+      (t: string) => t.replace('"|90 90 90 90 90 90 90 90|"', '"|90 90"'),
+      'content: "|90 90"',
+      "spec.tables.signatures[2].content: ips tables: a hex block opened with | is not closed",
+    ],
+    [
+      "a duplicate id",
+      (t: string) => t.replace("id: 1002", "id:  1001"),
+      "id:  1001",
+      "spec.tables.signatures[1].id: ips tables: id 1001 is also signatures[0]'s",
+    ],
+    [
+      "ports with proto icmp",
+      (t: string) => t.replace("proto: tcp", "proto: icmp"),
+      "proto: icmp",
+      "spec.tables.signatures[1].proto: ips tables: ports need proto tcp or udp",
+    ],
+    [
+      "a port-scan limit beyond the 512-bit set",
+      (t: string) => t.replace("portScanPorts: 50", "portScanPorts: 100000"),
+      "portScanPorts: 100000",
+      "spec.parameters.portScanPorts: ips parameters: Too big",
+    ],
+    [
+      "an unknown mode",
+      (t: string) => t.replace("mode: prevent", "mode: block"),
+      "mode: block",
+      "spec.parameters.mode: ips parameters: Invalid option",
+    ],
+  ])(
+    "%s is refused by validate at its field and line, before anything compiles",
+    async (_, edit, line, message) => {
+      const dir = await brokenSecurity(edit);
+      const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+      expect(run.code).toBe(1);
+      const text = await readFile(join(dir, "functions.yaml"), "utf8");
+      expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
+      expect(run.stderr).toContain(message);
+      expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
+    },
+  );
+});
+
 describe("exit codes a script can rely on", () => {
   it("bad usage exits 2", async () => {
     expect((await sluice(["validate"])).code).toBe(2);
