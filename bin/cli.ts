@@ -82,6 +82,14 @@ Exit codes: 0 ok, 1 the command found a problem, 2 bad usage, 3 this host lacks 
 `;
 
 /**
+ * A flag's value that the command refused once it looked at it (a `--source` that is no
+ * repository, a `--name` that is no object name): reported as a usage error, exit 2.
+ */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/**
  * Reports a usage error: one line naming the problem, then the command's usage, on stderr.
  * Returns the exit code to end with.
  */

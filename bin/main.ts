@@ -6,6 +6,7 @@ import {
   parseCommandLine,
   parsePort,
   usage,
+  UsageError,
   usageError,
 } from "./cli.ts";
 
@@ -203,6 +204,7 @@ async function run(argv: string[]): Promise<number> {
       log,
     });
   } catch (err) {
+    if (err instanceof UsageError) return usageError("run", err.message);
     process.stderr.write(`sluice run: ${err instanceof Error ? err.message : String(err)}\n`);
     const { HostNotReadyError } = await import("./run.ts");
     return err instanceof HostNotReadyError ? ExitCode.Environment : ExitCode.Failed;

@@ -23,6 +23,7 @@ import {
 } from "../node-agent/src/chain/index.ts";
 import { netnsPath } from "../node-agent/src/netns/index.ts";
 import { startControlPlane, type ControlPlane } from "../operator/src/controlplane.ts";
+import { UsageError } from "./cli.ts";
 import { SourceServer } from "../operator/src/server/index.ts";
 
 /** What `sluice run` is asked to follow and where it keeps its state. */
@@ -170,10 +171,10 @@ export function sourceUrl(source: string): string {
   if (/^(https?|ssh|git|file):\/\//.test(source)) return source;
   const dir = resolve(source);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new Error(`--source ${source}: neither a Git URL nor a directory`);
+    throw new UsageError(`--source ${source}: neither a Git URL nor a directory`);
   }
   if (!existsSync(join(dir, ".git")) && !existsSync(join(dir, "HEAD"))) {
-    throw new Error(
+    throw new UsageError(
       `--source ${source}: ${dir} is not a Git repository (sluice follows commits; run git init and commit first)`,
     );
   }
@@ -245,7 +246,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
   if (!checked.success) {
     const issue = checked.error.issues[0]!;
     const field = issue.path[0] === "metadata" ? "name" : String(issue.path[1] ?? "source");
-    throw new Error(`--${field}: ${issue.message}`);
+    throw new UsageError(`--${field}: ${issue.message}`);
   }
   const gitSource = checked.data;
 

@@ -124,6 +124,18 @@ describe("a usage error exits 2 with one line naming it and the command's usage"
       /--port: http is not a port/,
     ],
     ["a required flag left out", ["run"], "run", /--source is required/],
+    [
+      "a --source that is neither a URL nor a directory",
+      ["run", "--source", "/no/such/repository"],
+      "run",
+      /--source \/no\/such\/repository: neither a Git URL nor a directory/,
+    ],
+    [
+      "a --name that is no object name",
+      ["run", "--source", repoRoot, "--name", "Not_A_Name"],
+      "run",
+      /^sluice run: --name: /,
+    ],
     ["two refs at once", ["run", "--source", ".", "--tag", "v1", "--commit", "abc"], "run", /at most one of/],
     ["a value given to a switch", ["status", "--json=yes"], "status", /'--json' does not take an argument/],
     ["an argument a command does not take", ["status", "extra"], "status", /unexpected argument "extra"/],
