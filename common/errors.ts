@@ -1,4 +1,4 @@
-import { formatParseError, Reason, type SluiceParseError } from "./api/index.ts";
+import { formatParseError, Reason, type ConditionSet, type SluiceParseError } from "./api/index.ts";
 
 /**
  * What a controller does after an error:
@@ -101,5 +101,20 @@ export function failureOf(err: unknown, fallback: Reason): Failure {
     message: err instanceof Error ? err.message : String(err),
     retry: "backoff",
     issues: [],
+  };
+}
+
+/**
+ * The one mapping from a failure to conditions: Ready=False with its reason and message; a
+ * `stall` also sets Stalled (nothing happens until the spec changes), a `wait` sets Reconciling
+ * (the controller is still working towards the spec, waiting for something to appear), and a
+ * `backoff` sets neither (it failed, and is retried).
+ */
+export function failureConditions(failure: Pick<Failure, "reason" | "message" | "retry">): ConditionSet {
+  const { reason, message, retry } = failure;
+  return {
+    ready: ["False", reason, message],
+    ...(retry === "stall" && { stalled: [reason, message] }),
+    ...(retry === "wait" && { reconciling: [reason, message] }),
   };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MemoryStore, type StoreEvent } from "./store.ts";
+import { MemoryStore, statusPatch, type StoreEvent } from "./store.ts";
 
 const chain = (name: string, functions: string[]) => ({
   apiVersion: "sluice.dev/v1alpha1" as const,
@@ -73,5 +73,14 @@ describe("MemoryStore", () => {
     await store.delete("ServiceChain", "default", "web");
     expect(await store.list("NodeChain")).toHaveLength(0);
     expect(seen).toEqual(["changed web-node1", "deleted web-node1"]);
+  });
+
+  it("statusPatch removes what the new status leaves out", () => {
+    expect(
+      statusPatch<"ServiceChain">(
+        { observedGeneration: 1, revision: "r1", failedRevision: "r0" },
+        { observedGeneration: 2, revision: "r2", failedRevision: undefined },
+      ),
+    ).toEqual({ observedGeneration: 2, revision: "r2", failedRevision: null });
   });
 });

@@ -50,6 +50,22 @@ export type StatusOf<K extends StoreKind> = StoreObject<K> extends { status: inf
 export type StatusPatch<K extends StoreKind> = { [F in keyof StatusOf<K>]?: StatusOf<K>[F] | null };
 
 /**
+ * The patch that turns status `previous` into `next`: every field of `next`, and null for each
+ * field of `previous` that `next` leaves out (or sets to undefined). Controllers build the whole
+ * status they want and write it with this, so a field is removed by leaving it out, in every
+ * store alike.
+ */
+export function statusPatch<K extends StoreKind>(
+  previous: StatusOf<K> | undefined,
+  next: StatusOf<K>,
+): StatusPatch<K> {
+  const patch: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(next as object)) if (value !== undefined) patch[key] = value;
+  for (const key of Object.keys((previous ?? {}) as object)) if (!(key in patch)) patch[key] = null;
+  return patch as StatusPatch<K>;
+}
+
+/**
  * Parses an object that enters sluice from a store: kind and apiVersion are filled in when the
  * API server left them out (list items), then the kind's schema applies its defaults.
  *

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { failureConditions } from "../errors.ts";
 import {
+  applyConditions,
   Condition,
   ConditionType,
   Conditions,
@@ -98,5 +100,38 @@ describe("Condition", () => {
     for (const reason of Object.values(Reason)) {
       expect(Condition.shape.reason.safeParse(reason).success, reason).toBe(true);
     }
+  });
+});
+
+describe("applyConditions and failureConditions", () => {
+  const t0 = new Date("2025-01-01T00:00:00Z");
+  const t1 = new Date("2025-01-01T00:01:00Z");
+
+  it("a stalling failure sets Ready=False and Stalled; success later removes Stalled", () => {
+    const failed = applyConditions(
+      [],
+      failureConditions({ reason: Reason.InvalidSpec, message: "bad", retry: "stall" }),
+      3,
+      t0,
+    );
+    expect(failed.map((c) => [c.type, c.status, c.reason, c.observedGeneration])).toEqual([
+      ["Ready", "False", "InvalidSpec", 3],
+      ["Stalled", "True", "InvalidSpec", 3],
+    ]);
+    const ok = applyConditions(failed, { ready: ["True", Reason.Succeeded, "fine"] }, 4, t1);
+    expect(ok.map((c) => [c.type, c.status, c.lastTransitionTime])).toEqual([
+      ["Ready", "True", formatTime(t1)],
+    ]);
+  });
+
+  it("a waiting failure is Reconciling, a failure that backs off is neither", () => {
+    const waiting = failureConditions({ reason: Reason.SourceNotReady, message: "later", retry: "wait" });
+    expect(applyConditions([], waiting, 1, t0).map((c) => c.type)).toEqual(["Ready", "Reconciling"]);
+    const backoff = failureConditions({
+      reason: Reason.GitOperationFailed,
+      message: "down",
+      retry: "backoff",
+    });
+    expect(applyConditions([], backoff, 1, t0).map((c) => c.type)).toEqual(["Ready"]);
   });
 });

@@ -188,6 +188,59 @@ export function setCondition(
   return previous ? current.map((c) => (c === previous ? next : c)) : [...current, next];
 }
 
+/** Status, reason and message of a condition. */
+export type ConditionTriple = [status: Condition["status"], reason: string, message: string];
+
+/**
+ * The conditions one reconcile leaves on an object. Ready is always set; Progressing and
+ * Degraded when given (otherwise left as they are); Reconciling and Stalled (abnormal-true,
+ * kstatus) are set True when given and removed otherwise.
+ */
+export interface ConditionSet {
+  ready: ConditionTriple;
+  progressing?: ConditionTriple;
+  degraded?: ConditionTriple;
+  reconciling?: [reason: string, message: string];
+  stalled?: [reason: string, message: string];
+}
+
+/** Longest condition message (the apiserver's limit). */
+const MAX_CONDITION_MESSAGE = 32_768;
+
+/**
+ * Returns `list` with the conditions of `set` for `generation`: the one way GitSource,
+ * ServiceChain and NodeChain conditions are written. Messages are cut to the apiserver's limit.
+ */
+export function applyConditions(
+  list: readonly Condition[] | undefined,
+  set: ConditionSet,
+  generation: number | undefined,
+  now: Date,
+): Condition[] {
+  const put = (current: Condition[], type: string, [status, reason, message]: ConditionTriple) =>
+    setCondition(
+      current,
+      {
+        type,
+        status,
+        reason,
+        message: message.slice(0, MAX_CONDITION_MESSAGE),
+        ...(generation !== undefined && { observedGeneration: generation }),
+      },
+      now,
+    );
+  let out = put([...(list ?? [])], ConditionType.Ready, set.ready);
+  if (set.progressing) out = put(out, ConditionType.Progressing, set.progressing);
+  if (set.degraded) out = put(out, ConditionType.Degraded, set.degraded);
+  out = set.reconciling
+    ? put(out, ConditionType.Reconciling, ["True", ...set.reconciling])
+    : removeCondition(out, ConditionType.Reconciling);
+  out = set.stalled
+    ? put(out, ConditionType.Stalled, ["True", ...set.stalled])
+    : removeCondition(out, ConditionType.Stalled);
+  return out;
+}
+
 /** Returns `list` without the condition of `type` (kstatus: abnormal-true conditions are removed when resolved). */
 export function removeCondition(list: readonly Condition[] | undefined, type: string): Condition[] {
   return (list ?? []).filter((c) => c.type !== type);

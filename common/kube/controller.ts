@@ -8,6 +8,30 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
+/**
+ * What one step of a reconcile says: go on with the next step, or end the reconcile (its status
+ * is still written), asking to run again after `requeueAfterMs` when given.
+ */
+export type StepResult = { next: true } | { next: false; requeueAfterMs?: number };
+
+/** The step is done; the next one runs. */
+export const CONTINUE: StepResult = { next: true };
+
+/** One step of a reconcile over the reconcile's state `R` and its surroundings `D`. */
+export type Step<R, D> = (run: R, deps: D) => Promise<StepResult>;
+
+/**
+ * Runs the steps in order until one ends the reconcile (Flux's source-controller does the
+ * same); returns that step's result, or {@link CONTINUE} when all ran.
+ */
+export async function runSteps<R, D>(steps: readonly Step<R, D>[], run: R, deps: D): Promise<StepResult> {
+  for (const step of steps) {
+    const result = await step(run, deps);
+    if (!result.next) return result;
+  }
+  return CONTINUE;
+}
+
 /** How one reconcile ended: done, spec wrong (stalled), dependency missing (waiting), failed. */
 export type ReconcileOutcome = "success" | "stalled" | "waiting" | "error";
 

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { NODE_LABEL, Reason } from "../../../common/api/index.ts";
-import { MemoryStore, type StatusPatch } from "../../../common/store.ts";
+import { NODE_LABEL, Reason, type NodeChainStatus } from "../../../common/api/index.ts";
+import { MemoryStore } from "../../../common/store.ts";
 import { NodeAgent, type DataPlane } from "./agent.ts";
 
 /**
@@ -71,7 +71,7 @@ async function startAgent(store: MemoryStore, backoff: { baseMs: number; maxMs: 
     { level: "info" },
     { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) },
   );
-  const statuses: StatusPatch<"NodeChain">[] = [];
+  const statuses: NodeChainStatus[] = [];
   const agent = new NodeAgent({
     onStatus: (_name, status) => statuses.push(status),
     nodeName: node,

@@ -1,17 +1,17 @@
 import {
-  ConditionType,
+  applyConditions,
   NODE_LABEL,
-  NodeChain,
   Reason,
-  setCondition,
   type Condition,
   type LastError,
+  type NodeChain,
+  type NodeChainStatus,
   type SelfTest,
 } from "../../../common/api/index.ts";
 import { Controller, objectKey, splitKey } from "../../../common/kube/controller.ts";
 import type { Logger } from "../../../common/log.ts";
 import { failureOf, InvalidObjectError, SluiceError, type RetryClass } from "../../../common/errors.ts";
-import type { StatusPatch, Store } from "../../../common/store.ts";
+import { statusPatch, type Store } from "../../../common/store.ts";
 import type { ChainSpec } from "../chain/spec.ts";
 import { SelfTestError } from "../selftest/selftest.ts";
 import { buildChainSpec } from "./build.ts";
@@ -64,7 +64,7 @@ export interface AgentOptions {
   netns?: string;
   log: Logger;
   /** Called with every status the agent writes (tests record transitions with it). */
-  onStatus?: (name: string, status: StatusPatch<"NodeChain">) => void;
+  onStatus?: (name: string, status: NodeChainStatus) => void;
   /** Called after every attempt to make a revision live (metrics count switches with it). */
   onSwitch?: (outcome: { ok: true } | { ok: false; reason: string }) => void;
   /**
@@ -252,19 +252,14 @@ export class NodeAgent {
       return;
     }
 
-    await this.writeStatus(nc.metadata.namespace, name, {
+    await this.writeStatus(nc.metadata.namespace, name, status, {
       ...status,
       phase: "Loading",
       observedGeneration: generation,
-      conditions: setCondition(
+      conditions: applyConditions(
         status.conditions,
-        {
-          type: ConditionType.Ready,
-          status: "False",
-          reason: Reason.Progressing,
-          message: `switching to revision ${nc.spec.revision}`,
-          observedGeneration: generation,
-        },
+        { ready: ["False", Reason.Progressing, `switching to revision ${nc.spec.revision}`] },
+        generation,
         new Date(),
       ),
     });
@@ -282,25 +277,19 @@ export class NodeAgent {
         { compiled: built.compiled, cached: built.cached, programs: result.programIds.length },
         "chain is live",
       );
-      await this.writeStatus(nc.metadata.namespace, name, {
+      // No lastError, and no self-test left from an earlier attempt that failed: it would keep
+      // the node from counting as available.
+      await this.writeStatus(nc.metadata.namespace, name, status, {
         observedGeneration: generation,
         phase: "Ready",
         revision: result.revision,
         programIds: result.programIds,
         attachedInterfaces: result.attachedInterfaces,
-        // null removes the field: a self-test left from an earlier attempt that failed would
-        // otherwise stay, and keep the node from counting as available.
-        selfTest: result.selfTest ?? null,
-        lastError: null,
-        conditions: setCondition(
+        ...(result.selfTest && { selfTest: result.selfTest }),
+        conditions: applyConditions(
           status.conditions,
-          {
-            type: ConditionType.Ready,
-            status: "True",
-            reason: Reason.Succeeded,
-            message: liveMessage(result).slice(0, 4096),
-            observedGeneration: generation,
-          },
+          { ready: ["True", Reason.Succeeded, liveMessage(result).slice(0, 4096)] },
+          generation,
           new Date(),
         ),
       });
@@ -319,21 +308,19 @@ export class NodeAgent {
         message: failure.message.slice(0, 4096),
         ...(failure.log ? { log: failure.log.slice(-16_000) } : {}),
       };
-      await this.writeStatus(nc.metadata.namespace, name, {
+      // The live chain (its programs and interfaces) stays; the self-test is this attempt's.
+      const { selfTest: _earlier, ...kept } = status;
+      await this.writeStatus(nc.metadata.namespace, name, status, {
+        ...kept,
         observedGeneration: generation,
         phase: failure.retry === "wait" ? "Pending" : "Failed",
         revision: this.live.get(chain),
         lastError,
-        selfTest: failure.selfTest ?? null,
-        conditions: setCondition(
+        ...(failure.selfTest && { selfTest: failure.selfTest }),
+        conditions: applyConditions(
           status.conditions,
-          {
-            type: ConditionType.Ready,
-            status: "False",
-            reason: failure.reason,
-            message: failure.message.slice(0, 4096),
-            observedGeneration: generation,
-          },
+          { ready: ["False", failure.reason, failure.message.slice(0, 4096)] },
+          generation,
           new Date(),
         ),
       });
@@ -343,14 +330,21 @@ export class NodeAgent {
     }
   }
 
+  /** Writes `status` in place of `previous`: fields it leaves out are removed. */
   private async writeStatus(
     namespace: string | undefined,
     name: string,
-    status: StatusPatch<"NodeChain">,
+    previous: NodeChainStatus,
+    status: NodeChainStatus,
   ): Promise<void> {
     this.options.onStatus?.(name, status);
     try {
-      await this.options.store.patchStatus("NodeChain", namespace, name, status);
+      await this.options.store.patchStatus(
+        "NodeChain",
+        namespace,
+        name,
+        statusPatch<"NodeChain">(previous, status),
+      );
     } catch (err) {
       this.options.log.warn({ err, name }, "could not write NodeChain status");
     }

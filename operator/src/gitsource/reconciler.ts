@@ -3,15 +3,14 @@ import { join } from "node:path";
 import { rm } from "node:fs/promises";
 import {
   API_VERSION,
-  ConditionType,
   GitSecretKeys,
   GitSource,
   parseDuration,
   RECONCILE_AT_ANNOTATION,
   Reason,
-  removeCondition,
-  setCondition,
+  applyConditions,
   type Artifact,
+  type ConditionSet,
   type Condition,
   type GitSourceStatus,
   type InventoryEntry,
@@ -19,8 +18,15 @@ import {
 } from "../../../common/api/index.ts";
 import { ArtifactError, ArtifactStore, buildArtifact } from "../../../common/artifact/index.ts";
 import type { Logger } from "../../../common/log.ts";
-import { failureOf, InvalidObjectError } from "../../../common/errors.ts";
-import { isStoreKind, type Store, type StoreInput, type StoreObject } from "../../../common/store.ts";
+import { failureConditions, failureOf, InvalidObjectError, type RetryClass } from "../../../common/errors.ts";
+import { CONTINUE, runSteps, type Step, type StepResult } from "../../../common/kube/controller.ts";
+import {
+  isStoreKind,
+  statusPatch,
+  type Store,
+  type StoreInput,
+  type StoreObject,
+} from "../../../common/store.ts";
 import { sync, type GitAuth, type GitSyncResult } from "../git/index.ts";
 import { loadRevision } from "../manifests/index.ts";
 import { checkSourceUrl, parentNamespace, type SourcePolicy } from "./policy.ts";
@@ -77,10 +83,6 @@ interface Run {
 }
 
 /** A step either continues, or ends the reconcile with a requeue delay (ms; undefined = none). */
-type StepResult = { next: true } | { next: false; requeueAfterMs?: number };
-type Step = (run: Run, deps: GitSourceDeps) => Promise<StepResult>;
-
-const next: StepResult = { next: true };
 
 /**
  * Reconciles one GitSource: fetch the ref, pack the tree at `spec.path` into an artifact,
@@ -121,18 +123,14 @@ export async function reconcileGitSource(
     conditions: source.status.conditions ?? [],
   };
   const interval = parseDuration(source.spec.interval);
-  let result: StepResult = next;
-  for (const step of steps) {
-    result = await step(run, deps);
-    if (!result.next) break;
-  }
+  const result = await runSteps(steps, run, deps);
   await writeStatus(run, deps);
   if (!result.next)
     return result.requeueAfterMs === undefined ? {} : { requeueAfterMs: result.requeueAfterMs };
   return { requeueAfterMs: interval };
 }
 
-const steps: Step[] = [
+const steps: Step<Run, GitSourceDeps>[] = [
   reconcileSuspend,
   reconcileAccess,
   reconcileWebhook,
@@ -143,8 +141,8 @@ const steps: Step[] = [
 ];
 
 async function reconcileSuspend(run: Run, deps: GitSourceDeps): Promise<StepResult> {
-  if (!run.source.spec.suspend) return next;
-  mark(run, deps, "False", Reason.Suspended, "reconciliation is suspended", false);
+  if (!run.source.spec.suspend) return CONTINUE;
+  setConditions(run, deps, { ready: ["False", Reason.Suspended, "reconciliation is suspended"] });
   return { next: false };
 }
 
@@ -158,11 +156,11 @@ async function reconcileAccess(run: Run, deps: GitSourceDeps): Promise<StepResul
   const { metadata, spec } = run.source;
   const ns = metadata.namespace ?? "default";
   const parent = parentNamespace(metadata.labels, SOURCE_LABEL);
-  const refuse = (reason: string, message: string): StepResult => {
+  const refuse = (reason: Reason, message: string): StepResult => {
     // Nothing may trigger it either; the salt stays, so an allowed source gets its path back.
     deps.ensureWebhook?.(ns, metadata.name, undefined);
     delete run.status.webhookPath;
-    return fail(run, deps, reason, message, true);
+    return fail(run, deps, reason, message, "stall");
   };
   if (!policy.allowCrossNamespace && parent !== undefined && parent !== ns) {
     return refuse(
@@ -172,19 +170,19 @@ async function reconcileAccess(run: Run, deps: GitSourceDeps): Promise<StepResul
   }
   const url = checkSourceUrl(spec.url, policy);
   if (!url.ok) return refuse(Reason.SourceNotAllowed, url.message);
-  return next;
+  return CONTINUE;
 }
 
 async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResult> {
   const { spec, metadata } = run.source;
   const ns = metadata.namespace ?? "default";
-  if (!deps.ensureWebhook) return next;
+  if (!deps.ensureWebhook) return CONTINUE;
   if (!spec.webhookSecretRef) {
     deps.ensureWebhook(ns, metadata.name, undefined);
     delete run.status.webhookPath;
     // A webhook set up again later gets a new path.
     delete run.status.webhookSalt;
-    return next;
+    return CONTINUE;
   }
   const data = deps.readSecret ? await deps.readSecret(ns, spec.webhookSecretRef.name) : undefined;
   const token = data?.[GitSecretKeys.webhookToken];
@@ -194,7 +192,7 @@ async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResu
       deps,
       Reason.SecretNotFound,
       `secret ${spec.webhookSecretRef.name} with key ${GitSecretKeys.webhookToken} not found`,
-      false,
+      "backoff",
     );
   }
   // Kept in status, so the path survives operator restarts; random, so it says nothing of the
@@ -204,7 +202,7 @@ async function reconcileWebhook(run: Run, deps: GitSourceDeps): Promise<StepResu
     (deps.newWebhookSalt ? await deps.newWebhookSalt(ns, metadata.name) : randomBytes(16).toString("hex"));
   run.status.webhookSalt = salt;
   run.status.webhookPath = deps.ensureWebhook(ns, metadata.name, { token, salt });
-  return next;
+  return CONTINUE;
 }
 
 async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResult> {
@@ -222,7 +220,7 @@ async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResul
         data
           ? `secret ${spec.secretRef.name} has none of ${GitSecretKeys.username}+${GitSecretKeys.password}, ${GitSecretKeys.bearerToken}, or ${GitSecretKeys.identity}+${GitSecretKeys.knownHosts}`
           : `secret ${spec.secretRef.name} not found`,
-        false,
+        "backoff",
       );
     }
     auth = found;
@@ -238,11 +236,11 @@ async function reconcileSource(run: Run, deps: GitSourceDeps): Promise<StepResul
       ...(deps.policy?.allowFileSources ? {} : { allowedSchemes: ["https", "http", "ssh", "git"] as const }),
       logger: run.log,
     });
-    return next;
+    return CONTINUE;
   } catch (err) {
     // Git errors say their reason and whether a retry can help.
     const failure = failureOf(err, Reason.GitOperationFailed);
-    return fail(run, deps, failure.reason, failure.message, failure.retry === "stall");
+    return fail(run, deps, failure.reason, failure.message, failure.retry);
   }
 }
 
@@ -258,7 +256,7 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
     if (previous?.revision === revision && previous.digest === built.digest) {
       if (await deps.artifacts.get(ns, metadata.name, built.digest)) {
         run.artifact = previous;
-        return next;
+        return CONTINUE;
       }
     }
     const stored = await deps.artifacts.put(ns, metadata.name, built);
@@ -272,12 +270,18 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
       size: stored.size,
     };
     deps.event(run.source, "Normal", "NewArtifact", `stored artifact for revision ${revision}`);
-    return next;
+    return CONTINUE;
   } catch (err) {
     // Named like a manifest rejection: status.artifact still shows the last good revision, so
     // the message must say which commit is refused.
     if (err instanceof ArtifactError) {
-      return fail(run, deps, Reason.ArtifactFailed, `revision ${revision} rejected: ${err.message}`, false);
+      return fail(
+        run,
+        deps,
+        Reason.ArtifactFailed,
+        `revision ${revision} rejected: ${err.message}`,
+        "backoff",
+      );
     }
     throw err;
   }
@@ -298,11 +302,11 @@ async function reconcileManifests(run: Run, deps: GitSourceDeps): Promise<StepRe
       deps,
       Reason.ManifestsInvalid,
       `revision ${run.sync!.revision} rejected: ${loaded.message}`,
-      false,
+      "backoff",
     );
   }
   run.objects = loaded.objects;
-  return next;
+  return CONTINUE;
 }
 
 async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult> {
@@ -320,7 +324,7 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
       deps,
       Reason.ApplyFailed,
       `revision ${revision}: ${stray.kind} ${stray.metadata.name} is in namespace ${stray.metadata.namespace}, outside ${ns}`,
-      false,
+      "backoff",
     );
   }
   try {
@@ -334,7 +338,7 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
       deps,
       Reason.ApplyFailed,
       `revision ${revision}: ${err instanceof Error ? err.message : String(err)}`,
-      false,
+      "backoff",
     );
   }
   const inventory: InventoryEntry[] = desired.map((o) => ({
@@ -371,7 +375,7 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
           deps,
           Reason.PruneFailed,
           `${old.kind} ${old.namespace}/${old.name}: ${String(err)}`,
-          false,
+          "backoff",
         );
       }
     }
@@ -388,8 +392,8 @@ async function reconcileApply(run: Run, deps: GitSourceDeps): Promise<StepResult
   run.status.lastAppliedRevision = revision;
   const message = `applied revision ${revision}: ${inventory.length} objects${pruned ? `, pruned ${pruned}` : ""}`;
   if (changed || pruned) deps.event(run.source, "Normal", "Applied", message);
-  mark(run, deps, "True", Reason.Succeeded, message, false);
-  return next;
+  setConditions(run, deps, { ready: ["True", Reason.Succeeded, message] });
+  return CONTINUE;
 }
 
 /** The object as it is applied: namespaced into the source's namespace, labelled with its source. */
@@ -430,54 +434,20 @@ function now(deps: GitSourceDeps): Date {
   return deps.now?.() ?? new Date();
 }
 
-/** Sets Ready (and Reconciling while work is under way) for the current generation. */
-function mark(
-  run: Run,
-  deps: GitSourceDeps,
-  ready: Condition["status"],
-  reason: string,
-  message: string,
-  reconciling: boolean,
-): void {
-  const generation = run.source.metadata.generation;
-  const t = now(deps);
-  let c = setCondition(
-    run.conditions,
-    { type: ConditionType.Ready, status: ready, reason, message, observedGeneration: generation },
-    t,
-  );
-  c = reconciling
-    ? setCondition(
-        c,
-        { type: ConditionType.Reconciling, status: "True", reason, message, observedGeneration: generation },
-        t,
-      )
-    : removeCondition(c, ConditionType.Reconciling);
-  c = removeCondition(c, ConditionType.Stalled);
-  run.conditions = c;
+/** Sets the conditions of this reconcile for the current generation. */
+function setConditions(run: Run, deps: GitSourceDeps, set: ConditionSet): void {
+  run.conditions = applyConditions(run.conditions, set, run.source.metadata.generation, now(deps));
 }
 
 /**
- * Ends the reconcile with Ready=False. A stalling failure (the spec is wrong) also sets Stalled
- * and is not retried until the spec changes; others are retried at the interval.
+ * Ends the reconcile with Ready=False (and the conditions of its retry class). A stalling
+ * failure (the spec is wrong) is not retried until the spec changes; others are retried at the
+ * interval.
  */
-function fail(run: Run, deps: GitSourceDeps, reason: string, message: string, stalled: boolean): StepResult {
-  mark(run, deps, "False", reason, message, false);
-  if (stalled) {
-    run.conditions = setCondition(
-      run.conditions,
-      {
-        type: ConditionType.Stalled,
-        status: "True",
-        reason,
-        message,
-        observedGeneration: run.source.metadata.generation,
-      },
-      now(deps),
-    );
-  }
+function fail(run: Run, deps: GitSourceDeps, reason: Reason, message: string, retry: RetryClass): StepResult {
+  setConditions(run, deps, failureConditions({ reason, message, retry }));
   deps.event(run.source, "Warning", reason, message);
-  if (stalled) return { next: false };
+  if (retry === "stall") return { next: false };
   return { next: false, requeueAfterMs: parseDuration(run.source.spec.interval) };
 }
 
@@ -490,12 +460,11 @@ async function writeStatus(run: Run, deps: GitSourceDeps): Promise<void> {
     observedGeneration: metadata.generation ?? run.status.observedGeneration,
     ...(annotation ? { lastHandledReconcileAt: annotation } : {}),
   };
-  // The patch merges at the top level of status, so a field this reconcile dropped (the
-  // webhook path once webhookSecretRef is gone) is sent as null to remove it (JSON merge patch).
-  const dropped = Object.keys(run.source.status).filter((key) => !(key in status));
-  const patch: Record<string, unknown> = {
-    ...status,
-    ...Object.fromEntries(dropped.map((key) => [key, null])),
-  };
-  await deps.store.patchStatus("GitSource", metadata.namespace, metadata.name, patch);
+  // A field this reconcile dropped (the webhook path once webhookSecretRef is gone) is removed.
+  await deps.store.patchStatus(
+    "GitSource",
+    metadata.namespace,
+    metadata.name,
+    statusPatch<"GitSource">(run.source.status, status),
+  );
 }

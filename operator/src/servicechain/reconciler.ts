@@ -8,10 +8,10 @@ import {
   nodesSummary,
   PROMOTE_ANNOTATION,
   Reason,
-  removeCondition,
-  setCondition,
+  applyConditions,
   type ChainPlan,
   type Condition,
+  type ConditionSet,
   type GitSource,
   type NetworkFunction,
   type NodeChain,
@@ -19,10 +19,17 @@ import {
   type ServiceChain,
   type ServiceChainStatus,
 } from "../../../common/api/index.ts";
-import { InvalidObjectError } from "../../../common/errors.ts";
+import { failureConditions, InvalidObjectError } from "../../../common/errors.ts";
+import { CONTINUE, runSteps, type Step, type StepResult } from "../../../common/kube/controller.ts";
 import type { Logger } from "../../../common/log.ts";
 import { SOURCE_LABEL } from "../gitsource/reconciler.ts";
-import type { Store, StoreEvent, StoreInput, StoreObject } from "../../../common/store.ts";
+import {
+  statusPatch,
+  type Store,
+  type StoreEvent,
+  type StoreInput,
+  type StoreObject,
+} from "../../../common/store.ts";
 import {
   canonicalJson,
   nodeChainName,
@@ -62,11 +69,7 @@ interface Run {
   conditions: Condition[];
   plan?: ChainPlan;
   selected?: string[];
-  requeueAfterMs?: number;
 }
-
-/** A step either continues or ends the reconcile (status is still written). */
-type Step = (run: Run, deps: ServiceChainDeps) => Promise<boolean>;
 
 /**
  * Reconciles one ServiceChain: resolve its functions into a plan, select the nodes, and move
@@ -105,17 +108,15 @@ export async function reconcileServiceChain(
     status: { ...chain.status },
     conditions: chain.status.conditions ?? [],
   };
-  for (const step of steps) {
-    if (!(await step(run, deps))) break;
-  }
+  const result = await runSteps(steps, run, deps);
   await writeStatus(run, deps);
-  return run.requeueAfterMs === undefined ? {} : { requeueAfterMs: run.requeueAfterMs };
+  return result.next || result.requeueAfterMs === undefined ? {} : { requeueAfterMs: result.requeueAfterMs };
 }
 
-const steps: Step[] = [reconcilePlan, reconcileNodes, reconcileRollout];
+const steps: Step<Run, ServiceChainDeps>[] = [reconcilePlan, reconcileNodes, reconcileRollout];
 
 /** Resolves the chain's functions into a plan; a chain that cannot be planned writes nothing. */
-async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean> {
+async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<StepResult> {
   const { chain } = run;
   const ns = chain.metadata.namespace ?? "default";
   const functions = new Map<string, NetworkFunction | { invalid: string }>();
@@ -146,22 +147,28 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<boolean>
   const busy = applyingSource(run, deps, [...functions.values()], sources);
   if (busy) {
     run.log.debug({ source: busy }, "waiting for the GitSource to finish applying its revision");
-    return false;
+    return { next: false };
   }
   const result = resolvePlan({ chain, functions, sources });
   if (!result.ok) {
     const changed = !sameCondition(run.conditions, ConditionType.Ready, result.reason, result.message);
-    setConditions(run, deps, {
-      ready: ["False", result.reason, result.message],
-      reconciling: result.stalled ? undefined : [result.reason, result.message],
-      stalled: result.stalled ? [result.reason, result.message] : undefined,
-    });
+    // A spec to fix stalls; a function or source that is not there yet is waited for (its
+    // arrival queues the chain again).
+    setConditions(
+      run,
+      deps,
+      failureConditions({
+        reason: result.reason,
+        message: result.message,
+        retry: result.stalled ? "stall" : "wait",
+      }),
+    );
     if (changed) deps.event(run.chain, "Warning", result.reason, result.message);
-    return false;
+    return { next: false };
   }
   run.plan = result.plan;
   run.log = run.log.child({ revision: result.plan.revision });
-  return true;
+  return CONTINUE;
 }
 
 /**
@@ -196,18 +203,18 @@ function applyingSource(
 }
 
 /** Picks the nodes the chain runs on. */
-async function reconcileNodes(run: Run, deps: ServiceChainDeps): Promise<boolean> {
+async function reconcileNodes(run: Run, deps: ServiceChainDeps): Promise<StepResult> {
   const nodes: NodeInfo[] = (await deps.store.list("Node")).map((n) => ({
     name: n.metadata.name,
     labels: n.metadata.labels ?? {},
     deleting: n.metadata.deletionTimestamp !== undefined,
   }));
   run.selected = selectNodes(run.chain.spec.nodeSelector, nodes);
-  return true;
+  return CONTINUE;
 }
 
 /** Moves nodes towards the plan (or back to the last good one) and sums up where they are. */
-async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<boolean> {
+async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepResult> {
   const { chain, previous } = run;
   const plan = run.plan!;
   const ns = chain.metadata.namespace ?? "default";
@@ -256,8 +263,8 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<boole
   }
 
   recordDecision(run, deps, decision);
-  run.requeueAfterMs = decision.requeueAfterMs;
-  return true;
+  // The last step: it ends the reconcile, asking to be run again when the rollout waits on time.
+  return { next: false, requeueAfterMs: decision.requeueAfterMs };
 }
 
 /** Puts the decision into status, conditions and events. */
@@ -388,42 +395,9 @@ function recordDecision(run: Run, deps: ServiceChainDeps, d: RolloutDecision): v
   );
 }
 
-type Triple = [Condition["status"], string, string];
-
-/**
- * Sets the conditions of this reconcile for the current generation. Ready is always set;
- * Progressing and Degraded when given; Reconciling and Stalled (abnormal-true, kstatus) are set
- * when given and removed otherwise.
- */
-function setConditions(
-  run: Run,
-  deps: ServiceChainDeps,
-  c: {
-    ready: Triple;
-    progressing?: Triple;
-    degraded?: Triple;
-    reconciling?: [string, string];
-    stalled?: [string, string];
-  },
-): void {
-  const generation = run.chain.metadata.generation;
-  const t = deps.now();
-  const set = (list: Condition[], type: string, [status, reason, message]: Triple) =>
-    setCondition(
-      list,
-      { type, status, reason, message: message.slice(0, 32_768), observedGeneration: generation },
-      t,
-    );
-  let list = set(run.conditions, ConditionType.Ready, c.ready);
-  if (c.progressing) list = set(list, ConditionType.Progressing, c.progressing);
-  if (c.degraded) list = set(list, ConditionType.Degraded, c.degraded);
-  list = c.reconciling
-    ? set(list, ConditionType.Reconciling, ["True", ...c.reconciling])
-    : removeCondition(list, ConditionType.Reconciling);
-  list = c.stalled
-    ? set(list, ConditionType.Stalled, ["True", ...c.stalled])
-    : removeCondition(list, ConditionType.Stalled);
-  run.conditions = list;
+/** Sets the conditions of this reconcile for the current generation (see {@link applyConditions}). */
+function setConditions(run: Run, deps: ServiceChainDeps, set: ConditionSet): void {
+  run.conditions = applyConditions(run.conditions, set, run.chain.metadata.generation, deps.now());
 }
 
 function findReason(list: readonly Condition[] | undefined, type: string): string | undefined {
@@ -495,11 +469,7 @@ function differs(existing: NodeChain, desired: StoreInput<"NodeChain">): boolean
   );
 }
 
-/**
- * Writes the status when it changed. Fields are never removed, only given other values (an
- * empty list, ""): the Kubernetes store sends a JSON merge patch, where a missing field keeps
- * its old value, and the memory store replaces top-level fields; both agree on replacements.
- */
+/** Writes the status when it changed; a field the new status leaves out is removed. */
 async function writeStatus(run: Run, deps: ServiceChainDeps): Promise<void> {
   const { metadata } = run.chain;
   const status: ServiceChainStatus = {
@@ -508,7 +478,12 @@ async function writeStatus(run: Run, deps: ServiceChainDeps): Promise<void> {
     observedGeneration: metadata.generation ?? run.status.observedGeneration,
   };
   if (canonicalJson(status) === canonicalJson(run.chain.status)) return;
-  await deps.store.patchStatus("ServiceChain", metadata.namespace, metadata.name, status);
+  await deps.store.patchStatus(
+    "ServiceChain",
+    metadata.namespace,
+    metadata.name,
+    statusPatch<"ServiceChain">(run.chain.status, status),
+  );
 }
 
 /**
