@@ -38,6 +38,8 @@ COPY common ./common
 # about 70 kB of dist/, beside the packages only it uses).
 COPY operator ./operator
 COPY node-agent ./node-agent
+# The live view's page (copied into dist/web by the build).
+COPY web ./web
 RUN npm run build
 
 # Runtime dependencies only, exactly as locked.

@@ -31,6 +31,8 @@ COPY bin ./bin
 COPY common ./common
 COPY operator ./operator
 COPY node-agent ./node-agent
+# The live view's page (copied into dist/web by the build).
+COPY web ./web
 RUN npm run build
 
 # Runtime dependencies only, exactly as locked.

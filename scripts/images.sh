@@ -182,7 +182,7 @@ inputs_digest() {
     cd "$root"
     echo "$tag $storage_driver $node_version $npm_version"
     find images scripts/images.sh scripts/build.ts package.json package-lock.json tsconfig*.json \
-      bin common operator node-agent bpf -type f ! -path '*/node_modules/*' -print0 2>/dev/null \
+      bin common operator node-agent bpf web -type f ! -path '*/node_modules/*' -print0 2>/dev/null \
       | sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -c1-32
 }

@@ -151,6 +151,10 @@
       maps,
     );
     $("chains").append(element);
+    if (chain.noCounters) {
+      grid.append(el("p", { class: "note" }, "rates: on the node's own live view and its /metrics"));
+      return { signature: chain.functions.join(","), element, head, maps, graphs };
+    }
     for (const nf of chain.functions) {
       const box = el("div", { class: "graph fn", "data-chain": chain.chain, "data-nf": nf });
       box.append(el("h3", {}, `${nf}: packets/s, drops/s, passes/s, errors/s`));

@@ -12,6 +12,7 @@ import type {
   LivePoint,
   LiveProblem,
   LiveSnapshot,
+  RolloutView,
 } from "./model.ts";
 
 /** How many one-second points are kept: 15 minutes. */
@@ -60,18 +61,20 @@ export class LiveHistory {
   readonly #missesAt = new Map<string, { t: number; perSecond: number }>();
   #chains: ChainView[] = [];
   #problems: LiveProblem[] = [];
+  #rollouts: RolloutView[] | undefined;
   readonly #listeners = new Set<(event: LiveEvent) => void>();
 
   constructor(readonly title: string) {}
 
   /** Adds one reading of every chain taken at `atMs`; returns the point it made. */
-  record(atMs: number, readings: readonly ChainReading[]): LivePoint {
+  record(atMs: number, readings: readonly ChainReading[], rollouts?: RolloutView[]): LivePoint {
     const t = Math.round(atMs / 1000);
     const point: LivePoint = { t, functions: {}, nsPerPacket: {} };
     const seen = new Set<string>();
     for (const reading of readings) {
       const chainKey = keyOf(reading.node, reading.chain);
       seen.add(chainKey);
+      if (reading.noCounters) continue;
       for (const fn of reading.functions) {
         const key = keyOf(reading.node, reading.chain, fn.name);
         seen.add(key);
@@ -123,7 +126,14 @@ export class LiveHistory {
       this.#markers.shift();
     this.#chains = readings.map(viewOf);
     this.#problems = this.#findProblems(readings, t);
-    this.#emit({ type: "point", point, chains: this.#chains, problems: this.#problems });
+    this.#rollouts = rollouts;
+    this.#emit({
+      type: "point",
+      point,
+      chains: this.#chains,
+      problems: this.#problems,
+      ...(rollouts ? { rollouts } : {}),
+    });
     return point;
   }
 
@@ -141,6 +151,7 @@ export class LiveHistory {
       points: [...this.#points],
       markers: [...this.#markers],
       problems: this.#problems,
+      ...(this.#rollouts ? { rollouts: this.#rollouts } : {}),
     };
   }
 
@@ -235,7 +246,13 @@ export class LiveHistory {
 
 /** What subscribers receive. */
 export type LiveEvent =
-  | { type: "point"; point: LivePoint; chains: ChainView[]; problems: LiveProblem[] }
+  | {
+      type: "point";
+      point: LivePoint;
+      chains: ChainView[];
+      problems: LiveProblem[];
+      rollouts?: RolloutView[];
+    }
   | { type: "marker"; marker: LiveMarker };
 
 function mean(values: number[]): number {
@@ -256,5 +273,6 @@ function viewOf(reading: ChainReading): ChainView {
     ...(reading.runTimeAbsent ? { runTimeAbsent: reading.runTimeAbsent } : {}),
     maps: reading.maps ?? [],
     ...(reading.lastError ? { lastError: reading.lastError } : {}),
+    ...(reading.noCounters ? { noCounters: true } : {}),
   };
 }

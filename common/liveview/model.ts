@@ -46,6 +46,22 @@ export interface ChainReading {
   maps?: MapFillReading[];
   /** The last failure to switch a revision in, if the node reports one. */
   lastError?: { reason: string; message: string };
+  /**
+   * No counters here (the operator's cluster view: rates stay on each node's agent); the
+   * functions' counters are then ignored and the page draws no graphs for the chain.
+   */
+  noCounters?: boolean;
+}
+
+/** One ServiceChain's rollout: the target revision and where every node is. */
+export interface RolloutView {
+  /** `<namespace>/<name>`. */
+  chain: string;
+  revision: string;
+  /** Ready condition's reason and message (RolloutComplete, RollingOut, NodesFailed, ...). */
+  reason: string;
+  message: string;
+  nodes: Array<{ node: string; revision: string; phase: string; message?: string }>;
 }
 
 /** A Git commit, as the page shows it. */
@@ -98,6 +114,7 @@ export interface ChainView {
   runTimeAbsent?: string;
   maps: MapFillReading[];
   lastError?: { reason: string; message: string };
+  noCounters?: boolean;
 }
 
 /** Rates of one function at one second: packets, drops, passes, errors per second. */
@@ -119,4 +136,5 @@ export interface LiveSnapshot {
   points: LivePoint[];
   markers: LiveMarker[];
   problems: LiveProblem[];
+  rollouts?: RolloutView[];
 }

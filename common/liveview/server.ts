@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "../log.ts";
 import { LiveHistory, type LiveEvent } from "./history.ts";
-import type { ChainReading } from "./model.ts";
+import type { ChainReading, RolloutView } from "./model.ts";
 
 /** Options of {@link LiveView}. */
 export interface LiveViewOptions {
@@ -18,6 +18,8 @@ export interface LiveViewOptions {
   title: string;
   /** Reads every chain now; called once a second. `watched` is true while a page is open. */
   read: (watched: boolean) => Promise<ChainReading[]>;
+  /** Every ServiceChain's rollout (the operator's cluster view); read with each sample. */
+  rollouts?: () => Promise<RolloutView[]>;
   intervalMs?: number;
   log?: Logger;
 }
@@ -106,7 +108,8 @@ export class LiveView {
     this.#sampling = true;
     try {
       const readings = await this.#options.read(this.history.watchers > 0);
-      this.history.record(Date.now(), readings);
+      const rollouts = await this.#options.rollouts?.();
+      this.history.record(Date.now(), readings, rollouts);
     } catch (err) {
       // A chain switched or removed while it was read: the next second reads again.
       this.#options.log?.debug({ err }, "live view: reading chains failed");

@@ -9,6 +9,8 @@ import { CoreResources, KubeClient, type KubeObject } from "../../common/kube/cl
 import { EventRecorder } from "../../common/kube/events.ts";
 import { LeaderElector, type LeaderElectionConfig } from "../../common/kube/leader.ts";
 import { KubeStore } from "../../common/kube/store.ts";
+import { LiveView } from "../../common/liveview/index.ts";
+import { clusterLiveReaders } from "./liveview.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { SourceServer } from "./server/index.ts";
 
@@ -76,6 +78,17 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const metrics = new OperatorMetrics(() => controlPlane !== undefined);
   metrics.observeServiceChains(() => store.list("ServiceChain"));
   server.route("GET", "/metrics", metrics.handler);
+  // The cluster-wide live view at /: every chain on every node, and each rollout, from the caches.
+  const liveView: LiveView = new LiveView({
+    title: "cluster",
+    ...clusterLiveReaders({ store, mark: (marker) => liveView.history.mark(marker) }),
+    log,
+  });
+  try {
+    for (const [path, handler] of liveView.routes()) server.route("GET", path, handler);
+  } catch (err) {
+    log.warn({ err }, "live view not served");
+  }
   const listening = await server.listen(options.port, options.host ?? "0.0.0.0");
   const advertiseUrl =
     options.advertiseUrl ??
@@ -83,6 +96,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   // Every cache is full before the first reconcile, so no controller acts on a partial view.
   await Promise.all(WATCHED_KINDS.map((kind) => store.startWatching(kind)));
+  liveView.start();
   let stopping = false;
   // Only the leader (or the only replica) runs controllers; a follower keeps its caches warm and
   // answers /readyz with 503, so the Service sends artifact and webhook traffic to the leader.
@@ -152,6 +166,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       stopping = true;
       await inTurn(stepDown);
       // After the controllers: the Lease is released only once nothing of this replica acts.
+      liveView.stop();
       await elector?.stop();
       await store.stop();
       await server.close();

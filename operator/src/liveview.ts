@@ -1,0 +1,134 @@
+/**
+ * The operator's cluster-wide live view: every chain on every node from the NodeChains' status
+ * (revision, phase, the error that kept a revision out), the rollout of each ServiceChain (which
+ * node runs which revision, which failed and why), and markers where a node switched revision or
+ * a rollout started, halted or rolled back. Everything comes from the informers' caches: the view
+ * costs no API call and no request to the nodes. Packet rates stay on each node's agent (its own
+ * live view and /metrics).
+ */
+import { ConditionType, findCondition, Reason } from "../../common/api/index.ts";
+import type { ChainReading, LiveMarker, RolloutView } from "../../common/liveview/index.ts";
+import type { Store } from "../../common/store.ts";
+
+const HALTED = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExceeded]);
+
+/** Readers of chains and rollouts for {@link import("../../common/liveview/index.ts").LiveView}. */
+export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveMarker) => void }): {
+  read: () => Promise<ChainReading[]>;
+  rollouts: () => Promise<RolloutView[]>;
+} {
+  const { store } = options;
+  const nodeRevisions = new Map<string, string>();
+  const nodeFailures = new Map<string, string>();
+  const rolloutStates = new Map<string, string>();
+  const nowT = () => Math.round(Date.now() / 1000);
+
+  const read = async (): Promise<ChainReading[]> => {
+    const readings: ChainReading[] = [];
+    for (const nc of await store.list("NodeChain")) {
+      const chain = `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}`;
+      const node = nc.spec.nodeName;
+      const key = `${node}/${chain}`;
+      const status = nc.status;
+      const live = status?.revision ?? "";
+      const before = nodeRevisions.get(key);
+      nodeRevisions.set(key, live);
+      if (before !== undefined && live && before !== live)
+        options.mark({
+          t: nowT(),
+          node,
+          chain,
+          kind: "switch",
+          revision: live,
+          message: `from ${before || "nothing"}`,
+        });
+      const error = status?.phase === "Failed" ? status.lastError : undefined;
+      const failure = error ? `${nc.spec.revision}|${error.reason}|${error.message}` : "";
+      if (error && nodeFailures.get(key) !== failure)
+        options.mark({
+          t: nowT(),
+          node,
+          chain,
+          kind: "switch-failed",
+          revision: nc.spec.revision,
+          message: `${error.reason}: ${error.message.split("\n")[0]}`,
+        });
+      nodeFailures.set(key, failure);
+      readings.push({
+        node,
+        chain,
+        hook: nc.spec.hook,
+        revision: live || nc.spec.revision,
+        phase: status?.phase ?? "Pending",
+        functions: nc.spec.functions.map((f) => ({
+          name: f.name,
+          packets: 0n,
+          drops: 0n,
+          passes: 0n,
+          errors: 0n,
+        })),
+        rootMisses: 0n,
+        noCounters: true,
+        ...(error ? { lastError: { reason: error.reason, message: error.message } } : {}),
+      });
+    }
+    return readings;
+  };
+
+  const rollouts = async (): Promise<RolloutView[]> => {
+    const nodeChains = await store.list("NodeChain");
+    const views: RolloutView[] = [];
+    for (const sc of await store.list("ServiceChain")) {
+      const chain = `${sc.metadata.namespace ?? "default"}/${sc.metadata.name}`;
+      const ready = findCondition(sc.status?.conditions, ConditionType.Ready);
+      const revision = sc.status?.revision ?? "";
+      const reason = ready?.reason ?? "";
+      const state = `${revision}|${reason}`;
+      const seen = rolloutStates.get(chain);
+      rolloutStates.set(chain, state);
+      if (seen !== state) {
+        const [seenRevision, seenReason] = (seen ?? "|").split("|");
+        if (seen !== undefined && revision && revision !== seenRevision)
+          options.mark({
+            t: nowT(),
+            chain,
+            kind: "rollout-started",
+            revision,
+            message: ready?.message ?? "",
+          });
+        if (reason !== seenReason && reason === Reason.RolledBack)
+          options.mark({ t: nowT(), chain, kind: "rolled-back", revision, message: ready?.message ?? "" });
+        else if (reason !== seenReason && HALTED.has(reason))
+          options.mark({
+            t: nowT(),
+            chain,
+            kind: "rollout-halted",
+            revision,
+            message: ready?.message ?? reason,
+          });
+      }
+      views.push({
+        chain,
+        revision,
+        reason,
+        message: ready?.message ?? "",
+        nodes: nodeChains
+          .filter(
+            (nc) => nc.metadata.namespace === sc.metadata.namespace && nc.spec.chain === sc.metadata.name,
+          )
+          .map((nc) => ({
+            node: nc.spec.nodeName,
+            revision: nc.status?.revision ?? "",
+            phase: nc.status?.phase ?? "Pending",
+            ...(nc.status?.lastError
+              ? { message: `${nc.status.lastError.reason}: ${nc.status.lastError.message.split("\n")[0]}` }
+              : {}),
+          }))
+          .sort((a, b) => a.node.localeCompare(b.node)),
+      });
+    }
+    return views;
+  };
+
+  return { read, rollouts };
+}
