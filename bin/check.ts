@@ -352,18 +352,12 @@ class Session {
       ...(this.#artifact ? { localArtifact: this.#artifact } : {}),
     });
     if (result.ok) return result.plan;
-    // The planner joins its problems; point each one at the chain entry it is about.
-    for (const message of result.message.split("; ")) {
-      const at = chain.spec.functions.findIndex((f) => message.startsWith(`NetworkFunction ${f.name} `));
+    // Each problem names the chain entry it is about.
+    for (const problem of result.problems) {
       this.report.problems.push({
-        location: this.#where(
-          "ServiceChain",
-          namespace,
-          name,
-          at >= 0 ? `spec.functions[${at}].name` : "spec.functions",
-        ),
+        location: this.#where("ServiceChain", namespace, name, problem.path),
         subject: this.#subject("ServiceChain", namespace, name),
-        message: at >= 0 ? `spec.functions[${at}].name: ${message}` : message,
+        message: `${problem.path}: ${problem.message}`,
       });
     }
     return undefined;

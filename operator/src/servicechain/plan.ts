@@ -28,9 +28,22 @@ export type PlanFailureReason =
   | typeof Reason.HookNotSupported
   | typeof Reason.InvalidSpec;
 
-/** Outcome of {@link resolvePlan}. `stalled` failures need a spec change; the others wait for an object to appear. */
+/** One reason a chain cannot be planned, about one entry of `spec.functions`. */
+export interface PlanProblem {
+  reason: PlanFailureReason;
+  message: string;
+  /** Field of the ServiceChain the problem is about: `spec.functions[2].name`. */
+  path: string;
+}
+
+/**
+ * Outcome of {@link resolvePlan}. `problems` lists every problem in chain order; `reason` is the
+ * first one's and `message` all of them in one line (for the Ready condition). `stalled`
+ * failures need a spec change; the others wait for an object to appear.
+ */
 export type PlanResult =
-  { ok: true; plan: ChainPlan } | { ok: false; reason: PlanFailureReason; message: string; stalled: boolean };
+  | { ok: true; plan: ChainPlan }
+  | { ok: false; reason: PlanFailureReason; message: string; stalled: boolean; problems: PlanProblem[] };
 
 /** What a plan is made from, keyed by object name (all in the chain's namespace). */
 export interface PlanInputs {
@@ -46,10 +59,7 @@ export interface PlanInputs {
   localArtifact?: { url: string; digest: string };
 }
 
-interface Problem {
-  reason: PlanFailureReason;
-  message: string;
-}
+type Problem = Omit<PlanProblem, "path">;
 
 /**
  * Resolves every function of the chain. All problems are reported at once (a user fixing a chain
@@ -57,18 +67,24 @@ interface Problem {
  */
 export function resolvePlan({ chain, functions, sources, localArtifact }: PlanInputs): PlanResult {
   const hook = chain.spec.attachment.hook;
-  const problems: Problem[] = [];
+  const problems: PlanProblem[] = [];
   const resolved: ResolvedFunction[] = [];
-  for (const ref of chain.spec.functions) {
+  for (const [index, ref] of chain.spec.functions.entries()) {
+    const path = `spec.functions[${index}].name`;
     const nf = functions.get(ref.name);
     if (!nf) {
-      problems.push({ reason: Reason.FunctionNotFound, message: `NetworkFunction ${ref.name} not found` });
+      problems.push({
+        reason: Reason.FunctionNotFound,
+        message: `NetworkFunction ${ref.name} not found`,
+        path,
+      });
       continue;
     }
     if ("invalid" in nf) {
       problems.push({
         reason: Reason.InvalidSpec,
         message: `NetworkFunction ${ref.name} is invalid: ${nf.invalid}`,
+        path,
       });
       continue;
     }
@@ -76,12 +92,13 @@ export function resolvePlan({ chain, functions, sources, localArtifact }: PlanIn
       problems.push({
         reason: Reason.HookNotSupported,
         message: `NetworkFunction ${ref.name} supports ${nf.spec.hooks.join(", ")}, not the chain's hook ${hook}`,
+        path,
       });
       continue;
     }
     const source = resolveSource(nf, sources, localArtifact);
     if ("reason" in source) {
-      problems.push(source);
+      problems.push({ ...source, path });
       continue;
     }
     const { parameters, tables, tests } = nf.spec;
@@ -103,6 +120,7 @@ export function resolvePlan({ chain, functions, sources, localArtifact }: PlanIn
       // A hook mismatch or an invalid function needs someone to edit a spec; a missing function
       // or source may simply not have arrived yet.
       stalled: problems.some((p) => p.reason === Reason.HookNotSupported || p.reason === Reason.InvalidSpec),
+      problems,
     };
   }
   // `tests` is always present (possibly empty) so that a plan never loses a field between two
