@@ -41,7 +41,7 @@ describe("the operator's cluster view", () => {
     const ready = (reason: string, message: string) => [
       {
         type: "Ready",
-        status: reason === "RolloutComplete" ? "True" : "False",
+        status: reason === "RolloutComplete" ? ("True" as const) : ("False" as const),
         reason,
         message,
         lastTransitionTime: new Date().toISOString(),
