@@ -509,7 +509,7 @@ class Session {
         // where the verifier stopped.
         const lines = [...err.log.matchAll(/ @ (\S+):(\d+)$/gm)].at(-1);
         onRefused({
-          message: `the verifier rejected program ${err.program} (${spec.hook}): ${err.message.replace(/^.*verifier rejected it: /, "")}`,
+          message: `the verifier rejected program ${err.program} (${spec.hook}): ${err.verdict}`,
           detail: err.log,
           ...(lines ? { source: { file: lines[1]!, line: Number(lines[2]) } } : {}),
         });

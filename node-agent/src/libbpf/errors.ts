@@ -93,16 +93,20 @@ export class VerifierError extends BpfError {
   readonly program: string;
   /** Trimmed tail of the verifier log. */
   override readonly log: string;
+  /** The verifier's own reason, as the message quotes it: `R1 invalid mem access 'scalar'`. */
+  readonly verdict: string;
 
   constructor(program: string, errno: number, log: string, libbpfLog: readonly string[] = []) {
     const tail = trimVerifierLog(log);
+    const verdict = verifierReason(tail);
     // The same object fails the same way until its source changes: no retry.
-    super(`program ${program}`, "load", errno, `verifier rejected it: ${verifierReason(tail)}`, libbpfLog, {
+    super(`program ${program}`, "load", errno, `verifier rejected it: ${verdict}`, libbpfLog, {
       reason: Reason.VerifierRejected,
       retry: "stall",
     });
     this.program = program;
     this.log = tail;
+    this.verdict = verdict;
   }
 }
 
