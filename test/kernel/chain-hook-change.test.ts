@@ -30,6 +30,7 @@ const cache = makeCacheDir();
 let objects: BuiltinObjects;
 let counterV1 = "";
 let counterV2 = "";
+let counterWithGlobal = "";
 
 beforeAll(async () => {
   objects = await compileBuiltins(cache.path);
@@ -44,6 +45,14 @@ beforeAll(async () => {
     ).objectPath;
   counterV1 = await counter(4);
   counterV2 = await counter(8);
+  counterWithGlobal = (
+    await compile({
+      sourceRoot: fixture("nf"),
+      entry: "counter.bpf.c",
+      cacheDir: cache.path,
+      defines: { COUNTER_SLOTS: 4, COUNTER_GLOBAL: true },
+    })
+  ).objectPath;
 });
 afterAll(() => cache.remove());
 
@@ -225,6 +234,30 @@ describe("a change of a chain's hook under traffic", () => {
     expect(hits[0]!.value.readBigUInt64LE(0)).toBe(0n);
     const flows = await s.manager.readTable("count", "flowmon", "flowmon_flows");
     expect(flows.map(({ key, value }) => decodeFlowEntry(key, value).packets)).toEqual([200]);
+  });
+
+  test("an NF's writable globals cannot carry over: the result names them and why, its maps carry over", async () => {
+    const s = await setup();
+    const spec = (revision: string, hook: Hook): ChainSpec => ({
+      name: "globals",
+      revision,
+      hook,
+      interfaces: [s.net.b.ifname],
+      functions: [{ name: "counter", objectPath: counterWithGlobal }],
+    });
+    const created = await s.manager.apply(spec("r1", "xdp"));
+    expect(created.recreatedMaps).toEqual([]);
+
+    const moved = await s.manager.apply(spec("r2", "tc-ingress"));
+
+    expect(moved.carriedMaps).toEqual([{ nf: "counter", map: "counter_hits" }]);
+    expect(moved.recreatedMaps).toEqual([
+      {
+        nf: "counter",
+        map: expect.stringMatching(/\.bss$/),
+        reason: expect.stringMatching(/^writable globals \(\.data\/\.bss\) start from their initial values/),
+      },
+    ]);
   });
 
   test("tcx ingress -> tcx egress under ping: a firewall denying ICMP answers no ping at any moment, UDP loses nothing", async () => {

@@ -86,6 +86,11 @@ export interface LoadedNf {
    */
   sharable: boolean;
   /**
+   * Internal maps of the NF's writable globals (`.data`, `.bss`): state that starts from its
+   * initial values in every new load, so it never carries over to a new revision.
+   */
+  globals: string[];
+  /**
    * Whether every NF-owned map that is not a table is emptied by {@link clearState}, so that
    * a reused self-test NF starts every vector as a new one would.
    */
@@ -254,6 +259,7 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
 /** The loaded NF of an opened one whose object has loaded. */
 function loadedNf(opened: OpenedNf): LoadedNf {
   const { object, spec, ownMaps, mapSpecs } = opened;
+  const globals = mapSpecs.filter((m) => m.internal && WRITABLE_GLOBALS.test(m.name)).map((m) => m.name);
   const maps = new Map<string, BpfMap>();
   for (const map of ownMaps) maps.set(map.name, object.map(map.name));
   return {
@@ -264,7 +270,8 @@ function loadedNf(opened: OpenedNf): LoadedNf {
     statsIndex: opened.statsIndex,
     maps,
     origins: opened.origins,
-    sharable: !mapSpecs.some((m) => m.internal && WRITABLE_GLOBALS.test(m.name)),
+    sharable: globals.length === 0,
+    globals,
     clearable: ownMaps.every((m) => m.name in (spec.tables ?? {}) || HASH_LIKE.has(m.type)),
   };
 }
@@ -335,6 +342,7 @@ export function takeOverNf(
     maps: new Map(),
     origins: new Map(maps.map((name): [string, MapOrigin] => [name, { kind: "carried" }])),
     sharable: true,
+    globals: [],
     clearable: false,
   };
 }

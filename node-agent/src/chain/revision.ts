@@ -37,6 +37,14 @@ import { statsValueSize } from "./status.ts";
 import { fillTables } from "./tables.ts";
 import type { NfMapRef, RecreatedMap } from "./types.ts";
 
+/** Why an NF's writable globals do not carry over. */
+export const GLOBALS_NOT_CARRIED =
+  "writable globals (.data/.bss) start from their initial values in a new load; keep state in maps to carry it over";
+
+/**
+ * Loads revision `chain.nextGeneration` of `spec` next to the live one and pins it under
+ * rev/<generation>; on failure removes all of it. Nothing live changes.
+ */
 export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Digests): Promise<BuiltRevision> {
   const generation = chain.nextGeneration++;
   const { paths } = chain;
@@ -85,6 +93,14 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
       );
       const tableMaps = new Set(takeOver.nf.tableMaps);
       for (const map of takeOver.nf.maps) if (!tableMaps.has(map)) carried.push({ nf: last.name, map });
+    }
+    // An NF's writable globals are state too, and a new load starts them afresh.
+    const liveNfs = new Set((chain.live?.meta.nfs ?? []).map((nf) => nf.name));
+    for (const nf of nfs) {
+      if (!liveNfs.has(nf.spec.name)) continue;
+      for (const map of nf.globals) {
+        recreated.push({ nf: nf.spec.name, map, reason: GLOBALS_NOT_CARRIED });
+      }
     }
     fillTables(nfs);
     for (const nf of nfs) {
