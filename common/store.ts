@@ -80,11 +80,18 @@ export function parseStoreObject<K extends StoreKind>(kind: K, raw: unknown): St
   };
   const parsed = STORE_SCHEMAS[kind].safeParse(input);
   if (parsed.success) return parsed.data as StoreObject<K>;
-  const metadata = record.metadata as { name?: unknown; namespace?: unknown } | undefined;
+  const meta: unknown = record.metadata;
+  const field = (key: string): string | undefined => {
+    if (typeof meta !== "object" || meta === null || !(key in meta)) return undefined;
+    const value: unknown = Reflect.get(meta, key);
+    return typeof value === "string" ? value : undefined;
+  };
+  const name = field("name");
+  const namespace = field("namespace");
   throw new InvalidObjectError({
     kind,
-    ...(typeof metadata?.name === "string" && { name: metadata.name }),
-    ...(typeof metadata?.namespace === "string" && { namespace: metadata.namespace }),
+    ...(name !== undefined && { name }),
+    ...(namespace !== undefined && { namespace }),
     issues: toSluiceIssues(parsed.error.issues, input),
   });
 }
