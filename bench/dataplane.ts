@@ -434,6 +434,10 @@ function render(
       [
         ["root + 1 noop NF (same packet)", String(ips.ips_baseline_noop_ns)],
         ...Object.entries(ips.ips_ns).map(([n, ns]) => [`root + ips, ${n} signatures`, String(ns)]),
+        [
+          'root + ips, 100 signatures "/c...", payload "/c" x 700 (dropped: scan budget)',
+          String(ips.ips_hostile_ns),
+        ],
       ],
     ),
   );

@@ -201,6 +201,7 @@ describe("ips on real traffic", () => {
         signatures: { 101: 20, 103: 20, 104: 20 },
         synFlood: 0,
         portScan: 0,
+        scanBudget: 0,
       });
       const [nf] = (await manager.status("ips"))!.nfs;
       expect(nf!.counters).toMatchObject({ packets: 100n, drops: 40n, passes: 60n, errors: 0n });
@@ -275,6 +276,31 @@ describe("ips on real traffic", () => {
       expect((await hits(manager, "scan")).portScan).toBe(30 - (limit - 1));
     },
   );
+
+  test("a payload built to hit the prefilter everywhere spends its scan budget and is dropped, and counted", async () => {
+    const { net, manager } = await setup();
+    // Ten signatures that all start with "/c": every other position of "/c/c/c..." tries all ten.
+    const sigs = Array.from({ length: 10 }, (_, i) => ({ id: i + 1, content: `/c${i}zzzz` }));
+    const spec = (onScanBudget: string) =>
+      builtinChain(objects, {
+        name: "budget",
+        revision: onScanBudget,
+        hook: "xdp",
+        interfaces: [net.b.ifname],
+        functions: [
+          { builtin: "ips", parameters: { scanBudget: 1000, onScanBudget }, tables: { signatures: sigs } },
+        ],
+      });
+    await manager.apply(spec("drop"));
+    const hostile = Buffer.from("/c".repeat(700));
+    const benign = payload("/c0 is not a signature", 10);
+    expect(await sendPayloads(net, [hostile, benign], 10)).toEqual([0, 10]);
+    expect(await hits(manager, "budget")).toMatchObject({ signatures: {}, scanBudget: 10 });
+
+    await manager.apply(spec("pass"));
+    expect(await sendPayloads(net, [hostile], 10)).toEqual([10]);
+    expect((await hits(manager, "budget")).scanBudget).toBe(20);
+  });
 
   test("a signature change is written in place: same programs, the new set applies, counters stay", async () => {
     const { net, manager } = await setup();

@@ -20,6 +20,10 @@
  *   with the number of signatures.
  * - Each loop is a count-down with SLUICE_CAN_LOOP (may_goto), and the inner two live in global
  *   functions, which the verifier checks once each, on their own.
+ * - Each signature tried at a position costs one unit of a per-packet budget (ips_scan_budget):
+ *   a payload crafted to hit the prefilter at every position cannot make the scan unbounded in
+ *   practice; a packet that spends the budget is dropped (or passed, with ips_budget_drop 0)
+ *   and counted under IPS_HIT_SCAN_BUDGET.
  * Hits are counted per signature id (once per packet) in an LRU hash; the stateful rules
  * count under IPS_HIT_SYN_FLOOD and IPS_HIT_PORT_SCAN. Counting is approximate under races
  * between CPUs (no locks on the per-source state), which errs by a packet, not by a rule.
@@ -69,6 +73,16 @@ const volatile __u32 ips_detect_only = 0;   /* 1: count matches, never drop */
 const volatile __u32 ips_syn_threshold = 0; /* SYNs per second per source; 0: off */
 const volatile __u32 ips_scan_ports = 0;    /* distinct destination ports; 0: off */
 const volatile __u64 ips_scan_window_ns = 10000000000ULL;
+/* Signatures one packet may try (past the prefilter) before the scan gives up on it. */
+const volatile __u32 ips_scan_budget = 8192;
+const volatile __u32 ips_budget_drop = 1; /* 1: drop a packet that used the whole budget */
+
+/* What a scan found. */
+enum ips_scan_result {
+	IPS_SCAN_CLEAN = 0,     /* no dropping signature matched */
+	IPS_SCAN_DROP = 1,      /* a drop signature matched (and the mode is prevent) */
+	IPS_SCAN_EXHAUSTED = 2, /* the budget ran out before the scan ended */
+};
 
 #define IPS_TCP_SYN 0x02
 #define IPS_TCP_ACK 0x10
@@ -81,6 +95,8 @@ struct ips_pkt_info {
 	__u8 proto;
 	__u8 ports;    /* sport/dport valid */
 	__u8 pad[2];
+	__u32 budget;  /* signatures this packet may still try */
+	__u32 pad2;
 	__u64 seen[2]; /* signatures already counted for this packet, by table index */
 };
 
@@ -127,12 +143,16 @@ __attribute__((noinline)) int ips_content_at(const struct ips_scratch *s, __u32 
 	return 1;
 }
 
-/* Tries every signature at pos (whose prefix passed the prefilter); 1: drop the packet. */
+/*
+ * Tries every signature at pos, whose two bytes (first | second << 8) are pair and passed the
+ * prefilter. Returns an enum ips_scan_result. Every signature tried costs one unit of the
+ * packet's budget, so a payload built to hit the prefilter everywhere costs a bounded amount.
+ */
 __attribute__((noinline)) int ips_match_at(const struct ips_table *table,
 					   const struct ips_scratch *s,
-					   struct ips_pkt_info *info, __u32 pos)
+					   struct ips_pkt_info *info, __u32 pos, __u32 pair)
 {
-	__u32 count, left, i, len, end;
+	__u32 count, left, i, len, end, want, got, folded;
 	const struct ips_signature *sig;
 	__u64 bit;
 
@@ -140,12 +160,20 @@ __attribute__((noinline)) int ips_match_at(const struct ips_table *table,
 		return 0;
 	len = info->len;
 	count = table->count;
+	folded = ips_fold(pair & 0xff) | (__u32)ips_fold((pair >> 8) & 0xff) << 8;
 	for (left = SLUICE_RELOAD(table->count); left > 0 && SLUICE_CAN_LOOP(); left--) {
 		asm volatile("" : "+r"(left));
 		i = count - left;
 		if (i >= IPS_MAX_SIGNATURES)
 			break;
+		if (info->budget == 0)
+			return IPS_SCAN_EXHAUSTED;
+		info->budget--;
 		sig = &table->sigs[i];
+		want = sig->content[0] | (__u32)sig->content[1] << 8;
+		got = (sig->flags & IPS_SIG_NOCASE) ? folded : pair;
+		if (want != got)
+			continue;
 		end = pos + sig->content_len;
 		if (pos < sig->offset || end > len)
 			continue;
@@ -169,9 +197,9 @@ __attribute__((noinline)) int ips_match_at(const struct ips_table *table,
 		info->seen[(i >> 6) & 1] |= bit;
 		ips_count(sig->id);
 		if (sig->action == IPS_DROP && !ips_detect_only)
-			return 1;
+			return IPS_SCAN_DROP;
 	}
-	return 0;
+	return IPS_SCAN_CLEAN;
 }
 
 /* The prefilter bit of the two bytes in the low 16 bits of word (first byte lowest). */
@@ -183,7 +211,7 @@ static __always_inline __u32 ips_prefix_bit(const struct ips_table *table, __u64
 }
 
 /*
- * Scans the copied payload; 1: a dropping signature matched. Four positions per round: one
+ * Scans the copied payload; returns an enum ips_scan_result. Four positions per round: one
  * 8-byte load gives the two-byte keys of positions pos .. pos+3, and a round whose four bits
  * are all clear (nearly every round) costs that load, four bit tests and the loop.
  */
@@ -192,13 +220,14 @@ __attribute__((noinline)) int ips_scan(const struct ips_table *table, const stru
 {
 	__u32 blocks, left, pos, hits, i;
 	__u64 word;
+	int found;
 
 	if (!table || !s || !info)
-		return 0;
+		return IPS_SCAN_CLEAN;
 	/* Positions 0 .. len-2 (each reads two bytes), in blocks of four. */
 	blocks = (info->len + 2) / 4;
 	if (blocks > IPS_SCAN_MAX / 4)
-		return 0;
+		return IPS_SCAN_CLEAN;
 	for (left = (SLUICE_RELOAD(info->len) + 2) / 4; left > 0 && SLUICE_CAN_LOOP(); left--) {
 		asm volatile("" : "+r"(left));
 		pos = ((blocks - left) * 4) & (IPS_SCAN_MAX - 1);
@@ -209,11 +238,15 @@ __attribute__((noinline)) int ips_scan(const struct ips_table *table, const stru
 		if (!hits)
 			continue;
 #pragma unroll
-		for (i = 0; i < 4; i++)
-			if ((hits & (1 << i)) && ips_match_at(table, s, info, pos + i))
-				return 1;
+		for (i = 0; i < 4; i++) {
+			if (!(hits & (1 << i)))
+				continue;
+			found = ips_match_at(table, s, info, pos + i, (word >> (8 * i)) & 0xffff);
+			if (found != IPS_SCAN_CLEAN)
+				return found;
+		}
 	}
-	return 0;
+	return IPS_SCAN_CLEAN;
 }
 
 /* The SYN-flood and port-scan rules for a packet from pkt's source at time now. */
@@ -330,7 +363,16 @@ static __always_inline enum sluice_verdict ips_process(void *ctx, int is_xdp,
 	info.ports = !!(pkt->flags & SLUICE_PKT_PORTS);
 	info.sport = bpf_ntohs(pkt->flow.sport);
 	info.dport = bpf_ntohs(pkt->flow.dport);
-	return ips_scan(table, scratch, &info) ? SLUICE_DROP : SLUICE_CONTINUE;
+	info.budget = ips_scan_budget;
+	switch (ips_scan(table, scratch, &info)) {
+	case IPS_SCAN_DROP:
+		return SLUICE_DROP;
+	case IPS_SCAN_EXHAUSTED:
+		ips_count(IPS_HIT_SCAN_BUDGET);
+		return ips_budget_drop && !ips_detect_only ? SLUICE_DROP : SLUICE_CONTINUE;
+	default:
+		return SLUICE_CONTINUE;
+	}
 }
 
 #endif /* __SLUICE_NF_IPS_H */

@@ -35,6 +35,7 @@ enum ips_action {
 /* Keys of ips_hits besides signature ids (which are below 2^31). */
 #define IPS_HIT_SYN_FLOOD 0x80000001u
 #define IPS_HIT_PORT_SCAN 0x80000002u
+#define IPS_HIT_SCAN_BUDGET 0x80000003u
 
 /*
  * One content signature: content must start at or after `offset` bytes into the payload and,

@@ -41,6 +41,21 @@ export const IpsParams = z.strictObject({
     .max(86_400)
     .default(10)
     .describe("Length of the port-scan window, in seconds."),
+  scanBudget: z
+    .number()
+    .int()
+    .min(64)
+    .max(1_000_000)
+    .default(8192)
+    .describe(
+      "Signatures one packet may try at positions its prefilter lets through; a payload built to make the scan slow runs out of it.",
+    ),
+  onScanBudget: z
+    .enum(["drop", "pass"])
+    .default("drop")
+    .describe(
+      "What happens to a packet that used its whole scanBudget (in mode prevent; counted either way).",
+    ),
 });
 export type IpsParams = z.infer<typeof IpsParams>;
 

@@ -72,6 +72,8 @@ describe("ips signature table", () => {
       ips_syn_threshold: 50n,
       ips_scan_ports: 20n,
       ips_scan_window_ns: 5_000_000_000n,
+      ips_scan_budget: 8192n,
+      ips_budget_drop: 1n,
     });
   });
 
@@ -119,6 +121,8 @@ describe("ips signature table", () => {
     [{ portScanPorts: 1 }, "portScanPorts"],
     [{ portScanPorts: 10_000 }, "portScanPorts"],
     [{ portScanSeconds: 0 }, "portScanSeconds"],
+    [{ scanBudget: 0 }, "scanBudget"],
+    [{ onScanBudget: "ignore" }, "onScanBudget"],
   ])("bad parameters are refused: %j", (parameters, field) => {
     expect(refused({}, parameters)[0]!.field).toBe(field);
   });
@@ -132,11 +136,12 @@ describe("ips signature table", () => {
       return { key, value };
     };
     expect(
-      decodeIpsHits([entry(7, 3), entry(IpsHitKey.SYN_FLOOD, 40), entry(IpsHitKey.PORT_SCAN, 2)]),
-    ).toEqual({
-      signatures: { 7: 3 },
-      synFlood: 40,
-      portScan: 2,
-    });
+      decodeIpsHits([
+        entry(7, 3),
+        entry(IpsHitKey.SYN_FLOOD, 40),
+        entry(IpsHitKey.PORT_SCAN, 2),
+        entry(IpsHitKey.SCAN_BUDGET, 1),
+      ]),
+    ).toEqual({ signatures: { 7: 3 }, synFlood: 40, portScan: 2, scanBudget: 1 });
   });
 });

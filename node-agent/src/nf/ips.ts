@@ -69,16 +69,19 @@ export interface IpsHits {
   synFlood: number;
   /** Probes from sources that reached the port-scan limit. */
   portScan: number;
+  /** Packets whose scan used the whole `scanBudget`. */
+  scanBudget: number;
 }
 
 /** Decode the entries of `ips_hits` (key: `__u32` id, value: `__u64` count). */
 export function decodeIpsHits(entries: Iterable<MapEntry>): IpsHits {
-  const hits: IpsHits = { signatures: {}, synFlood: 0, portScan: 0 };
+  const hits: IpsHits = { signatures: {}, synFlood: 0, portScan: 0, scanBudget: 0 };
   for (const { key, value } of entries) {
     const id = key.readUInt32LE(0);
     const count = Number(value.readBigUInt64LE(0));
     if (id === IpsHitKey.SYN_FLOOD) hits.synFlood = count;
     else if (id === IpsHitKey.PORT_SCAN) hits.portScan = count;
+    else if (id === IpsHitKey.SCAN_BUDGET) hits.scanBudget = count;
     else hits.signatures[id] = count;
   }
   return hits;
@@ -99,6 +102,8 @@ export const ips: BuiltinNf<IpsParams, IpsTables> = {
       { variable: "ips_syn_threshold", type: "u32", value: BigInt(params.synFloodThreshold) },
       { variable: "ips_scan_ports", type: "u32", value: BigInt(params.portScanPorts) },
       { variable: "ips_scan_window_ns", type: "u64", value: BigInt(params.portScanSeconds) * 1_000_000_000n },
+      { variable: "ips_scan_budget", type: "u32", value: BigInt(params.scanBudget) },
+      { variable: "ips_budget_drop", type: "u32", value: params.onScanBudget === "drop" ? 1n : 0n },
     ];
   },
   encodeTables(tables): MapContents {

@@ -84,6 +84,7 @@ describe("TypeScript mirror of the C structs", () => {
       IPS_DROP: IpsAction.DROP,
       IPS_HIT_SYN_FLOOD: IpsHitKey.SYN_FLOOD,
       IPS_HIT_PORT_SCAN: IpsHitKey.PORT_SCAN,
+      IPS_HIT_SCAN_BUDGET: IpsHitKey.SCAN_BUDGET,
       ...Object.fromEntries(Object.entries(IpsSigFlag).map(([name, bit]) => [`IPS_SIG_${name}`, bit])),
       ...Object.fromEntries(
         Object.entries(FirewallMatch).map(([name, bit]) => [`FIREWALL_MATCH_${name}`, bit]),

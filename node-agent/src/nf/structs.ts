@@ -289,7 +289,7 @@ export const IpsSigFlag = { NOCASE: 0x01, PROTO: 0x02, PORTS: 0x04 } as const;
 /** `enum ips_action`. */
 export const IpsAction = { ALERT: 1, DROP: 2 } as const;
 /** `IPS_HIT_*`: keys of `ips_hits` that count the stateful rules (signature ids are below 2^31). */
-export const IpsHitKey = { SYN_FLOOD: 0x80000001, PORT_SCAN: 0x80000002 } as const;
+export const IpsHitKey = { SYN_FLOOD: 0x80000001, PORT_SCAN: 0x80000002, SCAN_BUDGET: 0x80000003 } as const;
 
 /** `struct ips_signature`. */
 export const IPS_SIGNATURE_LAYOUT: StructLayout = {
