@@ -1,7 +1,6 @@
 import {
   commandUsage,
   ExitCode,
-  hostProblem,
   isCommand,
   parseCommandLine,
   parsePort,
@@ -9,6 +8,7 @@ import {
   UsageError,
   usageError,
 } from "./cli.ts";
+import { holdOpen, kubeconfigProblem, startFailed, waitForSignal } from "./lifecycle.ts";
 
 export { ExitCode } from "./cli.ts";
 
@@ -19,7 +19,7 @@ export async function main(argv: string[]): Promise<number> {
     case "operator":
       return operator(rest);
     case "agent":
-      return agent(rest);
+      return (await import("./agent.ts")).agent(rest);
     case "run":
       return run(rest);
     case "status":
@@ -59,26 +59,6 @@ function help(argv: string[]): number {
   if (!isCommand(name)) return usageError("help", `unknown command ${JSON.stringify(name)}`);
   process.stdout.write(commandUsage[name]);
   return ExitCode.Ok;
-}
-
-/**
- * Ends a long-running command that failed to start: one line for what the host refused (see
- * {@link hostProblem}), exit 3; anything else is a bug and keeps its stack trace.
- */
-function startFailed(command: string, err: unknown): number {
-  const problem = hostProblem(err);
-  if (problem === undefined) throw err;
-  process.stderr.write(`sluice ${command}: ${problem}\n`);
-  return ExitCode.Environment;
-}
-
-/** Checks the kubeconfig; returns an exit code when the command cannot start with it. */
-async function kubeconfigProblem(command: string, flag: string | undefined): Promise<number | undefined> {
-  const { checkKubeconfig } = await import("./kubeconfig.ts");
-  const check = checkKubeconfig(flag);
-  if (check.ok) return undefined;
-  process.stderr.write(`sluice ${command}: ${check.problem}\n`);
-  return ExitCode.Environment;
 }
 
 async function operator(argv: string[]): Promise<number> {
@@ -264,88 +244,4 @@ async function status(argv: string[]): Promise<number> {
   }
   process.stdout.write(formatStatus(got.doc));
   return ExitCode.Ok;
-}
-
-async function agent(argv: string[]): Promise<number> {
-  const line = parseCommandLine("agent", argv, {
-    "node-name": { type: "string", default: process.env.NODE_NAME },
-    kubeconfig: { type: "string" },
-    netns: { type: "string" },
-    "bpffs-root": { type: "string" },
-    "cache-dir": { type: "string", default: "/var/cache/sluice" },
-    "metrics-port": { type: "string", default: "9471" },
-    // Loopback unless told: the agent lives in the host network, where "every address"
-    // includes the node's outside interfaces.
-    "metrics-address": { type: "string" },
-  });
-  if (typeof line === "number") return line;
-  const { values } = line;
-  const nodeName = values["node-name"];
-  if (!nodeName) return usageError("agent", "--node-name (or NODE_NAME) is required");
-  const metricsPort = parsePort(values["metrics-port"]);
-  if (metricsPort === undefined) {
-    return usageError("agent", `--metrics-port: ${values["metrics-port"]} is not a port number`);
-  }
-  const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } =
-    await import("../node-agent/src/agent/metrics.ts");
-  let metricsAddress: string;
-  try {
-    metricsAddress = parseMetricsAddress(values["metrics-address"] ?? DEFAULT_AGENT_METRICS_ADDRESS);
-  } catch (err) {
-    if (!(err instanceof MetricsAddressError)) throw err;
-    return usageError("agent", `--metrics-address: ${err.message}`);
-  }
-  const noKubeconfig = await kubeconfigProblem("agent", values.kubeconfig);
-  if (noKubeconfig !== undefined) return noKubeconfig;
-  const { KubeClient } = await import("../common/kube/client.ts");
-  const { KubeStore } = await import("../common/kube/store.ts");
-  const { NODE_LABEL } = await import("../common/api/index.ts");
-  const { startAgent } = await import("../node-agent/src/agent/run.ts");
-  const { rootLogger } = await import("../common/log.ts");
-  const client = values.kubeconfig ? KubeClient.fromFile(values.kubeconfig) : KubeClient.fromDefault();
-  const log = rootLogger.child({ component: "agent" });
-  // The agent sees only its own node's NodeChains: its cost does not grow with the cluster.
-  const store = new KubeStore(client, log, { labelSelectors: { NodeChain: `${NODE_LABEL}=${nodeName}` } });
-  const release = holdOpen();
-  let running;
-  try {
-    running = await startAgent({
-      nodeName,
-      store,
-      bpffsRoot: values["bpffs-root"],
-      cacheDir: values["cache-dir"],
-      netns: values.netns,
-      metricsPort,
-      metricsAddress,
-      logger: log,
-    });
-  } catch (err) {
-    await store.stop();
-    release();
-    return startFailed("agent", err);
-  }
-  await waitForSignal();
-  rootLogger.info("stopping agent; chains stay pinned and forwarding");
-  await running.stop();
-  await store.stop();
-  release();
-  return ExitCode.Ok;
-}
-
-/** Resolves at SIGINT or SIGTERM. */
-function waitForSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    process.once("SIGINT", () => resolve());
-    process.once("SIGTERM", () => resolve());
-  });
-}
-
-/**
- * Holds the process open until the returned function is called. Signal handlers do not, and
- * while a long-running command waits for an API server that is not reachable yet, its only
- * work is a retry on an unreferenced timer: Node would end it with exit code 13 and no word.
- */
-function holdOpen(): () => void {
-  const timer = setInterval(() => undefined, 1 << 30);
-  return () => clearInterval(timer);
 }

@@ -15,8 +15,10 @@
 # passes a locally built equivalent (images/base-node.Dockerfile).
 ARG NODE_IMAGE=node:20-bookworm-slim
 
-# Compiles the TypeScript sources to dist/ (`npm run build`). This stage is the same in both
-# images, so a builder with a layer cache runs it once.
+# Compiles the TypeScript sources to dist/ from the agent's own entry, bin/agent-main.ts, whose
+# one command is `sluice agent`: neither this stage nor the image holds any of operator/
+# (test/unit/import-boundaries.test.ts keeps the agent's code from importing it, through bin/
+# too). Up to the npm install, this stage is the operator image's, and a layer cache shares it.
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -31,16 +33,10 @@ COPY tsconfig.json ./
 COPY scripts/build.ts ./scripts/
 COPY bin ./bin
 COPY common ./common
-# The agent's code imports nothing of operator/ (test/unit/import-boundaries.test.ts holds it to
-# that, through bin/ too), but dist/ is the one bundle of every `sluice` command: bin/main.ts
-# imports each command's code lazily, esbuild resolves all of them, and the operator and agent
-# images share this stage. `sluice agent` never loads the operator's chunks (its own code is
-# about 70 kB of dist/, beside the packages only it uses).
-COPY operator ./operator
 COPY node-agent ./node-agent
 # The live view's page (copied into dist/web by the build).
 COPY web ./web
-RUN npm run build
+RUN npm run build -- --entry bin/agent-main.ts
 
 # Runtime dependencies only, exactly as locked.
 FROM ${NODE_IMAGE} AS deps

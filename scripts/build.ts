@@ -5,6 +5,9 @@
  *   npm run build            builds dist/ (a few seconds)
  *   npm run build -- --check exits 1 naming the changed files if dist/ is stale against the sources
  *   npm run build -- --if-stale builds only if it is (what `npm test` and `npm run demo` do first)
+ *   npm run build -- --entry bin/agent-main.ts
+ *                            builds dist/main.js from another entry: the agent image's build,
+ *                            which has only `sluice agent` and needs nothing of operator/
  *
  * esbuild bundles our modules together with the npm packages they use, except koffi (a native
  * module, the one runtime dependency left in package.json). Bundling is what keeps the agent and
@@ -33,10 +36,15 @@ export const DIST_DIR = join(root, "dist");
 
 const BUILD_INFO = join(DIST_DIR, "build-info.json");
 
+/** The module whose `main` `bin/sluice.mjs` runs: every command. */
+const DEFAULT_ENTRY = "bin/main.ts";
+
 /** What the build read, as `dist/build-info.json` stores it. */
 const BuildInfo = z.object({
   /** Repository-relative path of each source file, the lock file and this script → sha256. */
   sources: z.record(z.string(), z.string()),
+  /** The entry when it was not bin/main.ts (`--entry`): such a dist/ is never current here. */
+  entry: z.string().optional(),
 });
 type BuildInfo = z.infer<typeof BuildInfo>;
 
@@ -46,12 +54,12 @@ async function digest(path: string): Promise<string> {
     .digest("hex");
 }
 
-/** Builds `dist/` from the sources and records what it read. */
-export async function build(): Promise<void> {
+/** Builds `dist/` from the sources (`entry`: the CLI's module) and records what it read. */
+export async function build(entry = DEFAULT_ENTRY): Promise<void> {
   const esbuild = await import("esbuild");
   const result = await esbuild.build({
     absWorkingDir: root,
-    entryPoints: { main: "bin/main.ts" },
+    entryPoints: { main: entry },
     outdir: DIST_DIR,
     bundle: true,
     splitting: true,
@@ -103,7 +111,8 @@ export async function build(): Promise<void> {
   for (const path of [...inputs, ...webSources, "package-lock.json", "scripts/build.ts"].sort()) {
     sources[path] = await digest(path);
   }
-  await writeFile(BUILD_INFO, JSON.stringify({ sources } satisfies BuildInfo, null, 2) + "\n");
+  const info: BuildInfo = { sources, ...(entry === DEFAULT_ENTRY ? {} : { entry }) };
+  await writeFile(BUILD_INFO, JSON.stringify(info, null, 2) + "\n");
 }
 
 /** Copies web/ and uPlot's files into dist/web; returns the paths written. */
@@ -114,7 +123,8 @@ async function copyWebAssets(): Promise<string[]> {
     await writeFile(to, await readFile(from));
     written.push(to);
   };
-  for (const name of await readdir(join(root, "web"))) await copy(join(root, "web", name), join(DIST_DIR, "web", name));
+  for (const name of await readdir(join(root, "web")))
+    await copy(join(root, "web", name), join(DIST_DIR, "web", name));
   for (const name of ["uPlot.iife.min.js", "uPlot.min.css"])
     await copy(join(root, "node_modules/uplot/dist", name), join(DIST_DIR, "web/vendor", name));
   return written;
@@ -210,6 +220,8 @@ export async function staleSources(): Promise<string[]> {
   } catch {
     return ["dist/"];
   }
+  // Built for the agent image (one command): the tests and the demo need every command.
+  if (info.entry !== undefined) return [`dist/ (built from ${info.entry})`];
   const stale: string[] = [];
   for (const [path, want] of Object.entries(info.sources)) {
     const got = await digest(path).catch(() => undefined);
@@ -235,7 +247,8 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     // dist/ was built from exactly these sources: a warm `npm test` or demo skips the bundling.
   } else {
     const start = performance.now();
-    await build();
+    const entryFlag = process.argv.indexOf("--entry");
+    await build(entryFlag > 0 ? process.argv[entryFlag + 1] : undefined);
     process.stderr.write(`build: dist/ in ${((performance.now() - start) / 1000).toFixed(1)} s\n`);
   }
 }
