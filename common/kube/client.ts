@@ -30,7 +30,7 @@ import {
   type KubernetesObject,
 } from "@kubernetes/client-node";
 
-/** How long one request may take before it fails with reason `Timeout`. */
+/** How long one request may take, by default, before it fails with reason `Timeout`. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
 /**
@@ -161,8 +161,16 @@ export class KubeClient {
   private readonly config: Configuration;
   private readonly objects: KubernetesObjectApi;
   private readonly customObjects: CustomObjectsApi;
+  private readonly timeoutMs: number;
 
-  constructor(readonly kubeConfig: KubeConfig) {
+  constructor(
+    readonly kubeConfig: KubeConfig,
+    options: {
+      /** How long one request may take before it fails with reason `Timeout` (default 30 s). */
+      timeoutMs?: number;
+    } = {},
+  ) {
+    this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig has no current cluster");
     this.config = createConfiguration({
@@ -171,7 +179,7 @@ export class KubeClient {
       promiseMiddleware: [
         {
           pre: (context) => {
-            context.setSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+            context.setSignal(AbortSignal.timeout(this.timeoutMs));
             return Promise.resolve(context);
           },
           post: (response) => Promise.resolve(response),
@@ -219,7 +227,7 @@ export class KubeClient {
         context.setBody(JSON.stringify(options.body));
       }
       await this.kubeConfig.applySecurityAuthentication(context);
-      context.setSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+      context.setSignal(AbortSignal.timeout(this.timeoutMs));
       const response = await this.config.httpApi.send(context).toPromise();
       const text = await response.body.text();
       if (response.httpStatusCode >= 200 && response.httpStatusCode < 300) {
