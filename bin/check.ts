@@ -171,6 +171,8 @@ interface Refusal {
   detail?: string;
   /** The C line the verifier stopped at, as clang named the file. */
   source?: { file: string; line: number };
+  /** The field of the function's spec at fault, when the loader named one (`tables.rules[3]`). */
+  field?: string;
 }
 
 /** File name the build gives an inline source (clang's diagnostics name it). */
@@ -514,7 +516,8 @@ class Session {
           ...(lines ? { source: { file: lines[1]!, line: Number(lines[2]) } } : {}),
         });
       } else if (err instanceof NfContractError || err instanceof ChainSpecError) {
-        onRefused({ message: err.message });
+        const field = err instanceof ChainSpecError ? err.issues[0]?.path : undefined;
+        onRefused({ message: err.message, ...(field !== undefined && { field }) });
       } else if (
         err instanceof BpfError &&
         (err.code === "EPERM" || err.code === "EACCES") &&
@@ -544,7 +547,7 @@ class Session {
           "NetworkFunction",
           state.namespace,
           name,
-          /: tables: /.test(refusal.message) ? "spec.tables" : "spec.source",
+          refusal.field?.startsWith("tables") ? "spec.tables" : "spec.source",
         );
         const at = refusal.source && this.#sourcePosition(state, refusal.source.file, refusal.source.line);
         // The verifier log names source files as clang saw them: show the user's paths.

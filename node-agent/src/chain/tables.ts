@@ -19,12 +19,22 @@ export function checkTables(
   for (const [mapName, entries] of Object.entries(spec.tables ?? {})) {
     const map = find(mapName);
     if (!map) {
-      throw new ChainSpecError(
-        `${spec.name}: tables: no map ${mapName} in the NF (its maps: ${known.join(", ") || "none"})`,
+      throw tableError(
+        spec.name,
+        `tables.${mapName}`,
+        `no map ${mapName} in the NF (its maps: ${known.join(", ") || "none"})`,
       );
     }
     checkTableEntries(spec.name, mapName, map, entries);
   }
+}
+
+/**
+ * `<nf>: tables: [<at>: ]<message>` as users read it, with the field of the NF's spec at fault
+ * (`tables.<map>` or `tables.<map>[i]`) as data.
+ */
+function tableError(nf: string, path: string, message: string, at?: string): ChainSpecError {
+  return new ChainSpecError(`${nf}: tables: ${at ? `${at}: ` : ""}${message}`, [{ path, message }]);
 }
 
 function checkTableEntries(
@@ -38,17 +48,22 @@ function checkTableEntries(
     map.type === MapType.PERCPU_ARRAY ||
     map.type === MapType.LRU_PERCPU_HASH
   ) {
-    throw new ChainSpecError(`${nf}: tables: map ${mapName} is per-CPU; tables fill only shared maps`);
+    throw tableError(nf, `tables.${mapName}`, `map ${mapName} is per-CPU; tables fill only shared maps`);
   }
   if (entries.length > map.maxEntries) {
-    throw new ChainSpecError(
-      `${nf}: tables: ${entries.length} entries for map ${mapName} of ${map.maxEntries}`,
+    throw tableError(
+      nf,
+      `tables.${mapName}`,
+      `${entries.length} entries for map ${mapName} of ${map.maxEntries}`,
     );
   }
   entries.forEach((entry, i) => {
     if (entry.key.length !== map.keySize || entry.value.length !== map.valueSize) {
-      throw new ChainSpecError(
-        `${nf}: tables: ${mapName}[${i}]: key ${entry.key.length} / value ${entry.value.length} bytes; the map has ${map.keySize} / ${map.valueSize}`,
+      throw tableError(
+        nf,
+        `tables.${mapName}[${i}]`,
+        `key ${entry.key.length} / value ${entry.value.length} bytes; the map has ${map.keySize} / ${map.valueSize}`,
+        `${mapName}[${i}]`,
       );
     }
   });
