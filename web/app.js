@@ -38,6 +38,10 @@
     return node;
   };
   const time = (t) => new Date(t * 1000).toLocaleTimeString();
+  const preciseTime = (ms) => {
+    const d = new Date(ms);
+    return `${d.toLocaleTimeString()}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+  };
   const shortRevision = (r) => (r || "").replace(/sha1:([0-9a-f]{7})[0-9a-f]{33}/, "sha1:$1");
 
   function markerPlugin(chainKey) {
@@ -276,8 +280,15 @@
       list.append(
         el(
           "li",
-          { class: `marker ${m.kind}`, "data-kind": m.kind, "data-chain": m.chain },
-          `${time(m.t)} `,
+          {
+            class: `marker ${m.kind}`,
+            "data-kind": m.kind,
+            "data-chain": m.chain,
+            "data-node": m.node,
+            "data-revision": m.revision,
+            "data-at-ms": m.atMs ?? m.t * 1000,
+          },
+          `${m.atMs ? preciseTime(m.atMs) : time(m.t)} `,
           el("span", { class: "kind" }, KIND_TEXT[m.kind] ?? m.kind),
           ` ${m.node ? `${m.node} ` : ""}${m.chain} ${shortRevision(m.revision)}: `,
           el("span", { class: "message" }, m.message),

@@ -77,6 +77,8 @@ export interface CommitInfo {
 export interface LiveMarker {
   /** Seconds since the epoch (the graphs' x axis). */
   t: number;
+  /** Milliseconds since the epoch, where known more precisely than `t` (ordering within a second). */
+  atMs?: number;
   node?: string;
   chain: string;
   kind: "switch" | "switch-failed" | "rollout-started" | "rollout-halted" | "rolled-back";

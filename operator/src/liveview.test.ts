@@ -61,7 +61,13 @@ describe("the operator's cluster view", () => {
       ["n3", "net/edge", "r1", "Ready"],
     ]);
     await rollouts();
-    expect(markers).toEqual([]);
+    // Each node's first revision is a switch too, marked as its status changed.
+    expect(markers.map((m) => [m.kind, m.node, m.message])).toEqual([
+      ["switch", "n1", "from nothing"],
+      ["switch", "n2", "from nothing"],
+      ["switch", "n3", "from nothing"],
+    ]);
+    markers.length = 0;
 
     // r2 rolls out: n1 takes it, n2 fails it (the verifier's message), the rollout halts.
     await store.patchStatus("ServiceChain", NS, "edge", {

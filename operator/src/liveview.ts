@@ -8,7 +8,7 @@
  */
 import { ConditionType, findCondition, Reason } from "../../common/api/index.ts";
 import type { ChainReading, LiveMarker, RolloutView } from "../../common/liveview/index.ts";
-import type { Store } from "../../common/store.ts";
+import type { Store, StoreObject } from "../../common/store.ts";
 
 const HALTED = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExceeded]);
 
@@ -16,6 +16,8 @@ const HALTED = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExcee
 export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveMarker) => void }): {
   read: () => Promise<ChainReading[]>;
   rollouts: () => Promise<RolloutView[]>;
+  /** Stops following NodeChain changes. */
+  stop: () => void;
 } {
   const { store } = options;
   const nodeRevisions = new Map<string, string>();
@@ -23,42 +25,58 @@ export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveM
   const rolloutStates = new Map<string, string>();
   const nowT = () => Math.round(Date.now() / 1000);
 
+  /** Marks what changed on a node since its NodeChain was last seen: a switch, a refusal. */
+  const noteNodeChain = (nc: StoreObject<"NodeChain">): void => {
+    const chain = `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}`;
+    const node = nc.spec.nodeName;
+    const key = `${node}/${chain}`;
+    const status = nc.status;
+    const live = status?.revision ?? "";
+    const before = nodeRevisions.get(key);
+    nodeRevisions.set(key, live);
+    const atMs = Date.now();
+    const t = Math.round(atMs / 1000);
+    if (before !== undefined && live && before !== live)
+      options.mark({
+        t,
+        atMs,
+        node,
+        chain,
+        kind: "switch",
+        revision: live,
+        message: `from ${before || "nothing"}`,
+      });
+    const error = status?.phase === "Failed" ? status.lastError : undefined;
+    const failure = error ? `${error.reason}|${error.message}` : "";
+    if (error && nodeFailures.get(key) !== failure)
+      options.mark({
+        t,
+        atMs,
+        node,
+        chain,
+        kind: "switch-failed",
+        revision: nc.spec.revision,
+        message: `${error.reason}: ${error.message.split("\n")[0]}`,
+      });
+    nodeFailures.set(key, failure);
+  };
+  // A node's switch is marked when its status changes, not at the next sample: a rollout over
+  // three nodes can take less than a second.
+  const unwatch = store.watch("NodeChain", (event) => {
+    if (event.type === "changed") noteNodeChain(event.object);
+  });
+
   const read = async (): Promise<ChainReading[]> => {
     const readings: ChainReading[] = [];
     for (const nc of await store.list("NodeChain")) {
-      const chain = `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}`;
-      const node = nc.spec.nodeName;
-      const key = `${node}/${chain}`;
+      noteNodeChain(nc);
       const status = nc.status;
-      const live = status?.revision ?? "";
-      const before = nodeRevisions.get(key);
-      nodeRevisions.set(key, live);
-      if (before !== undefined && live && before !== live)
-        options.mark({
-          t: nowT(),
-          node,
-          chain,
-          kind: "switch",
-          revision: live,
-          message: `from ${before || "nothing"}`,
-        });
       const error = status?.phase === "Failed" ? status.lastError : undefined;
-      const failure = error ? `${nc.spec.revision}|${error.reason}|${error.message}` : "";
-      if (error && nodeFailures.get(key) !== failure)
-        options.mark({
-          t: nowT(),
-          node,
-          chain,
-          kind: "switch-failed",
-          revision: nc.spec.revision,
-          message: `${error.reason}: ${error.message.split("\n")[0]}`,
-        });
-      nodeFailures.set(key, failure);
       readings.push({
-        node,
-        chain,
+        node: nc.spec.nodeName,
+        chain: `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}`,
         hook: nc.spec.hook,
-        revision: live || nc.spec.revision,
+        revision: status?.revision || nc.spec.revision,
         phase: status?.phase ?? "Pending",
         functions: nc.spec.functions.map((f) => ({
           name: f.name,
@@ -130,5 +148,5 @@ export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveM
     return views;
   };
 
-  return { read, rollouts };
+  return { read, rollouts, stop: unwatch };
 }

@@ -79,9 +79,11 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   metrics.observeServiceChains(() => store.list("ServiceChain"));
   server.route("GET", "/metrics", metrics.handler);
   // The cluster-wide live view at /: every chain on every node, and each rollout, from the caches.
+  const cluster = clusterLiveReaders({ store, mark: (marker) => liveView.history.mark(marker) });
   const liveView: LiveView = new LiveView({
     title: "cluster",
-    ...clusterLiveReaders({ store, mark: (marker) => liveView.history.mark(marker) }),
+    read: cluster.read,
+    rollouts: cluster.rollouts,
     log,
   });
   try {
@@ -166,6 +168,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       stopping = true;
       await inTurn(stepDown);
       // After the controllers: the Lease is released only once nothing of this replica acts.
+      cluster.stop();
       liveView.stop();
       await elector?.stop();
       await store.stop();

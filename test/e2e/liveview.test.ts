@@ -15,19 +15,18 @@
  * ```
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { staticNeighbors } from "../kernel/fixtures/chains.ts";
 import { createBpffsDir, createVethNetwork, run, TestScope, type VethNetwork } from "../kernel/harness.ts";
 import { startUdpFlow, type RunningUdpFlow } from "../kernel/traffic.ts";
 import { asChartAgent, repoRoot, sluiceArgv } from "../support/sluice.ts";
+import { openBrowser } from "./browser.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const RESULTS = join(repoRoot, ".test-results");
 
 const functionsYaml = (rules: string) => `apiVersion: sluice.dev/v1alpha1
@@ -92,13 +91,10 @@ describe("the live view served by sluice run", () => {
   let output = "";
   let port: number;
   let flow: RunningUdpFlow;
-  let browser: Browser;
   let page: Page;
-  const requested: string[] = [];
+  let requested: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM))
-      throw new Error(`${CHROMIUM} is missing: run scripts/setup.sh (Debian package chromium)`);
     net = await createVethNetwork(scope);
     await staticNeighbors(net);
     repo = await mkdtemp(join(tmpdir(), "sluice-liveview-"));
@@ -151,21 +147,11 @@ describe("the live view served by sluice run", () => {
     });
     scope.defer(() => flow.abort());
 
-    // The browser runs in b, where the status port listens (playwright talks to it over a pipe).
-    const launcher = join(repo, "..", `chromium-in-netns-${process.pid}.sh`);
-    await writeFile(launcher, `#!/bin/sh\nexec nsenter --net=${net.b.ns.path} ${CHROMIUM} "$@"\n`);
-    await chmod(launcher, 0o755);
-    scope.defer(() => rm(launcher, { force: true }));
-    browser = await chromium.launch({ executablePath: launcher, args: ["--no-sandbox"], headless: true });
-    scope.defer(() => browser.close());
-    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    // Every request the page makes is recorded; one to any other host is refused.
-    await page.route("**/*", async (route) => {
-      const url = route.request().url();
-      requested.push(url);
-      if (new URL(url).hostname === "127.0.0.1") await route.continue();
-      else await route.abort();
-    });
+    // The browser runs in b, where the status port listens.
+    const opened = await openBrowser({ netnsPath: net.b.ns.path });
+    scope.defer(() => opened.close());
+    page = opened.page;
+    requested = opened.requested;
   }, 180_000);
 
   afterAll(async () => {

@@ -15,10 +15,19 @@
  * Every process runs as the chart runs it (see harness.ts); the first test checks that it does.
  */
 import { readFileSync, statSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTestNamespace, kubectlOk } from "../cluster/harness.ts";
 import { NODE_NAME_EXTRA, serviceAccountUser, whoAmI } from "../cluster/identities.ts";
-import { CHART_AGENT_CAP_MASK, CHART_OPERATOR_UID, effectiveCaps, processUids } from "../support/sluice.ts";
+import {
+  CHART_AGENT_CAP_MASK,
+  CHART_OPERATOR_UID,
+  effectiveCaps,
+  processUids,
+  repoRoot,
+} from "../support/sluice.ts";
+import { openBrowser } from "./browser.ts";
 import {
   CHAIN,
   conditionOf,
@@ -375,6 +384,88 @@ describe.each(refused)("a commit with $name", (scenario) => {
     expect(await bed.waitForPlan(fix)).toBe(good);
     await bed.waitForRollout(good, 120_000);
     expect(conditionOf(bed.serviceChains.get(CHAIN), "Degraded")?.status).toBe("False");
+  });
+});
+
+describe("the operator's live view", () => {
+  it("shows each node's revision as a rollout moves node by node, and why earlier revisions were refused", async () => {
+    good = await bed.waitForRollout();
+    const opened = await openBrowser();
+    try {
+      const { page, requested } = opened;
+      await page.goto(`http://127.0.0.1:${bed.operatorPort}/`);
+      // [node, revision, phase] of every row of the rollout table.
+      const rows = async () =>
+        (await page.evaluate(
+          `[...document.querySelectorAll(".rollout tr[data-node]")].map((tr) => [tr.dataset.node, tr.dataset.revision, tr.children[2].textContent])`,
+        )) as Array<[string, string, string]>;
+      await expect
+        .poll(async () => (await rows()).filter(([, revision]) => revision === good).length, {
+          timeout: 30_000,
+        })
+        .toBe(3);
+
+      const from = bed.nodeChains.events.length;
+      (bed.functionSpec("ratelimit").parameters as Record<string, unknown>).rate = 120_000;
+      const { sha } = await bed.commit("ratelimit: 120k packets/s per source");
+      const target = await bed.waitForPlan(sha);
+      let rolledOut = false;
+      const rollout = bed.waitForRollout(target, 150_000).finally(() => (rolledOut = true));
+      // How many nodes the page shows on the new revision, sampled faster than it updates.
+      const onTarget: number[] = [];
+      while (!rolledOut) {
+        onTarget.push((await rows()).filter(([, revision]) => revision === target).length);
+        await sleep(200);
+      }
+      await rollout;
+      await expect
+        .poll(async () => (await rows()).filter(([, revision]) => revision === target).length, {
+          timeout: 10_000,
+        })
+        .toBe(3);
+      // The table never showed a node going back while the rollout went on...
+      const steps = onTarget.filter((n, i) => i === 0 || n !== onTarget[i - 1]);
+      expect(steps, "nodes on the new revision as the page showed them").toEqual(
+        [...steps].sort((a, b) => a - b),
+      );
+      // ...and the page marks each node's switch when it happened: one node after the other.
+      const switches = async () =>
+        (await page.evaluate(
+          `[...document.querySelectorAll('#markers li[data-kind="switch"]')].map((li) => [li.dataset.node, li.dataset.revision, Number(li.dataset.atMs)])`,
+        )) as Array<[string, string, number]>;
+      await expect
+        .poll(async () => (await switches()).filter(([, revision]) => revision === target).length, {
+          timeout: 10_000,
+        })
+        .toBe(3);
+      const order = (await switches())
+        .filter(([, revision]) => revision === target)
+        .sort((a, b) => a[2] - b[2]);
+      expect(new Set(order.map(([node]) => node)).size, "each node switched once").toBe(3);
+      const settledOrder = rolloutRecord(bed.nodeChains.events, from, target)
+        .steps.filter((s) => s.settledAt !== undefined)
+        .sort((a, b) => a.settledAt! - b.settledAt!)
+        .map((s) => s.node);
+      console.log(
+        `operator's page: switches at ${order.map(([n, , at]) => `${n} +${at - order[0]![2]} ms`).join(", ")}`,
+      );
+      expect(
+        order.map(([node]) => node),
+        "the page's order is the rollout's order",
+      ).toEqual(settledOrder);
+      // Each node's switch is a marker; the refused revisions of the tests before left theirs.
+      const markers = async (kind: string) =>
+        (await page.locator(`#markers li[data-kind="${kind}"]`).allTextContents()).join("\n");
+      await expect.poll(() => markers("switch"), { timeout: 10_000 }).toContain(target);
+      expect(await markers("switch-failed")).toMatch(/VerifierRejected|SelfTestFailed/);
+      expect(await markers("rolled-back")).toContain("returned");
+
+      await mkdir(join(repoRoot, ".test-results"), { recursive: true });
+      await page.screenshot({ path: join(repoRoot, ".test-results/liveview-cluster.png"), fullPage: true });
+      for (const url of requested) expect(new URL(url).hostname, url).toBe("127.0.0.1");
+    } finally {
+      await opened.close();
+    }
   });
 });
 

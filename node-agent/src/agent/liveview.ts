@@ -103,7 +103,7 @@ export function agentLiveReader(
           message: await commitText(c.revision),
         });
       const error = status?.phase === "Failed" ? status.lastError : undefined;
-      const failure = error ? `${nc?.spec.revision}|${error.reason}|${error.message}` : "";
+      const failure = error ? `${error.reason}|${error.message}` : "";
       if (error && failures.get(c.name) !== failure)
         options.mark({
           t: nowT,
