@@ -111,6 +111,10 @@ spec:
     builtin: noop
 ${extra}`;
 
+/** A ratelimit NetworkFunction: its typed `rate` parameter makes revisions that differ. */
+const rateLimited = (name: string, rate: number) =>
+  nf(name, `  parameters:\n    rate: ${rate}\n`).replace("builtin: noop", "builtin: ratelimit");
+
 const chain = (name: string, functions: string[]) => `apiVersion: sluice.dev/v1alpha1
 kind: ServiceChain
 metadata:
@@ -292,15 +296,15 @@ describe("revisions", () => {
 
   it("a new commit becomes a new revision in status and in the applied objects (picked up on the interval)", async () => {
     const first = await repo.commit({
-      "nfs/a.yaml": nf("revs-a", "  parameters:\n    LIMIT: 10\n"),
+      "nfs/a.yaml": rateLimited("revs-a", 10),
       "nfs/b.yaml": nf("revs-b"),
       "chain.yaml": chain("revs-chain", ["revs-a", "revs-b"]),
     });
     await applySource(name, { url: daemon.url("revs"), interval: "1s" });
     await waitForSource(name, "Ready at the first commit", readyAt(`main@sha1:${first}`));
-    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ LIMIT: 10 });
+    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ rate: 10 });
 
-    const second = await repo.commit({ "nfs/a.yaml": nf("revs-a", "  parameters:\n    LIMIT: 20\n") });
+    const second = await repo.commit({ "nfs/a.yaml": rateLimited("revs-a", 20) });
     await kubectlOk([
       "wait",
       `--for=jsonpath={.status.lastAppliedRevision}=main@sha1:${second}`,
@@ -312,7 +316,7 @@ describe("revisions", () => {
     const gs = await getSource(name);
     expect(gs.status?.artifact?.revision).toBe(`main@sha1:${second}`);
     expect(readyOf(gs)?.status).toBe("True");
-    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ LIMIT: 20 });
+    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ rate: 20 });
   });
 
   it("a commit with one bad document changes nothing and names the file, document and field; a later good commit recovers", async () => {
@@ -322,7 +326,7 @@ describe("revisions", () => {
 
     // Document 2 of chain.yaml has a hook that does not exist; document 1 and the other file are fine.
     const bad = await repo.commit({
-      "nfs/a.yaml": nf("revs-a", "  parameters:\n    LIMIT: 30\n"),
+      "nfs/a.yaml": rateLimited("revs-a", 30),
       "chain.yaml": `${chain("revs-chain", ["revs-a", "revs-b"])}---\n${chain("revs-chain-2", ["revs-a"]).replace("hook: xdp", "hook: kprobe")}`,
     });
     const failed = await waitForSource(name, "ManifestsInvalid", failedWith("ManifestsInvalid"));
@@ -332,7 +336,7 @@ describe("revisions", () => {
     // Nothing of the bad revision was applied, and status still points at the good one.
     expect(failed.status?.lastAppliedRevision).toBe(goodRevision);
     expect(failed.status?.artifact?.digest).toBe(goodDigest);
-    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ LIMIT: 20 });
+    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ rate: 20 });
     expect(await appliedNames("servicechains", name)).toEqual(["revs-chain"]);
     const events = await kubectlOk([
       "get",
@@ -350,7 +354,7 @@ describe("revisions", () => {
       "chain.yaml": `${chain("revs-chain", ["revs-a", "revs-b"])}---\n${chain("revs-chain-2", ["revs-a"])}`,
     });
     await waitForSource(name, "Ready again", readyAt(`main@sha1:${fixed}`));
-    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ LIMIT: 30 });
+    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ rate: 30 });
     expect(await appliedNames("servicechains", name)).toEqual(["revs-chain", "revs-chain-2"]);
   });
 
@@ -366,11 +370,11 @@ describe("revisions", () => {
 
   it("a force-push back to an older commit is a new revision: status shows the older commit and its objects return", async () => {
     const log = (await repo.git("log", "--format=%H")).split("\n");
-    // The first commit of this repository: revs-a LIMIT 10, revs-b, chain of both.
+    // The first commit of this repository: revs-a rate 10, revs-b, chain of both.
     const oldest = log.at(-1)!;
     await repo.forcePush(oldest);
     await waitForSource(name, "Ready at the older commit", readyAt(`main@sha1:${oldest}`));
-    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ LIMIT: 10 });
+    expect((await getJson("networkfunction", "revs-a")).spec.parameters).toEqual({ rate: 10 });
     expect(await appliedNames("networkfunctions", name)).toEqual(["revs-a", "revs-b"]);
     expect(await appliedNames("servicechains", name)).toEqual(["revs-chain"]);
   });

@@ -39,9 +39,9 @@ metadata:
 ${namespace ? `  namespace: ${namespace}\n` : ""}spec:
   hooks: [xdp]
   source:
-    builtin: noop
+    builtin: ratelimit
   parameters:
-    LIMIT: ${limit}
+    rate: ${limit}
 `;
 
 let tmp: string;
@@ -264,7 +264,7 @@ spec:
         "-n",
         teamA,
         "-o",
-        "jsonpath={.spec.parameters.LIMIT}",
+        "jsonpath={.spec.parameters.rate}",
       ]),
     ).toBe("1");
     const events = await kubectlOk([
@@ -285,7 +285,7 @@ spec:
     await new Promise((ok) => setTimeout(ok, 2_000));
     expect(await objectsIn(teamB)).toEqual(["gitsource.sluice.dev/app", "networkfunction.sluice.dev/b-fw"]);
     const fw = JSON.parse(await kubectlOk(["get", "networkfunction", "b-fw", "-n", teamB, "-o", "json"]));
-    expect(fw.spec.parameters.LIMIT).toBe(10);
+    expect(fw.spec.parameters.rate).toBe(10);
     expect(fw.metadata.labels["sluice.dev/source"]).toBe(`${teamB}.app`);
   });
 
@@ -366,7 +366,7 @@ spec:
         "-n",
         teamA,
         "-o",
-        "jsonpath={.spec.parameters.LIMIT}",
+        "jsonpath={.spec.parameters.rate}",
       ]),
     ).toBe("3");
     expect(await objectsIn(teamB)).toEqual(["gitsource.sluice.dev/app", "networkfunction.sluice.dev/b-fw"]);

@@ -94,9 +94,9 @@ metadata:
 spec:
   hooks: [xdp]
   source:
-    builtin: noop
+    builtin: ratelimit
   parameters:
-    LIMIT: ${limit}
+    rate: ${limit}
 `;
 
 /** A GitHub-style push payload for `sha`. */
@@ -136,7 +136,7 @@ async function limitOf(name: string): Promise<number> {
     "-n",
     namespace,
     "-o",
-    "jsonpath={.spec.parameters.LIMIT}",
+    "jsonpath={.spec.parameters.rate}",
   ]);
   return Number(out);
 }

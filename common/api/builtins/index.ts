@@ -77,7 +77,8 @@ export type BuiltinConfigPart = "name" | "parameters" | "tables";
 /**
  * A built-in NF configuration that cannot be used. `reason` is `BuiltinNotFound` for an unknown
  * name and `InvalidSpec` for parameters or tables its schema refuses. The message names the NF,
- * the part and each field, e.g. `firewall tables: rules[2].src: "10.0.0.1/8" has host bits set`.
+ * the part and each field, e.g. `firewall tables: rules[2].src: "10.0.0.1/8" has host bits set`,
+ * or says that no built-in has the name.
  */
 export class BuiltinConfigError extends Error {
   override name = "BuiltinConfigError";
@@ -87,9 +88,8 @@ export class BuiltinConfigError extends Error {
     readonly part: BuiltinConfigPart,
     readonly issues: BuiltinIssue[],
   ) {
-    super(
-      `${nf} ${part}: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join("; ")}`,
-    );
+    const listed = issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join("; ");
+    super(part === "name" ? listed : `${nf} ${part}: ${listed}`);
     this.reason = part === "name" ? Reason.BuiltinNotFound : Reason.InvalidSpec;
   }
 

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { checkBuiltinConfig } from "../../../common/api/builtins/index.ts";
 import {
   chainFunctionName,
   matchesLabelSelector,
@@ -26,6 +27,7 @@ export type PlanFailureReason =
   | typeof Reason.FunctionNotFound
   | typeof Reason.SourceNotReady
   | typeof Reason.HookNotSupported
+  | typeof Reason.BuiltinNotFound
   | typeof Reason.InvalidSpec;
 
 /** One reason a chain cannot be planned, about one entry of `spec.functions`. */
@@ -60,6 +62,13 @@ export interface PlanInputs {
 }
 
 type Problem = Omit<PlanProblem, "path">;
+
+/** Reasons only an edit of a spec can clear (the others may pass when an object arrives). */
+const STALLING: ReadonlySet<PlanFailureReason> = new Set([
+  Reason.HookNotSupported,
+  Reason.BuiltinNotFound,
+  Reason.InvalidSpec,
+]);
 
 /**
  * Resolves every function of the chain. All problems are reported at once (a user fixing a chain
@@ -117,9 +126,9 @@ export function resolvePlan({ chain, functions, sources, localArtifact }: PlanIn
       ok: false,
       reason: first.reason,
       message: problems.map((p) => p.message).join("; "),
-      // A hook mismatch or an invalid function needs someone to edit a spec; a missing function
-      // or source may simply not have arrived yet.
-      stalled: problems.some((p) => p.reason === Reason.HookNotSupported || p.reason === Reason.InvalidSpec),
+      // A hook mismatch, an unknown built-in or an invalid function needs someone to edit a
+      // spec; a missing function or source may simply not have arrived yet.
+      stalled: problems.some((p) => STALLING.has(p.reason)),
       problems,
     };
   }
@@ -140,7 +149,16 @@ function resolveSource(
   localArtifact: PlanInputs["localArtifact"],
 ): ResolvedSource | Problem {
   const src = nf.spec.source;
-  if ("builtin" in src) return { builtin: src.builtin };
+  if ("builtin" in src) {
+    // A NetworkFunction applied with kubectl skipped the revision check: the same schemas here.
+    const { parameters, tables } = nf.spec;
+    const checked = checkBuiltinConfig(src.builtin, { parameters, tables });
+    if (!checked.ok) {
+      const { reason, message } = checked.error;
+      return { reason, message: `NetworkFunction ${nf.metadata.name}: ${message}` };
+    }
+    return { builtin: src.builtin };
+  }
   if ("inline" in src) return { inline: src.inline };
   if (localArtifact)
     return { artifact: { url: localArtifact.url, digest: localArtifact.digest, path: src.path } };

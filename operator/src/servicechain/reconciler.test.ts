@@ -195,7 +195,10 @@ describe("planning", () => {
     await threeNodes();
     await addNode("db-1", { role: "db" });
     await addGitSource("repo", digestA);
-    await addFunction("fw", { tables: { rules: [{ port: 22, action: "drop" }] }, parameters: { MAX: 8 } });
+    await addFunction("fw", {
+      tables: { rules: [{ action: "deny", dport: 22 }] },
+      parameters: { defaultAction: "deny" },
+    });
     await addFunction("custom", {
       source: { path: "nf/custom.c", sourceRef: { kind: "GitSource", name: "repo" } },
     });
@@ -251,8 +254,8 @@ describe("planning", () => {
         name: "fw",
         networkFunction: "fw",
         source: { builtin: "firewall" },
-        parameters: { MAX: 8 },
-        tables: { rules: [{ port: 22, action: "drop" }] },
+        parameters: { defaultAction: "deny" },
+        tables: { rules: [{ action: "deny", dport: 22 }] },
       },
       {
         name: "c1",
@@ -299,6 +302,24 @@ describe("planning", () => {
       stalled: false,
     },
     {
+      name: "a built-in name no built-in has sets Ready=False/BuiltinNotFound and Stalled",
+      setup: async () => {
+        await addFunction("fw", { source: { builtin: "nat" } });
+      },
+      reason: "BuiltinNotFound",
+      message: /NetworkFunction fw: no built-in network function "nat"/,
+      stalled: true,
+    },
+    {
+      name: "built-in parameters the built-in's schema refuses set Ready=False/InvalidSpec and Stalled",
+      setup: async () => {
+        await addFunction("fw", { source: { builtin: "ratelimit" }, parameters: { rate: 0 } });
+      },
+      reason: "InvalidSpec",
+      message: /NetworkFunction fw: ratelimit parameters: rate: Too small/,
+      stalled: true,
+    },
+    {
       name: "a function without the chain's hook sets Ready=False/HookNotSupported and Stalled",
       setup: async () => {
         await addFunction("fw", { hooks: ["tc-ingress"] });
@@ -342,17 +363,29 @@ describe("planning", () => {
 
   it("a table-only change of a NetworkFunction gives a new revision with the new tables", async () => {
     await addNode("node-a");
-    await addFunction("fw", { tables: { rules: [{ port: 22 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 22 }] } });
     await addChain();
     await rollOut();
     const first = (await chain()).status.revision!;
-    await addFunction("fw", { tables: { rules: [{ port: 22 }, { port: 23 }] } });
+    await addFunction("fw", {
+      tables: {
+        rules: [
+          { action: "deny", dport: 22 },
+          { action: "deny", dport: 23 },
+        ],
+      },
+    });
     await rollOut();
     const sc = await chain();
     expect(sc.status.revision).not.toBe(first);
     const nc = await nodeChainOf("node-a");
     expect(nc?.spec.revision).toBe(sc.status.revision);
-    expect(nc?.spec.functions[0]?.tables).toEqual({ rules: [{ port: 22 }, { port: 23 }] });
+    expect(nc?.spec.functions[0]?.tables).toEqual({
+      rules: [
+        { action: "deny", dport: 22 },
+        { action: "deny", dport: 23 },
+      ],
+    });
     expect(condition(sc, "Ready")?.status).toBe("True");
   });
 
@@ -534,7 +567,7 @@ describe("progressive rollout", () => {
     await addGitSource("repo", digestA);
     await addFunction("fw", {
       source: { path: "fw.c", sourceRef: { kind: "GitSource", name: "repo" } },
-      tables: { rules: [{ port: 22 }] },
+      tables: { rules: [{ action: "deny", dport: 22 }] },
     });
     await addChain({ rollout });
     await rollOut();
@@ -583,7 +616,7 @@ describe("progressive rollout", () => {
     // ...until the plan changes.
     await addFunction("fw", {
       source: { path: "fw.c", sourceRef: { kind: "GitSource", name: "repo" } },
-      tables: { rules: [{ port: 23 }] },
+      tables: { rules: [{ action: "deny", dport: 23 }] },
     });
     await rollOut();
     const fixed = await chain();
@@ -598,11 +631,11 @@ describe("progressive rollout", () => {
 
   it("without autoRollback a failure halts the rollout and leaves moved nodes where they are", async () => {
     await threeNodes();
-    await addFunction("fw", { tables: { rules: [{ port: 22 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 22 }] } });
     await addChain({ rollout: { ...rollout, autoRollback: false } });
     await rollOut();
     const v1 = (await chain()).status.revision;
-    await addFunction("fw", { tables: { rules: [{ port: 23 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 23 }] } });
     await rollOut({ "node-b": { fail: "SelfTestFailed" } });
     const sc = await chain();
     expect(condition(sc, "Degraded")).toMatchObject({ status: "True", reason: "NodesFailed" });
@@ -614,13 +647,13 @@ describe("progressive rollout", () => {
 
   it("a revision superseded mid-rollout still counts against maxUnavailable", async () => {
     await threeNodes();
-    await addFunction("fw", { tables: { rules: [{ port: 1 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 1 }] } });
     await addChain({ rollout });
     await rollOut();
     const v1 = (await chain()).status.revision;
-    await addFunction("fw", { tables: { rules: [{ port: 2 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 2 }] } });
     await reconcile(); // node-a moves to v2 and has not switched yet
-    await addFunction("fw", { tables: { rules: [{ port: 3 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 3 }] } });
     await reconcile();
     const v3 = (await chain()).status.revision;
     // node-a goes straight on to v3 (it was unavailable anyway); nobody else moves.
@@ -675,7 +708,7 @@ describe("progressive rollout", () => {
 
   it("a canary stops after its nodes and continues when promoted", async () => {
     for (const n of ["n1", "n2", "n3", "n4"]) await addNode(n);
-    await addFunction("fw", { tables: { rules: [{ port: 22 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 22 }] } });
     await addChain({ rollout: { ...rollout, maxUnavailable: 2, canary: { nodes: 1, pause: true } } });
     await rollOut();
     // The first revision goes through its canary too.
@@ -689,7 +722,7 @@ describe("progressive rollout", () => {
     expect(condition(await chain(), "Ready")?.status).toBe("True");
     const v1 = (await chain()).status.revision;
 
-    await addFunction("fw", { tables: { rules: [{ port: 23 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 23 }] } });
     const history = await rollOut();
     let sc = await chain();
     const v2 = sc.status.revision!;
@@ -754,11 +787,11 @@ describe("progressive rollout", () => {
 
   it("a node that never becomes Ready exceeds the progress deadline and is rolled back", async () => {
     await threeNodes();
-    await addFunction("fw", { tables: { rules: [{ port: 22 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 22 }] } });
     await addChain({ rollout: { ...rollout, progressDeadlineSeconds: 60 } });
     await rollOut();
     const v1 = (await chain()).status.revision;
-    await addFunction("fw", { tables: { rules: [{ port: 23 }] } });
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 23 }] } });
     await rollOut({ "node-b": "silent" });
     let sc = await chain();
     expect(condition(sc, "Progressing")?.status).toBe("True");
