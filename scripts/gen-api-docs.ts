@@ -1,6 +1,7 @@
 /**
  * Writes docs/api.md, the API reference, from the same zod schemas the CRDs come from: one
- * table per kind with every field's path, type, default and description.
+ * table per kind with every field's path, type, default and description, then the parameters and
+ * tables of each built-in network function.
  *
  *   node --import tsx scripts/gen-api-docs.ts          regenerate docs/api.md
  *   node --import tsx scripts/gen-api-docs.ts --check  exit 1 if it would change
@@ -8,6 +9,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import { BUILTIN_SCHEMAS } from "../common/api/builtins/index.ts";
 import { openApiSchema } from "../common/api/crd.ts";
 import { KINDS } from "../common/api/kinds.ts";
 import { API_VERSION } from "../common/api/meta.ts";
@@ -21,6 +24,7 @@ type Schema = {
   additionalProperties?: Schema | boolean;
   required?: string[];
   enum?: unknown[];
+  anyOf?: Schema[];
   "x-kubernetes-int-or-string"?: boolean;
   "x-kubernetes-validations"?: Array<{ rule: string; message?: string }>;
 };
@@ -31,6 +35,7 @@ const out = join(root, "docs", "api.md");
 function typeOf(s: Schema): string {
   if (s["x-kubernetes-int-or-string"]) return "int or string";
   if (s.enum) return s.enum.map((v) => `\`${String(v)}\``).join(" \\| ");
+  if (s.anyOf) return s.anyOf.map(typeOf).join(" or ");
   if (s.type === "array") return `[]${s.items ? typeOf(s.items) : "any"}`;
   if (s.type === "object" && s.additionalProperties && typeof s.additionalProperties === "object") {
     return `map[string]${typeOf(s.additionalProperties)}`;
@@ -96,7 +101,41 @@ function render(): string {
       lines.push("");
     }
   }
+  renderBuiltins(lines);
   return lines.join("\n");
+}
+
+/**
+ * The built-in network functions' `spec.parameters` and `spec.tables`, from the zod schemas in
+ * common/api/builtins that the operator, `sluice validate` and the agent check them with.
+ */
+function renderBuiltins(lines: string[]): void {
+  lines.push(
+    "## Built-in network functions",
+    "",
+    "`spec.source.builtin` names one of these; its `spec.parameters` and `spec.tables` are checked",
+    "with the schemas below when a revision is loaded, by `sluice validate`, and by the agent.",
+    "",
+  );
+  for (const [name, builtin] of Object.entries(BUILTIN_SCHEMAS)) {
+    lines.push(`### ${name}`, "", builtin.summary, "");
+    for (const part of ["params", "tables"] as const) {
+      const schema = z.toJSONSchema(builtin[part], { io: "input", unrepresentable: "any" }) as Schema;
+      const title = part === "params" ? "spec.parameters" : "spec.tables";
+      if (Object.keys(schema.properties ?? {}).length === 0) {
+        lines.push(`\`${title}\`: none.`, "");
+        continue;
+      }
+      lines.push(
+        `#### ${name}: ${title}`,
+        "",
+        "| field | type | required | default | description |",
+        "|---|---|---|---|---|",
+      );
+      rows(schema, "", false, lines);
+      lines.push("");
+    }
+  }
 }
 
 const text = render();
