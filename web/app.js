@@ -53,14 +53,16 @@
             const [min, max] = [u.scales.x.min, u.scales.x.max];
             ctx.save();
             ctx.font = `${Math.round(10 * devicePixelRatioOf())}px sans-serif`;
-            // Markers of the same second share one line and stack their labels.
-            const rows = new Map();
+            ctx.textAlign = "left";
+            ctx.textBaseline = "alphabetic";
+            // A rollout's start and its switch come a second apart: one label per message.
+            let labelled = "";
+            // Labels take turns on three rows, so that close markers stay readable.
+            let labels = 0;
             for (const m of state.markers) {
               if (`${m.node ?? nodeOfKey(chainKey)}/${m.chain}` !== chainKey) continue;
               if (m.t < min || m.t > max) continue;
               const x = Math.round(u.valToPos(m.t, "x", true));
-              const row = rows.get(m.t) ?? 0;
-              rows.set(m.t, row + 1);
               const bad =
                 m.kind === "rolled-back" || m.kind === "rollout-halted" || m.kind === "switch-failed";
               ctx.strokeStyle = bad ? COLORS.drops : "#aab4c0";
@@ -70,11 +72,14 @@
               ctx.lineTo(x, u.bbox.top + u.bbox.height);
               ctx.stroke();
               ctx.fillStyle = ctx.strokeStyle;
-              ctx.fillText(
-                `${KIND_TEXT[m.kind] ?? m.kind}: ${m.message}`.slice(0, 60),
-                x + 4,
-                u.bbox.top + 12 * devicePixelRatioOf() * (row + 1),
-              );
+              if (m.message !== labelled) {
+                ctx.fillText(
+                  `${KIND_TEXT[m.kind] ?? m.kind}: ${m.message}`.slice(0, 60),
+                  x + 4,
+                  u.bbox.top + 12 * devicePixelRatioOf() * ((labels++ % 3) + 1),
+                );
+                labelled = m.message;
+              }
             }
             ctx.restore();
           },

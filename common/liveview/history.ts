@@ -209,18 +209,19 @@ export class LiveHistory {
             message: `no packet counted for 10 s (${Math.round(earlierMean)} packets/s the minute before)`,
           });
       }
-      for (const marker of this.#markers) {
-        if (
-          marker.kind !== "switch" ||
-          marker.chain !== reading.chain ||
-          (marker.node ?? reading.node) !== reading.node
-        )
-          continue;
+      // Each switch is compared with the one before: the seconds since the previous switch (at
+      // most 30) against those until the next one (or now).
+      const switches = this.#markers.filter(
+        (m) => m.kind === "switch" && m.chain === reading.chain && (m.node ?? reading.node) === reading.node,
+      );
+      for (const [i, marker] of switches.entries()) {
         if (now - marker.t > 120 || now - marker.t < 3) continue;
+        const from = Math.max(marker.t - 30, switches[i - 1]?.t ?? -Infinity);
+        const until = switches[i + 1]?.t ?? Infinity;
         for (const fn of reading.functions) {
           const drops = this.#series(keyOf(reading.node, reading.chain, fn.name), 1);
-          const before = mean(drops.filter((p) => p.t < marker.t && p.t >= marker.t - 30).map((p) => p.v));
-          const after = mean(drops.filter((p) => p.t > marker.t).map((p) => p.v));
+          const before = mean(drops.filter((p) => p.t < marker.t && p.t >= from).map((p) => p.v));
+          const after = mean(drops.filter((p) => p.t > marker.t && p.t < until).map((p) => p.v));
           if (after >= 1 && after > 2 * before + 1)
             problems.push({
               kind: "drop-rate-jump",
