@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findManifest, parseManifests, renderChart } from "./chart-support.ts";
 import { createTestNamespace, kubectl, kubectlOk } from "./harness.ts";
+import { installCrds } from "./sluice-support.ts";
 
 const teamA = createTestNamespace("roles-a");
 const teamB = createTestNamespace("roles-b");
@@ -18,6 +19,9 @@ const bob = `bob-${teamA.slice(-6)}`;
 let rendered = "";
 
 beforeAll(async () => {
+  // `kubectl auth can-i` resolves the kinds through discovery: without the CRDs it answers for
+  // a resource that does not exist, and the roles' grants never match.
+  await installCrds();
   rendered = await renderChart(release, teamA, { showOnly: ["templates/user-roles.yaml"] });
   findManifest(parseManifests(rendered), "ClusterRole", editor);
   await kubectlOk(["apply", "--server-side", "-f", "-"], { input: rendered });
