@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer } from "node:http";
 import { isIP, type AddressInfo } from "node:net";
 import type { Logger } from "../../../common/log.ts";
 import {
@@ -291,14 +291,6 @@ function registerKernelFigures(
       ]),
     ),
   );
-}
-
-/** An HTTP handler answering a scrape with the agent's metrics. */
-export function agentMetricsHandler(
-  list: () => ChainStatus[],
-  counters?: AgentCounters,
-): (req: IncomingMessage, res: ServerResponse) => void {
-  return metricsHandler(agentRegistry({ list, ...(counters ? { counters } : {}) }));
 }
 
 /** A running metrics endpoint. */
