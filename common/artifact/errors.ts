@@ -1,17 +1,22 @@
+import { Reason } from "../api/conditions.ts";
+import { SluiceError, type RetryClass } from "../errors.ts";
+
 /**
  * Typed artifact errors. Each one names the file it is about (relative to the repository for
  * builds, to the archive for extraction) so that the GitSource status tells a user which file
- * of their repository to fix.
+ * of their repository to fix; the file is also an issue of the error.
  */
 
-/** Base class of every artifact failure. */
-export class ArtifactError extends Error {
+/** Base class of every artifact failure: packing or storing failed, retried (ArtifactFailed). */
+export class ArtifactError extends SluiceError {
   constructor(
     message: string,
     /** The offending file, when there is one. */
     readonly file?: string,
+    reason: Reason = Reason.ArtifactFailed,
+    retry: RetryClass = "backoff",
   ) {
-    super(message);
+    super(reason, message, { retry, issues: file === undefined ? [] : [{ file, path: "", message }] });
     this.name = "ArtifactError";
   }
 }
@@ -62,7 +67,13 @@ export class ArtifactDigestMismatchError extends ArtifactError {
     readonly expected: string,
     readonly actual: string,
   ) {
-    super(`artifact ${url}: digest mismatch: expected ${expected}, got ${actual}`);
+    // The same URL serves the same wrong bytes until the plan changes.
+    super(
+      `artifact ${url}: digest mismatch: expected ${expected}, got ${actual}`,
+      undefined,
+      Reason.DigestMismatch,
+      "stall",
+    );
     this.name = "ArtifactDigestMismatchError";
   }
 }
@@ -73,7 +84,8 @@ export class ArtifactFetchError extends ArtifactError {
     message: string,
     readonly status?: number,
   ) {
-    super(message);
+    // The server (the operator) may be restarting: waited for.
+    super(message, undefined, Reason.ArtifactFetchFailed, "wait");
     this.name = "ArtifactFetchError";
   }
 }

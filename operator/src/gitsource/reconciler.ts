@@ -275,13 +275,7 @@ async function reconcileArtifact(run: Run, deps: GitSourceDeps): Promise<StepRes
     // Named like a manifest rejection: status.artifact still shows the last good revision, so
     // the message must say which commit is refused.
     if (err instanceof ArtifactError) {
-      return fail(
-        run,
-        deps,
-        Reason.ArtifactFailed,
-        `revision ${revision} rejected: ${err.message}`,
-        "backoff",
-      );
+      return fail(run, deps, err.reason, `revision ${revision} rejected: ${err.message}`, err.retry);
     }
     throw err;
   }
