@@ -15,9 +15,9 @@
  * - The payload is copied once (bpf_xdp_load_bytes / bpf_skb_load_bytes, which also reads the
  *   non-linear part of an skb) into a per-CPU buffer, then scanned with masked indexes.
  * - A prefilter bit per two-byte prefix (every case variant for nocase signatures) rejects
- *   almost every position; only positions whose two bytes start some signature compare
- *   signatures. One 8-byte load serves four positions. The cost grows with the payload, barely
- *   with the number of signatures.
+ *   almost every position; a position whose two bytes start some signature tries only the
+ *   signatures in the bucket of those two bytes. One 8-byte load serves four positions. The
+ *   cost grows with the payload, barely with the number of signatures.
  * - Each loop is a count-down with SLUICE_CAN_LOOP (may_goto), and the inner two live in global
  *   functions, which the verifier checks once each, on their own.
  * - Each signature tried at a position costs one unit of a per-packet budget (ips_scan_budget):
@@ -117,6 +117,12 @@ static __always_inline __u8 ips_fold(__u8 c)
 	return c + ((__u8)(c - 'A') < 26 ? 32 : 0);
 }
 
+/* Bucket of a case-folded two-byte prefix (first | second << 8): Fibonacci hashing to 12 bits. */
+static __always_inline __u32 ips_bucket_of(__u32 folded)
+{
+	return ((folded * 2654435761u) >> 20) & (IPS_BUCKETS - 1);
+}
+
 /* Whether the content of sig is at pos of the scratch buffer. */
 __attribute__((noinline)) int ips_content_at(const struct ips_scratch *s, __u32 pos,
 					     const struct ips_signature *sig)
@@ -144,26 +150,30 @@ __attribute__((noinline)) int ips_content_at(const struct ips_scratch *s, __u32 
 }
 
 /*
- * Tries every signature at pos, whose two bytes (first | second << 8) are pair and passed the
- * prefilter. Returns an enum ips_scan_result. Every signature tried costs one unit of the
- * packet's budget, so a payload built to hit the prefilter everywhere costs a bounded amount.
+ * Tries the signatures of pos's bucket at pos, whose two bytes (first | second << 8) are pair
+ * and passed the prefilter. Returns an enum ips_scan_result. Every signature tried costs one
+ * unit of the packet's budget, so a payload built to hit the prefilter everywhere costs a
+ * bounded amount.
  */
 __attribute__((noinline)) int ips_match_at(const struct ips_table *table,
 					   const struct ips_scratch *s,
 					   struct ips_pkt_info *info, __u32 pos, __u32 pair)
 {
-	__u32 count, left, i, len, end, want, got, folded;
+	__u32 count, left, first, i, len, end, want, got, folded;
+	const struct ips_bucket *bucket;
 	const struct ips_signature *sig;
 	__u64 bit;
 
 	if (!table || !s || !info)
 		return 0;
 	len = info->len;
-	count = table->count;
 	folded = ips_fold(pair & 0xff) | (__u32)ips_fold((pair >> 8) & 0xff) << 8;
-	for (left = SLUICE_RELOAD(table->count); left > 0 && SLUICE_CAN_LOOP(); left--) {
+	bucket = &table->buckets[ips_bucket_of(folded)];
+	first = bucket->start;
+	count = bucket->count;
+	for (left = SLUICE_RELOAD(bucket->count); left > 0 && SLUICE_CAN_LOOP(); left--) {
 		asm volatile("" : "+r"(left));
-		i = count - left;
+		i = first + (count - left);
 		if (i >= IPS_MAX_SIGNATURES)
 			break;
 		if (info->budget == 0)

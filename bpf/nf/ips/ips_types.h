@@ -18,6 +18,8 @@
 #define IPS_SCAN_MAX 2048
 /* Words of the prefilter: one bit per two-byte prefix, 65,536 bits. */
 #define IPS_PREFIX_WORDS 1024
+/* Buckets of signatures by a 12-bit hash of their case-folded first two bytes. */
+#define IPS_BUCKETS 4096
 #define IPS_MAX_SOURCES 16384
 #define IPS_MAX_HIT_KEYS 1024
 
@@ -57,17 +59,25 @@ struct ips_signature {
 	__u8 pad[3];                   /* offset 85 */
 };
 
+/* The signatures of one bucket: sigs[start .. start + count - 1]. */
+struct ips_bucket {
+	__u8 start; /* offset 0 */
+	__u8 count; /* offset 1 */
+};
+
 /*
  * The whole signature set, one map value (replaced as a whole, like the firewall's rules).
  * prefix has bit (first byte | second byte << 8) for the first two bytes of every signature's
  * content, in every case variant for a nocase one: a payload position whose two bytes have no
- * bit cannot start a match.
+ * bit cannot start a match. A position that can tries only the signatures of its bucket:
+ * sigs are sorted by bucket (ips_bucket_of of the case-folded first two bytes).
  */
 struct ips_table {
 	__u32 count;                                     /* offset 0; <= IPS_MAX_SIGNATURES */
 	__u32 pad;                                       /* offset 4 */
 	__u64 prefix[IPS_PREFIX_WORDS];                  /* offset 8 */
-	struct ips_signature sigs[IPS_MAX_SIGNATURES];   /* offset 8200 */
+	struct ips_bucket buckets[IPS_BUCKETS];          /* offset 8200 */
+	struct ips_signature sigs[IPS_MAX_SIGNATURES];   /* offset 16392 */
 };
 
 /* Per-source state of the stateful rules (SYN flood, port scan). */

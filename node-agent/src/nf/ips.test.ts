@@ -1,7 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { decodeIpsHits } from "./ips.ts";
 import { configureBuiltinNf, type ConfiguredBuiltinNf } from "./registry.ts";
-import { IPS_SIGNATURE_LAYOUT, IPS_TABLE_LAYOUT, IpsAction, IpsHitKey, IpsSigFlag } from "./structs.ts";
+import {
+  IPS_SIGNATURE_LAYOUT,
+  IPS_TABLE_LAYOUT,
+  IpsAction,
+  IpsHitKey,
+  IpsSigFlag,
+  ipsBucketOf,
+} from "./structs.ts";
 
 function configure(tables: unknown, parameters?: unknown): ConfiguredBuiltinNf {
   const result = configureBuiltinNf("ips", { tables, parameters });
@@ -23,6 +30,19 @@ function tableOf(configured: ConfiguredBuiltinNf): Buffer {
 
 const sigAt = (i: number) => IPS_TABLE_LAYOUT.offsets.sigs! + i * IPS_SIGNATURE_LAYOUT.size;
 
+/** Table index of the signature with `id`. */
+function indexOf(table: Buffer, id: number): number {
+  for (let i = 0; i < table.readUInt32LE(0); i++) if (table.readUInt32LE(sigAt(i) + 80) === id) return i;
+  throw new Error(`no signature ${id}`);
+}
+
+/** [start, count] of the bucket of a case-folded two-byte prefix. */
+function bucket(table: Buffer, prefix: string): [number, number] {
+  const at =
+    IPS_TABLE_LAYOUT.offsets.buckets! + ipsBucketOf(prefix.charCodeAt(0) | (prefix.charCodeAt(1) << 8)) * 2;
+  return [table[at]!, table[at + 1]!];
+}
+
 describe("ips signature table", () => {
   it("no signatures is still one table entry (count 0), so clearing them is one atomic update", () => {
     const table = tableOf(configure({}));
@@ -40,7 +60,7 @@ describe("ips signature table", () => {
       }),
     );
     expect(table.readUInt32LE(0)).toBe(2);
-    const first = sigAt(0);
+    const first = sigAt(indexOf(table, 7));
     expect(table.subarray(first, first + 4).toString("hex")).toBe("61620d0a");
     expect(table.readUInt16LE(first + 64)).toBe(4);
     expect(table.readUInt16LE(first + 66)).toBe(4);
@@ -51,8 +71,8 @@ describe("ips signature table", () => {
     expect(table[first + 79]).toBe(IpsSigFlag.NOCASE | IpsSigFlag.PROTO | IpsSigFlag.PORTS);
     expect(table.readUInt32LE(first + 80)).toBe(7);
     expect(table[first + 84]).toBe(IpsAction.DROP);
-    expect(table[sigAt(1) + 84]).toBe(IpsAction.ALERT);
-    expect(table.readUInt16LE(sigAt(1) + 68)).toBe(0);
+    expect(table[sigAt(indexOf(table, 9)) + 84]).toBe(IpsAction.ALERT);
+    expect(table.readUInt16LE(sigAt(indexOf(table, 9)) + 68)).toBe(0);
     // Bits first | second << 8: "ab" in its four case variants (nocase), "xy" as written.
     const bits: number[] = [];
     for (let word = 0; word < 1024; word++) {
@@ -60,6 +80,25 @@ describe("ips signature table", () => {
       for (let bit = 0; bit < 64; bit++) if ((value >> BigInt(bit)) & 1n) bits.push(word * 64 + bit);
     }
     expect(bits).toEqual([0x4241, 0x4261, 0x6241, 0x6261, 0x7978]);
+  });
+
+  it("signatures are grouped by the bucket of their case-folded prefix, in the given order within one", () => {
+    const table = tableOf(
+      configure({
+        signatures: [
+          { id: 1, content: "xyz1" },
+          { id: 2, content: "GET /a" },
+          { id: 3, content: "xyz2" },
+          { id: 4, content: "get /b", nocase: true },
+        ],
+      }),
+    );
+    const [xyStart, xyCount] = bucket(table, "xy");
+    const [geStart, geCount] = bucket(table, "ge");
+    expect(xyCount).toBe(2);
+    expect(geCount).toBe(2);
+    expect([indexOf(table, 1), indexOf(table, 3)]).toEqual([xyStart, xyStart + 1]);
+    expect([indexOf(table, 2), indexOf(table, 4)]).toEqual([geStart, geStart + 1]);
   });
 
   it("parameters become .rodata settings", () => {

@@ -280,6 +280,8 @@ export {
 } from "../../../common/api/builtins/index.ts";
 /** `IPS_PREFIX_WORDS`: 64-bit words of the two-byte-prefix filter (65,536 bits). */
 export const IPS_PREFIX_WORDS = 1024;
+/** `IPS_BUCKETS`: buckets of signatures by a 12-bit hash of their case-folded first two bytes. */
+export const IPS_BUCKETS = 4096;
 /** `IPS_MAX_SOURCES`: max_entries of `ips_sources`. */
 export const IPS_MAX_SOURCES = 16384;
 /** `IPS_MAX_HIT_KEYS`: max_entries of `ips_hits`. */
@@ -312,12 +314,30 @@ export const IPS_SIGNATURE_LAYOUT: StructLayout = {
   },
 };
 
+/** `struct ips_bucket`. */
+export const IPS_BUCKET_LAYOUT: StructLayout = {
+  name: "struct ips_bucket",
+  size: 2,
+  offsets: { start: 0, count: 1 },
+};
+
 /** `struct ips_table`. */
 export const IPS_TABLE_LAYOUT: StructLayout = {
   name: "struct ips_table",
-  size: 8 + IPS_PREFIX_WORDS * 8 + IPS_MAX_SIGNATURES * IPS_SIGNATURE_LAYOUT.size,
-  offsets: { count: 0, pad: 4, prefix: 8, sigs: 8 + IPS_PREFIX_WORDS * 8 },
+  size: 8 + IPS_PREFIX_WORDS * 8 + IPS_BUCKETS * 2 + IPS_MAX_SIGNATURES * IPS_SIGNATURE_LAYOUT.size,
+  offsets: {
+    count: 0,
+    pad: 4,
+    prefix: 8,
+    buckets: 8 + IPS_PREFIX_WORDS * 8,
+    sigs: 8 + IPS_PREFIX_WORDS * 8 + IPS_BUCKETS * 2,
+  },
 };
+
+/** `ips_bucket_of`: the bucket of a case-folded two-byte prefix (`first | second << 8`). */
+export function ipsBucketOf(folded: number): number {
+  return (Math.imul(folded, 2654435761) >>> 20) & (IPS_BUCKETS - 1);
+}
 
 /** `struct ips_source`. */
 export const IPS_SOURCE_LAYOUT: StructLayout = {
@@ -360,8 +380,10 @@ function caseVariants(byte: number, nocase: boolean): number[] {
 }
 
 /**
- * Encode a whole `struct ips_table`: the signatures in order and the prefilter bit
- * (`first | second << 8`) of each one's first two bytes, in every case variant for nocase.
+ * Encode a whole `struct ips_table`: the prefilter bit (`first | second << 8`) of each
+ * signature's first two bytes, in every case variant for nocase; the signatures sorted by the
+ * bucket of their case-folded first two bytes (in the given order within a bucket); and each
+ * bucket's range.
  */
 export function encodeIpsTable(signatures: readonly IpsSignatureRecord[]): Buffer {
   if (signatures.length > IPS_MAX_SIGNATURES) {
@@ -370,7 +392,18 @@ export function encodeIpsTable(signatures: readonly IpsSignatureRecord[]): Buffe
   const table = Buffer.alloc(IPS_TABLE_LAYOUT.size);
   table.writeUInt32LE(signatures.length, 0);
   const sigsAt = IPS_TABLE_LAYOUT.offsets.sigs!;
-  signatures.forEach((sig, i) => {
+  const bucketsAt = IPS_TABLE_LAYOUT.offsets.buckets!;
+  const bucketOf = (sig: IpsSignatureRecord) =>
+    ipsBucketOf(foldAscii(sig.content[0] ?? 0) | (foldAscii(sig.content[1] ?? 0) << 8));
+  const sorted = signatures
+    .map((sig, order) => ({ sig, order, bucket: bucketOf(sig) }))
+    .sort((a, b) => a.bucket - b.bucket || a.order - b.order);
+  sorted.forEach(({ bucket }, i) => {
+    const at = bucketsAt + bucket * IPS_BUCKET_LAYOUT.size;
+    if (table[at + 1] === 0) table[at] = i;
+    table[at + 1] = (table[at + 1] ?? 0) + 1;
+  });
+  sorted.forEach(({ sig }, i) => {
     if (sig.content.length < IPS_MIN_CONTENT || sig.content.length > IPS_MAX_CONTENT)
       throw new RangeError(`signature ${sig.id}: content of ${sig.content.length} bytes`);
     const nocase = (sig.flags & IpsSigFlag.NOCASE) !== 0;
@@ -407,6 +440,7 @@ export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   RATELIMIT_BUCKET_LAYOUT,
   FLOWMON_COUNTERS_LAYOUT,
   IPS_SIGNATURE_LAYOUT,
+  IPS_BUCKET_LAYOUT,
   IPS_TABLE_LAYOUT,
   IPS_SOURCE_LAYOUT,
   IPS_SCRATCH_LAYOUT,
