@@ -140,6 +140,24 @@ const vectors: TestVector[] = [
     expect: { verdict: "drop", counters: { ips: { drops: 1 } } },
   },
   {
+    name: "a TCP segment's payload starts after its options (data offset)",
+    packet: {
+      ipv4: { src: "10.77.0.1", dst: "10.77.0.2" },
+      tcp: { sport: 1, dport: 80, flags: ["ack", "psh"] },
+      payload: "POST /upload?f=/etc/passwd",
+    },
+    expect: { verdict: "drop" },
+  },
+  {
+    name: "IPv6 payloads are scanned too",
+    packet: {
+      ipv6: { src: "fd00::1", dst: "fd00::2" },
+      udp: { sport: 1, dport: 53 },
+      payload: "/etc/passwd",
+    },
+    expect: { verdict: "drop" },
+  },
+  {
     name: "bytes past depth do not match",
     packet: {
       ipv4: { src: "10.77.0.1", dst: "10.77.0.2" },
