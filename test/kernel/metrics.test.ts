@@ -4,6 +4,7 @@
  * runs as the chart runs the agent (see chart-manager.ts); the endpoint serves what its
  * status reported last.
  */
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { METRICS_CONTENT_TYPE } from "../../common/metrics.ts";
 import { BpfStatsSession } from "../../node-agent/src/agent/kstats.ts";
@@ -78,10 +79,9 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   // A first scrape turns statistics on; run time is counted from then on.
   chains = await manager.list();
   await (await fetch(`http://127.0.0.1:${metrics.port}/metrics`)).text();
-  expect(
-    stats.holding ||
-      (await import("node:fs")).readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() === "1",
-  ).toBe(true);
+  expect(stats.holding || readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() === "1").toBe(
+    true,
+  );
 
   const pings = await ping(net.a.ns, net.b.ip, 3, { timeoutMs: 150, intervalMs: 5 });
   const flow = await udpFlow({
@@ -130,4 +130,24 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   expect(scraped.seriesCount).toBeLessThan(500);
 
   expect((await fetch(`http://127.0.0.1:${metrics.port}/other`)).status).toBe(404);
+});
+
+test("BPF statistics stay on while they are read and are let go after an idle period", async () => {
+  if (readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() === "1")
+    throw new Error("kernel.bpf_stats_enabled is 1 on this host: the session's own hold cannot be observed");
+  const stats = new BpfStatsSession(300);
+  try {
+    expect(stats.want()).toEqual({ counting: true, by: "fd" });
+    expect(stats.holding).toBe(true);
+    await new Promise((r) => setTimeout(r, 150));
+    // Read again within the idle period: still held.
+    expect(stats.want()).toEqual({ counting: true, by: "fd" });
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(stats.holding).toBe(false);
+    // Wanted again: held again.
+    expect(stats.want()).toEqual({ counting: true, by: "fd" });
+  } finally {
+    stats.close();
+  }
+  expect(stats.holding).toBe(false);
 });

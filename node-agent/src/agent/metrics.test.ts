@@ -77,6 +77,20 @@ describe("the agent's metrics endpoint", () => {
   });
 });
 
+describe("extra routes beside /metrics", () => {
+  it("serves the live view's paths on the same address and port", async () => {
+    const server = await startMetricsServer({
+      port: 0,
+      list: () => [],
+      routes: [["/", (_req, res) => void res.end("page")]],
+    });
+    running.push(server);
+    expect(await (await fetch(`http://127.0.0.1:${server.port}/`)).text()).toBe("page");
+    expect((await fetch(`http://127.0.0.1:${server.port}/metrics`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${server.port}/other`)).status).toBe(404);
+  });
+});
+
 describe("--metrics-address", () => {
   it.each(["127.0.0.1", "10.0.3.7", "0.0.0.0", "::1", "::", "fd00::12"])("accepts the IP address %s", (v) => {
     expect(parseMetricsAddress(v)).toBe(v);

@@ -1,4 +1,4 @@
-import { createServer } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { isIP, type AddressInfo } from "node:net";
 import type { Logger } from "../../../common/log.ts";
 import {
@@ -310,12 +310,16 @@ export async function startMetricsServer(
     port: number;
     host?: string;
     log?: Logger;
+    /** More `GET` paths to serve (the live view's page and its events). */
+    routes?: ReadonlyArray<[path: string, handler: (req: IncomingMessage, res: ServerResponse) => void]>;
   },
 ): Promise<MetricsServer> {
   const handler = metricsHandler(agentRegistry(options));
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/metrics") return handler(req, res);
+    const route = req.method === "GET" ? options.routes?.find(([p]) => p === path) : undefined;
+    if (route) return route[1](req, res);
     res.writeHead(404, { "content-type": "text/plain" });
     res.end("not found\n");
   });

@@ -3,7 +3,9 @@ import { NODE_LABEL } from "../../../common/api/index.ts";
 import { rootLogger, type Logger } from "../../../common/log.ts";
 import type { Store } from "../../../common/store.ts";
 import { ChainManager, DEFAULT_BPFFS_ROOT } from "../chain/index.ts";
+import { LiveView, type LiveRoute } from "../../../common/liveview/index.ts";
 import { BpfStatsSession } from "./kstats.ts";
+import { agentLiveReader } from "./liveview.ts";
 import { NodeAgent } from "./agent.ts";
 import {
   AgentCounters,
@@ -71,6 +73,29 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     log,
     onSwitch: counters.record,
   });
+  // The node's live view, next to /metrics: its chains' rates, switches and problems.
+  const bpffsRoot = options.bpffsRoot ?? DEFAULT_BPFFS_ROOT;
+  const liveView: LiveView = new LiveView({
+    title: options.nodeName,
+    read: agentLiveReader({
+      node: options.nodeName,
+      list: () => manager.list(),
+      store: options.store,
+      bpffsRoot,
+      stats,
+      mark: (marker) => liveView.history.mark(marker),
+    }),
+    log,
+  });
+  let liveRoutes: Array<[string, LiveRoute]> = [];
+  if (options.metricsPort) {
+    try {
+      liveRoutes = liveView.routes();
+      liveView.start();
+    } catch (err) {
+      log.warn({ err }, "live view not served");
+    }
+  }
   // Chains matter more than their metrics: a port in use (another agent on this host) is logged
   // and the agent runs without the endpoint rather than not at all.
   const metrics = options.metricsPort
@@ -80,7 +105,8 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
         list: () => manager.list(),
         counters,
         node: options.nodeName,
-        kernel: { root: options.bpffsRoot ?? DEFAULT_BPFFS_ROOT, stats },
+        kernel: { root: bpffsRoot, stats },
+        routes: liveRoutes,
         processMetrics: true,
         log,
       }).catch((err: unknown) => {
@@ -99,6 +125,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     await agent.start();
   } catch (err) {
     await metrics?.close();
+    liveView.stop();
     stats.close();
     throw err;
   }
@@ -109,6 +136,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     ...(metrics ? { metrics } : {}),
     async stop() {
       await metrics?.close();
+      liveView.stop();
       stats.close();
       await agent.stop();
       manager.close();
