@@ -1,4 +1,10 @@
-import { formatParseError, Reason, type ConditionSet, type SluiceParseError } from "./api/index.ts";
+import {
+  formatParseError,
+  Reason,
+  type ConditionSet,
+  type SluiceIssue,
+  type SluiceParseError,
+} from "./api/index.ts";
 
 /**
  * What a controller does after an error:
@@ -9,16 +15,8 @@ import { formatParseError, Reason, type ConditionSet, type SluiceParseError } fr
  */
 export type RetryClass = "stall" | "backoff" | "wait";
 
-/** One problem with one field, as data: where it is (file, document, field path) and what is wrong. */
-export interface FieldIssue {
-  /** File the problem is in, relative to the source root (manifests from Git). */
-  file?: string;
-  /** 1-based index of the YAML document inside `file`. */
-  document?: number;
-  /** Field path as a user writes it: `spec.functions[2].name`; "" for the whole object. */
-  path: string;
-  message: string;
-}
+/** One problem with one field, as data (the API's {@link SluiceIssue}). */
+export type FieldIssue = SluiceIssue;
 
 /** What {@link SluiceError} is made with, besides reason and message. */
 export interface SluiceErrorOptions {

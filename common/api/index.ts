@@ -17,8 +17,16 @@ export * from "./nodechain.ts";
 export * from "./kinds.ts";
 export * from "./crd.ts";
 
-/** One problem with an object, at a field path like `spec.functions[2].name`. */
+/**
+ * One problem with one field, as data: where it is (file, document, field path) and what is
+ * wrong. Parse errors, structured errors (common/errors.ts) and the CLI all use this one shape.
+ */
 export interface SluiceIssue {
+  /** File the problem is in, relative to the source root (manifests from Git). */
+  file?: string;
+  /** 1-based index of the YAML document inside `file`. */
+  document?: number;
+  /** Field path as a user writes it: `spec.functions[2].name`; "" for the whole object. */
   path: string;
   message: string;
 }
