@@ -7,7 +7,9 @@ import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { NODE_LABEL, Reason, type NodeChainStatus } from "../../../common/api/index.ts";
 import { MemoryStore } from "../../../common/store.ts";
-import { NodeAgent, type DataPlane } from "./agent.ts";
+import { ChainStateError, NfContractError } from "../chain/errors.ts";
+import { BpfSpecError } from "../libbpf/errors.ts";
+import { describeFailure, NodeAgent, type DataPlane } from "./agent.ts";
 
 /**
  * Retries of a NodeChain that fails for a transient reason: an artifact server that answers 503
@@ -128,5 +130,27 @@ describe("a NodeChain whose artifact cannot be fetched", () => {
     await store.apply(nodeChain(server.url, "rev-2"));
     // The first retry is ten minutes away; a new generation does not wait for it.
     await until("asked for the new revision", () => server.requests.length >= 2, 20_000);
+  });
+});
+
+describe("errors the data plane raises itself", () => {
+  it.each([
+    [
+      "an NF that breaks the chain contract",
+      new NfContractError("fw", "no program fw_xdp"),
+      "fw: no program fw_xdp",
+    ],
+    [
+      "pinned chain state that cannot be read",
+      new ChainStateError("chain meta: empty or damaged"),
+      "chain meta: empty or damaged",
+    ],
+    [
+      "a spec the object does not match",
+      new BpfSpecError("object fw: no map rules"),
+      "object fw: no map rules",
+    ],
+  ])("%s stalls with LoadFailed: retrying fails the same way", (_what, err, message) => {
+    expect(describeFailure(err)).toEqual({ reason: Reason.LoadFailed, message, retry: "stall" });
   });
 });

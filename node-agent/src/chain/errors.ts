@@ -9,16 +9,16 @@ import { SluiceError } from "../../../common/errors.ts";
 /**
  * An NF object does not follow the chain contract (bpf/include/sluice.h): it lacks the shared
  * maps or settings, declares them differently, or has no program for the chain's hook. The NF
- * must be rebuilt against the contract; retrying does not help.
+ * must be rebuilt against the contract; retrying does not help, so it stalls with LoadFailed.
  */
-export class NfContractError extends Error {
+export class NfContractError extends SluiceError {
   override name = "NfContractError";
   constructor(
     /** The NF's name in the chain. */
     readonly nf: string,
     message: string,
   ) {
-    super(`${nf}: ${message}`);
+    super(Reason.LoadFailed, `${nf}: ${message}`, { retry: "stall" });
   }
 }
 
@@ -42,9 +42,14 @@ export class AttachError extends SluiceError {
 }
 
 /**
- * What is pinned for a chain cannot be read back (a meta map that does not parse, a format from
- * a newer agent). The chain is left as it is, still forwarding; an operator has to look.
+ * What is pinned for a chain cannot be read back or extended (a meta map that does not parse, a
+ * format from a newer agent, no free stats slot), or a table asked for is not in the live
+ * revision. The chain is left as it is, still forwarding; the same attempt fails the same way, so
+ * it stalls with LoadFailed: an operator has to look.
  */
-export class ChainStateError extends Error {
+export class ChainStateError extends SluiceError {
   override name = "ChainStateError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(Reason.LoadFailed, message, { retry: "stall", cause: options?.cause });
+  }
 }

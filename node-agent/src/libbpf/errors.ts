@@ -136,10 +136,13 @@ export class NotSupportedError extends SluiceError {
 /**
  * What the caller asked for does not match the object: an unknown program, map or `.rodata`
  * variable, a value of the wrong size, or a call in the wrong state (a `.rodata` write after load).
- * Retrying will not help; the spec or the object must change.
+ * Retrying will not help; the spec or the object must change, so it stalls with LoadFailed.
  */
-export class BpfSpecError extends Error {
+export class BpfSpecError extends SluiceError {
   override name = "BpfSpecError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(Reason.LoadFailed, message, { retry: "stall", cause: options?.cause });
+  }
 }
 
 /** Most verifier log lines a {@link VerifierError} keeps. */

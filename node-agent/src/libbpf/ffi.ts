@@ -10,6 +10,7 @@
  */
 import koffi, { type LibraryHandle } from "koffi";
 import { rootLogger } from "../../../common/log.ts";
+import { BpfError } from "./errors.ts";
 
 const log = rootLogger.child({ component: "libbpf" });
 
@@ -167,7 +168,7 @@ const F_DUPFD_CLOEXEC = 1030;
 /** Duplicates a file descriptor (close-on-exec); the caller owns the copy. */
 export function dupFd(fd: number): number {
   const copy = libcFns.fcntl(fd, F_DUPFD_CLOEXEC, "int", 0) as number;
-  if (copy < 0) throw new Error(`fcntl(F_DUPFD_CLOEXEC) on fd ${fd} failed: errno ${lastErrno()}`);
+  if (copy < 0) throw new BpfError(`fd ${fd}`, "dup", lastErrno());
   return copy;
 }
 
