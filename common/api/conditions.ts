@@ -48,7 +48,7 @@ export const Reason = {
   AuthenticationFailed: "AuthenticationFailed",
   /** The branch, tag or commit is not in the remote, or no tag satisfies the semver range. */
   RefNotFound: "RefNotFound",
-  /** Packing, storing or serving the artifact failed. */
+  /** Packing, storing or serving the artifact failed (or, on a node, unpacking an artifact of the right digest). */
   ArtifactFailed: "ArtifactFailed",
   /** At least one manifest under `spec.path` failed validation, so nothing of that revision was applied. */
   ManifestsInvalid: "ManifestsInvalid",

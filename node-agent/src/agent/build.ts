@@ -8,12 +8,7 @@ import {
   type ResolvedFunction,
   type TestVector,
 } from "../../../common/api/index.ts";
-import {
-  ArtifactDigestMismatchError,
-  ArtifactError,
-  digestHex,
-  fetchArtifact,
-} from "../../../common/artifact/index.ts";
+import { digestHex, fetchArtifact } from "../../../common/artifact/index.ts";
 import { SluiceError, type FieldIssue } from "../../../common/errors.ts";
 import type { ChainSpec, NfLoadSpec, RodataValue, TableEntry } from "../chain/spec.ts";
 import { BPF_DIR, compile, CompileError } from "../compile/index.ts";
@@ -165,11 +160,23 @@ async function fetchCached(url: string, digest: string, options: BuildOptions): 
     await rename(tmp, dir);
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });
-    if (err instanceof ArtifactDigestMismatchError) throw new BuildError(Reason.DigestMismatch, err.message);
-    if (err instanceof ArtifactError) throw new BuildError(Reason.ArtifactFetchFailed, err.message);
-    throw new BuildError(
+    // Artifact errors say themselves what they are: a fetch out of reach is waited for, a digest
+    // mismatch stalls, an archive that does not unpack is retried. Errors of unpacking name the
+    // file inside the archive, not the archive: the URL is added for status.
+    if (err instanceof SluiceError) {
+      if (err.message.includes(url)) throw err;
+      throw new SluiceError(err.reason, `artifact ${url}: ${err.message}`, {
+        retry: err.retry,
+        issues: err.issues,
+        retryAfterMs: err.retryAfterMs,
+        cause: err,
+      });
+    }
+    // Writing the cache failed (a full disk, say): may pass, retried.
+    throw new SluiceError(
       Reason.ArtifactFetchFailed,
       `artifact ${url}: ${err instanceof Error ? err.message : String(err)}`,
+      { retry: "backoff", cause: err },
     );
   }
   return join(dir, "tree");
