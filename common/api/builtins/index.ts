@@ -11,12 +11,14 @@ import { FlowmonParams, FlowmonTables } from "./flowmon.ts";
 import { IpsParams, IpsTables } from "./ips.ts";
 import { NoopParams, NoopTables } from "./noop.ts";
 import { RatelimitParams, RatelimitTables } from "./ratelimit.ts";
+import { RouterParams, RouterTables } from "./router.ts";
 
 export * from "./firewall.ts";
 export * from "./flowmon.ts";
 export * from "./ips.ts";
 export * from "./noop.ts";
 export * from "./ratelimit.ts";
+export * from "./router.ts";
 
 /** What the API knows of one built-in: a line for listings and its two schemas. */
 export interface BuiltinSchema {
@@ -55,6 +57,12 @@ export const BUILTIN_SCHEMAS = {
       "Intrusion prevention: drops (or counts) packets whose payload matches content signatures, SYN floods and port scans.",
     params: IpsParams,
     tables: IpsTables,
+  },
+  router: {
+    summary:
+      "L3 forwarding of IPv4/IPv6 from the kernel's routes and neighbours (TTL decremented); what it cannot forward goes to the stack.",
+    params: RouterParams,
+    tables: RouterTables,
   },
 } as const satisfies Record<string, BuiltinSchema>;
 

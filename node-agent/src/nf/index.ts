@@ -33,4 +33,5 @@ export { ratelimit, decodeRatelimitEntry, type RatelimitBucket } from "./ratelim
 export { flowmon, decodeFlowEntry, topTalkers, type FlowRecord } from "./flowmon.ts";
 export { noop } from "./noop.ts";
 export { ips, encodeIpsSignature, decodeIpsHits, type IpsHits } from "./ips.ts";
+export { router } from "./router.ts";
 export * from "./structs.ts";

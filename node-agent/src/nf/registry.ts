@@ -8,10 +8,11 @@ import { flowmon } from "./flowmon.ts";
 import { ips } from "./ips.ts";
 import { noop } from "./noop.ts";
 import { ratelimit } from "./ratelimit.ts";
+import { router } from "./router.ts";
 import type { BuiltinNf, MapContents, RodataSetting } from "./types.ts";
 
 /** Every built-in NF by name: one per name the API knows (`common/api/builtins`). */
-export const BUILTIN_NFS = { firewall, ratelimit, flowmon, noop, ips } as const satisfies Record<
+export const BUILTIN_NFS = { firewall, ratelimit, flowmon, noop, ips, router } as const satisfies Record<
   BuiltinNfName,
   BuiltinNf
 >;
