@@ -42,6 +42,8 @@ export function artifactUrlPath(namespace: string, name: string, digest: string)
 export class ArtifactStore {
   /** Artifacts kept per source. */
   readonly keep: number;
+  /** Artifacts kept beyond `keep` (`sha256:<hex>`): those a live plan still names. */
+  retain: (namespace: string, name: string, digest: string) => boolean = () => false;
 
   constructor(
     /** Directory holding all artifacts; created on first put. */
@@ -93,6 +95,7 @@ export class ArtifactStore {
     const when = new Date(Math.max(Date.now(), newest + 1));
     await utimes(path, when, when);
     for (const old of existing.filter((a) => a.digest !== artifact.digest).slice(this.keep - 1)) {
+      if (this.retain(namespace, name, old.digest)) continue;
       await rm(old.path, { force: true });
     }
     return this.describe(namespace, name, artifact.digest, path, artifact.tarball.length);

@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { GitSource } from "../../common/api/index.ts";
 import type { ArtifactStore } from "../../common/artifact/index.ts";
@@ -8,6 +9,11 @@ import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.t
 import { Controller, objectKey, splitKey } from "../../common/kube/controller.ts";
 import type { SourceServer } from "./server/index.ts";
 import { reconcileServiceChain, serviceChainKeysFor } from "./servicechain/index.ts";
+import { ArtifactReferences } from "./servicechain/artifact-refs.ts";
+import { sourceTreeDigest } from "./servicechain/source-tree.ts";
+
+/** Source-tree digests kept in memory (each a few dozen bytes). */
+const MAX_CACHED_TREES = 4_096;
 
 /** What the controllers need; the cluster operator and single-host mode each provide it. */
 export interface ControlPlaneOptions {
@@ -79,12 +85,40 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     chains.add(chainKey);
     return true;
   };
+  // The tree each `path` function compiles from, hashed once per (artifact, directory).
+  const trees = new Map<string, string>();
+  const sourceTree = async (namespace: string, name: string, digest: string, dir: string) => {
+    const key = `${namespace}/${name}/${digest}:${dir}`;
+    const known = trees.get(key);
+    if (known) return known;
+    const stored = await options.artifacts.get(namespace, name, digest);
+    if (!stored) return undefined;
+    const tree = sourceTreeDigest(await readFile(stored.path), dir);
+    if (trees.size >= MAX_CACHED_TREES) trees.clear();
+    trees.set(key, tree);
+    return tree;
+  };
+  // Artifacts that live plans name stay stored and served (see ArtifactReferences).
+  const references = new ArtifactReferences();
+  const referenced = (namespace: string, name: string, digest: string) =>
+    references.has(namespace, name, digest);
+  server.retainArtifacts(referenced);
+  options.artifacts.retain = referenced;
+  const unwatchReferences = (["NodeChain", "ServiceChain"] as const).map((kind) =>
+    store.watch(kind, (event) => {
+      const obj = event.object;
+      const key = `${obj.kind}/${objectKey(obj)}`;
+      if (event.type === "deleted") references.delete(key);
+      else if (obj.kind === "NodeChain") references.set(key, [obj.spec]);
+      else if (obj.kind === "ServiceChain") references.set(key, [obj.status.lastGoodPlan]);
+    }),
+  );
   const serviceChains = new Controller(
     "servicechain",
     async (key, klog) => {
       const { namespace, name } = splitKey(key);
       return reconcileServiceChain(
-        { store, event: options.event, now, sourceApplying },
+        { store, event: options.event, now, sourceApplying, sourceTree },
         namespace ?? "default",
         name,
         klog,
@@ -164,6 +198,7 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     async stop() {
       unwatchGit();
       unwatchChains.forEach((u) => u());
+      unwatchReferences.forEach((u) => u());
       for (const w of webhooks.values()) w.unregister();
       // A replica that does not lead serves no artifact: it built none.
       server.withdrawArtifacts();

@@ -94,6 +94,8 @@ export class SourceServer {
   private readonly routes = new Map<string, RouteHandler>();
   /** Digests (hex) each source published, by `<namespace>/<name>`, oldest first. */
   private readonly published = new Map<string, Set<string>>();
+  /** Artifacts served beyond the published ones: those live plans still name. */
+  private retained: (namespace: string, name: string, digest: string) => boolean = () => false;
 
   constructor(options: SourceServerOptions) {
     this.store = options.store;
@@ -153,6 +155,14 @@ export class SourceServer {
       set.delete(old);
     }
     this.published.set(key, set);
+  }
+
+  /**
+   * Also serves, while its source is published, any artifact `isRetained` answers true for
+   * (`sha256:<hex>`): an older one that a NodeChain still names.
+   */
+  retainArtifacts(isRetained: (namespace: string, name: string, digest: string) => boolean): void {
+    this.retained = isRetained;
   }
 
   /** Stops serving a source's artifacts (its GitSource is gone); without a name, every source's. */
@@ -224,7 +234,9 @@ export class SourceServer {
     name: string,
     hex: string,
   ): Promise<void> {
-    const published = this.published.get(`${namespace}/${name}`)?.has(hex) ?? false;
+    const ofSource = this.published.get(`${namespace}/${name}`);
+    const published =
+      ofSource !== undefined && (ofSource.has(hex) || this.retained(namespace, name, `sha256:${hex}`));
     const stored = published ? await this.store.get(namespace, name, `sha256:${hex}`) : undefined;
     if (!stored) return reply(res, 404, "artifact not found\n");
     res.writeHead(200, {

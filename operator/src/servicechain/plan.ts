@@ -12,6 +12,7 @@ import {
   type ResolvedSource,
   type ServiceChain,
 } from "../../../common/api/index.ts";
+import { sourceTreeKey } from "./source-tree.ts";
 
 /**
  * Planning: a ServiceChain plus the objects it refers to (NetworkFunctions, GitSource artifacts)
@@ -59,6 +60,13 @@ export interface PlanInputs {
    * (`sluice validate <dir>`), `path` sources are files of that directory, whatever source they name.
    */
   localArtifact?: { url: string; digest: string };
+  /**
+   * Digests of the source trees `path` functions use, by {@link sourceTreeKey} (artifact digest
+   * and the entry's directory). The revision hashes these instead of the artifact digest, so that
+   * a commit that changes no file a function uses keeps the revision. A tree not in the map
+   * counts as the whole artifact (its digest).
+   */
+  sourceTrees?: ReadonlyMap<string, string>;
 }
 
 type Problem = Omit<PlanProblem, "path">;
@@ -74,7 +82,13 @@ const STALLING: ReadonlySet<PlanFailureReason> = new Set([
  * Resolves every function of the chain. All problems are reported at once (a user fixing a chain
  * wants the whole list); the reason is that of the first, in chain order.
  */
-export function resolvePlan({ chain, functions, sources, localArtifact }: PlanInputs): PlanResult {
+export function resolvePlan({
+  chain,
+  functions,
+  sources,
+  localArtifact,
+  sourceTrees,
+}: PlanInputs): PlanResult {
   const hook = chain.spec.attachment.hook;
   const problems: PlanProblem[] = [];
   const resolved: ResolvedFunction[] = [];
@@ -140,7 +154,7 @@ export function resolvePlan({ chain, functions, sources, localArtifact }: PlanIn
     functions: resolved,
     tests: chain.spec.tests ?? [],
   };
-  return { ok: true, plan: { revision: planRevision(body), ...body } };
+  return { ok: true, plan: { revision: planRevision(body, sourceTrees), ...body } };
 }
 
 function resolveSource(
@@ -182,15 +196,25 @@ function resolveSource(
 
 /**
  * The revision of a plan body: the first {@link REVISION_LENGTH} hex digits of the sha256 of its
- * canonical JSON. Artifact URLs are left out: the digest names the content, and the address the
- * operator serves it from (which moves with a restart or a new Service) is not a change.
+ * canonical JSON, where an artifact source counts as its entry path and the digest of the tree
+ * the agent compiles it from (`sourceTreeDigest`), not as the artifact: a commit that
+ * changes only files no function uses (a README, another function's directory, the rollout
+ * settings) keeps the revision, and no node is rolled. Artifact URLs are left out too: the
+ * address the operator serves from (which moves with a restart or a new Service) is not a change.
+ * Without `sourceTrees` an artifact source counts as the artifact's digest.
  */
-export function planRevision(body: Omit<ChainPlan, "revision">): string {
+export function planRevision(
+  body: Omit<ChainPlan, "revision">,
+  sourceTrees?: ReadonlyMap<string, string>,
+): string {
   const content = {
     ...body,
-    functions: body.functions.map((f) =>
-      "artifact" in f.source ? { ...f, source: { artifact: { ...f.source.artifact, url: undefined } } } : f,
-    ),
+    functions: body.functions.map((f) => {
+      if (!("artifact" in f.source)) return f;
+      const { digest, path } = f.source.artifact;
+      const tree = sourceTrees?.get(sourceTreeKey(digest, path)) ?? digest;
+      return { ...f, source: { artifact: { path, tree } } };
+    }),
   };
   return createHash("sha256").update(canonicalJson(content)).digest("hex").slice(0, REVISION_LENGTH);
 }

@@ -38,6 +38,7 @@ import {
   selectNodes,
   type NodeInfo,
 } from "./plan.ts";
+import { sourceDirOf, sourceTreeKey } from "./source-tree.ts";
 import { decideRollout, type NodeChainState, type RolloutDecision } from "./rollout.ts";
 
 /** What the ServiceChain reconciler needs from its surroundings. */
@@ -56,7 +57,17 @@ export interface ServiceChainDeps {
    * Absent: sources are never waited for.
    */
   sourceApplying?: (namespace: string, name: string, chainKey: string) => boolean;
+  /**
+   * The digest of the tree a `path` function is compiled from: the files under `dir` in the
+   * artifact `digest` of GitSource `namespace/name` (see `sourceTreeDigest`); undefined when that
+   * artifact cannot be read now (the chain waits and is tried again). The revision hashes it
+   * instead of the artifact digest. Absent: the artifact digest stands for its files.
+   */
+  sourceTree?: (namespace: string, name: string, digest: string, dir: string) => Promise<string | undefined>;
 }
+
+/** How long a chain waits for an artifact the operator cannot read yet (it is being rebuilt). */
+const SOURCE_TREE_RETRY_MS = 2_000;
 
 /** Where a reconcile stands while its steps run; status is written from it once, at the end. */
 interface Run {
@@ -149,7 +160,12 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<StepResu
     run.log.debug({ source: busy }, "waiting for the GitSource to finish applying its revision");
     return { next: false };
   }
-  const result = resolvePlan({ chain, functions, sources });
+  const sourceTrees = await readSourceTrees(deps, ns, [...functions.values()], sources);
+  if (!sourceTrees.ok) {
+    run.log.debug({ source: sourceTrees.missing }, "waiting for the artifact to be readable");
+    return { next: false, requeueAfterMs: SOURCE_TREE_RETRY_MS };
+  }
+  const result = resolvePlan({ chain, functions, sources, sourceTrees: sourceTrees.value });
   if (!result.ok) {
     const changed = !sameCondition(run.conditions, ConditionType.Ready, result.reason, result.message);
     // A spec to fix stalls; a function or source that is not there yet is waited for (its
@@ -169,6 +185,32 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<StepResu
   run.plan = result.plan;
   run.log = run.log.child({ revision: result.plan.revision });
   return CONTINUE;
+}
+
+/**
+ * The digests of the source trees of the chain's `path` functions, by `sourceTreeKey`; a source
+ * whose artifact cannot be read is `missing`.
+ */
+async function readSourceTrees(
+  deps: ServiceChainDeps,
+  ns: string,
+  functions: readonly (NetworkFunction | { invalid: string })[],
+  sources: ReadonlyMap<string, GitSource>,
+): Promise<{ ok: true; value?: Map<string, string> } | { ok: false; missing: string }> {
+  if (!deps.sourceTree) return { ok: true };
+  const trees = new Map<string, string>();
+  for (const nf of functions) {
+    if ("invalid" in nf || !("sourceRef" in nf.spec.source)) continue;
+    const { sourceRef, path } = nf.spec.source;
+    const digest = sources.get(sourceRef.name)?.status.artifact?.digest;
+    if (!digest) continue; // planning reports the missing artifact
+    const key = sourceTreeKey(digest, path);
+    if (trees.has(key)) continue;
+    const tree = await deps.sourceTree(ns, sourceRef.name, digest, sourceDirOf(path));
+    if (tree === undefined) return { ok: false, missing: `${ns}/${sourceRef.name}` };
+    trees.set(key, tree);
+  }
+  return { ok: true, value: trees };
 }
 
 /**
@@ -216,7 +258,6 @@ async function reconcileNodes(run: Run, deps: ServiceChainDeps): Promise<StepRes
 /** Moves nodes towards the plan (or back to the last good one) and sums up where they are. */
 async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepResult> {
   const { chain, previous } = run;
-  const plan = run.plan!;
   const ns = chain.metadata.namespace ?? "default";
   const now = deps.now();
 
@@ -231,6 +272,11 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepR
   for (const [node, nc] of byNode) {
     states.set(node, { revision: nc.spec.revision, generation: nc.metadata.generation, status: nc.status });
   }
+
+  // A plan of this revision already written keeps its artifact references: the revision says
+  // the files the nodes use are the same, so a newer artifact is no reason to write a NodeChain.
+  const plan = stablePlan(run.plan!, previous.lastGoodPlan, byNode.values());
+  run.plan = plan;
 
   const progressing = findReason(previous.conditions, ConditionType.Progressing);
   const sameRevision = previous.revision === plan.revision;
@@ -265,6 +311,27 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepR
   recordDecision(run, deps, decision);
   // The last step: it ends the reconcile, asking to be run again when the rollout waits on time.
   return { next: false, requeueAfterMs: decision.requeueAfterMs };
+}
+
+/**
+ * The plan to roll out: `planned`, or the plan of the same revision already on record (the last
+ * good plan, or a NodeChain's). Equal revisions mean equal node-relevant content; only artifact
+ * URLs and digests can differ, and the written ones stay served while a NodeChain or the last
+ * good plan names them (the operator pins them: see `ArtifactReferences`). So the artifact a
+ * NodeChain names moves only when its revision does.
+ */
+export function stablePlan(
+  planned: ChainPlan,
+  lastGood: ChainPlan | undefined,
+  nodeChains: Iterable<NodeChain>,
+): ChainPlan {
+  if (lastGood?.revision === planned.revision) return lastGood;
+  for (const nc of nodeChains) {
+    if (nc.spec.revision !== planned.revision) continue;
+    const { nodeName: _node, chain: _chain, ...plan } = nc.spec;
+    return plan;
+  }
+  return planned;
 }
 
 /** Puts the decision into status, conditions and events. */
