@@ -50,7 +50,10 @@ export const Reason = {
   RefNotFound: "RefNotFound",
   /** Packing, storing or serving the artifact failed (or, on a node, unpacking an artifact of the right digest). */
   ArtifactFailed: "ArtifactFailed",
-  /** At least one manifest under `spec.path` failed validation, so nothing of that revision was applied. */
+  /**
+   * At least one manifest under `spec.path` failed validation, so nothing of that revision was
+   * applied. A more precise reason of the first error (`BuiltinNotFound`) leads the message.
+   */
   ManifestsInvalid: "ManifestsInvalid",
   /** Server-side apply of the manifests failed. */
   ApplyFailed: "ApplyFailed",

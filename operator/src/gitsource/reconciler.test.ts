@@ -275,3 +275,30 @@ describe("published artifacts", () => {
     expect(h.published).toHaveLength(1);
   });
 });
+
+describe("GitSource manifests", () => {
+  it("a NetworkFunction naming a built-in no built-in has: Ready=False/ManifestsInvalid led by BuiltinNotFound, nothing applied", async () => {
+    await repo.commit({ "a.yaml": nf("fw"), "b.yaml": nf("nat").replace("builtin: noop", "builtin: nat") });
+    await source("team-a", "app", {});
+    const { ready, stalled, status } = await reconcile("team-a", "app");
+    expect(ready).toMatchObject({ status: "False", reason: "ManifestsInvalid" });
+    expect(ready!.message).toMatch(
+      /rejected: BuiltinNotFound: b\.yaml: document 1 \(NetworkFunction nat\): spec\.source\.builtin: no built-in network function "nat"/,
+    );
+    // The next commit may fix it: the source keeps following the repository.
+    expect(stalled).toBeUndefined();
+    expect(h.events).toContainEqual(
+      expect.stringMatching(/^Warning ManifestsInvalid: .*BuiltinNotFound: b\.yaml/),
+    );
+    expect(await names("NetworkFunction", "team-a")).toEqual([]);
+    expect(status.lastAppliedRevision).toBeUndefined();
+  });
+
+  it("a manifest that is merely invalid keeps the message without a second reason", async () => {
+    await repo.commit({ "a.yaml": nf("fw").replace("hooks: [xdp]", "hooks: [nope]") });
+    await source("team-a", "app", {});
+    const { ready } = await reconcile("team-a", "app");
+    expect(ready).toMatchObject({ status: "False", reason: "ManifestsInvalid" });
+    expect(ready!.message).toMatch(/rejected: a\.yaml: document 1/);
+  });
+});

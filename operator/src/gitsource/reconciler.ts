@@ -291,11 +291,16 @@ async function reconcileManifests(run: Run, deps: GitSourceDeps): Promise<StepRe
     ...(deps.policy?.allowCrossNamespace ? {} : { confineToNamespace: ns }),
   });
   if (!loaded.ok) {
+    // The condition reason stays ManifestsInvalid (what the GitSource API promises for any
+    // refused manifest); a more precise reason of the first error (BuiltinNotFound) leads the
+    // message, so a user sees it without reading the NetworkFunction's own status.
+    const first = loaded.errors[0];
+    const precise = first && first.reason !== Reason.InvalidSpec ? `${first.reason}: ` : "";
     return fail(
       run,
       deps,
       Reason.ManifestsInvalid,
-      `revision ${run.sync!.revision} rejected: ${loaded.message}`,
+      `revision ${run.sync!.revision} rejected: ${precise}${loaded.message}`,
       "backoff",
     );
   }
