@@ -81,7 +81,7 @@ export const NodeChainStatus = z.object({
   selfTest: SelfTest.optional(),
   lastError: LastError.optional(),
   conditions: Conditions.optional().describe(
-    "Ready: the spec's revision is live on every matched interface.",
+    "Ready: the spec's revision is live on every matched interface. Reconciling: the agent is switching to it, or waits for something it needs. Stalled: it failed in a way that a retry would repeat (lastError says why); the agent tries again when the spec changes.",
   ),
 });
 export type NodeChainStatus = z.infer<typeof NodeChainStatus>;

@@ -36,6 +36,19 @@ async function unavailableArtifactServer(): Promise<{ url: string; requests: num
   return { url: `http://127.0.0.1:${port}/artifacts/network.tar.gz`, requests };
 }
 
+/** An artifact server that serves bytes that are not the plan's artifact; requests are counted. */
+async function wrongArtifactServer(): Promise<{ url: string; requests: number[] }> {
+  const requests: number[] = [];
+  const server: Server = createServer((_req, res) => {
+    requests.push(performance.now());
+    res.writeHead(200).end("some other tree");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/artifacts/network.tar.gz`, requests };
+}
+
 function nodeChain(url: string, revision: string) {
   return {
     apiVersion: "sluice.dev/v1alpha1" as const,
@@ -152,5 +165,40 @@ describe("errors the data plane raises itself", () => {
     ],
   ])("%s stalls with LoadFailed: retrying fails the same way", (_what, err, message) => {
     expect(describeFailure(err)).toEqual({ reason: Reason.LoadFailed, message, retry: "stall" });
+  });
+});
+
+describe("a NodeChain that fails in a way a retry would repeat", () => {
+  const conditionsOf = (status: NodeChainStatus | undefined) =>
+    Object.fromEntries((status?.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]));
+
+  it("is Stalled with its reason, not retried, and tried again without Stalled when its spec changes", async () => {
+    const wrong = await wrongArtifactServer();
+    const store = new MemoryStore();
+    await store.apply(nodeChain(wrong.url, "rev-1"));
+    const { agent, statuses } = await startAgent(store, { baseMs: 50, maxMs: 50 });
+
+    await until("failed", () => statuses.some((s) => s.phase === "Failed"), 20_000);
+    await agent.idle();
+    expect(statuses.at(-1)?.lastError?.reason).toBe(Reason.DigestMismatch);
+    const stored = await store.get("NodeChain", "sluice-system", `edge-${node}`);
+    expect(conditionsOf(stored?.status)).toEqual({
+      Ready: `False/${Reason.DigestMismatch}`,
+      Stalled: `True/${Reason.DigestMismatch}`,
+    });
+    // Many backoff periods later the artifact has still been asked for once.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(wrong.requests).toHaveLength(1);
+
+    // A new plan is tried at once; while it waits for its artifact it is Reconciling, not Stalled.
+    const down = await unavailableArtifactServer();
+    await store.apply(nodeChain(down.url, "rev-2"));
+    await until("asked for the new revision", () => down.requests.length >= 1, 20_000);
+    await until("pending", () => statuses.some((s) => s.phase === "Pending"), 20_000);
+    // The status of that attempt (retries every 50 ms write newer ones).
+    expect(conditionsOf(statuses.find((s) => s.phase === "Pending"))).toEqual({
+      Ready: `False/${Reason.ArtifactFetchFailed}`,
+      Reconciling: `True/${Reason.ArtifactFetchFailed}`,
+    });
   });
 });

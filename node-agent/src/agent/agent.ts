@@ -10,7 +10,13 @@ import {
 } from "../../../common/api/index.ts";
 import { Controller, objectKey, splitKey } from "../../../common/kube/controller.ts";
 import type { Logger } from "../../../common/log.ts";
-import { failureOf, InvalidObjectError, SluiceError, type RetryClass } from "../../../common/errors.ts";
+import {
+  failureConditions,
+  failureOf,
+  InvalidObjectError,
+  SluiceError,
+  type RetryClass,
+} from "../../../common/errors.ts";
 import { statusPatch, type Store } from "../../../common/store.ts";
 import type { ChainSpec } from "../chain/spec.ts";
 import { SelfTestError } from "../selftest/selftest.ts";
@@ -258,7 +264,10 @@ export class NodeAgent {
       observedGeneration: generation,
       conditions: applyConditions(
         status.conditions,
-        { ready: ["False", Reason.Progressing, `switching to revision ${nc.spec.revision}`] },
+        {
+          ready: ["False", Reason.Progressing, `switching to revision ${nc.spec.revision}`],
+          reconciling: [Reason.Progressing, `switching to revision ${nc.spec.revision}`],
+        },
         generation,
         new Date(),
       ),
@@ -319,7 +328,8 @@ export class NodeAgent {
         ...(failure.selfTest && { selfTest: failure.selfTest }),
         conditions: applyConditions(
           status.conditions,
-          { ready: ["False", failure.reason, failure.message.slice(0, 4096)] },
+          // A stall also sets Stalled (not retried until the spec changes), a wait Reconciling.
+          failureConditions({ ...failure, message: failure.message.slice(0, 4096) }),
           generation,
           new Date(),
         ),
