@@ -17,11 +17,11 @@ import koffi from "koffi";
 import { netnsPath, withNetns } from "../../node-agent/src/netns/index.ts";
 import { fixture } from "./harness.ts";
 
-/** Where one side of a flow runs: a namespace (name or path) and an IPv4 address in it. */
+/** Where one side of a flow runs: a namespace (name or path) and an IPv4 or IPv6 address in it. */
 export interface FlowEndpoint {
   /** Namespace name under /run/netns, or its path. */
   ns: string | { path: string };
-  /** IPv4 address: the receiver binds it, the sender sends to the receiver's. */
+  /** IPv4 or IPv6 address: the receiver binds it, the sender sends to the receiver's. */
   ip: string;
 }
 
