@@ -106,7 +106,7 @@ export const Reason = {
   ArtifactFetchFailed: "ArtifactFetchFailed",
   /** The downloaded artifact's sha256 differs from the digest in the plan. */
   DigestMismatch: "DigestMismatch",
-  /** clang rejected a network function; `lastError.log` holds the compiler output. */
+  /** clang rejected a network function (`lastError.log` holds its output), or clang cannot run on the node. */
   CompileFailed: "CompileFailed",
   /** The kernel verifier rejected a program; `lastError.log` holds the verifier log tail. */
   VerifierRejected: "VerifierRejected",

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { NODE_LABEL, Reason, type NodeChainStatus } from "../../../common/api/index.ts";
 import { MemoryStore } from "../../../common/store.ts";
 import { ChainStateError, NfContractError } from "../chain/errors.ts";
+import { CompileSandboxUnavailableError, ToolchainError } from "../compile/errors.ts";
 import { BpfSpecError } from "../libbpf/errors.ts";
 import { describeFailure, NodeAgent, type DataPlane } from "./agent.ts";
 
@@ -146,7 +147,7 @@ describe("a NodeChain whose artifact cannot be fetched", () => {
   });
 });
 
-describe("errors the data plane raises itself", () => {
+describe("errors the build and the data plane raise themselves", () => {
   it.each([
     [
       "an NF that breaks the chain contract",
@@ -165,6 +166,16 @@ describe("errors the data plane raises itself", () => {
     ],
   ])("%s stalls with LoadFailed: retrying fails the same way", (_what, err, message) => {
     expect(describeFailure(err)).toEqual({ reason: Reason.LoadFailed, message, retry: "stall" });
+  });
+
+  it("a node without clang fails with CompileFailed and is retried: the node may be fixed", () => {
+    const err = new ToolchainError('clang not found: "clang" is not in PATH');
+    expect(describeFailure(err)).toMatchObject({ reason: Reason.CompileFailed, retry: "backoff" });
+  });
+
+  it("a node without Landlock for the compiler sandbox stalls with NotSupported", () => {
+    const err = new CompileSandboxUnavailableError("cannot compile in the sandbox: no Landlock");
+    expect(describeFailure(err)).toMatchObject({ reason: Reason.NotSupported, retry: "stall" });
   });
 });
 

@@ -1,4 +1,6 @@
 import { resolve } from "node:path";
+import { Reason } from "../../../common/api/conditions.ts";
+import { SluiceError, type RetryClass } from "../../../common/errors.ts";
 
 /** One diagnostic line of clang: `file:line:column: severity: message`. */
 export interface Diagnostic {
@@ -58,22 +60,34 @@ export class CompileError extends Error {
   }
 }
 
-/** clang itself is missing or unusable: a problem of the node, not of the NF's source. */
-export class ToolchainError extends Error {
+/**
+ * clang itself is missing or unusable: a problem of the node, not of the NF's source. Reported
+ * as CompileFailed and retried: the node may be fixed without the plan changing.
+ */
+export class ToolchainError extends SluiceError {
   override name = "ToolchainError";
+  constructor(
+    message: string,
+    failure: { reason: Reason; retry: RetryClass } = { reason: Reason.CompileFailed, retry: "backoff" },
+  ) {
+    super(failure.reason, message, { retry: failure.retry });
+  }
 }
 
 /**
  * The compiler sandbox cannot be set up on this node: the kernel has no Landlock (not built in,
  * not in the `lsm=` boot list, or refused by a seccomp profile). Compiling stops here rather
  * than run clang unconfined; `SLUICE_COMPILE_LANDLOCK=if-available` lets an operator choose
- * otherwise. Its `name` is `NotSupportedError`, which the agent reports as reason NotSupported,
- * like every other kernel feature a node lacks.
+ * otherwise. Reported as NotSupported and not retried, like every other kernel feature a node
+ * lacks (and named `NotSupportedError` like them).
  */
 export class CompileSandboxUnavailableError extends ToolchainError {
   override name = "NotSupportedError";
   /** The missing feature, as NotSupportedError elsewhere names it. */
   readonly feature = "Landlock (compiler sandbox)";
+  constructor(message: string) {
+    super(message, { reason: Reason.NotSupported, retry: "stall" });
+  }
 }
 
 const DIAGNOSTIC_LINE = /^(.+?):(\d+):(\d+): (fatal error|error|warning|note): (.*)$/;
