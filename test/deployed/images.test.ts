@@ -253,7 +253,7 @@ describe("as the chart runs them", () => {
     expect(run.stdout).toContain("sluice agent");
   });
 
-  test("the agent image has clang, and compiles the example's network functions with it", async () => {
+  test("the agent image has clang and the headers, and compiles every built-in network function with them", async () => {
     const clang = await runAsChart(AGENT_IMAGE, {
       uid: 0,
       capabilities: agentCaps,
@@ -262,15 +262,28 @@ describe("as the chart runs them", () => {
     expect(clang.code, clang.stderr).toBe(0);
     expect(clang.stdout).toMatch(/clang version \d+/);
 
-    const validate = await runAsChart(AGENT_IMAGE, {
+    // The agent image's command runs only `sluice agent` (its entry has no operator code, so no
+    // `sluice validate`); this compiles what the agent compiles, with the image's clang, the
+    // chain header it ships and the system headers it installs. The Helm test proves the agent
+    // itself compiles and loads the example chain on the node.
+    const script = [
+      "set -e",
+      "multiarch=$(clang -print-multiarch)",
+      "n=0",
+      "for c in /opt/sluice/bpf/nf/*/*.bpf.c; do",
+      '  clang -O2 -g -target bpf -I /opt/sluice/bpf/include -I "$(dirname "$c")" -idirafter "/usr/include/$multiarch" -c "$c" -o /tmp/nf.o',
+      "  n=$((n + 1))",
+      "done",
+      'echo "$n functions compiled"',
+    ].join("\n");
+    const compiled = await runAsChart(AGENT_IMAGE, {
       uid: 0,
       capabilities: agentCaps,
-      args: ["validate", "/example", "--no-load", "--cache-dir", "/tmp/cache"],
-      binds: { [join(repoRoot, "examples/gitops/network")]: "/example" },
+      command: ["sh", "-c", script],
     });
-    expect(validate.code, validate.stderr + validate.stdout).toBe(0);
-    const compiled = /\b(\d+) functions? compiled\b/.exec(validate.stdout);
-    expect(Number(compiled?.[1] ?? 0), validate.stdout).toBeGreaterThan(0);
+    expect(compiled.code, compiled.stderr + compiled.stdout).toBe(0);
+    const count = /\b(\d+) functions compiled\b/.exec(compiled.stdout);
+    expect(Number(count?.[1] ?? 0), compiled.stdout).toBeGreaterThanOrEqual(4);
   }, 120_000);
 
   test("the operator's and the agent's own code loads: without a cluster they stop at the kubeconfig", async () => {
