@@ -30,6 +30,7 @@ import { round } from "./stats.ts";
 import { measureSwapFlips, type SwapFigures } from "./swap.ts";
 import { measureSwitchFloor, type SwitchFigures } from "./switching.ts";
 import { measureIps, type IpsFigures } from "./ips.ts";
+import { measureRouter, type RouterFigures } from "./router.ts";
 import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
 
 /** How much of everything a run does. */
@@ -40,6 +41,8 @@ interface RunPlan {
   testrun: { repeat: number; rounds: number };
   /** Test runs of the ips NF on a 1,400-byte payload (each run scans every byte). */
   ips: { repeat: number; rounds: number };
+  /** Test runs of the router NF (forwarded IPv4/IPv6, TTL 1 to the stack). */
+  router: { repeat: number; rounds: number };
   /** Switches through the chain manager (first apply, the creation, not counted). */
   managerSwitches: number;
   /** Switches of a 3-noop chain through the chain manager (its own cost, little to verify). */
@@ -59,6 +62,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     loadRounds: 10,
     testrun: { repeat: 100_000, rounds: 7 },
     ips: { repeat: 10_000, rounds: 7 },
+    router: { repeat: 100_000, rounds: 7 },
     managerSwitches: 30,
     noopSwitches: 30,
     floorSwitches: 10,
@@ -71,6 +75,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     loadRounds: 40,
     testrun: { repeat: 1_000_000, rounds: 15 },
     ips: { repeat: 100_000, rounds: 15 },
+    router: { repeat: 1_000_000, rounds: 15 },
     managerSwitches: 200,
     noopSwitches: 200,
     floorSwitches: 40,
@@ -159,6 +164,8 @@ async function main(): Promise<number> {
   const runs: TestRunFigures = measureTestRuns(objects, scope, plan.testrun, log);
   checkpoint();
   const ips: IpsFigures = measureIps(objects, scope, plan.ips, log);
+  checkpoint();
+  const router: RouterFigures = await measureRouter(objects, scope, plan.router, log);
   checkpoint();
 
   const net: VethNetwork = await createVethNetwork(scope);
@@ -266,6 +273,7 @@ async function main(): Promise<number> {
   const figures: Figures = {
     runs,
     ips,
+    router,
     loads,
     compile: compileFigures,
     floor,
@@ -300,6 +308,8 @@ async function main(): Promise<number> {
     fused: runs.fused,
     ips_ns: ips.ips_ns,
     ips,
+    router_ns: router.router_ns,
+    router,
     switch_ms_p50: managerSwitch?.p50_ms ?? null,
     switch_ms_p99: managerSwitch?.p99_ms ?? null,
     flip_us_p50: managerSwitch?.flip_us_p50 ?? null,
@@ -335,6 +345,7 @@ async function main(): Promise<number> {
 interface Figures {
   runs: TestRunFigures;
   ips: IpsFigures;
+  router: RouterFigures;
   loads: LoadFigures;
   compile: CompileFigures;
   floor: SwitchFigures;
@@ -392,7 +403,7 @@ function render(
     notes: string[];
     errors: string[];
   },
-  { runs, ips, loads, compile, floor, managerSwitch, noopSwitch, swap, managerSwap }: Figures,
+  { runs, ips, router, loads, compile, floor, managerSwitch, noopSwitch, swap, managerSwap }: Figures,
 ): string {
   const out: string[] = [];
   const m = result.machine;
@@ -438,6 +449,24 @@ function render(
           'root + ips, 100 signatures "/c...", payload "/c" x 700 (dropped: scan budget)',
           String(ips.ips_hostile_ns),
         ],
+      ],
+    ),
+  );
+  out.push("");
+  out.push(
+    `router, 64-byte UDP payload, x ${router.router_repeat}, ${router.router_rounds} rounds (medians):`,
+  );
+  out.push(
+    table(
+      ["variant", "ns/packet"],
+      [
+        ["root + 1 noop NF (same packet)", String(router.router_baseline_noop_ns)],
+        [
+          "root + router, IPv4 forwarded (FIB lookup, TTL, MACs, redirect)",
+          String(router.router_ns.forward_v4),
+        ],
+        ["root + router, IPv6 forwarded", String(router.router_ns.forward_v6)],
+        ["root + router, TTL 1 (left to the stack)", String(router.router_ns.ttl1_to_stack)],
       ],
     ),
   );

@@ -13,7 +13,7 @@ import { BENCH_FIREWALL, BENCH_RATELIMIT } from "./testrun.ts";
 import { median, percentile, round, since } from "./stats.ts";
 
 /** NFs whose load time is measured. */
-const LOADED = ["noop", "firewall", "ratelimit", "flowmon", "ips"] as const;
+const LOADED = ["noop", "firewall", "ratelimit", "flowmon", "ips", "router"] as const;
 
 /** Load figures. */
 export interface LoadFigures {
@@ -38,7 +38,14 @@ export function measureLoads(
     shared.progs.close();
     shared.stats.close();
   });
-  const configs = { firewall: BENCH_FIREWALL, ratelimit: BENCH_RATELIMIT, flowmon: {}, noop: {}, ips: {} };
+  const configs = {
+    firewall: BENCH_FIREWALL,
+    ratelimit: BENCH_RATELIMIT,
+    flowmon: {},
+    noop: {},
+    ips: {},
+    router: {},
+  };
   const parts: Record<string, NfPart> = {};
   const carried: Record<string, BpfObject> = {};
   for (const name of LOADED) {

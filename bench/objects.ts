@@ -22,6 +22,7 @@ export interface BenchObjects {
   ratelimit: string;
   flowmon: string;
   ips: string;
+  router: string;
   fused: string;
 }
 
@@ -33,6 +34,7 @@ const SOURCES: Record<keyof BenchObjects, { sourceRoot: string; entry: string }>
   ratelimit: builtin("ratelimit"),
   flowmon: builtin("flowmon"),
   ips: builtin("ips"),
+  router: builtin("router"),
   // fused.bpf.c includes ../nf/*/ headers: its source root is the whole bpf/ tree.
   fused: { sourceRoot: BPF_DIR, entry: "bench/fused.bpf.c" },
 };
