@@ -17,7 +17,7 @@ import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { startChartManager } from "./chart-manager.ts";
 import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
 import { createBpffsDir, createNetns, run, testScope, type TestNetns, type TestScope } from "./harness.ts";
-import { udpFlow } from "./traffic.ts";
+import { ping, udpFlow } from "./traffic.ts";
 
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
@@ -63,8 +63,11 @@ async function macOf(ns: TestNetns, ifname: string): Promise<string> {
   return link!.address;
 }
 
-/** A — R — B, IPv4 and IPv6, forwarding on in R, every neighbour entry static. */
-async function topology(scope: TestScope): Promise<Topology> {
+/**
+ * A — R — B, IPv4 and IPv6, forwarding on in R, every neighbour entry static (but R's for B
+ * with `resolveB`: R then learns B's address by ARP, as a router does).
+ */
+async function topology(scope: TestScope, options: { resolveB?: boolean } = {}): Promise<Topology> {
   const [nsA, nsR, nsB] = [
     await createNetns(scope, "a"),
     await createNetns(scope, "r"),
@@ -135,7 +138,7 @@ async function topology(scope: TestScope): Promise<Topology> {
   await run(
     "ip",
     ["-n", nsR.name, "-batch", "-"],
-    neigh(ports.ra, "a", ports.a.mac) + neigh(ports.rb, "b", ports.b.mac),
+    neigh(ports.ra, "a", ports.a.mac) + (options.resolveB ? "" : neigh(ports.rb, "b", ports.b.mac)),
   );
   return { a: ports.a, ra: ports.ra, rb: ports.rb, b: ports.b, r: nsR };
 }
@@ -297,4 +300,36 @@ describe("router between three namespaces", () => {
       expect(nf!.counters.errors).toBe(0n);
     },
   );
+
+  test("xdp: a packet whose next hop R has not resolved yet goes to R's stack, which resolves it; then the chain forwards", async () => {
+    const scope = testScope();
+    const net = await topology(scope, { resolveB: true });
+    const bpffs = createBpffsDir(scope);
+    const manager = await startChartManager({
+      root: bpffs.path,
+      netns: net.r.path,
+      rootObjectPath: objects.root,
+      scope,
+    });
+    await manager.apply(
+      builtinChain(objects, {
+        name: "router",
+        revision: "r1",
+        hook: "xdp",
+        xdpMode: "generic",
+        interfaces: [net.ra.ifname, net.rb.ifname],
+        functions: [{ builtin: "router" }],
+      }),
+    );
+    const before = stackForwarded(net.r);
+    const result = await ping(net.a.ns, ADDR.b.v4, 10, { intervalMs: 20 });
+    expect(result.received).toBe(10);
+    const forwardedByStack = stackForwarded(net.r).v4 - before.v4;
+    // The first echo waits in R's stack for ARP; once B's entry exists, the chain forwards the
+    // rest (requests and replies: 20 packets in all).
+    expect(forwardedByStack).toBeGreaterThanOrEqual(1);
+    expect(forwardedByStack).toBeLessThan(20);
+    const [nf] = (await manager.status("router"))!.nfs;
+    expect(nf!.counters.drops).toBe(0n);
+  });
 });
