@@ -9,7 +9,7 @@ import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.t
 import { Controller, objectKey, splitKey } from "../../common/kube/controller.ts";
 import type { SourceServer } from "./server/index.ts";
 import { reconcileServiceChain, serviceChainKeysFor } from "./servicechain/index.ts";
-import { ArtifactReferences } from "./servicechain/artifact-refs.ts";
+import { ArtifactReferences, artifactOfUrl } from "./servicechain/artifact-refs.ts";
 import { sourceTreeDigest } from "./servicechain/source-tree.ts";
 
 /** Source-tree digests kept in memory (each a few dozen bytes). */
@@ -98,6 +98,10 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     trees.set(key, tree);
     return tree;
   };
+  const artifactAvailable = async (url: string, digest: string) => {
+    const a = artifactOfUrl(url);
+    return a !== undefined && (await options.artifacts.get(a.namespace, a.name, digest)) !== undefined;
+  };
   // Artifacts that live plans name stay stored and served (see ArtifactReferences).
   const references = new ArtifactReferences();
   const referenced = (namespace: string, name: string, digest: string) =>
@@ -118,7 +122,7 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     async (key, klog) => {
       const { namespace, name } = splitKey(key);
       return reconcileServiceChain(
-        { store, event: options.event, now, sourceApplying, sourceTree },
+        { store, event: options.event, now, sourceApplying, sourceTree, artifactAvailable },
         namespace ?? "default",
         name,
         klog,

@@ -44,19 +44,25 @@ export class ArtifactReferences {
 
 const ARTIFACT_URL_PATH = /\/artifacts\/([a-z0-9.-]{1,253})\/([a-z0-9.-]{1,253})\/([0-9a-f]{64})\.tar\.gz$/;
 
+/** The source (namespace, name) and hex digest an artifact URL of the operator's server names. */
+export function artifactOfUrl(url: string): { namespace: string; name: string; hex: string } | undefined {
+  let path: string;
+  try {
+    path = new URL(url).pathname;
+  } catch {
+    return undefined;
+  }
+  const m = ARTIFACT_URL_PATH.exec(path);
+  return m ? { namespace: m[1]!, name: m[2]!, hex: m[3]! } : undefined;
+}
+
 /** `<namespace>/<name>/<hex>` of each artifact a plan names (from its URL path). */
 function artifactKeysOf(plan: ChainPlan | undefined): string[] {
   const keys: string[] = [];
   for (const fn of plan?.functions ?? []) {
     if (!("artifact" in fn.source)) continue;
-    let path: string;
-    try {
-      path = new URL(fn.source.artifact.url).pathname;
-    } catch {
-      continue;
-    }
-    const m = ARTIFACT_URL_PATH.exec(path);
-    if (m) keys.push(`${m[1]}/${m[2]}/${m[3]}`);
+    const a = artifactOfUrl(fn.source.artifact.url);
+    if (a) keys.push(`${a.namespace}/${a.name}/${a.hex}`);
   }
   return keys;
 }

@@ -64,6 +64,13 @@ export interface ServiceChainDeps {
    * instead of the artifact digest. Absent: the artifact digest stands for its files.
    */
   sourceTree?: (namespace: string, name: string, digest: string, dir: string) => Promise<string | undefined>;
+  /**
+   * Whether the operator can still serve the artifact at `url` (it holds the file). A plan of the
+   * current revision already written is kept only while its artifacts can be served; otherwise
+   * (a new operator without the old files) it is written again with the current artifact.
+   * Absent: always.
+   */
+  artifactAvailable?: (url: string, digest: string) => Promise<boolean>;
 }
 
 /** How long a chain waits for an artifact the operator cannot read yet (it is being rebuilt). */
@@ -275,7 +282,11 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepR
 
   // A plan of this revision already written keeps its artifact references: the revision says
   // the files the nodes use are the same, so a newer artifact is no reason to write a NodeChain.
-  const plan = stablePlan(run.plan!, previous.lastGoodPlan, byNode.values());
+  let plan = stablePlan(run.plan!, previous.lastGoodPlan, byNode.values());
+  // Its artifacts gone (a new operator without the old files): nodes on this revision get the
+  // current artifact, the same content at an address that works.
+  const refresh = plan !== run.plan && !(await artifactsAvailable(plan, deps));
+  if (refresh) plan = run.plan!;
   run.plan = plan;
 
   const progressing = findReason(previous.conditions, ConditionType.Progressing);
@@ -303,7 +314,8 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepR
     await deps.store.delete("NodeChain", ns, byNode.get(node)!.metadata.name);
   for (const node of run.selected!) {
     const existing = byNode.get(node);
-    const next = decision.writes.get(node);
+    const next =
+      decision.writes.get(node) ?? (refresh && existing?.spec.revision === plan.revision ? plan : undefined);
     const desired = nodeChainObject(chain, node, existing?.metadata.name, next ?? existing?.spec);
     if (desired && (!existing || differs(existing, desired))) await deps.store.apply(desired);
   }
@@ -332,6 +344,16 @@ export function stablePlan(
     return plan;
   }
   return planned;
+}
+
+async function artifactsAvailable(plan: ChainPlan, deps: ServiceChainDeps): Promise<boolean> {
+  if (!deps.artifactAvailable) return true;
+  for (const fn of plan.functions) {
+    if (!("artifact" in fn.source)) continue;
+    const { url, digest } = fn.source.artifact;
+    if (!(await deps.artifactAvailable(url, digest))) return false;
+  }
+  return true;
 }
 
 /** Puts the decision into status, conditions and events. */

@@ -137,6 +137,21 @@ describe("a new artifact with the same files", () => {
     expect(await artifactDigests()).toEqual([digest("c"), digest("c")]);
   });
 
+  it("writes the current artifact, same revision, when the one the NodeChains name can no longer be served", async () => {
+    trees.set(digest("a"), "tree-1");
+    trees.set(digest("b"), "tree-1");
+    await publish(digest("a"));
+    await reconcile();
+    const before = await nodeChains();
+    // A new operator that holds only the newest artifact.
+    deps.artifactAvailable = async (_url, d) => d === digest("b");
+    await publish(digest("b"));
+    await reconcile();
+    const after = await nodeChains();
+    expect(after.map((nc) => nc.spec.revision)).toEqual(before.map((nc) => nc.spec.revision));
+    expect(await artifactDigests()).toEqual([digest("b"), digest("b")]);
+  });
+
   it("waits, writing nothing, while the artifact cannot be read", async () => {
     await publish(digest("d"));
     expect(await reconcile()).toEqual({ requeueAfterMs: expect.any(Number) });
