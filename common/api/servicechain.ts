@@ -233,7 +233,9 @@ export const ChainPlan = z.strictObject({
     .min(1)
     .max(128)
     .regex(/^[A-Za-z0-9._:-]+$/, "must be letters, digits, '.', '_', ':' or '-'")
-    .describe("Revision of the plan (a hash of the fields below); the agent reports it once live."),
+    .describe(
+      "Revision of the plan: a hash of what the nodes run (the fields below, a path source counted by the files of its directory, not the whole artifact); the agent reports it once live.",
+    ),
   interfaces: stringSet(InterfacePattern, "interface")
     .min(1)
     .max(64)
