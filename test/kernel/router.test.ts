@@ -16,7 +16,16 @@ import type { Hook } from "../../node-agent/src/chain/spec.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { startChartManager } from "./chart-manager.ts";
 import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
-import { createBpffsDir, createNetns, run, testScope, type TestNetns, type TestScope } from "./harness.ts";
+import {
+  compileBpf,
+  createBpffsDir,
+  createNetns,
+  fixture,
+  run,
+  testScope,
+  type TestNetns,
+  type TestScope,
+} from "./harness.ts";
 import { ping, udpFlow } from "./traffic.ts";
 
 const cache = makeCacheDir();
@@ -331,5 +340,49 @@ describe("router between three namespaces", () => {
     expect(forwardedByStack).toBeLessThan(20);
     const [nf] = (await manager.status("router"))!.nfs;
     expect(nf!.counters.drops).toBe(0n);
+  });
+
+  test("native xdp: ICMP echoes (checksums made by the sender, no offload) are forwarded both ways by the chain", async () => {
+    const scope = testScope();
+    const net = await topology(scope);
+    // Native XDP_REDIRECT into a veth delivers only when the far end runs an XDP program.
+    const pass = await compileBpf(fixture("xdp-pass.bpf.c"), { scope });
+    for (const end of [net.a, net.b])
+      await run("ip", [
+        "-n",
+        end.ns.name,
+        "link",
+        "set",
+        "dev",
+        end.ifname,
+        "xdpdrv",
+        "obj",
+        pass,
+        "sec",
+        "xdp",
+      ]);
+    const bpffs = createBpffsDir(scope);
+    const manager = await startChartManager({
+      root: bpffs.path,
+      netns: net.r.path,
+      rootObjectPath: objects.root,
+      scope,
+    });
+    await manager.apply(
+      builtinChain(objects, {
+        name: "router",
+        revision: "r1",
+        hook: "xdp",
+        xdpMode: "native",
+        interfaces: [net.ra.ifname, net.rb.ifname],
+        functions: [{ builtin: "router" }],
+      }),
+    );
+    const before = stackForwarded(net.r);
+    const result = await ping(net.a.ns, ADDR.b.v4, 200, { intervalMs: 1 });
+    expect(result.received).toBe(200);
+    expect(stackForwarded(net.r).v4 - before.v4).toBe(0);
+    const [nf] = (await manager.status("router"))!.nfs;
+    expect(nf!.counters.passes).toBeGreaterThanOrEqual(400n);
   });
 });
