@@ -76,6 +76,11 @@ export interface ChartManager {
   status(name: string): Promise<ChainStatus | undefined>;
   list(): Promise<ChainStatus[]>;
   readTable(chain: string, nf: string, map: string): Promise<{ key: Buffer; value: Buffer }[]>;
+  /**
+   * The agent's Prometheus scrape of these chains (`agentRegistry` with kernel figures), read in
+   * the manager's process: BPF statistics are asked for with the chart's capabilities.
+   */
+  scrape(): Promise<string>;
   /** Closes every fd (pins stay, traffic flows) and ends the process; idempotent. */
   close(): Promise<void>;
   /** Effective capabilities of every thread of the manager's process (`CapEff`). */
@@ -162,6 +167,10 @@ class ChartManagerProcess implements ChartManager {
 
   readTable(chain: string, nf: string, map: string): Promise<{ key: Buffer; value: Buffer }[]> {
     return this.#call("readTable", [chain, nf, map]) as Promise<{ key: Buffer; value: Buffer }[]>;
+  }
+
+  scrape(): Promise<string> {
+    return this.#call("scrape", []) as Promise<string>;
   }
 
   close(): Promise<void> {

@@ -4,12 +4,13 @@
  * runs as the chart runs the agent (see chart-manager.ts); the endpoint serves what its
  * status reported last.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { METRICS_CONTENT_TYPE } from "../../common/metrics.ts";
 import { BpfStatsSession } from "../../node-agent/src/agent/kstats.ts";
 import { AgentCounters, startMetricsServer } from "../../node-agent/src/agent/metrics.ts";
 import { checkScrape } from "../support/scrape.ts";
+import { CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
 import type { ChainStatus } from "../../node-agent/src/chain/index.ts";
 import { startChartManager } from "./chart-manager.ts";
 import {
@@ -22,6 +23,7 @@ import {
 import { createBpffsDir, createVethNetwork, testScope } from "./harness.ts";
 import { ping, udpFlow } from "./traffic.ts";
 
+const STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled";
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
 
@@ -79,9 +81,7 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
   // A first scrape turns statistics on; run time is counted from then on.
   chains = await manager.list();
   await (await fetch(`http://127.0.0.1:${metrics.port}/metrics`)).text();
-  expect(stats.holding || readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() === "1").toBe(
-    true,
-  );
+  expect(stats.holding || readFileSync(STATS_SYSCTL, "utf8").trim() === "1").toBe(true);
 
   const pings = await ping(net.a.ns, net.b.ip, 3, { timeoutMs: 150, intervalMs: 5 });
   const flow = await udpFlow({
@@ -133,7 +133,7 @@ test("a scrape reports per-NF packets, drops and passes, and the live revision",
 });
 
 test("BPF statistics stay on while they are read and are let go after an idle period", async () => {
-  if (readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() === "1")
+  if (readFileSync(STATS_SYSCTL, "utf8").trim() === "1")
     throw new Error("kernel.bpf_stats_enabled is 1 on this host: the session's own hold cannot be observed");
   const stats = new BpfStatsSession(300);
   try {
@@ -150,4 +150,69 @@ test("BPF statistics stay on while they are read and are let go after an idle pe
     stats.close();
   }
   expect(stats.holding).toBe(false);
+});
+
+test("an agent with the chart's capabilities reports run time when the node's kernel.bpf_stats_enabled is 1, and says how to get it when 0", async () => {
+  const scope = testScope();
+  // The sysctl is the host's: set by this test (as the node's administrator), then put back.
+  const before = readFileSync(STATS_SYSCTL, "utf8").trim();
+  scope.defer(() => writeFileSync(STATS_SYSCTL, before));
+  const net = await createVethNetwork(scope);
+  await staticNeighbors(net);
+  const bpffs = createBpffsDir(scope);
+  const agent = await startChartManager({
+    root: bpffs.path,
+    netns: net.b.ns.path,
+    rootObjectPath: objects.root,
+    scope,
+  });
+  await agent.apply(
+    builtinChain(objects, {
+      name: "edge",
+      revision: "r1",
+      hook: "xdp",
+      interfaces: [net.b.ifname],
+      functions: [{ builtin: "flowmon" }],
+    }),
+  );
+  const traffic = async () =>
+    expect(
+      await udpFlow({
+        from: { ns: net.a.ns.name, ip: net.a.ip },
+        to: { ns: net.b.ns.name, ip: net.b.ip },
+        count: 100,
+        rate: 20_000,
+      }),
+    ).toMatchObject({ sent: 100, received: 100 });
+
+  // Sysctl 0: BPF_ENABLE_STATS is refused (no CAP_SYS_ADMIN), the figure is absent and the
+  // reason names both ways to count run time.
+  writeFileSync(STATS_SYSCTL, "0");
+  await traffic();
+  const off = checkScrape(await agent.scrape());
+  expect(off.problems).toEqual([]);
+  const enabled = off.family("sluice_bpf_stats_enabled")?.metrics ?? [];
+  expect(enabled).toHaveLength(1);
+  expect(Number(enabled[0]!.value)).toBe(0);
+  expect(enabled[0]!.labels?.reason).toMatch(/^BPF_ENABLE_STATS needs CAP_SYS_ADMIN/);
+  expect(enabled[0]!.labels?.reason).toContain("give the agent CAP_SYS_ADMIN");
+  expect(enabled[0]!.labels?.reason).toContain("kernel.bpf_stats_enabled=1");
+  expect(off.value("sluice_chain_run_time_seconds_total", { chain: "edge" })).toBeUndefined();
+  expect(off.value("sluice_chain_runs_total", { chain: "edge" })).toBeUndefined();
+  // The rest of the scrape is there: packets were counted.
+  expect(off.value("sluice_nf_packets_total", { chain: "edge", nf: "flowmon" })).toBeGreaterThanOrEqual(100);
+
+  // Sysctl 1: the same agent process counts from the kernel's own statistics, and says so.
+  writeFileSync(STATS_SYSCTL, "1");
+  await traffic();
+  // One scrape is read once per 250 ms: this one reads anew.
+  await new Promise((r) => setTimeout(r, 300));
+  const on = checkScrape(await agent.scrape());
+  expect(on.problems).toEqual([]);
+  expect(on.family("sluice_bpf_stats_enabled")?.metrics).toHaveLength(1);
+  expect(on.value("sluice_bpf_stats_enabled", { reason: "sysctl" })).toBe(1);
+  expect(on.value("sluice_chain_runs_total", { chain: "edge" })).toBeGreaterThanOrEqual(100);
+  expect(on.value("sluice_chain_run_time_seconds_total", { chain: "edge" })).toBeGreaterThan(0);
+  // All of it read by a process with exactly the chart's capabilities.
+  expect(agent.threadCaps().every((caps) => caps === CHART_AGENT_CAP_MASK)).toBe(true);
 });

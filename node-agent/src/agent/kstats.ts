@@ -53,7 +53,12 @@ export class BpfStatsSession {
     this.#timer.unref();
   }
 
-  /** Someone reads the figures now: turns statistics on (if allowed) and says whether they count. */
+  /**
+   * Someone reads the figures now: turns statistics on (if allowed) and says whether they count.
+   * With `kernel.bpf_stats_enabled` at 1 the kernel counts already: no fd is taken, and the
+   * figures count `by: "sysctl"` whether or not BPF_ENABLE_STATS would be refused. The sysctl is
+   * read on every call, so an administrator turning it on or off is seen at the next read.
+   */
   want(): StatsState {
     this.#lastWanted = Date.now();
     if (sysctlOn()) return { counting: true, by: "sysctl" };
@@ -74,7 +79,7 @@ export class BpfStatsSession {
     // syscall per scrape that cannot succeed.
     this.#refusal =
       -ret === 1
-        ? "BPF_ENABLE_STATS needs CAP_SYS_ADMIN (set sysctl kernel.bpf_stats_enabled=1 on the node to count run time)"
+        ? "BPF_ENABLE_STATS needs CAP_SYS_ADMIN; to count run time, give the agent CAP_SYS_ADMIN or set sysctl kernel.bpf_stats_enabled=1 on the node (the chart's agent.bpfStatsSysctl does)"
         : `BPF_ENABLE_STATS: ${errnoName(-ret)}`;
     return { counting: false, reason: this.#refusal };
   }

@@ -252,7 +252,7 @@ function registerKernelFigures(
   });
   gauge(
     "sluice_bpf_stats_enabled",
-    "1 while the kernel counts BPF program run time (needed for the run-time figures); reason says why not.",
+    "1 while the kernel counts BPF program run time (needed for the run-time figures): reason is fd (the agent holds BPF_ENABLE_STATS) or sysctl (kernel.bpf_stats_enabled=1 on the node); 0 with the reason why not.",
     ["reason"],
     () => {
       figures();
