@@ -3,12 +3,9 @@ import { z } from "zod";
 /** Parameters of `router` (load-time settings). */
 export const RouterParams = z.strictObject({
   families: z
-    .array(z.enum(["ipv4", "ipv6"]))
-    .min(1, "must name at least one of ipv4, ipv6")
-    .max(2)
-    .refine((list) => new Set(list).size === list.length, "must not name a family twice")
-    .default(["ipv4", "ipv6"])
-    .describe("Address families to forward; packets of the others go on to the stack."),
+    .enum(["both", "ipv4", "ipv6"])
+    .default("both")
+    .describe("Address families to forward: both, ipv4 or ipv6; packets of the other go on to the stack."),
   decrementTtl: z
     .boolean()
     .default(true)

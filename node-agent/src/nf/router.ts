@@ -1,8 +1,8 @@
 import type { RouterParams, RouterTables } from "../../../common/api/builtins/index.ts";
 import type { BuiltinNf } from "./types.ts";
 
-/** `router_families` bits (`ROUTER_IPV4`, `ROUTER_IPV6` in `bpf/nf/router/router.h`). */
-const FAMILY_BITS = { ipv4: 1n, ipv6: 2n } as const;
+/** `router_families` bits (`ROUTER_IPV4` 1, `ROUTER_IPV6` 2 in `bpf/nf/router/router.h`). */
+const FAMILY_BITS = { both: 3n, ipv4: 1n, ipv6: 2n } as const;
 
 /** The built-in `router`: forwards with bpf_fib_lookup and a redirect; the rest goes to the stack. */
 export const router: BuiltinNf<RouterParams, RouterTables> = {
@@ -14,7 +14,7 @@ export const router: BuiltinNf<RouterParams, RouterTables> = {
     {
       variable: "router_families",
       type: "u32",
-      value: params.families.reduce((bits, family) => bits | FAMILY_BITS[family], 0n),
+      value: FAMILY_BITS[params.families],
     },
     { variable: "router_decrement_ttl", type: "u32", value: params.decrementTtl ? 1n : 0n },
   ],
