@@ -515,6 +515,46 @@ describe("with non-default values", () => {
   });
 });
 
+describe("with agent.bpfStatsSysctl", () => {
+  it("is off by default: no container sets the node's kernel.bpf_stats_enabled", () => {
+    const ds = findManifest(defaults.stored, "DaemonSet") as Workload;
+    expect(containersOf(ds).map((c) => c.name)).not.toContain("bpf-stats-sysctl");
+    expect(defaults.rendered).not.toContain("bpf_stats_enabled");
+  });
+
+  it("on, a privileged init container sets the sysctl, and the agent keeps its three capabilities", async () => {
+    for (const mount of [true, false]) {
+      const stored = await dryRunApply(
+        await renderChart(release, namespace, {
+          values: { agent: { bpfStatsSysctl: true, bpffs: { mount } } },
+        }),
+      );
+      const ds = findManifest(stored, "DaemonSet") as Workload;
+      const pod = ds.spec.template.spec;
+      expect(pod.initContainers?.map((c) => c.name)).toEqual(
+        mount ? ["mount-bpffs", "bpf-stats-sysctl"] : ["bpf-stats-sysctl"],
+      );
+      const init = pod.initContainers!.find((c) => c.name === "bpf-stats-sysctl")!;
+      // Writing a sysctl that is not namespaced takes CAP_SYS_ADMIN and a writable /proc/sys.
+      expect(init.securityContext).toMatchObject({ privileged: true, runAsUser: 0 });
+      expect(init.image).toBe(pod.containers[0]!.image);
+      expect(init.command?.join(" ")).toContain("echo 1 > /proc/sys/kernel/bpf_stats_enabled");
+      // It mounts nothing of the host: /proc/sys is the node's already.
+      expect(init.volumeMounts ?? []).toEqual([]);
+      const agent = pod.containers.find((c) => c.name === "agent")!;
+      expect(agent.securityContext).toMatchObject({
+        privileged: false,
+        capabilities: { drop: ["ALL"], add: ["BPF", "PERFMON", "NET_ADMIN"] },
+      });
+      expect(
+        containersOf(ds)
+          .filter((c) => c.securityContext?.privileged)
+          .map((c) => c.name),
+      ).toEqual(pod.initContainers!.map((c) => c.name));
+    }
+  });
+});
+
 describe("values the chart refuses", () => {
   const cases: { name: string; values: Record<string, unknown>; error: RegExp }[] = [
     {
@@ -551,6 +591,11 @@ describe("values the chart refuses", () => {
       name: "a metrics address that is a host name, not an IP address",
       values: { agent: { metrics: { address: "localhost", port: 9471 } } },
       error: /agent\/metrics\/address/,
+    },
+    {
+      name: "a bpfStatsSysctl that is not a boolean",
+      values: { agent: { bpfStatsSysctl: "always" } },
+      error: /agent\/bpfStatsSysctl/,
     },
     {
       name: "a ServiceAccount that is neither created nor named",
