@@ -449,14 +449,21 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
 }
 
 /**
- * Git has been read and planned: the GitSource applied a revision and every ServiceChain was
- * reconciled at its generation (so the NodeChains it wants exist).
+ * Git has been read and planned: the GitSource applied a revision and every ServiceChain came to
+ * a verdict at its generation (so the NodeChains it wants exist, or it says why not). A chain
+ * whose reconcile only waited (its GitSource still applying, an artifact not yet readable) has
+ * its status written at that generation too, but no Ready condition for it: the agent must not
+ * start then, or it would remove the chains it adopted before their NodeChains exist.
  */
 async function firstSyncDone(store: MemoryStore, sourceName: string): Promise<boolean> {
   const source = await store.get("GitSource", "default", sourceName);
   if (findCondition(source?.status.conditions, ConditionType.Ready)?.status !== "True") return false;
   const chains = await store.list("ServiceChain");
-  return chains.every((sc) => sc.status.observedGeneration === sc.metadata.generation);
+  return chains.every((sc) => {
+    const generation = sc.metadata.generation;
+    const ready = findCondition(sc.status.conditions, ConditionType.Ready);
+    return sc.status.observedGeneration === generation && ready?.observedGeneration === generation;
+  });
 }
 
 interface CounterSample {
