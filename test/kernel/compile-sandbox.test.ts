@@ -89,7 +89,7 @@ describe("a node where Landlock cannot be used", () => {
     );
     expect(outcome).toMatchObject({ ok: false, name: "NotSupportedError" });
     expect(outcome.message).toMatch(
-      /Landlock is not available \(errno 38\).*SLUICE_COMPILE_LANDLOCK=if-available/,
+      /Landlock is not available \(ENOSYS\).*SLUICE_COMPILE_LANDLOCK=if-available/,
     );
   });
 

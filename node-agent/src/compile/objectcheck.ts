@@ -40,7 +40,7 @@ process.stdin.on("data", (chunk) => {
     pending = pending.subarray(4 + size);
     const handle = openMem(object, size, null);
     if (handle) closeObject(handle);
-    fs.writeSync(1, handle ? "ok\n" : "errno " + errno() + "\n");
+    fs.writeSync(1, handle ? "ok\n" : errno() + "\n");
   }
 });
 process.stdin.on("end", () => process.exit(0));

@@ -204,7 +204,9 @@ const execve = libc.func("int execve(const char *path, const char **argv, const 
 const SockFilter = koffi.struct("sock_filter", { code: "uint16", jt: "uint8", jf: "uint8", k: "uint32" });
 const SockFprog = koffi.struct("sock_fprog", { len: "uint16", filter: koffi.pointer(SockFilter) });
 const setSeccomp = libc.func("prctl", "int", ["int", "unsigned long", koffi.pointer(SockFprog), "unsigned long", "unsigned long"]);
-const errno = () => koffi.errno();
+// The errno by its name (EPERM, ENOSYS, ...), as every other error of sluice names it.
+const errnoNames = Object.fromEntries(Object.entries(require("node:os").constants.errno).map(([k, v]) => [v, k]));
+const errno = () => { const n = koffi.errno(); return errnoNames[n] || String(n); };
 let preloaded;
 try { preloaded = (cfg.preload || []).map((name) => koffi.load(name)); } catch (e) { fail(${EXIT_SETUP}, "cannot load: " + e.message); }
 
@@ -212,13 +214,13 @@ for (const [resource, value] of cfg.rlimits) {
   const rlim = Buffer.alloc(16);
   rlim.writeBigUInt64LE(BigInt(value), 0);
   rlim.writeBigUInt64LE(BigInt(value), 8);
-  if (setrlimit(resource, rlim) !== 0) fail(${EXIT_SETUP}, "setrlimit " + resource + ": errno " + errno());
+  if (setrlimit(resource, rlim) !== 0) fail(${EXIT_SETUP}, "setrlimit " + resource + ": " + errno());
 }
-if (prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0) !== 0) fail(${EXIT_SETUP}, "no_new_privs: errno " + errno());
+if (prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0) !== 0) fail(${EXIT_SETUP}, "no_new_privs: " + errno());
 
 const abi = Number(syscall(444, "void *", null, "size_t", 0, "uint32_t", 1 /* VERSION */));
 if (abi < 1) {
-  if (cfg.landlock === "required") fail(${EXIT_UNAVAILABLE}, "Landlock is not available (errno " + errno() + ")");
+  if (cfg.landlock === "required") fail(${EXIT_UNAVAILABLE}, "Landlock is not available (" + errno() + ")");
 } else {
   let handled = (1n << 13n) - 1n;
   if (abi >= 2) handled |= 1n << 13n; // REFER
@@ -229,7 +231,7 @@ if (abi < 1) {
   attr.writeBigUInt64LE(3n, 8); // BIND_TCP | CONNECT_TCP
   attr.writeBigUInt64LE(3n, 16); // SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
   const ruleset = Number(syscall(444, "void *", attr, "size_t", abi >= 6 ? 24 : abi >= 4 ? 16 : 8, "uint32_t", 0));
-  if (ruleset < 0) fail(${EXIT_SETUP}, "landlock_create_ruleset: errno " + errno());
+  if (ruleset < 0) fail(${EXIT_SETUP}, "landlock_create_ruleset: " + errno());
   for (const rule of cfg.rules) {
     let fd;
     try { fd = fs.openSync(rule.path, 0o10000000 /* O_PATH */ | 0o2000000 /* O_CLOEXEC */); }
@@ -239,10 +241,10 @@ if (abi < 1) {
     beneath.writeBigUInt64LE(access, 0);
     beneath.writeInt32LE(fd, 8);
     if (Number(syscall(445, "int", ruleset, "int", 1 /* PATH_BENEATH */, "void *", beneath, "uint32_t", 0)) !== 0)
-      fail(${EXIT_SETUP}, "landlock_add_rule " + rule.path + ": errno " + errno());
+      fail(${EXIT_SETUP}, "landlock_add_rule " + rule.path + ": " + errno());
     fs.closeSync(fd);
   }
-  if (Number(syscall(446, "int", ruleset, "uint32_t", 0)) !== 0) fail(${EXIT_SETUP}, "landlock_restrict_self: errno " + errno());
+  if (Number(syscall(446, "int", ruleset, "uint32_t", 0)) !== 0) fail(${EXIT_SETUP}, "landlock_restrict_self: " + errno());
   fs.closeSync(ruleset);
 }
 
@@ -256,7 +258,7 @@ if (cfg.seccomp) {
   const filter = koffi.alloc(SockFilter, prog.length);
   koffi.encode(filter, koffi.array(SockFilter, prog.length), prog);
   if (setSeccomp(22 /* PR_SET_SECCOMP */, 2 /* FILTER */, { len: prog.length, filter }, 0, 0) !== 0)
-    fail(${EXIT_SETUP}, "seccomp: errno " + errno());
+    fail(${EXIT_SETUP}, "seccomp: " + errno());
 }
 `;
 
@@ -267,7 +269,7 @@ const LAUNCHER =
 // Node marks its standard streams close-on-exec; the program must inherit them.
 for (const fd of [0, 1, 2]) fcntl(fd, 2 /* F_SETFD */, 0);
 execve(cfg.program, [...cfg.argv, null], [...cfg.env, null]);
-fail(${EXIT_SETUP}, "execve " + cfg.program + ": errno " + errno());
+fail(${EXIT_SETUP}, "execve " + cfg.program + ": " + errno());
 `;
 
 const RLIMIT = { CPU: 0, FSIZE: 1, CORE: 4, NOFILE: 7, AS: 9 };
