@@ -1123,6 +1123,37 @@ export class Testbed {
   }
 
   /**
+   * Commits a change of the chain's rollout settings only and waits until the ServiceChain has
+   * observed it (`observed` checks its spec). Rollout settings are nothing a node runs, so no
+   * NodeChain may move: returns the revision, the same as before the commit.
+   */
+  async commitRolloutSettings(
+    message: string,
+    observed: (spec: { rollout?: Record<string, unknown> } | undefined) => boolean,
+  ): Promise<string> {
+    const before = await this.waitForRollout();
+    const nodeChainEvents = this.nodeChains.events.length;
+    const { sha } = await this.commit(message);
+    await this.waitForApplied(sha, 60_000);
+    await this.serviceChains.waitFor(
+      "observed the new rollout settings",
+      (all) => {
+        const sc = all.get(CHAIN) as
+          (ServiceChainView & { spec?: { rollout?: Record<string, unknown> } }) | undefined;
+        return sc?.status?.observedGeneration === sc?.metadata.generation && observed(sc?.spec);
+      },
+      60_000,
+    );
+    const after = await this.waitForRollout(before, 60_000);
+    const moved = this.nodeChains.events
+      .slice(nodeChainEvents)
+      .filter((e) => e.object.spec.revision !== before)
+      .map((e) => `${e.object.metadata.name}: ${e.object.spec.revision}`);
+    if (moved.length > 0) throw new Error(`a rollout-settings commit moved NodeChains: ${moved.join(", ")}`);
+    return after;
+  }
+
+  /**
    * Waits until commit `sha` is applied and the chain has a plan made from it, and returns that
    * plan's revision. A plan names the artifact its custom function is built from, so the plan
    * of a commit is the one whose NodeChains carry that commit's artifact digest (every commit
