@@ -141,8 +141,8 @@ export function parseCommandLine<const O extends Flags>(
  * sentence is advice about `--` that rarely applies. Undefined for any other error.
  */
 function parseArgsProblem(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (!(err instanceof TypeError) || typeof code !== "string" || !code.startsWith("ERR_PARSE_ARGS_")) {
+  const code = errorCode(err);
+  if (!(err instanceof TypeError) || code === undefined || !code.startsWith("ERR_PARSE_ARGS_")) {
     return undefined;
   }
   const first = err.message.split(/\.\s/)[0]!.replace(/\.$/, "");
@@ -162,7 +162,11 @@ export function parsePort(text: string): number | undefined {
  * message for one line, or undefined for anything else, which is a bug and keeps its stack.
  */
 export function hostProblem(err: unknown): string | undefined {
-  if (!(err instanceof Error)) return undefined;
-  const code = (err as { code?: unknown }).code;
-  return typeof code === "string" && /^E[A-Z]+$/.test(code) ? err.message : undefined;
+  const code = errorCode(err);
+  return err instanceof Error && code !== undefined && /^E[A-Z]+$/.test(code) ? err.message : undefined;
+}
+
+/** The `code` of a Node error (`ENOENT`, `ERR_PARSE_ARGS_UNKNOWN_OPTION`), if it has one. */
+export function errorCode(err: unknown): string | undefined {
+  return err instanceof Error && "code" in err && typeof err.code === "string" ? err.code : undefined;
 }

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { errorCode } from "./cli.ts";
 
 /** Where a pod finds its service account's token, as client-node looks for it. */
 const SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -53,7 +54,7 @@ function checkFile(path: string, via: string, needsCluster = true): KubeconfigCh
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    const code = (err as { code?: string }).code;
+    const code = errorCode(err);
     const why =
       code === "ENOENT" ? "no such file" : code === "EISDIR" ? "a directory" : (code ?? String(err));
     return { ok: false, problem: `cannot read kubeconfig ${path} (${via}): ${why}` };

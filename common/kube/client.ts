@@ -29,6 +29,7 @@ import {
   type Configuration,
   type KubernetesObject,
 } from "@kubernetes/client-node";
+import { z } from "zod";
 
 /** How long one request may take, by default, before it fails with reason `Timeout`. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -127,6 +128,13 @@ function apiVersionOf(res: Resource): string {
   return res.group ? `${res.group}/${res.version}` : res.version;
 }
 
+/** The fields sluice reads of the API server's `Status` body of a failed call. */
+const ApiStatusBody = z.object({
+  reason: z.string().optional(),
+  message: z.string().optional(),
+  details: z.unknown().optional(),
+});
+
 /** The library's failures as KubeApiError: the API server's status, reason and message. */
 function apiError(err: unknown, what: string): KubeApiError {
   if (err instanceof KubeApiError) return err;
@@ -139,11 +147,8 @@ function apiError(err: unknown, what: string): KubeApiError {
         // not JSON: the text is the message
       }
     }
-    const s = (typeof body === "object" && body !== null ? body : {}) as {
-      reason?: string;
-      message?: string;
-      details?: unknown;
-    };
+    const parsed = ApiStatusBody.safeParse(body);
+    const s = parsed.success ? parsed.data : {};
     const text = s.message ?? (typeof body === "string" ? body.slice(0, 300) : "");
     return new KubeApiError(err.code, s.reason ?? "Unknown", `${what}: ${err.code} ${text}`, s.details);
   }

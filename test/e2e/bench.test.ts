@@ -75,7 +75,7 @@ describe("commit -> all three nodes switched", () => {
       // A rollout-settings commit moves no node; the measured commits below change the rate.
       await bed.commitRolloutSettings(
         `edge: maxUnavailable ${maxUnavailable}`,
-        (spec) => spec?.rollout?.maxUnavailable === maxUnavailable,
+        (rollout) => rollout?.maxUnavailable === maxUnavailable,
       );
 
       const samples: Sample[] = [];

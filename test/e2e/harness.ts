@@ -202,7 +202,14 @@ export interface NodeChainView extends ObjectView {
 }
 
 /** A ServiceChain as the tests read it. */
+/** The rollout settings of a ServiceChain's spec, as the tests read them. */
+export interface RolloutView {
+  maxUnavailable?: number | string;
+  canary?: { nodes?: number; pause?: boolean };
+}
+
 export interface ServiceChainView extends ObjectView {
+  spec?: { rollout?: RolloutView };
   status?: {
     observedGeneration?: number;
     revision?: string;
@@ -1129,7 +1136,7 @@ export class Testbed {
    */
   async commitRolloutSettings(
     message: string,
-    observed: (spec: { rollout?: Record<string, unknown> } | undefined) => boolean,
+    observed: (rollout: RolloutView | undefined) => boolean,
   ): Promise<string> {
     const before = await this.waitForRollout();
     const nodeChainEvents = this.nodeChains.events.length;
@@ -1138,9 +1145,8 @@ export class Testbed {
     await this.serviceChains.waitFor(
       "observed the new rollout settings",
       (all) => {
-        const sc = all.get(CHAIN) as
-          (ServiceChainView & { spec?: { rollout?: Record<string, unknown> } }) | undefined;
-        return sc?.status?.observedGeneration === sc?.metadata.generation && observed(sc?.spec);
+        const sc = all.get(CHAIN);
+        return sc?.status?.observedGeneration === sc?.metadata.generation && observed(sc?.spec?.rollout);
       },
       60_000,
     );

@@ -223,7 +223,7 @@ describe("a canary with pause", () => {
     // commit that changes a function is the first to go through it.
     const good = await bed.commitRolloutSettings(
       "edge: canary on one node, then wait for a promotion",
-      (spec) => (spec?.rollout?.canary as { pause?: boolean } | undefined)?.pause === true,
+      (rollout) => rollout?.canary?.pause === true,
     );
 
     const from = bed.nodeChains.events.length;
