@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { commandUsage, type CommandName, usage } from "../../bin/cli.ts";
-import { repoRoot, sluiceArgv } from "../support/sluice.ts";
+import { asChartAgent, repoRoot, sluiceArgv } from "../support/sluice.ts";
 import { BPFFS_TEST_ROOT } from "./global-setup.ts";
 
 interface Run {
@@ -35,7 +35,8 @@ afterAll(async () => {
  * outside a pod) unless `env` gives one.
  */
 function sluice(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  const [file, ...argv] = sluiceArgv(args);
+  // `sluice agent` as the chart runs it: CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN only.
+  const [file, ...argv] = args[0] === "agent" ? asChartAgent(sluiceArgv(args)) : sluiceArgv(args);
   const base = { ...process.env };
   delete base.KUBECONFIG;
   delete base.KUBERNETES_SERVICE_HOST;
@@ -239,19 +240,21 @@ contexts: [{ name: x, context: { cluster: c, user: u } }]
 current-context: x
 `,
     );
-    const [file, ...argv] = sluiceArgv([
-      "agent",
-      "--node-name",
-      "node-1",
-      "--kubeconfig",
-      kubeconfig,
-      "--metrics-port",
-      "0",
-      "--bpffs-root",
-      join(BPFFS_TEST_ROOT, `cli-usage-${process.pid}`),
-      "--cache-dir",
-      join(work, "cache"),
-    ]);
+    const [file, ...argv] = asChartAgent(
+      sluiceArgv([
+        "agent",
+        "--node-name",
+        "node-1",
+        "--kubeconfig",
+        kubeconfig,
+        "--metrics-port",
+        "0",
+        "--bpffs-root",
+        join(BPFFS_TEST_ROOT, `cli-usage-${process.pid}`),
+        "--cache-dir",
+        join(work, "cache"),
+      ]),
+    );
     const child = spawn(file!, argv, {
       cwd: repoRoot,
       stdio: ["ignore", "pipe", "pipe"],
