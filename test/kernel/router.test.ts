@@ -26,7 +26,17 @@ import {
   type TestNetns,
   type TestScope,
 } from "./harness.ts";
-import { ping, udpFlow } from "./traffic.ts";
+import {
+  closeFn,
+  MSG_DONTWAIT,
+  ping,
+  recvFn,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_RAW,
+  socketFn,
+  udpFlow,
+} from "./traffic.ts";
 
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
@@ -165,25 +175,8 @@ function stackForwarded(ns: TestNetns): { v4: number; v6: number } {
 }
 
 // A packet socket in B: sees every frame B receives, with its IP header, for the TTL check.
-const libc = koffi.load("libc.so.6");
-const socketFn = libc.func("int socket(int domain, int type, int protocol)") as (
-  d: number,
-  t: number,
-  p: number,
-) => number;
-const recvFn = libc.func("intptr_t recv(int fd, void *buf, size_t len, int flags)") as (
-  fd: number,
-  buf: Buffer,
-  len: number,
-  flags: number,
-) => number;
-const closeFn = libc.func("int close(int fd)") as (fd: number) => number;
 const AF_PACKET = 17;
-const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const ETH_P_ALL_BE = 0x0300;
-const MSG_DONTWAIT = 0x40;
 
 /** Opens a capture in `ns`; `ttls(port)` then reads the TTL / hop limit of every UDP frame to `port` queued so far. */
 function capture(ns: TestNetns) {

@@ -192,8 +192,9 @@ export async function udpFlow(options: UdpFlowOptions): Promise<UdpFlowResult> {
 // ping over a raw ICMP socket: no ping binary needed, and the socket is made inside the
 // namespace, then used from outside (a socket keeps the namespace it was created in).
 
+/** libc calls for raw sockets, shared by the kernel tests that capture or ping. */
 const libc = koffi.load("libc.so.6");
-const socketFn = libc.func("int socket(int domain, int type, int protocol)") as (
+export const socketFn = libc.func("int socket(int domain, int type, int protocol)") as (
   d: number,
   t: number,
   p: number,
@@ -201,20 +202,20 @@ const socketFn = libc.func("int socket(int domain, int type, int protocol)") as 
 const sendtoFn = libc.func(
   "intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)",
 ) as (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number;
-const recvFn = libc.func("intptr_t recv(int fd, void *buf, size_t len, int flags)") as (
+export const recvFn = libc.func("intptr_t recv(int fd, void *buf, size_t len, int flags)") as (
   fd: number,
   buf: Buffer,
   len: number,
   flags: number,
 ) => number;
-const closeFn = libc.func("int close(int fd)") as (fd: number) => number;
+export const closeFn = libc.func("int close(int fd)") as (fd: number) => number;
 
 const AF_INET = 2;
-const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
+export const SOCK_RAW = 3;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_ICMP = 1;
-const MSG_DONTWAIT = 0x40;
+export const MSG_DONTWAIT = 0x40;
 
 /** Result of {@link ping}. */
 export interface PingResult {
