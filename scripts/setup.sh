@@ -75,7 +75,7 @@ build_module() {
 }
 
 ensure_testbin() {
-  local k8s etcd helm bin
+  local k8s etcd helm kwok bin
   mkdir -p "$cache/testbin"
   # One builder at a time: parallel test runs on a fresh machine wait for the first build.
   exec 9>"$cache/testbin/.lock"
@@ -93,6 +93,10 @@ ensure_testbin() {
     k8s.io/kubernetes/cmd/kubelet)
   etcd=$(build_module etcd "" go.etcd.io/etcd/server/v3)
   helm=$(build_module helm "" helm.sh/helm/v3/cmd/helm)
+  # kwok keeps the scale tests' simulated Nodes alive. Its module requires the same versions of
+  # the shared dependencies (client-go, apimachinery, grpc, ...) as the Kubernetes module, so a
+  # cold build reuses the packages compiled for Kubernetes just before.
+  kwok=$(build_module kwok "" sigs.k8s.io/kwok/cmd/kwok)
   bin="$cache/testbin/bin"
   mkdir -p "$bin"
   local k
@@ -101,8 +105,9 @@ ensure_testbin() {
   done
   ln -sfn "$etcd/server" "$bin/etcd"
   ln -sfn "$helm/helm" "$bin/helm"
+  ln -sfn "$kwok/kwok" "$bin/kwok"
   local b
-  for b in kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy kubelet etcd helm; do
+  for b in kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy kubelet etcd helm kwok; do
     [[ -x "$bin/$b" ]] || die "test binary $b is missing from $bin"
   done
   echo "$bin"
