@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -145,13 +145,32 @@ async function sourceOf(fn: ResolvedFunction, options: BuildOptions): Promise<Re
   return { root: join(dir, dirname(path)), entry: basename(path), defines };
 }
 
+/**
+ * Fetches under way by cache directory: chains that name the same artifact at once (several
+ * chains of one commit on a node) share one download, and none replaces the tree another is
+ * reading.
+ */
+const fetching = new Map<string, Promise<string>>();
+
 /** Downloads and unpacks an artifact once per digest; the digest is checked before unpacking. */
 async function fetchCached(url: string, digest: string, options: BuildOptions): Promise<string> {
   const hex = digestHex(digest);
   if (!hex) throw new BuildError(Reason.InvalidSpec, `invalid artifact digest ${digest}`);
   const dir = join(options.cacheDir, "artifacts", hex);
   if (existsSync(join(dir, ".complete"))) return join(dir, "tree");
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  const pending = fetching.get(dir);
+  if (pending) return pending;
+  const run = fetchInto(dir, url, digest, options);
+  fetching.set(dir, run);
+  try {
+    return await run;
+  } finally {
+    fetching.delete(dir);
+  }
+}
+
+async function fetchInto(dir: string, url: string, digest: string, options: BuildOptions): Promise<string> {
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
   try {
     await fetchArtifact(url, digest, join(tmp, "tree"), { signal: options.signal });
     await writeFile(join(tmp, ".complete"), "");
