@@ -5,33 +5,7 @@
  */
 #include "sluice.h"
 
-/* A parameter: set by the loader before load (NetworkFunction parameters), no recompile. */
-const volatile __u16 portblock_port = 11211;
-
-/* Source address -> packets dropped. A map of the NF's own: it survives chain updates. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, union sluice_addr);
-	__type(value, __u64);
-} portblock_drops SEC(".maps");
-
-static __always_inline enum sluice_verdict portblock_process(const struct sluice_pkt *pkt,
-							     int parsed)
-{
-	__u64 one = 1, *count;
-
-	if (parsed != SLUICE_PARSE_IP || !(pkt->flags & SLUICE_PKT_PORTS))
-		return SLUICE_CONTINUE;
-	if (pkt->flow.dport != bpf_htons(portblock_port))
-		return SLUICE_CONTINUE;
-	count = bpf_map_lookup_elem(&portblock_drops, &pkt->flow.src);
-	if (count)
-		__sync_fetch_and_add(count, 1);
-	else
-		bpf_map_update_elem(&portblock_drops, &pkt->flow.src, &one, BPF_NOEXIST);
-	return SLUICE_DROP;
-}
+#include "portblock.h"
 
 SEC("xdp")
 int portblock_xdp(struct xdp_md *ctx)

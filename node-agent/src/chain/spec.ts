@@ -5,6 +5,7 @@ import { MAX_CHAIN_LENGTH } from "../../../common/api/servicechain.ts";
 import { SluiceError, type FieldIssue } from "../../../common/errors.ts";
 import type { Hook } from "../../../common/api/meta.ts";
 import type { TestVector } from "../../../common/api/testvector.ts";
+import type { FusionSource } from "./fusedgen.ts";
 
 export type { Hook };
 export { MAX_CHAIN_LENGTH };
@@ -41,6 +42,8 @@ export interface NfLoadSpec {
    * the self-test before the chain is switched in. Counters are keyed by this NF's `name`.
    */
   tests?: TestVector[];
+  /** Where the NF's inline contract lives, for a fused chain (see fusedgen.ts); none: linked only. */
+  fusion?: FusionSource;
 }
 
 /**
@@ -60,6 +63,11 @@ export interface ChainSpec {
   functions: NfLoadSpec[];
   /** Test vectors the chain must pass on this kernel before it is switched in. */
   tests?: TestVector[];
+  /**
+   * `linked`: one program per NF, tail calls; `fused`: one generated program for the chain;
+   * `auto` (default): fused when it builds and verifies, else linked (with the reason).
+   */
+  mode?: "linked" | "fused" | "auto";
 }
 
 /**
@@ -141,6 +149,7 @@ export function objectDigest(path: string): string {
 export function codeDigest(spec: ChainSpec): string {
   const h = createHash("sha256");
   h.update(JSON.stringify({ hook: spec.hook, xdpMode: spec.xdpMode ?? "auto" }));
+  if ((spec.mode ?? "auto") !== "auto") h.update(JSON.stringify({ mode: spec.mode }));
   for (const nf of spec.functions) {
     h.update(
       JSON.stringify({

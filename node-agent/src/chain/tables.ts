@@ -75,9 +75,10 @@ function checkTableEntries(
  */
 export function fillTables(nfs: readonly LoadedNf[]): void {
   for (const nf of nfs) {
-    if (!nf.object) continue;
     for (const [mapName, entries] of Object.entries(nf.spec.tables ?? {})) {
-      const map = nf.maps.get(mapName)!;
+      // Absent for a taken-over program (see above).
+      const map = nf.maps.get(mapName);
+      if (!map) continue;
       for (const entry of entries) map.update(entry.key, entry.value);
     }
   }
