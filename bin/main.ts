@@ -77,6 +77,8 @@ async function operator(argv: string[]): Promise<number> {
     "allow-cross-namespace": { type: "boolean", default: false },
     "allow-file-sources": { type: "boolean", default: false },
     "allowed-git-hosts": { type: "string" },
+    "agent-metrics-port": { type: "string" },
+    "agent-rates-idle-interval": { type: "string", default: "10s" },
   });
   if (typeof line === "number") return line;
   const { values } = line;
@@ -88,6 +90,16 @@ async function operator(argv: string[]): Promise<number> {
   const port = parsePort(values.port);
   if (port === undefined) return usageError("operator", `--port: ${values.port} is not a port number`);
   const { parseDuration } = await import("../common/api/meta.ts");
+  const agentMetricsPort =
+    values["agent-metrics-port"] === undefined ? undefined : parsePort(values["agent-metrics-port"]);
+  if (values["agent-metrics-port"] !== undefined && !agentMetricsPort)
+    return usageError(
+      "operator",
+      `--agent-metrics-port: ${values["agent-metrics-port"]} is not a port number`,
+    );
+  const ratesIdleMs = parseDuration(values["agent-rates-idle-interval"]);
+  if (!(ratesIdleMs >= 0))
+    return usageError("operator", "--agent-rates-idle-interval: give a duration such as 10s (0s: off)");
   const { leaderTimings } = await import("../common/kube/leader.ts");
   const leaseMs = parseDuration(values["leader-elect-duration"]);
   if (values["leader-elect"] && !(leaseMs >= 3_000)) {
@@ -114,6 +126,7 @@ async function operator(argv: string[]): Promise<number> {
       },
       port,
       host: values.host,
+      ...(agentMetricsPort ? { agentMetricsPort, agentRatesIdleIntervalMs: ratesIdleMs } : {}),
       dataDir: values["data-dir"],
       advertiseUrl: values["advertise-url"],
       leaderElection:

@@ -161,11 +161,17 @@
     );
     $("chains").append(element);
     if (chain.noCounters) {
-      grid.append(el("p", { class: "note" }, "rates: on the node's own live view and its /metrics"));
-      return { signature: chain.functions.join(","), element, head, maps, graphs };
+      const absent = el("p", { class: "note no-rates" });
+      grid.append(absent);
+      return { signature: signatureOf(chain), element, head, maps, graphs, absent };
     }
     for (const nf of chain.functions) {
-      const box = el("div", { class: "graph fn", "data-chain": chain.chain, "data-nf": nf });
+      const box = el("div", {
+        class: "graph fn",
+        "data-chain": chain.chain,
+        "data-node": chain.node,
+        "data-nf": nf,
+      });
       box.append(el("h3", {}, `${nf}: packets/s, drops/s, passes/s, errors/s`));
       grid.append(box);
       const key = `${chain.key}/${nf}`;
@@ -185,7 +191,7 @@
       );
       graphs.set(nf, { plot, element: box, key });
     }
-    const nsBox = el("div", { class: "graph ns", "data-chain": chain.chain });
+    const nsBox = el("div", { class: "graph ns", "data-chain": chain.chain, "data-node": chain.node });
     nsBox.append(el("h3", {}, "whole chain: mean ns per packet in the kernel"));
     const note = el("div", { class: "note" });
     nsBox.append(note);
@@ -196,8 +202,11 @@
       nsBox,
     );
     graphs.set("", { plot: nsPlot, element: nsBox, key: chain.key, note });
-    return { signature: chain.functions.join(","), element, head, maps, graphs };
+    return { signature: signatureOf(chain), element, head, maps, graphs };
   }
+
+  // A card is built again when its functions change, or when its counters come or go.
+  const signatureOf = (chain) => `${chain.functions.join(",")}|${chain.noCounters ? "none" : "counted"}`;
 
   function fillHead(card, chain) {
     const field = (label, value, cls) =>
@@ -218,6 +227,8 @@
     card.maps.textContent = chain.maps.length
       ? "maps: " + chain.maps.map((m) => `${m.nf}/${m.map} ${m.entries}/${m.maxEntries}`).join(", ")
       : "";
+    if (card.absent)
+      card.absent.textContent = `no rates: ${chain.countersAbsent || "on the node's own live view and its /metrics"}`;
     const ns = card.graphs.get("");
     if (ns) ns.note.textContent = chain.runTimeAbsent ? `not measured: ${chain.runTimeAbsent}` : "";
   }
@@ -234,7 +245,7 @@
       $("chains").append(el("p", { class: "none" }, "no chain yet"));
     for (const chain of state.chains) {
       let card = cards.get(chain.key);
-      if (card && card.signature !== chain.functions.join(",")) {
+      if (card && card.signature !== signatureOf(chain)) {
         card.element.remove();
         cards.delete(chain.key);
         card = undefined;

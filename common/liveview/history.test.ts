@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { HISTORY_POINTS, LiveHistory } from "./history.ts";
+import { HISTORY_POINTS, LiveHistory, RATE_HOLD_MS } from "./history.ts";
 import type { ChainReading } from "./model.ts";
 
 /** A one-NF-pair chain whose counters are `packets` and `drops` (of the second NF) so far. */
@@ -101,6 +101,39 @@ describe("the live view's history", () => {
         .problems.map((p) => p.kind)
         .sort(),
     ).toEqual(["counters-stopped", "map-near-full", "switch-failed", "tail-call-misses"].sort());
+  });
+
+  it("takes rates of counters read elsewhere over their own sampling times, and holds them until they are too old", () => {
+    const history = new LiveHistory("cluster");
+    // The agent read its counters at 1000.0 s and 1010.0 s (every 10 s: no page open), and the
+    // operator records a point every second.
+    history.record(1000_500, [reading(0, 0, { sampledAtMs: 1000_000 })]);
+    for (let s = 1001; s <= 1009; s++)
+      history.record(s * 1000 + 500, [reading(0, 0, { sampledAtMs: 1000_000 })]);
+    expect(history.snapshot().points.every((p) => Object.keys(p.functions).length === 0)).toBe(true);
+    for (let s = 1010; s <= 1030; s++)
+      history.record(s * 1000 + 500, [reading(5000, 1000, { sampledAtMs: 1010_000 })]);
+    const series = history.snapshot().points.map((p) => p.functions["n1/default_edge/ratelimit"]);
+    // 5000 packets in 10 s, drawn every second while the sample is at most RATE_HOLD_MS old.
+    expect(series.filter(Boolean)).toHaveLength(RATE_HOLD_MS / 1000);
+    expect(series.find(Boolean)).toEqual([500, 100, 400, 0]);
+    expect(series.at(-1)).toBeUndefined();
+  });
+
+  it("reports a node whose agent stopped answering once, whatever the number of its chains", () => {
+    const history = new LiveHistory("cluster");
+    const silent = { seconds: 12, error: "connect ECONNREFUSED" };
+    history.record(1000_000, [
+      reading(0, 0, { silent, noCounters: true }),
+      reading(0, 0, { chain: "default_core", silent, noCounters: true }),
+    ]);
+    expect(history.snapshot().problems).toEqual([
+      expect.objectContaining({
+        kind: "node-silent",
+        node: "n1",
+        message: expect.stringMatching(/node stopped reporting.*12 s.*ECONNREFUSED/),
+      }),
+    ]);
   });
 
   it("tells subscribers of every point and marker", () => {

@@ -24,6 +24,13 @@ const MAX_MARKERS = 500;
 /** A map this full (entries / max_entries) is reported. */
 export const MAP_NEAR_FULL = 0.9;
 
+/**
+ * How long the rates of a reading whose sample did not change are held (drawn again each
+ * second): the operator asks a node's agent every few seconds while no page is open. Past this
+ * the node's graphs show a gap.
+ */
+export const RATE_HOLD_MS = 15_000;
+
 /** Maps smaller than this are sized to their content (a rule table of one entry), not reported. */
 const MAP_MIN_REPORTED = 128;
 
@@ -33,6 +40,7 @@ interface Previous {
   drops: bigint;
   passes: bigint;
   errors: bigint;
+  rates?: FunctionRates;
 }
 
 interface PreviousChain {
@@ -40,6 +48,7 @@ interface PreviousChain {
   runs?: bigint;
   runTimeNs?: bigint;
   rootMisses: bigint;
+  nsPerPacket?: number;
 }
 
 const keyOf = (node: string, chain: string, nf?: string) =>
@@ -75,24 +84,37 @@ export class LiveHistory {
       const chainKey = keyOf(reading.node, reading.chain);
       seen.add(chainKey);
       if (reading.noCounters) continue;
+      // Counters read elsewhere carry their own time; a sample seen before holds its rates.
+      const sampledAt = reading.sampledAtMs ?? atMs;
+      const held = atMs - sampledAt <= RATE_HOLD_MS;
       for (const fn of reading.functions) {
         const key = keyOf(reading.node, reading.chain, fn.name);
         seen.add(key);
         const before = this.#previous.get(key);
+        if (before?.atMs === sampledAt) {
+          if (before.rates && held) point.functions[key] = before.rates;
+          continue;
+        }
+        let rates: FunctionRates | undefined;
         if (before) {
-          const seconds = (atMs - before.atMs) / 1000;
-          point.functions[key] = [
+          const seconds = (sampledAt - before.atMs) / 1000;
+          rates = [
             rate(fn.packets, before.packets, seconds),
             rate(fn.drops, before.drops, seconds),
             rate(fn.passes, before.passes, seconds),
             rate(fn.errors, before.errors, seconds),
-          ] satisfies FunctionRates;
+          ];
+          if (held) point.functions[key] = rates;
         }
-        this.#previous.set(key, { atMs, ...fn });
+        this.#previous.set(key, { atMs: sampledAt, ...fn, ...(rates ? { rates } : {}) });
       }
       const before = this.#previousChain.get(chainKey);
+      if (before?.atMs === sampledAt) {
+        if (before.nsPerPacket !== undefined && held) point.nsPerPacket[chainKey] = before.nsPerPacket;
+        continue;
+      }
       if (before) {
-        const seconds = (atMs - before.atMs) / 1000;
+        const seconds = (sampledAt - before.atMs) / 1000;
         if (
           reading.runs !== undefined &&
           reading.runTimeNs !== undefined &&
@@ -110,8 +132,9 @@ export class LiveHistory {
           });
       }
       this.#previousChain.set(chainKey, {
-        atMs,
+        atMs: sampledAt,
         rootMisses: reading.rootMisses,
+        ...(point.nsPerPacket[chainKey] !== undefined ? { nsPerPacket: point.nsPerPacket[chainKey] } : {}),
         ...(reading.runs !== undefined ? { runs: reading.runs } : {}),
         ...(reading.runTimeNs !== undefined ? { runTimeNs: reading.runTimeNs } : {}),
       });
@@ -172,9 +195,19 @@ export class LiveHistory {
 
   #findProblems(readings: readonly ChainReading[], now: number): LiveProblem[] {
     const problems: LiveProblem[] = [];
+    const silentNodes = new Set<string>();
     for (const reading of readings) {
       const chainKey = keyOf(reading.node, reading.chain);
       const at = { node: reading.node, chain: reading.chain };
+      // One problem per node: its agent stopped answering, so none of its chains has rates.
+      if (reading.silent && !silentNodes.has(reading.node)) {
+        silentNodes.add(reading.node);
+        problems.push({
+          kind: "node-silent",
+          ...at,
+          message: `node stopped reporting: its agent has not answered for ${reading.silent.seconds} s${reading.silent.error ? ` (${reading.silent.error})` : ""}; no rates from it, its chains keep forwarding as pinned`,
+        });
+      }
       const misses = this.#missesAt.get(chainKey);
       if (misses && now - misses.t <= 10)
         problems.push({
@@ -275,5 +308,6 @@ function viewOf(reading: ChainReading): ChainView {
     maps: reading.maps ?? [],
     ...(reading.lastError ? { lastError: reading.lastError } : {}),
     ...(reading.noCounters ? { noCounters: true } : {}),
+    ...(reading.countersAbsent ? { countersAbsent: reading.countersAbsent } : {}),
   };
 }

@@ -5,4 +5,5 @@
 export { HISTORY_POINTS, LiveHistory, MAP_NEAR_FULL, type LiveEvent } from "./history.ts";
 export { LiveView, liveViewAssets, type LiveRoute, type LiveViewOptions } from "./server.ts";
 export { gitCommitInfo } from "./commit.ts";
+export { encodeReadings, NodeReadings } from "./wire.ts";
 export type * from "./model.ts";

@@ -51,6 +51,19 @@ export interface ChainReading {
    * functions' counters are then ignored and the page draws no graphs for the chain.
    */
   noCounters?: boolean;
+  /** Why there are no counters (shown where the graphs would be), with {@link noCounters}. */
+  countersAbsent?: string;
+  /**
+   * When the counters were read, where another process read them (the operator's cluster view:
+   * the node's agent). Rates are then taken over the agent's own sampling times, and a reading
+   * whose sample did not change since the last one holds the rates it gave for a while (the
+   * agent is asked less often than once a second while no page is open).
+   */
+  sampledAtMs?: number;
+  /** The node's agent has not answered for this long (the cluster view): a problem. */
+  silent?: { seconds: number; error?: string };
+  /** `<namespace>/<ServiceChain>` of the chain, where the chain's own name is another (a pin name). */
+  ref?: string;
 }
 
 /** One ServiceChain's rollout: the target revision and where every node is. */
@@ -117,6 +130,7 @@ export interface ChainView {
   maps: MapFillReading[];
   lastError?: { reason: string; message: string };
   noCounters?: boolean;
+  countersAbsent?: string;
 }
 
 /** Rates of one function at one second: packets, drops, passes, errors per second. */

@@ -1,7 +1,8 @@
 /**
  * Serves the live view: a static page (web/index.html, app.js, app.css and uPlot's files from
  * npm, shipped inside dist/ by the build) and its data, a snapshot (`GET /live/snapshot`) and
- * then one server-sent event a second (`GET /live/events`). Nothing on the page comes from
+ * then one server-sent event a second (`GET /live/events`), and the last reading of every chain
+ * (`GET /live/readings`, for the operator's cluster view). Nothing on the page comes from
  * anywhere but the serving host; the Content-Security-Policy says so to the browser too.
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -11,6 +12,10 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "../log.ts";
 import { LiveHistory, type LiveEvent } from "./history.ts";
 import type { ChainReading, RolloutView } from "./model.ts";
+import { encodeReadings } from "./wire.ts";
+
+/** How long a `GET /live/readings?watched=1` counts as a page looking (the operator's, elsewhere). */
+const REMOTE_WATCH_MS = 5_000;
 
 /** Options of {@link LiveView}. */
 export interface LiveViewOptions {
@@ -90,6 +95,8 @@ export class LiveView {
   #timer: NodeJS.Timeout | undefined;
   #sampling = false;
   readonly #streams = new Set<ServerResponse>();
+  #last: { atMs: number; readings: ChainReading[] } = { atMs: 0, readings: [] };
+  #remoteWatchUntil = 0;
 
   constructor(options: LiveViewOptions) {
     this.#options = options;
@@ -107,9 +114,12 @@ export class LiveView {
     if (this.#sampling) return;
     this.#sampling = true;
     try {
-      const readings = await this.#options.read(this.history.watchers > 0);
+      const watched = this.history.watchers > 0 || Date.now() < this.#remoteWatchUntil;
+      const readings = await this.#options.read(watched);
       const rollouts = await this.#options.rollouts?.();
-      this.history.record(Date.now(), readings, rollouts);
+      const atMs = Date.now();
+      this.#last = { atMs, readings };
+      this.history.record(atMs, readings, rollouts);
     } catch (err) {
       // A chain switched or removed while it was read: the next second reads again.
       this.#options.log?.debug({ err }, "live view: reading chains failed");
@@ -144,6 +154,17 @@ export class LiveView {
         },
       ],
       ["/live/events", (req, res) => this.#stream(req, res)],
+      [
+        // The last reading of every chain, counters and all: what the operator's cluster view
+        // asks each agent for. `?watched=1`: a page looks there, so count kernel run time.
+        "/live/readings",
+        (req, res) => {
+          if (new URL(req.url ?? "/", "http://localhost").searchParams.get("watched") === "1")
+            this.#remoteWatchUntil = Date.now() + REMOTE_WATCH_MS;
+          res.writeHead(200, { "content-type": "application/json", ...SECURITY_HEADERS });
+          res.end(encodeReadings(this.#last.atMs, this.#last.readings));
+        },
+      ],
     ];
   }
 

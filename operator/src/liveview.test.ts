@@ -1,7 +1,10 @@
-import { describe, expect, it } from "vitest";
-import type { LiveMarker } from "../../common/liveview/index.ts";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { LiveHistory, LiveView, type LiveMarker } from "../../common/liveview/index.ts";
 import { MemoryStore } from "../../common/store.ts";
 import { clusterLiveReaders } from "./liveview.ts";
+import { agentAddressOf, NodeRates } from "./noderates.ts";
 
 const NS = "net";
 
@@ -108,5 +111,108 @@ describe("the operator's cluster view", () => {
       ["switch-failed", "n2", "r2"],
       ["rollout-halted", "", "r2"],
     ]);
+  });
+});
+
+describe("the operator's cluster view, with each node's agent asked for its rates", () => {
+  let agentServer: Server | undefined;
+  afterEach(async () => {
+    agentServer?.closeAllConnections();
+    await new Promise((r) => agentServer?.close(r) ?? r(undefined));
+  });
+
+  it("draws a node's rates from its agent's counters and names a node whose agent does not answer", async () => {
+    // n1's agent: a live view whose last reading counts 1000 packets more each time.
+    let packets = 0n;
+    const agentView = new LiveView({
+      title: "n1",
+      intervalMs: 50,
+      read: async () => [
+        {
+          node: "n1",
+          chain: "net_edge",
+          ref: "net/edge",
+          hook: "xdp",
+          revision: "r1",
+          phase: "Ready",
+          functions: [
+            { name: "firewall", packets: (packets += 1000n), drops: 0n, passes: packets, errors: 0n },
+            { name: "flowmon", packets, drops: 10n, passes: packets - 10n, errors: 0n },
+          ],
+          rootMisses: 0n,
+          runTimeAbsent: "kernel.bpf_stats_enabled is 0",
+        },
+      ],
+    });
+    const routes = new Map(agentView.routes());
+    agentServer = createServer((req, res) => routes.get((req.url ?? "/").split("?")[0]!)!(req, res));
+    await new Promise<void>((r) => agentServer!.listen(0, "127.0.0.1", r));
+    const port = (agentServer.address() as AddressInfo).port;
+    agentView.start();
+
+    const store = new MemoryStore();
+    for (const [node, address] of [
+      ["n1", "127.0.0.1"],
+      // Nothing listens there: n2's agent is down.
+      ["n2", "127.0.0.2"],
+    ] as const) {
+      await store.apply({ apiVersion: "v1", kind: "Node", metadata: { name: node } });
+      await store.patchStatus("Node", undefined, node, { addresses: [{ type: "InternalIP", address }] });
+      await nodeChain(store, node, "r1");
+      await store.patchStatus("NodeChain", NS, `edge-${node}`, { phase: "Ready", revision: "r1" });
+    }
+    const rates = new NodeRates({ store, port, watched: () => true, timeoutMs: 1_000 });
+    const { read, stop } = clusterLiveReaders({ store, mark: () => undefined, rates });
+    try {
+      await new Promise((r) => setTimeout(r, 120));
+      await rates.round(true);
+      const first = await read();
+      await new Promise((r) => setTimeout(r, 120));
+      await rates.round(true);
+      const second = await read();
+      const n1 = second.find((r) => r.node === "n1")!;
+      expect(n1.noCounters).toBeUndefined();
+      expect(n1.functions.map((f) => f.name)).toEqual(["firewall", "flowmon"]);
+      expect(n1.functions[0]!.packets).toBeGreaterThan(
+        first.find((r) => r.node === "n1")!.functions[0]!.packets,
+      );
+      expect(n1.runTimeAbsent).toBe("kernel.bpf_stats_enabled is 0");
+      expect(n1.sampledAtMs).toBeGreaterThan(0);
+      const n2 = second.find((r) => r.node === "n2")!;
+      expect(n2.noCounters).toBe(true);
+      expect(n2.countersAbsent).toMatch(
+        /did not answer: http:\/\/127\.0\.0\.2:\d+\/live\/readings\?watched=1: ECONNREFUSED/,
+      );
+      // Two failures in a row are not yet silence; ten seconds without an answer are.
+      expect(rates.silentFor("n2")).toBeUndefined();
+      expect(rates.silentFor("n2", Date.now() + 11_000)).toBe(11);
+      expect(rates.silentFor("n1", Date.now() + 11_000)).toBeUndefined();
+
+      const history = new LiveHistory("cluster");
+      history.record(Date.now(), first);
+      history.record(Date.now() + 1000, second);
+      const point = history.snapshot().points.at(-1)!;
+      expect(point.functions["n1/net/edge/firewall"]![0]).toBeGreaterThan(0);
+      expect(point.functions["n2/net/edge/firewall"]).toBeUndefined();
+    } finally {
+      stop();
+      agentView.stop();
+    }
+  });
+
+  it("finds the agent at the Node's InternalIP, else its ExternalIP, bracketing IPv6", () => {
+    const node = (addresses: Array<{ type: string; address: string }>) => ({ status: { addresses } });
+    expect(
+      agentAddressOf(
+        node([
+          { type: "Hostname", address: "n1" },
+          { type: "ExternalIP", address: "203.0.113.9" },
+          { type: "InternalIP", address: "10.0.0.5" },
+        ]),
+      ),
+    ).toBe("10.0.0.5");
+    expect(agentAddressOf(node([{ type: "ExternalIP", address: "203.0.113.9" }]))).toBe("203.0.113.9");
+    expect(agentAddressOf(node([{ type: "InternalIP", address: "fd00::5" }]))).toBe("[fd00::5]");
+    expect(agentAddressOf({ metadata: { name: "n1" } })).toBeUndefined();
   });
 });

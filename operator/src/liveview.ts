@@ -2,18 +2,24 @@
  * The operator's cluster-wide live view: every chain on every node from the NodeChains' status
  * (revision, phase, the error that kept a revision out), the rollout of each ServiceChain (which
  * node runs which revision, which failed and why), and markers where a node switched revision or
- * a rollout started, halted or rolled back. Everything comes from the informers' caches: the view
- * costs no API call and no request to the nodes. Packet rates stay on each node's agent (its own
- * live view and /metrics).
+ * a rollout started, halted or rolled back. Everything but the rates comes from the informers'
+ * caches (no API call); each node's rates come from its agent (see noderates.ts), and a node whose
+ * agent stopped answering is a problem on the page.
  */
 import { ConditionType, findCondition, Reason } from "../../common/api/index.ts";
 import type { ChainReading, LiveMarker, RolloutView } from "../../common/liveview/index.ts";
 import type { Store, StoreObject } from "../../common/store.ts";
+import type { NodeRates } from "./noderates.ts";
 
 const HALTED = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExceeded]);
 
 /** Readers of chains and rollouts for {@link import("../../common/liveview/index.ts").LiveView}. */
-export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveMarker) => void }): {
+export function clusterLiveReaders(options: {
+  store: Store;
+  mark: (marker: LiveMarker) => void;
+  /** Where the nodes' counters come from; without it the page says why it has no rates. */
+  rates?: NodeRates;
+}): {
   read: () => Promise<ChainReading[]>;
   rollouts: () => Promise<RolloutView[]>;
   /** Stops following NodeChain changes. */
@@ -68,16 +74,43 @@ export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveM
 
   const read = async (): Promise<ChainReading[]> => {
     const readings: ChainReading[] = [];
+    const now = Date.now();
     for (const nc of await store.list("NodeChain")) {
       noteNodeChain(nc);
       const status = nc.status;
       const error = status?.phase === "Failed" ? status.lastError : undefined;
-      readings.push({
-        node: nc.spec.nodeName,
-        chain: `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}`,
+      const node = nc.spec.nodeName;
+      const chain = `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}`;
+      const report = options.rates?.report(node);
+      const silentSeconds = options.rates?.silentFor(node, now);
+      const counted = report?.sample?.readings.find((r) => r.ref === chain);
+      const base = {
+        node,
+        chain,
         hook: nc.spec.hook,
         revision: status?.revision || nc.spec.revision,
         phase: status?.phase ?? "Pending",
+        ...(error ? { lastError: { reason: error.reason, message: error.message } } : {}),
+        ...(silentSeconds !== undefined
+          ? { silent: { seconds: silentSeconds, ...(report?.error ? { error: report.error } : {}) } }
+          : {}),
+      };
+      if (counted && report?.sample) {
+        readings.push({
+          ...base,
+          functions: counted.functions,
+          rootMisses: counted.rootMisses,
+          sampledAtMs: report.sample.atMs,
+          ...(counted.runs !== undefined && counted.runTimeNs !== undefined
+            ? { runs: counted.runs, runTimeNs: counted.runTimeNs }
+            : {}),
+          ...(counted.runTimeAbsent ? { runTimeAbsent: counted.runTimeAbsent } : {}),
+          ...(counted.maps ? { maps: counted.maps } : {}),
+        });
+        continue;
+      }
+      readings.push({
+        ...base,
         functions: nc.spec.functions.map((f) => ({
           name: f.name,
           packets: 0n,
@@ -87,7 +120,11 @@ export function clusterLiveReaders(options: { store: Store; mark: (marker: LiveM
         })),
         rootMisses: 0n,
         noCounters: true,
-        ...(error ? { lastError: { reason: error.reason, message: error.message } } : {}),
+        countersAbsent: !options.rates
+          ? "the operator asks no agent for rates (--agent-metrics-port not set): see each node's own live view and /metrics"
+          : report?.error
+            ? `the node's agent did not answer: ${report.error}`
+            : "not reported by the node's agent yet",
       });
     }
     return readings;

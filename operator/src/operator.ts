@@ -11,6 +11,7 @@ import { LeaderElector, type LeaderElectionConfig } from "../../common/kube/lead
 import { KubeStore } from "../../common/kube/store.ts";
 import { LiveView } from "../../common/liveview/index.ts";
 import { clusterLiveReaders } from "./liveview.ts";
+import { NodeRates } from "./noderates.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { SourceServer } from "./server/index.ts";
 
@@ -30,6 +31,13 @@ export interface OperatorOptions {
   port: number;
   /** Address to listen on. */
   host?: string;
+  /**
+   * The agents' metrics port: the cluster live view asks each node's agent there (at the Node's
+   * InternalIP) for its chains' counters. Absent: the page shows no per-node rates.
+   */
+  agentMetricsPort?: number;
+  /** How often agents are asked while no page is open (ms; default 10 s); 0: only while one is. */
+  agentRatesIdleIntervalMs?: number;
   /** Directory for artifacts and working clones. */
   dataDir: string;
   /** URL agents use to reach the HTTP endpoint; default http://<host>:<port>. */
@@ -79,7 +87,20 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   metrics.observeServiceChains(() => store.list("ServiceChain"));
   server.route("GET", "/metrics", metrics.handler);
   // The cluster-wide live view at /: every chain on every node, and each rollout, from the caches.
-  const cluster = clusterLiveReaders({ store, mark: (marker) => liveView.history.mark(marker) });
+  const rates = options.agentMetricsPort
+    ? new NodeRates({
+        store,
+        port: options.agentMetricsPort,
+        watched: () => liveView.history.watchers > 0,
+        idleIntervalMs: options.agentRatesIdleIntervalMs,
+        log,
+      })
+    : undefined;
+  const cluster = clusterLiveReaders({
+    store,
+    mark: (marker) => liveView.history.mark(marker),
+    ...(rates ? { rates } : {}),
+  });
   const liveView: LiveView = new LiveView({
     title: "cluster",
     read: cluster.read,
@@ -99,6 +120,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   // Every cache is full before the first reconcile, so no controller acts on a partial view.
   await Promise.all(WATCHED_KINDS.map((kind) => store.startWatching(kind)));
   liveView.start();
+  rates?.start();
   let stopping = false;
   // Only the leader (or the only replica) runs controllers; a follower keeps its caches warm and
   // answers /readyz with 503, so the Service sends artifact and webhook traffic to the leader.
@@ -169,6 +191,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       await inTurn(stepDown);
       // After the controllers: the Lease is released only once nothing of this replica acts.
       cluster.stop();
+      rates?.stop();
       liveView.stop();
       await elector?.stop();
       await store.stop();

@@ -119,6 +119,7 @@ export function agentLiveReader(
       readings.push({
         node: options.node,
         chain: c.name,
+        ...(nc ? { ref: `${nc.metadata.namespace ?? "default"}/${nc.spec.chain}` } : {}),
         hook: c.hook,
         revision: c.revision,
         phase: status?.phase ?? "Running",
