@@ -198,7 +198,17 @@ describe("CustomResourceDefinitions", () => {
 
   it.each([
     ["GitSource", ["READY", "REVISION .status.artifact.revision", "AGE .metadata.creationTimestamp"]],
-    ["ServiceChain", ["READY", "REVISION .status.revision", "NODES .status.nodes.summary", "AGE"]],
+    [
+      "ServiceChain",
+      [
+        "READY",
+        "REVISION .status.revision",
+        "NODES .status.nodes.summary",
+        "UP-TO-DATE .status.nodes.updated",
+        "FAILED .status.nodes.failed",
+        "AGE",
+      ],
+    ],
     ["NodeChain", ["NODE .spec.nodeName", "PHASE .status.phase", "REVISION .status.revision", "AGE"]],
     ["NetworkFunction", ["HOOKS .spec.hooks", "AGE"]],
   ])("%s shows the columns %j", (kind, wanted) => {

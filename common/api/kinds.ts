@@ -134,6 +134,18 @@ export const KINDS = {
         jsonPath: ".status.nodes.summary",
         description: "Ready nodes on the current revision / selected nodes.",
       },
+      {
+        name: "Up-To-Date",
+        type: "integer",
+        jsonPath: ".status.nodes.updated",
+        description: "Nodes whose plan is the current revision.",
+      },
+      {
+        name: "Failed",
+        type: "integer",
+        jsonPath: ".status.nodes.failed",
+        description: "Nodes that failed the current revision (the first few are in status.failedNodes).",
+      },
       { name: "Hook", type: "string", jsonPath: ".spec.attachment.hook", priority: 1 },
       status,
       age,

@@ -265,8 +265,48 @@ export function nodesSummary(counts: Pick<NodeCounts, "ready" | "desired">): str
   return `${counts.ready}/${counts.desired}`;
 }
 
-/** Most entries in `status.failedNodes`. */
+/**
+ * Most entries the schema accepts in `status.failedNodes` (an upper bound kept for status written
+ * by earlier operators); the operator lists {@link FAILED_NODES_SHOWN}.
+ */
 export const MAX_FAILED_NODES = 32;
+
+/**
+ * Failed nodes the operator names in `status.failedNodes` and in conditions: the first few, so
+ * that status stays small on a thousand nodes; `nodes.failed` counts them all, and every node's
+ * own detail is in its NodeChain.
+ */
+export const FAILED_NODES_SHOWN = 5;
+
+/** Longest message of a failed node in ServiceChain status; the NodeChain keeps the whole log. */
+export const FAILED_NODE_MESSAGE_MAX = 512;
+
+/** Most entries in `status.revisions`. */
+export const MAX_REVISION_COUNTS = 8;
+
+/**
+ * How many selected nodes ask for one revision, by the phase their agent reports for it
+ * (`pending` until the agent reported on the NodeChain's current generation).
+ */
+export const RevisionCount = z.object({
+  revision: z.string().max(128).describe("Revision the nodes' NodeChains ask for."),
+  nodes: z.number().int().min(0).describe("Selected nodes whose NodeChain asks for this revision."),
+  ready: z.number().int().min(0).default(0).describe("Of these, nodes that report it Ready."),
+  failed: z.number().int().min(0).default(0).describe("Of these, nodes that report it Failed."),
+  inProgress: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe("Of these, nodes compiling, loading or testing it."),
+  pending: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe("Of these, nodes whose agent has not reported on it yet."),
+});
+export type RevisionCount = z.infer<typeof RevisionCount>;
 
 /** A node that failed the current revision, and why. */
 export const FailedNode = z.object({
@@ -294,11 +334,20 @@ export const ServiceChainStatus = z.object({
     .optional()
     .describe("Last revision that was Ready on every selected node."),
   nodes: NodeCounts.optional(),
+  revisions: z
+    .array(RevisionCount)
+    .max(MAX_REVISION_COUNTS)
+    .optional()
+    .describe(
+      "Selected nodes counted by the revision their NodeChain asks for and the phase they report: the current revision first, then the last good one, then others by size. Per-node detail is in the NodeChains.",
+    ),
   failedNodes: z
     .array(FailedNode)
     .max(MAX_FAILED_NODES)
     .optional()
-    .describe("Nodes that failed the current revision (bounded)."),
+    .describe(
+      `The first ${FAILED_NODES_SHOWN} nodes that failed the current revision, with reasons; nodes.failed counts them all.`,
+    ),
   lastGoodPlan: ChainPlan.optional().describe(
     "Plan of lastGoodRevision, kept so that nodes can return to it when a later revision fails.",
   ),

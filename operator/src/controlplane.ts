@@ -6,6 +6,7 @@ import type { Logger } from "../../common/log.ts";
 import type { Store, StoreKind, StoreObject } from "../../common/store.ts";
 import type { SourcePolicy } from "./gitsource/policy.ts";
 import { reconcileGitSource, type GitSourceDeps } from "./gitsource/reconciler.ts";
+import { WriteCoalescer } from "../../common/kube/coalesce.ts";
 import { Controller, objectKey, splitKey } from "../../common/kube/controller.ts";
 import type { SourceServer } from "./server/index.ts";
 import { reconcileServiceChain, serviceChainKeysFor } from "./servicechain/index.ts";
@@ -35,6 +36,11 @@ export interface ControlPlaneOptions {
   log: Logger;
   concurrency?: number;
   now?: () => Date;
+  /**
+   * Least time between two status writes of one ServiceChain while its rollout is under way
+   * (default 1000 ms; 0 writes every change). Verdicts and final states are written at once.
+   */
+  statusWriteIntervalMs?: number;
 }
 
 /** The running controllers. */
@@ -117,12 +123,13 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
       else if (obj.kind === "ServiceChain") references.set(key, [obj.status.lastGoodPlan]);
     }),
   );
+  const statusWrites = new WriteCoalescer(options.statusWriteIntervalMs ?? 1000, () => now().getTime());
   const serviceChains = new Controller(
     "servicechain",
     async (key, klog) => {
       const { namespace, name } = splitKey(key);
       return reconcileServiceChain(
-        { store, event: options.event, now, sourceApplying, sourceTree, artifactAvailable },
+        { store, event: options.event, now, sourceApplying, sourceTree, artifactAvailable, statusWrites },
         namespace ?? "default",
         name,
         klog,

@@ -11,7 +11,9 @@
  * - one `sluice agent` process per node, started inside the node's namespace (as a hostNetwork
  *   pod runs on its node) with exactly the chart agent's capabilities, its own `--bpffs-root`
  *   and `--cache-dir`. The node's loopback carries the API server's and the operator's ports to
- *   the host's (fixtures/loopback-pipe.mjs), so the agent reaches both at 127.0.0.1;
+ *   the host's (fixtures/loopback-pipe.mjs), so the agent reaches both at 127.0.0.1; the
+ *   agent's metrics port (its live view's readings) comes back to the host at the node's own
+ *   loopback address (its Node's InternalIP, 127.0.77.<60+i>), where the operator asks it;
  * - one `sluice operator` process as the chart runs it: uid 65532, no capabilities, following a
  *   GitSource on a repository served by `git daemon`, told about commits by a signed push
  *   webhook, as a Git host would;
@@ -216,6 +218,14 @@ export interface ServiceChainView extends ObjectView {
     lastGoodRevision?: string;
     failedRevision?: string;
     nodes?: { desired: number; updated: number; ready: number; failed: number; summary?: string };
+    revisions?: {
+      revision: string;
+      nodes: number;
+      ready: number;
+      failed: number;
+      inProgress: number;
+      pending: number;
+    }[];
     failedNodes?: { node: string; reason: string; message?: string }[];
     conditions?: ConditionView[];
   };
@@ -582,6 +592,8 @@ export interface E2eNode {
   cacheDir: string;
   /** The agent's kubeconfig: the chart agent ServiceAccount's token, bound to this node. */
   kubeconfig: string;
+  /** The Node's InternalIP: a host loopback address that carries {@link Testbed.agentMetricsPort} to the agent. */
+  hostIp: string;
   agent: SluiceProcess | undefined;
 }
 
@@ -609,6 +621,8 @@ export class Testbed {
   identities!: ChartIdentities;
   operator: SluiceProcess | undefined;
   operatorPort = 0;
+  /** The agents' metrics port: in each node's namespace, and at each node's {@link E2eNode.hostIp}. */
+  agentMetricsPort = 0;
   /** The operator's kubeconfig: the chart operator ServiceAccount's token. */
   operatorKubeconfig = "";
   webhookPath = "";
@@ -685,6 +699,7 @@ export class Testbed {
 
     // The nodes reach the API server and the operator at the ports they have on the host.
     this.operatorPort = await freePort();
+    this.agentMetricsPort = await freePort();
     const apiPort = Number(new URL(kubeConfig().getCurrentCluster()!.server).port);
     this.#loopbackDir = join(this.#workDir, "loopback");
     mkdirSync(this.#loopbackDir);
@@ -699,6 +714,11 @@ export class Testbed {
     );
 
     for (let i = 0; i < count; i++) this.nodes.push(await this.#createNode(i));
+    // Each agent's metrics port, at its node's address on the host, as a node's IP is reached.
+    await this.#startLoopbackPipe(
+      this.nodes.map((n) => `tcp:${n.hostIp}:${this.agentMetricsPort}=unix:${this.#agentSocket(n.name)}`),
+      undefined,
+    );
     for (const node of this.nodes) await this.startAgent(node);
 
     await this.#prepareOperator();
@@ -821,6 +841,17 @@ export class Testbed {
     this.#scope.defer(() =>
       kubectl(["delete", "node", name, "--ignore-not-found", "--wait=false"]).then(() => undefined),
     );
+    // Where the operator reaches the node's agent, as the kubelet reports a node's address.
+    const hostIp = `127.0.77.${60 + index}`;
+    await kubectlOk([
+      "patch",
+      "node",
+      name,
+      "--subresource=status",
+      "--type=merge",
+      "-p",
+      JSON.stringify({ status: { addresses: [{ type: "InternalIP", address: hostIp }] } }),
+    ]);
 
     const bpffsRoot = join(this.#bpffsDir, name);
     const cacheDir = join(this.#workDir, `cache-${name}`);
@@ -833,7 +864,10 @@ export class Testbed {
       this.identities.agentServiceAccount,
       { boundToNode: name },
     );
-    await this.#startLoopbackPipe(this.#loopbackPairs, netns);
+    await this.#startLoopbackPipe(
+      [...this.#loopbackPairs, `unix:${this.#agentSocket(name)}=tcp:${this.agentMetricsPort}`],
+      netns,
+    );
     return {
       index,
       name,
@@ -845,8 +879,14 @@ export class Testbed {
       bpffsRoot,
       cacheDir,
       kubeconfig,
+      hostIp,
       agent: undefined,
     };
+  }
+
+  /** The Unix socket that carries a node's agent metrics port to the host. */
+  #agentSocket(node: string): string {
+    return join(this.#loopbackDir, `agent-${node}.sock`);
   }
 
   /**
@@ -912,6 +952,8 @@ export class Testbed {
           node.bpffsRoot,
           "--cache-dir",
           node.cacheDir,
+          "--metrics-port",
+          String(this.agentMetricsPort),
         ]),
         node.netns.path,
       ),
@@ -975,6 +1017,8 @@ export class Testbed {
           String(this.operatorPort),
           "--data-dir",
           join(this.#operatorHome, "data"),
+          "--agent-metrics-port",
+          String(this.agentMetricsPort),
         ]),
       ),
       logPath,

@@ -9,6 +9,7 @@ import {
   type NetworkFunctionSpec,
   type ServiceChainSpec,
 } from "../../../common/api/index.ts";
+import { WriteCoalescer } from "../../../common/kube/coalesce.ts";
 import { rootLogger } from "../../../common/log.ts";
 import { MemoryStore, type StoreKind, type StoreObject } from "../../../common/store.ts";
 import { reconcileServiceChain, serviceChainKeysFor, type ServiceChainDeps } from "./reconciler.ts";
@@ -825,6 +826,146 @@ describe("progressive rollout", () => {
     tick(20);
     result = await reconcile();
     expect((await nodeChainOf("node-b"))?.spec.revision).toBe((await chain()).status.revision);
+  });
+});
+
+describe("status at scale", () => {
+  const defaults = { paused: false, minReadySeconds: 0, progressDeadlineSeconds: 600, autoRollback: true };
+
+  async function nodes(n: number, labels: Record<string, string> = {}): Promise<string[]> {
+    const names = Array.from({ length: n }, (_, i) => `node-${String(i).padStart(4, "0")}`);
+    for (const name of names) await addNode(name, labels);
+    return names;
+  }
+
+  /** Counts the status writes of ServiceChain `web` (a wrapper around the real store call). */
+  function countStatusWrites(): { count: number } {
+    const writes = { count: 0 };
+    const patchStatus = store.patchStatus.bind(store);
+    store.patchStatus = ((kind: StoreKind, ns: string | undefined, name: string, patch: never) => {
+      if (kind === "ServiceChain" && name === "web") writes.count++;
+      return patchStatus(kind, ns, name, patch);
+    }) as typeof store.patchStatus;
+    return writes;
+  }
+
+  it("summarizes nodes by revision and phase and names only the first 5 failures", async () => {
+    const all = await nodes(12);
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 1 }] } });
+    await addChain({ rollout: { ...defaults, maxUnavailable: "100%" } });
+    await rollOut();
+    const v1 = (await chain()).status.revision!;
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 2 }] } });
+    await reconcile();
+    const v2 = (await chain()).status.revision!;
+    expect((await chain()).status.revisions).toEqual([
+      { revision: v2, nodes: 12, ready: 0, failed: 0, inProgress: 0, pending: 12 },
+    ]);
+    // Every node has v2 now; 7 fail it, 2 are compiling, 3 have not answered yet.
+    const failing = all.slice(0, 7);
+    for (const node of failing) await agent(node, { fail: "VerifierRejected", message: "x".repeat(3000) });
+    for (const node of all.slice(7, 9)) {
+      const nc = (await nodeChainOf(node))!;
+      await store.patchStatus("NodeChain", NS, nc.metadata.name, {
+        observedGeneration: nc.metadata.generation,
+        phase: "Compiling",
+        revision: v1,
+      });
+    }
+    await reconcile();
+    const sc = await chain();
+    expect(sc.status.nodes).toMatchObject({ desired: 12, failed: 7 });
+    expect(sc.status.failedNodes?.map((f) => f.node)).toEqual(failing.slice(0, 5));
+    expect(sc.status.failedNodes?.every((f) => (f.message?.length ?? 0) <= 512)).toBe(true);
+    expect(condition(sc, "Degraded")?.message).toContain("and 2 more failed nodes");
+    // Halted and rolled back: every node asks for v1 again; the counts say where each stands.
+    expect(sc.status.revisions).toEqual([
+      { revision: v1, nodes: 12, ready: 0, failed: 0, inProgress: 0, pending: 12 },
+    ]);
+    await rollOut();
+    expect((await chain()).status.revisions).toEqual([
+      { revision: v1, nodes: 12, ready: 12, failed: 0, inProgress: 0, pending: 0 },
+    ]);
+    expect(JSON.stringify((await chain()).status).length).toBeLessThan(10_000);
+  });
+
+  it("counts a rollout in progress per revision and phase", async () => {
+    const all = await nodes(6);
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 1 }] } });
+    await addChain({ rollout: { ...defaults, maxUnavailable: 2 } });
+    await rollOut();
+    const v1 = (await chain()).status.revision!;
+    await addFunction("fw", { tables: { rules: [{ action: "deny", dport: 2 }] } });
+    await reconcile();
+    await agent(all[0]!);
+    const nc = (await nodeChainOf(all[1]!))!;
+    await store.patchStatus("NodeChain", NS, nc.metadata.name, {
+      observedGeneration: nc.metadata.generation,
+      phase: "Testing",
+      revision: v1,
+    });
+    await reconcile();
+    const sc = await chain();
+    // node 0 is Ready on v2, so one more node moves; node 1 is testing v2.
+    expect(sc.status.revisions).toEqual([
+      { revision: sc.status.revision, nodes: 3, ready: 1, failed: 0, inProgress: 1, pending: 1 },
+      { revision: v1, nodes: 3, ready: 3, failed: 0, inProgress: 0, pending: 0 },
+    ]);
+    expect(sc.status.nodes).toMatchObject({ desired: 6, updated: 3, ready: 1, failed: 0, summary: "1/6" });
+  });
+
+  it("writes status at most once a second while rolling out, and the final state at once", async () => {
+    const all = await nodes(6);
+    deps.statusWrites = new WriteCoalescer(1000, () => clock.getTime());
+    await addFunction("fw");
+    await addChain({ rollout: { ...defaults, maxUnavailable: 1 } });
+    const writes = countStatusWrites();
+    // First reconcile: a new revision is a verdict, written at once.
+    await reconcile();
+    expect(writes.count).toBe(1);
+    // Nodes answer within the same second: progress is held back, the reconcile asks to come back.
+    await agent(all[0]!);
+    const held = await reconcile();
+    expect(writes.count).toBe(1);
+    expect(held.requeueAfterMs).toBeGreaterThan(0);
+    expect(held.requeueAfterMs).toBeLessThanOrEqual(1000);
+    expect((await chain()).status.nodes).toMatchObject({ ready: 0 });
+    // The NodeChain writes are not held back: node 1 got the revision.
+    expect((await nodeChainOf(all[1]!))?.spec.revision).toBe((await chain()).status.revision);
+    tick(0.2);
+    await agent(all[1]!);
+    await reconcile();
+    expect(writes.count).toBe(1);
+    // A second later the progress is written, as it is then.
+    tick(0.8);
+    await reconcile();
+    expect(writes.count).toBe(2);
+    expect((await chain()).status.nodes).toMatchObject({ ready: 2 });
+    // Within the next second the rest finish: the final state does not wait.
+    for (const node of all.slice(2)) {
+      await agent(node);
+      await reconcile();
+    }
+    const sc = await chain();
+    expect(condition(sc, "Ready")?.status).toBe("True");
+    expect(sc.status.nodes).toMatchObject({ ready: 6, updated: 6 });
+    expect(writes.count).toBe(3);
+  });
+
+  it("a large rollout is written in passes of at most maxWritesPerPass NodeChains, each asking to go on", async () => {
+    await nodes(25);
+    deps.maxWritesPerPass = 10;
+    await addFunction("fw");
+    await addChain({ rollout: { ...defaults, maxUnavailable: "100%" } });
+    const first = await reconcile();
+    expect(first.requeueAfterMs).toBe(0);
+    expect(await nodeChains()).toHaveLength(10);
+    expect((await chain()).status.nodes).toMatchObject({ desired: 25, updated: 10 });
+    await reconcile();
+    const last = await reconcile();
+    expect(await nodeChains()).toHaveLength(25);
+    // All written: only the progress deadline asks for another look.
+    expect(last.requeueAfterMs).toBe(600_000);
   });
 });
 

@@ -20,6 +20,7 @@ import {
   type ServiceChainStatus,
 } from "../../../common/api/index.ts";
 import { failureConditions, InvalidObjectError } from "../../../common/errors.ts";
+import type { WriteCoalescer } from "../../../common/kube/coalesce.ts";
 import { CONTINUE, runSteps, type Step, type StepResult } from "../../../common/kube/controller.ts";
 import type { Logger } from "../../../common/log.ts";
 import { SOURCE_LABEL } from "../gitsource/reconciler.ts";
@@ -71,10 +72,30 @@ export interface ServiceChainDeps {
    * Absent: always.
    */
   artifactAvailable?: (url: string, digest: string) => Promise<boolean>;
+  /**
+   * Spaces the status writes of a chain whose rollout is under way (keyed "namespace/name");
+   * a new verdict (conditions, revision, halt, completion) is written at once. Absent: every
+   * change is written at once.
+   */
+  statusWrites?: WriteCoalescer;
+  /**
+   * Most NodeChain writes one reconcile makes (default {@link MAX_WRITES_PER_PASS}); a rollout
+   * that needs more goes on in the next reconcile, queued behind the other chains' keys.
+   */
+  maxWritesPerPass?: number;
 }
 
 /** How long a chain waits for an artifact the operator cannot read yet (it is being rebuilt). */
 const SOURCE_TREE_RETRY_MS = 2_000;
+
+/**
+ * NodeChain writes in one reconcile of one chain: enough for a step of a large rollout, few
+ * enough (a second or so of API calls) that a thousand-node chain holds a worker only briefly.
+ */
+export const MAX_WRITES_PER_PASS = 100;
+
+/** NodeChain writes of one reconcile in flight at once. */
+const WRITE_CONCURRENCY = 8;
 
 /** Where a reconcile stands while its steps run; status is written from it once, at the end. */
 interface Run {
@@ -87,6 +108,8 @@ interface Run {
   conditions: Condition[];
   plan?: ChainPlan;
   selected?: string[];
+  /** Whether the rollout is under way (its status writes may be spaced out). */
+  rollingOut?: boolean;
 }
 
 /**
@@ -112,6 +135,7 @@ export async function reconcileServiceChain(
     return {};
   }
   if (!chain) {
+    deps.statusWrites?.forget(`${namespace}/${name}`);
     // Owner references take the NodeChains away where a garbage collector runs; do it here too
     // so that no node keeps a chain whose ServiceChain is gone.
     for (const nc of await deps.store.list("NodeChain", namespace, { [CHAIN_LABEL]: name })) {
@@ -127,8 +151,10 @@ export async function reconcileServiceChain(
     conditions: chain.status.conditions ?? [],
   };
   const result = await runSteps(steps, run, deps);
-  await writeStatus(run, deps);
-  return result.next || result.requeueAfterMs === undefined ? {} : { requeueAfterMs: result.requeueAfterMs };
+  const heldBackMs = await writeStatus(run, deps);
+  const requeue = result.next ? undefined : result.requeueAfterMs;
+  const requeueAfterMs = heldBackMs === undefined ? requeue : Math.min(requeue ?? Infinity, heldBackMs);
+  return requeueAfterMs === undefined ? {} : { requeueAfterMs };
 }
 
 const steps: Step<Run, ServiceChainDeps>[] = [reconcilePlan, reconcileNodes, reconcileRollout];
@@ -307,18 +333,21 @@ async function reconcileRollout(run: Run, deps: ServiceChainDeps): Promise<StepR
     strategy: chain.spec.rollout,
     promoted: chain.metadata.annotations?.[PROMOTE_ANNOTATION] === plan.revision,
     now,
+    maxWrites: deps.maxWritesPerPass ?? MAX_WRITES_PER_PASS,
   });
 
-  for (const nc of leftovers) await deps.store.delete("NodeChain", ns, nc.metadata.name);
+  const writes: Array<() => Promise<unknown>> = [];
+  for (const nc of leftovers) writes.push(() => deps.store.delete("NodeChain", ns, nc.metadata.name));
   for (const node of decision.removed)
-    await deps.store.delete("NodeChain", ns, byNode.get(node)!.metadata.name);
+    writes.push(() => deps.store.delete("NodeChain", ns, byNode.get(node)!.metadata.name));
   for (const node of run.selected!) {
     const existing = byNode.get(node);
     const next =
       decision.writes.get(node) ?? (refresh && existing?.spec.revision === plan.revision ? plan : undefined);
     const desired = nodeChainObject(chain, node, existing?.metadata.name, next ?? existing?.spec);
-    if (desired && (!existing || differs(existing, desired))) await deps.store.apply(desired);
+    if (desired && (!existing || differs(existing, desired))) writes.push(() => deps.store.apply(desired));
   }
+  await runLimited(writes, WRITE_CONCURRENCY);
 
   recordDecision(run, deps, decision);
   // The last step: it ends the reconcile, asking to be run again when the rollout waits on time.
@@ -367,13 +396,18 @@ function recordDecision(run: Run, deps: ServiceChainDeps, d: RolloutDecision): v
     revision: R,
     ...(d.lastGood && { lastGoodRevision: G, lastGoodPlan: d.lastGood }),
     nodes: { ...d.counts, summary: nodesSummary(d.counts) },
+    revisions: d.revisions,
     failedNodes: d.failedNodes,
     failedRevision: d.failedRevision,
     lastProgressTime: formatTime(d.lastProgressTime),
   };
 
+  run.rollingOut = d.phase === "RollingOut";
   const event = (type: "Normal" | "Warning", reason: string, message: string) =>
     deps.event(run.chain, type, reason, message);
+  // The first few failures by name, and how many more there are (nodes.failed counts them all).
+  const more = d.counts.failed - d.failedNodes.length;
+  const andMore = more > 0 ? `; and ${more} more failed node${more === 1 ? "" : "s"}` : "";
   if (previous.revision !== R)
     event(
       "Normal",
@@ -410,8 +444,8 @@ function recordDecision(run: Run, deps: ServiceChainDeps, d: RolloutDecision): v
         d.haltReason === Reason.ProgressDeadlineExceeded
           ? `rollout of revision ${R} made no progress within ${run.chain.spec.rollout.progressDeadlineSeconds}s (${list(d.failedNodes.map((f) => f.node))} not Ready)`
           : d.failedNodes
-              .map((f) => `node ${f.node} failed revision ${R}: ${f.reason}: ${f.message}`)
-              .join("; ");
+              .map((f) => `node ${f.node} failed revision ${R}: ${f.reason}: ${brief(f.message)}`)
+              .join("; ") + andMore;
       const outcome = d.rollingBack
         ? `; nodes returned to revision ${G}`
         : G
@@ -458,7 +492,8 @@ function recordDecision(run: Run, deps: ServiceChainDeps, d: RolloutDecision): v
       const message = `rolling out: ${ready}${waiting}`;
       if (d.failedNodes.length > 0) {
         // Nodes failing a revision that ran everywhere before: those nodes need attention.
-        const failures = d.failedNodes.map((f) => `node ${f.node}: ${f.reason}: ${f.message}`).join("; ");
+        const failures =
+          d.failedNodes.map((f) => `node ${f.node}: ${f.reason}: ${brief(f.message)}`).join("; ") + andMore;
         setConditions(run, deps, {
           ready: ["False", Reason.NodesFailed, failures],
           progressing: ["True", Reason.RollingOut, message],
@@ -501,6 +536,15 @@ function sameCondition(
 ): boolean {
   const c = list?.find((x) => x.type === type);
   return c?.reason === reason && c.message === message;
+}
+
+/**
+ * A failed node's message as a condition repeats it: its first line, at most 200 characters
+ * (status.failedNodes has more, the node's NodeChain all of it).
+ */
+function brief(message: string | undefined): string {
+  const line = (message ?? "").split("\n")[0]!;
+  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
 }
 
 /** "a, b, c" (at most 5 names, then "and N more"). */
@@ -558,21 +602,74 @@ function differs(existing: NodeChain, desired: StoreInput<"NodeChain">): boolean
   );
 }
 
-/** Writes the status when it changed; a field the new status leaves out is removed. */
-async function writeStatus(run: Run, deps: ServiceChainDeps): Promise<void> {
+/**
+ * Writes the status when it changed; a field the new status leaves out is removed. While the
+ * rollout is under way, a change of counts alone is written at most once per the coalescer's
+ * interval: then the milliseconds until it may go are returned (reconcile again by then).
+ */
+async function writeStatus(run: Run, deps: ServiceChainDeps): Promise<number | undefined> {
   const { metadata } = run.chain;
   const status: ServiceChainStatus = {
     ...run.status,
     conditions: run.conditions,
     observedGeneration: metadata.generation ?? run.status.observedGeneration,
   };
-  if (canonicalJson(status) === canonicalJson(run.chain.status)) return;
+  if (canonicalJson(status) === canonicalJson(run.chain.status)) return undefined;
+  const key = `${metadata.namespace ?? "default"}/${metadata.name}`;
+  const urgent =
+    !run.rollingOut || canonicalJson(verdict(status)) !== canonicalJson(verdict(run.chain.status));
+  const admitted = deps.statusWrites?.admit(key, urgent) ?? { write: true };
+  if (!admitted.write) {
+    run.log.debug({ retryInMs: admitted.retryInMs }, "status write held back");
+    return admitted.retryInMs;
+  }
   await deps.store.patchStatus(
     "ServiceChain",
     metadata.namespace,
     metadata.name,
     statusPatch<"ServiceChain">(run.chain.status, status),
   );
+  deps.statusWrites?.wrote(key);
+  return undefined;
+}
+
+/**
+ * What in a status is a verdict rather than progress: a change here is written at once, also in
+ * the middle of a rollout (events are derived from it, and a reader waits for it).
+ */
+function verdict(status: ServiceChainStatus): unknown {
+  return {
+    observedGeneration: status.observedGeneration,
+    revision: status.revision,
+    lastGoodRevision: status.lastGoodRevision,
+    failedRevision: status.failedRevision ?? "",
+    failedNodes: (status.failedNodes ?? []).map((f) => [f.node, f.reason]),
+    conditions: (status.conditions ?? []).map((c) => [
+      c.type,
+      c.status,
+      c.reason,
+      // Which nodes fail and why (a message that names them), not how far the rollout is.
+      c.type === ConditionType.Degraded && c.status === "True" ? c.message : "",
+    ]),
+  };
+}
+
+/** Runs `tasks` with at most `limit` in flight; fails with the first error once all settled. */
+async function runLimited(tasks: ReadonlyArray<() => Promise<unknown>>, limit: number): Promise<void> {
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const worker = async () => {
+    while (next < tasks.length) {
+      const task = tasks[next++]!;
+      try {
+        await task();
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
+  if (failure) throw failure.err;
 }
 
 /**

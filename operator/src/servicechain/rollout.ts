@@ -1,12 +1,15 @@
 import {
   findCondition,
   ConditionType,
-  MAX_FAILED_NODES,
+  FAILED_NODE_MESSAGE_MAX,
+  FAILED_NODES_SHOWN,
+  MAX_REVISION_COUNTS,
   Reason,
   type ChainPlan,
   type FailedNode,
   type IntOrPercent,
   type NodeChainStatus,
+  type RevisionCount,
   type Rollout,
 } from "../../../common/api/index.ts";
 
@@ -102,6 +105,12 @@ export interface RolloutInput {
   /** Whether the promote annotation names the target revision. */
   promoted: boolean;
   now: Date;
+  /**
+   * Most NodeChain writes (plans and removals, each counted) this decision makes; the rest
+   * wait for the next decision, which comes at once (`partial`). Keeps one reconcile of a
+   * thousand-node chain short, so that other chains get their turn. Absent: no limit.
+   */
+  maxWrites?: number;
 }
 
 /** Where the rollout stands after this decision. */
@@ -139,6 +148,11 @@ export interface RolloutDecision {
   /** Nodes whose NodeChain asks for the target revision (after the writes of this decision). */
   onTarget: string[];
   counts: { desired: number; updated: number; ready: number; failed: number };
+  /** Selected nodes by the revision their NodeChain asks for (after this decision) and phase. */
+  revisions: RevisionCount[];
+  /** Whether `maxWrites` held back writes this decision would have made (decide again at once). */
+  partial: boolean;
+  /** The first few failed nodes, messages trimmed. */
   failedNodes: FailedNode[];
   /** The halted revision, or "" (kept as a value rather than removed: see the reconciler's status write). */
   failedRevision: string;
@@ -201,8 +215,12 @@ export function decideRollout(input: RolloutInput): RolloutDecision {
     failedRevision: "",
   };
   const finish = (
-    d: Omit<RolloutDecision, "inTransition" | "onTarget" | "requeueAfterMs" | "lastProgressTime" | "counts">,
+    d: Omit<
+      RolloutDecision,
+      "inTransition" | "onTarget" | "requeueAfterMs" | "lastProgressTime" | "counts" | "revisions" | "partial"
+    >,
   ): RolloutDecision => {
+    const partial = limitWrites(d, input.maxWrites);
     const onTarget = selected.filter((n) => (writes.get(n) ?? nodeChains.get(n))?.revision === R);
     const transition =
       d.phase === "Halted"
@@ -225,10 +243,12 @@ export function decideRollout(input: RolloutInput): RolloutDecision {
         ready: liveReady.filter((n) => !writes.has(n)).length,
         failed: new Set([...failedNow, ...d.failedNodes].map((f) => f.node)).size,
       },
+      revisions: revisionCounts(input, writes),
+      partial,
       inTransition: transition,
       onTarget,
       lastProgressTime,
-      requeueAfterMs: d.phase === "Halted" ? undefined : requeueAfter(health, deadline, now),
+      requeueAfterMs: partial ? 0 : d.phase === "Halted" ? undefined : requeueAfter(health, deadline, now),
     };
   };
 
@@ -368,8 +388,82 @@ function moveNodes(
   }
 }
 
+/** The first few failed nodes, with messages short enough for a status read by a thousand-node fleet. */
 function bound(list: FailedNode[]): FailedNode[] {
-  return list.slice(0, MAX_FAILED_NODES);
+  return list
+    .slice(0, FAILED_NODES_SHOWN)
+    .map((f) =>
+      f.message !== undefined && f.message.length > FAILED_NODE_MESSAGE_MAX
+        ? { ...f, message: `${f.message.slice(0, FAILED_NODE_MESSAGE_MAX - 1)}…` }
+        : f,
+    );
+}
+
+/**
+ * Drops the writes and removals beyond `maxWrites` (in the order they were decided: superseded
+ * nodes, then by name), and the nodes they would have moved or rolled back; true when any went.
+ */
+function limitWrites(
+  d: Pick<RolloutDecision, "writes" | "moved" | "rolledBack" | "removed">,
+  maxWrites: number | undefined,
+): boolean {
+  if (maxWrites === undefined) return false;
+  let partial = false;
+  if (d.removed.length > maxWrites) {
+    d.removed.splice(maxWrites);
+    partial = true;
+  }
+  const budget = Math.max(0, maxWrites - d.removed.length);
+  if (d.writes.size > budget) {
+    for (const node of [...d.writes.keys()].slice(budget)) d.writes.delete(node);
+    const kept = (list: string[]) => list.splice(0, list.length, ...list.filter((n) => d.writes.has(n)));
+    kept(d.moved);
+    kept(d.rolledBack);
+    partial = true;
+  }
+  return partial;
+}
+
+/**
+ * Selected nodes counted by the revision their NodeChain asks for once `writes` are made, and
+ * the phase their agent reports for it: a node just written, or whose agent has not reported on
+ * the NodeChain's generation, is pending. The target first, then the last good revision, then
+ * the others by size; at most {@link MAX_REVISION_COUNTS}.
+ */
+export function revisionCounts(
+  input: Pick<RolloutInput, "selected" | "nodeChains" | "target" | "lastGood">,
+  writes: ReadonlyMap<string, ChainPlan>,
+): RevisionCount[] {
+  const byRevision = new Map<string, RevisionCount>();
+  for (const node of input.selected) {
+    const nc = input.nodeChains.get(node);
+    const revision = writes.get(node)?.revision ?? nc?.revision;
+    if (revision === undefined) continue;
+    let count = byRevision.get(revision);
+    if (!count) {
+      count = { revision, nodes: 0, ready: 0, failed: 0, inProgress: 0, pending: 0 };
+      byRevision.set(revision, count);
+    }
+    count.nodes++;
+    const status = nc?.status;
+    if (
+      writes.has(node) ||
+      !status ||
+      nc?.generation === undefined ||
+      status.observedGeneration !== nc.generation
+    )
+      count.pending++;
+    else if (status.phase === "Failed") count.failed++;
+    else if (status.phase === "Ready" && status.revision === revision) count.ready++;
+    else if (status.phase === "Compiling" || status.phase === "Loading" || status.phase === "Testing")
+      count.inProgress++;
+    else count.pending++;
+  }
+  const rank = (c: RevisionCount) =>
+    c.revision === input.target.revision ? 0 : c.revision === input.lastGood?.revision ? 1 : 2;
+  return [...byRevision.values()]
+    .sort((a, b) => rank(a) - rank(b) || b.nodes - a.nodes || a.revision.localeCompare(b.revision))
+    .slice(0, MAX_REVISION_COUNTS);
 }
 
 /** Milliseconds until the next node finishes warming up or the deadline passes, if either is ahead. */
