@@ -9,6 +9,7 @@ import { Reason } from "../conditions.ts";
 import { FirewallParams, FirewallTables } from "./firewall.ts";
 import { FlowmonParams, FlowmonTables } from "./flowmon.ts";
 import { IpsParams, IpsTables } from "./ips.ts";
+import { L4lbParams, L4lbTables } from "./l4lb.ts";
 import { NoopParams, NoopTables } from "./noop.ts";
 import { RatelimitParams, RatelimitTables } from "./ratelimit.ts";
 import { RouterParams, RouterTables } from "./router.ts";
@@ -16,6 +17,7 @@ import { RouterParams, RouterTables } from "./router.ts";
 export * from "./firewall.ts";
 export * from "./flowmon.ts";
 export * from "./ips.ts";
+export * from "./l4lb.ts";
 export * from "./noop.ts";
 export * from "./ratelimit.ts";
 export * from "./router.ts";
@@ -63,6 +65,12 @@ export const BUILTIN_SCHEMAS = {
       "L3 forwarding of IPv4/IPv6 from the kernel's routes and neighbours (TTL decremented); what it cannot forward goes to the stack.",
     params: RouterParams,
     tables: RouterTables,
+  },
+  l4lb: {
+    summary:
+      "Layer-4 load balancer: TCP/UDP to a virtual IP and port goes to a backend by Maglev consistent hashing (DNAT, replies translated back), with connection affinity and backend health.",
+    params: L4lbParams,
+    tables: L4lbTables,
   },
 } as const satisfies Record<string, BuiltinSchema>;
 

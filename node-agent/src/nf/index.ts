@@ -34,4 +34,5 @@ export { flowmon, decodeFlowEntry, topTalkers, type FlowRecord } from "./flowmon
 export { noop } from "./noop.ts";
 export { ips, encodeIpsSignature, decodeIpsHits, type IpsHits } from "./ips.ts";
 export { router } from "./router.ts";
+export { l4lb, maglevTable, decodeL4lbFlow, type L4lbFlowRecord } from "./l4lb.ts";
 export * from "./structs.ts";

@@ -6,16 +6,22 @@ import {
 import { firewall } from "./firewall.ts";
 import { flowmon } from "./flowmon.ts";
 import { ips } from "./ips.ts";
+import { l4lb } from "./l4lb.ts";
 import { noop } from "./noop.ts";
 import { ratelimit } from "./ratelimit.ts";
 import { router } from "./router.ts";
 import type { BuiltinNf, MapContents, RodataSetting } from "./types.ts";
 
 /** Every built-in NF by name: one per name the API knows (`common/api/builtins`). */
-export const BUILTIN_NFS = { firewall, ratelimit, flowmon, noop, ips, router } as const satisfies Record<
-  BuiltinNfName,
-  BuiltinNf
->;
+export const BUILTIN_NFS = {
+  firewall,
+  ratelimit,
+  flowmon,
+  noop,
+  ips,
+  router,
+  l4lb,
+} as const satisfies Record<BuiltinNfName, BuiltinNf>;
 
 /** The built-in NF of that name, or undefined. */
 export function getBuiltinNf(name: string): BuiltinNf | undefined {

@@ -22,6 +22,11 @@ import {
   IpsAction,
   IpsHitKey,
   IpsSigFlag,
+  L4LB_MAX_BACKENDS,
+  L4LB_MAX_FLOWS,
+  L4LB_MAX_SERVICES,
+  L4LB_RING_MAX,
+  L4lbBackendFlag,
   FirewallMatch,
   RATELIMIT_MAX_SOURCES,
   SLUICE_MAX_NFS,
@@ -87,6 +92,11 @@ describe("TypeScript mirror of the C structs", () => {
       IPS_HIT_SYN_FLOOD: IpsHitKey.SYN_FLOOD,
       IPS_HIT_PORT_SCAN: IpsHitKey.PORT_SCAN,
       IPS_HIT_SCAN_BUDGET: IpsHitKey.SCAN_BUDGET,
+      L4LB_MAX_SERVICES,
+      L4LB_MAX_BACKENDS,
+      L4LB_RING_MAX,
+      L4LB_MAX_FLOWS,
+      L4LB_BACKEND_HEALTHY: L4lbBackendFlag.HEALTHY,
       ...Object.fromEntries(Object.entries(IpsSigFlag).map(([name, bit]) => [`IPS_SIG_${name}`, bit])),
       ...Object.fromEntries(
         Object.entries(FirewallMatch).map(([name, bit]) => [`FIREWALL_MATCH_${name}`, bit]),
@@ -101,6 +111,7 @@ describe("TypeScript mirror of the C structs", () => {
       "#include <ratelimit/ratelimit_types.h>",
       "#include <flowmon/flowmon_types.h>",
       "#include <ips/ips_types.h>",
+      "#include <l4lb/l4lb_types.h>",
       ...asserts,
     ]);
     expect(stderr).toBe("");
@@ -131,6 +142,7 @@ describe("TypeScript mirror of the C structs", () => {
       "#include <ratelimit/ratelimit.h>",
       "#include <flowmon/flowmon.h>",
       "#include <ips/ips.h>",
+      "#include <l4lb/l4lb.h>",
       ...asserts,
     ]);
     expect(stderr).toBe("");

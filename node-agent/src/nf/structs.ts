@@ -431,6 +431,50 @@ export function encodeIpsTable(signatures: readonly IpsSignatureRecord[]): Buffe
   return table;
 }
 
+// ---------------------------------------------------------------------------------------------
+// nf/l4lb/l4lb_types.h
+
+export { L4LB_MAX_SERVICES, L4LB_MAX_BACKENDS, L4LB_RING_MAX } from "../../../common/api/builtins/index.ts";
+/** `L4LB_MAX_FLOWS`: max_entries of `l4lb_flows` and `l4lb_reverse`. */
+export const L4LB_MAX_FLOWS = 65536;
+/** `L4LB_BACKEND_*` bits of `struct l4lb_backend.flags`. */
+export const L4lbBackendFlag = { HEALTHY: 0x01 } as const;
+
+/** `struct l4lb_vip`: key of `l4lb_services`. */
+export const L4LB_VIP_LAYOUT: StructLayout = {
+  name: "struct l4lb_vip",
+  size: 24,
+  offsets: { addr: 0, port: 16, proto: 18, pad: 19 },
+};
+
+/** `struct l4lb_backend`. */
+export const L4LB_BACKEND_LAYOUT: StructLayout = {
+  name: "struct l4lb_backend",
+  size: 24,
+  offsets: { addr: 0, port: 16, flags: 18, pad: 19 },
+};
+
+/** `struct l4lb_service`: value of `l4lb_services`. */
+export const L4LB_SERVICE_LAYOUT: StructLayout = {
+  name: "struct l4lb_service",
+  size: 71696,
+  offsets: { ring_size: 0, backend_count: 4, healthy_count: 6, backends: 8, ring: 6152, pad: 71689 },
+};
+
+/** `struct l4lb_flow`: value of `l4lb_flows`. */
+export const L4LB_FLOW_LAYOUT: StructLayout = {
+  name: "struct l4lb_flow",
+  size: 24,
+  offsets: { addr: 0, port: 16, slot: 18, pad: 20 },
+};
+
+/** `struct l4lb_nat`: value of `l4lb_reverse`. */
+export const L4LB_NAT_LAYOUT: StructLayout = {
+  name: "struct l4lb_nat",
+  size: 24,
+  offsets: { addr: 0, port: 16, pad: 18 },
+};
+
 /** Every struct mirrored here, for the BTF comparison. */
 export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   NF_STATS_LAYOUT,
@@ -444,6 +488,11 @@ export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   IPS_TABLE_LAYOUT,
   IPS_SOURCE_LAYOUT,
   IPS_SCRATCH_LAYOUT,
+  L4LB_VIP_LAYOUT,
+  L4LB_BACKEND_LAYOUT,
+  L4LB_SERVICE_LAYOUT,
+  L4LB_FLOW_LAYOUT,
+  L4LB_NAT_LAYOUT,
 ];
 
 function roundUp8(n: number): number {
