@@ -11,7 +11,9 @@ import { BpfMap, u32 } from "../node-agent/src/libbpf/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { udpFlow } from "../test/kernel/traffic.ts";
 import type { BenchObjects } from "./objects.ts";
+import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import {
+  SWITCH_FIREWALL,
   swapFigures,
   switchParts,
   trafficWhileSwitching,
@@ -44,6 +46,43 @@ export function chain3Specs(objects: BenchObjects, net: VethNetwork): SpecFactor
     })),
     tests: SWITCH_VECTORS,
   });
+}
+
+/**
+ * firewall -> ratelimit -> flowmon on B's interface, every revision one that was never applied
+ * before: revision k sets ratelimit's rate and burst to values no other revision has (so that
+ * no load of ratelimit, live or self-test, can be one done before) and adds a firewall rule of
+ * its own (a table never written before). The firewall's parameters and flowmon have nothing
+ * more to vary: what depends on nothing that changed is served as in any switch (the firewall's
+ * self-test load and flowmon, the unchanged last NF, are reused), and the firewall of the live
+ * revision is loaded anew, as every NF before the last one is.
+ */
+export function chain3UnseenSpecs(objects: BenchObjects, net: VethNetwork): SpecFactory {
+  const alternating = chain3Specs(objects, net);
+  return (name, k) => {
+    const spec = alternating(name, 0);
+    const rl = configureBuiltinNf("ratelimit", {
+      parameters: { rate: 1_000_000_000 - k, burst: 1_000_000 - k },
+    });
+    const fw = configureBuiltinNf("firewall", {
+      ...SWITCH_FIREWALL,
+      tables: {
+        rules: [...SWITCH_FIREWALL.tables.rules, { action: "deny", protocol: "tcp", dport: 10_000 + k }],
+      },
+    });
+    if (!rl.ok) throw rl.error;
+    if (!fw.ok) throw fw.error;
+    const [firewall, ratelimit, flowmon] = spec.functions;
+    return {
+      ...spec,
+      revision: `rev-${k}`,
+      functions: [
+        { ...firewall!, tables: { ...fw.value.mapContents } },
+        { ...ratelimit!, rodata: rodataValues(rl.value.rodata) },
+        flowmon!,
+      ],
+    };
+  };
 }
 
 /**
@@ -201,6 +240,8 @@ export async function measureManagerSwitches(
           result.timings.loadMs -
           result.timings.flipUs / 1000,
       );
+      // Where the time went inside (the self-test and the build overlap).
+      for (const [part, ms] of Object.entries(result.timings.parts ?? {})) (parts[part] ??= []).push(ms);
       if (k % 25 === 0) log(`manager (${name}): ${k}/${count} switches`);
     }
 

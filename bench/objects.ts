@@ -24,6 +24,8 @@ export interface BenchObjects {
   ips: string;
   router: string;
   fused: string;
+  /** The root with an indirect hop (bench/roothop.ts). */
+  rootIndirect: string;
 }
 
 /** Where each object's source is, in the form `compile()` takes. */
@@ -37,6 +39,7 @@ const SOURCES: Record<keyof BenchObjects, { sourceRoot: string; entry: string }>
   router: builtin("router"),
   // fused.bpf.c includes ../nf/*/ headers: its source root is the whole bpf/ tree.
   fused: { sourceRoot: BPF_DIR, entry: "bench/fused.bpf.c" },
+  rootIndirect: { sourceRoot: BPF_DIR, entry: "bench/root_indirect.bpf.c" },
 };
 
 /** The NFs of the switched chain: their compile times make `compile_ms_cold` / `_cached`. */

@@ -84,6 +84,8 @@ export interface BuiltRevision {
   programs: BpfProgram[];
   carried: NfMapRef[];
   recreated: RecreatedMap[];
+  /** How long loading its NFs took (open, choice of maps, verification), ms. */
+  loadMs: number;
 }
 
 /** Loads and pins the root program, its prog array, the stats and meta maps of a new chain. */

@@ -85,7 +85,9 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
     const n = spec.functions.length;
     const takeOver = lastNfToTakeOver(chain, spec, hook, statsIndexes);
     const toLoad = spec.functions.map((_, i) => i).filter((i) => !(takeOver && i === n - 1));
+    const loadStarted = performance.now();
     nfs.push(...(await loadNfsConcurrently(options, toLoad)));
+    const loadMs = performance.now() - loadStarted;
     if (takeOver) {
       const last = spec.functions[n - 1]!;
       nfs.push(
@@ -135,7 +137,7 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
     writeMeta(metaMap, meta);
     metaMap.pin(paths.revMeta(generation));
     for (const nf of nfs) programs.push(nf.program.dup());
-    return { generation, meta, progs, metaMap, nfs, programs, carried, recreated };
+    return { generation, meta, progs, metaMap, nfs, programs, carried, recreated, loadMs };
   } catch (err) {
     closeNfs(nfs);
     for (const program of programs) program.close();

@@ -29,11 +29,14 @@ export async function switchRevision(
   // The self-test and the new revision load at the same time, so that their verifications
   // share the cores; nothing is switched in before the self-test passed.
   let selfTestMs = 0;
+  let buildMs = 0;
   const selfTesting = ctx.selfTests.run(spec, hook).finally(() => (selfTestMs = performance.now() - started));
   const building = (async () => {
     const chain = existing ?? createSkeleton(ctx, spec, rootObjectPath!);
     try {
-      return { chain, built: await buildRevision(chain, spec, digests) };
+      const built = await buildRevision(chain, spec, digests);
+      buildMs = performance.now() - started;
+      return { chain, built };
     } catch (err) {
       if (!existing) destroyChain(ctx, chain);
       throw err;
@@ -74,7 +77,9 @@ export async function switchRevision(
   const flipUs = (performance.now() - flipStarted) * 1000;
   ctx.phase("flipped", spec.name);
 
+  const releaseStarted = performance.now();
   goLive(ctx, chain, built);
+  const releaseMs = performance.now() - releaseStarted;
 
   let detached: string[] = [];
   try {
@@ -101,7 +106,19 @@ export async function switchRevision(
     recreatedMaps: built.recreated,
     interfaces: { attached, detached },
     ...(selfTest ? { selfTest } : {}),
-    timings: { selfTestMs, loadMs, flipUs, totalMs: performance.now() - started },
+    timings: {
+      selfTestMs,
+      loadMs,
+      flipUs,
+      parts: {
+        selfTestLoadMs: selfTestMs - (selfTest?.durationMs ?? 0),
+        vectorsMs: selfTest?.durationMs ?? 0,
+        nfLoadMs: built.loadMs,
+        revisionMs: buildMs - built.loadMs,
+        releaseMs,
+      },
+      totalMs: performance.now() - started,
+    },
   };
   chain.log.info(
     {

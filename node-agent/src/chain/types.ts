@@ -114,6 +114,21 @@ export interface ApplyResult {
      * hook to the last detach of the old one).
      */
     overlapUs?: number;
+    /**
+     * A switch on the same hook: where its time went, ms. The self-test and the build run at
+     * the same time (on the worker threads and the main thread), so these overlap:
+     * `selfTestLoadMs` (loading what the self-test instance lacked) and `vectorsMs` run while
+     * `nfLoadMs` (loading the new revision's NFs, maps carried over) runs; `revisionMs` is the
+     * rest of the build (tables, pins, prog array, meta), `releaseMs` the time after the flip
+     * (new maps moved into place, the replaced revision unpinned and closed).
+     */
+    parts?: {
+      selfTestLoadMs: number;
+      vectorsMs: number;
+      nfLoadMs: number;
+      revisionMs: number;
+      releaseMs: number;
+    };
     totalMs: number;
   };
 }
