@@ -15,6 +15,10 @@
  * (`metadata.creationTimestamp`, a Lease's `renewTime`); sluice parses the API server's JSON
  * with its own schemas, so every answer is turned back into plain JSON here (timestamps then
  * carry milliseconds: `...T11:36:18.000Z`). Writes pass strings through unchanged.
+ *
+ * client-node does not retry: an API server answering 429 or 5xx is tried again here, with
+ * exponential backoff, full jitter and its Retry-After honoured (see `retry.ts`); a create only
+ * when the server said when.
  */
 import {
   ApiException,
@@ -30,6 +34,7 @@ import {
   type KubernetesObject,
 } from "@kubernetes/client-node";
 import { z } from "zod";
+import { DEFAULT_RETRY, parseRetryAfter, retryDelayMs, type RetryPolicy } from "./retry.ts";
 
 /** How long one request may take, by default, before it fails with reason `Timeout`. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -87,6 +92,8 @@ export class KubeApiError extends Error {
     readonly reason: string,
     message: string,
     readonly details?: unknown,
+    /** What the server's Retry-After header asked for, in milliseconds. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
   }
@@ -135,6 +142,14 @@ const ApiStatusBody = z.object({
   details: z.unknown().optional(),
 });
 
+/** A response header by lower-case name, from the library's header record (any case). */
+function headerOf(headers: unknown, name: string): string | undefined {
+  if (typeof headers !== "object" || headers === null) return undefined;
+  for (const [k, v] of Object.entries(headers))
+    if (k.toLowerCase() === name && typeof v === "string") return v;
+  return undefined;
+}
+
 /** The library's failures as KubeApiError: the API server's status, reason and message. */
 function apiError(err: unknown, what: string): KubeApiError {
   if (err instanceof KubeApiError) return err;
@@ -150,7 +165,13 @@ function apiError(err: unknown, what: string): KubeApiError {
     const parsed = ApiStatusBody.safeParse(body);
     const s = parsed.success ? parsed.data : {};
     const text = s.message ?? (typeof body === "string" ? body.slice(0, 300) : "");
-    return new KubeApiError(err.code, s.reason ?? "Unknown", `${what}: ${err.code} ${text}`, s.details);
+    return new KubeApiError(
+      err.code,
+      s.reason ?? "Unknown",
+      `${what}: ${err.code} ${text}`,
+      s.details,
+      parseRetryAfter(headerOf(err.headers, "retry-after")),
+    );
   }
   const e = err as Error | undefined;
   if (e?.name === "AbortError" || e?.name === "TimeoutError")
@@ -167,15 +188,21 @@ export class KubeClient {
   private readonly objects: KubernetesObjectApi;
   private readonly customObjects: CustomObjectsApi;
   private readonly timeoutMs: number;
+  private readonly retry: RetryPolicy;
+  /** Called before each retry (metrics, tests). */
+  onRetry?: (what: string, err: KubeApiError, delayMs: number) => void;
 
   constructor(
     readonly kubeConfig: KubeConfig,
     options: {
       /** How long one request may take before it fails with reason `Timeout` (default 30 s). */
       timeoutMs?: number;
+      /** Retries of 429 and 5xx answers (default {@link DEFAULT_RETRY}). */
+      retry?: Partial<RetryPolicy>;
     } = {},
   ) {
     this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error("kubeconfig has no current cluster");
     this.config = createConfiguration({
@@ -222,7 +249,7 @@ export class KubeClient {
     options: { body?: unknown; contentType?: string; query?: Record<string, string | undefined> } = {},
   ): Promise<T> {
     const what = `${method} ${path}`;
-    try {
+    return this.retrying(what, method !== "POST", async () => {
       const context = this.config.baseServer.makeRequestContext(path, HttpMethod[method]);
       for (const [k, v] of Object.entries(options.query ?? {}))
         if (v !== undefined) context.setQueryParam(k, v);
@@ -239,8 +266,28 @@ export class KubeClient {
         return (text ? JSON.parse(text) : undefined) as T;
       }
       throw new ApiException(response.httpStatusCode, "Unsuccessful HTTP Request", text, response.headers);
-    } catch (err) {
-      throw apiError(err, what);
+    });
+  }
+
+  /**
+   * Runs one call, trying again after a 429 or 5xx answer as {@link retryDelayMs} decides;
+   * failures come out as KubeApiError named `what`.
+   */
+  private async retrying<T>(what: string, idempotent: boolean, call: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (raw) {
+        const err = apiError(raw, what);
+        const delay = retryDelayMs(
+          { status: err.status, retryAfterMs: err.retryAfterMs, idempotent },
+          attempt,
+          this.retry,
+        );
+        if (delay === undefined) throw err;
+        this.onRetry?.(what, err, delay);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
     }
   }
 
@@ -251,16 +298,17 @@ export class KubeClient {
     name: string,
   ): Promise<T | undefined> {
     try {
-      const obj = await this.objects.read({
-        apiVersion: apiVersionOf(res),
-        kind: res.kind,
-        metadata: { name, ...(res.namespaced ? { namespace } : {}) },
-      });
+      const obj = await this.retrying(`GET ${resourcePath(res, namespace, name)}`, true, () =>
+        this.objects.read({
+          apiVersion: apiVersionOf(res),
+          kind: res.kind,
+          metadata: { name, ...(res.namespaced ? { namespace } : {}) },
+        }),
+      );
       return plain<T>(obj);
     } catch (err) {
-      const e = apiError(err, `GET ${resourcePath(res, namespace, name)}`);
-      if (isNotFound(e)) return undefined;
-      throw e;
+      if (isNotFound(err)) return undefined;
+      throw err;
     }
   }
 
@@ -270,10 +318,9 @@ export class KubeClient {
     namespace?: string,
     options: ListOptions = {},
   ): Promise<KubeList<T>> {
-    let list: KubeList<T>;
-    try {
-      list = plain<KubeList<T>>(
-        await this.objects.list(
+    const list = plain<KubeList<T>>(
+      await this.retrying(`GET ${resourcePath(res, namespace)}`, true, () =>
+        this.objects.list(
           apiVersionOf(res),
           res.kind,
           res.namespaced ? namespace : undefined,
@@ -283,10 +330,8 @@ export class KubeClient {
           options.fieldSelector,
           options.labelSelector,
         ),
-      );
-    } catch (err) {
-      throw apiError(err, `GET ${resourcePath(res, namespace)}`);
-    }
+      ),
+    );
     // Items of a list carry no apiVersion/kind; fill them in so callers can treat them as objects.
     for (const item of list.items) {
       item.apiVersion ??= apiVersionOf(res);
@@ -306,9 +351,9 @@ export class KubeClient {
   ): Promise<T> {
     const name = obj.metadata?.name;
     if (!name) throw new Error(`apply ${res.kind}: metadata.name is required`);
-    try {
-      return plain<T>(
-        await this.objects.patch(
+    return plain<T>(
+      await this.retrying(`PATCH ${resourcePath(res, obj.metadata?.namespace, name)}`, true, () =>
+        this.objects.patch(
           this.header(res, obj),
           undefined,
           options.dryRun ? "All" : undefined,
@@ -316,10 +361,8 @@ export class KubeClient {
           options.force ?? true,
           PatchStrategy.ServerSideApply,
         ),
-      );
-    } catch (err) {
-      throw apiError(err, `PATCH ${resourcePath(res, obj.metadata?.namespace, name)}`);
-    }
+      ),
+    );
   }
 
   /** Merge-patches the status subresource of a custom resource. */
@@ -332,15 +375,15 @@ export class KubeClient {
     if (!res.group) throw new Error(`patchStatus ${res.kind}: only custom resources`);
     const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
     const target = { group: res.group, version: res.version, plural: res.plural, name, body: { status } };
-    try {
-      const result: unknown =
+    const result: unknown = await this.retrying(
+      `PATCH ${resourcePath(res, namespace, name, "status")}`,
+      true,
+      () =>
         res.namespaced && namespace
-          ? await this.customObjects.patchNamespacedCustomObjectStatus({ ...target, namespace }, merge)
-          : await this.customObjects.patchClusterCustomObjectStatus(target, merge);
-      return plain<T>(result);
-    } catch (err) {
-      throw apiError(err, `PATCH ${resourcePath(res, namespace, name, "status")}`);
-    }
+          ? this.customObjects.patchNamespacedCustomObjectStatus({ ...target, namespace }, merge)
+          : this.customObjects.patchClusterCustomObjectStatus(target, merge),
+    );
+    return plain<T>(result);
   }
 
   /** Merge-patches the object itself (metadata, spec). */
@@ -351,29 +394,20 @@ export class KubeClient {
     patch: Record<string, unknown>,
   ): Promise<T> {
     const target = this.header(res, { ...patch, metadata: { ...(patch.metadata ?? {}), name, namespace } });
-    try {
-      return plain<T>(
-        await this.objects.patch(
-          target,
-          undefined,
-          undefined,
-          undefined,
-          undefined,
-          PatchStrategy.MergePatch,
-        ),
-      );
-    } catch (err) {
-      throw apiError(err, `PATCH ${resourcePath(res, namespace, name)}`);
-    }
+    return plain<T>(
+      await this.retrying(`PATCH ${resourcePath(res, namespace, name)}`, true, () =>
+        this.objects.patch(target, undefined, undefined, undefined, undefined, PatchStrategy.MergePatch),
+      ),
+    );
   }
 
   /** Creates an object. */
   async create<T extends KubeObject = KubeObject>(res: Resource, obj: KubeObject): Promise<T> {
-    try {
-      return plain<T>(await this.objects.create(this.header(res, obj)));
-    } catch (err) {
-      throw apiError(err, `POST ${resourcePath(res, obj.metadata?.namespace)}`);
-    }
+    return plain<T>(
+      await this.retrying(`POST ${resourcePath(res, obj.metadata?.namespace)}`, false, () =>
+        this.objects.create(this.header(res, obj)),
+      ),
+    );
   }
 
   /**
@@ -381,29 +415,31 @@ export class KubeClient {
    * the object changed since it was read.
    */
   async replace<T extends KubeObject = KubeObject>(res: Resource, obj: KubeObject): Promise<T> {
-    try {
-      return plain<T>(await this.objects.replace(this.header(res, obj)));
-    } catch (err) {
-      throw apiError(err, `PUT ${resourcePath(res, obj.metadata?.namespace, obj.metadata?.name)}`);
-    }
+    // With a resourceVersion a repeat that follows a success fails with a conflict, not twice.
+    return plain<T>(
+      await this.retrying(`PUT ${resourcePath(res, obj.metadata?.namespace, obj.metadata?.name)}`, true, () =>
+        this.objects.replace(this.header(res, obj)),
+      ),
+    );
   }
 
   /** Deletes an object; returns false when it was already gone. */
   async delete(res: Resource, namespace: string | undefined, name: string): Promise<boolean> {
     try {
-      await this.objects.delete(
-        this.header(res, { metadata: { name, namespace } }),
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        "Background",
+      await this.retrying(`DELETE ${resourcePath(res, namespace, name)}`, true, () =>
+        this.objects.delete(
+          this.header(res, { metadata: { name, namespace } }),
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          "Background",
+        ),
       );
       return true;
     } catch (err) {
-      const e = apiError(err, `DELETE ${resourcePath(res, namespace, name)}`);
-      if (isNotFound(e)) return false;
-      throw e;
+      if (isNotFound(err)) return false;
+      throw err;
     }
   }
 
