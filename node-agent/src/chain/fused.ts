@@ -56,6 +56,11 @@ export type FusedPlanResult = { ok: true; plan: FusedPlan } | { ok: false; reaso
 const CHAIN_SETTINGS = new Set<string>(Object.values(ChainContract.rodata));
 const CONTRACT_MAPS = new Set<string>([ChainContract.progsMap, ChainContract.statsMap]);
 
+/** Names the chain contract (sluice.h and the headers it includes) reserves: `sluice_*`. */
+function isContractName(name: string): boolean {
+  return name.startsWith("sluice_");
+}
+
 /** NF-owned maps and parameters of a linked object. */
 function symbolsOf(objectPath: string): { maps: string[]; rodata: string[] } {
   const object = BpfObject.open(objectPath);
@@ -63,12 +68,12 @@ function symbolsOf(objectPath: string): { maps: string[]; rodata: string[] } {
     return {
       maps: object
         .mapSpecs()
-        .filter((m) => !m.internal && !CONTRACT_MAPS.has(m.name))
+        .filter((m) => !m.internal && !CONTRACT_MAPS.has(m.name) && !isContractName(m.name))
         .map((m) => m.name),
       rodata: object
         .rodataVariables()
         .map((v) => v.name)
-        .filter((n) => !CHAIN_SETTINGS.has(n)),
+        .filter((n) => !CHAIN_SETTINGS.has(n) && !isContractName(n)),
     };
   } finally {
     object.close();
