@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { KubeConfig } from "@kubernetes/client-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { KubeApiError, KubeClient } from "./client.ts";
-import { retryDelayMs, parseRetryAfter, DEFAULT_RETRY } from "./retry.ts";
+import { retryDelayMs, parseRetryAfter, DEFAULT_RETRY, type RetryPolicy } from "./retry.ts";
 import { StoreResources } from "./store.ts";
 
 /**
@@ -18,11 +18,7 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
 });
 
-function clientFor(
-  server: string,
-  timeoutMs?: number,
-  retry?: ConstructorParameters<typeof KubeClient>[1]["retry"],
-): KubeClient {
+function clientFor(server: string, timeoutMs?: number, retry?: Partial<RetryPolicy>): KubeClient {
   const kc = new KubeConfig();
   kc.loadFromOptions({
     // Plain http needs skipTLSVerify in client-node; what fails here is the connection itself.
@@ -110,7 +106,7 @@ async function scriptedServer(
 
 const tooMany = (retryAfter?: string) => ({
   status: 429,
-  headers: retryAfter === undefined ? {} : { "retry-after": retryAfter },
+  headers: retryAfter === undefined ? {} : ({ "retry-after": retryAfter } as Record<string, string>),
   body: { kind: "Status", reason: "TooManyRequests", message: "too many requests, please try again later" },
 });
 const nodeChain = {
