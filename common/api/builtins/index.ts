@@ -11,6 +11,7 @@ import { FlowmonParams, FlowmonTables } from "./flowmon.ts";
 import { IpsParams, IpsTables } from "./ips.ts";
 import { L4lbParams, L4lbTables } from "./l4lb.ts";
 import { NoopParams, NoopTables } from "./noop.ts";
+import { OverlayParams, OverlayTables } from "./overlay.ts";
 import { RatelimitParams, RatelimitTables } from "./ratelimit.ts";
 import { RouterParams, RouterTables } from "./router.ts";
 
@@ -19,6 +20,7 @@ export * from "./flowmon.ts";
 export * from "./ips.ts";
 export * from "./l4lb.ts";
 export * from "./noop.ts";
+export * from "./overlay.ts";
 export * from "./ratelimit.ts";
 export * from "./router.ts";
 
@@ -71,6 +73,12 @@ export const BUILTIN_SCHEMAS = {
       "Layer-4 load balancer: TCP/UDP to a virtual IP and port goes to a backend by Maglev consistent hashing (DNAT, replies translated back), with connection affinity and backend health.",
     params: L4lbParams,
     tables: L4lbTables,
+  },
+  overlay: {
+    summary:
+      "One L3 network across the chain's nodes: packets for segments behind other nodes go there in VXLAN, and arrive unwrapped.",
+    params: OverlayParams,
+    tables: OverlayTables,
   },
 } as const satisfies Record<string, BuiltinSchema>;
 

@@ -35,4 +35,11 @@ export { noop } from "./noop.ts";
 export { ips, encodeIpsSignature, decodeIpsHits, type IpsHits } from "./ips.ts";
 export { router } from "./router.ts";
 export { l4lb, maglevTable, decodeL4lbFlow, type L4lbFlowRecord } from "./l4lb.ts";
+export {
+  overlay,
+  decodeOverlayCounters,
+  encodeSegmentKey,
+  OverlayCounter,
+  type OverlayCounters,
+} from "./overlay.ts";
 export * from "./structs.ts";

@@ -8,6 +8,7 @@ import { flowmon } from "./flowmon.ts";
 import { ips } from "./ips.ts";
 import { l4lb } from "./l4lb.ts";
 import { noop } from "./noop.ts";
+import { overlay } from "./overlay.ts";
 import { ratelimit } from "./ratelimit.ts";
 import { router } from "./router.ts";
 import type { BuiltinNf, MapContents, RodataSetting } from "./types.ts";
@@ -21,6 +22,7 @@ export const BUILTIN_NFS = {
   ips,
   router,
   l4lb,
+  overlay,
 } as const satisfies Record<BuiltinNfName, BuiltinNf>;
 
 /** The built-in NF of that name, or undefined. */

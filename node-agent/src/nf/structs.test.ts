@@ -4,7 +4,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import {
+  OVERLAY_MAX_NODES,
+  OVERLAY_MAX_SEGMENTS,
+  OVERLAY_OVERHEAD,
+} from "../../../common/api/builtins/index.ts";
 import { BPF_DIR, BPF_INCLUDE_DIR, systemIncludeArgs } from "../compile/compile.ts";
+import {
+  OVERLAY_COUNTERS,
+  OVERLAY_REMOTE_LAYOUT,
+  OVERLAY_SEGMENT_KEY_LAYOUT,
+  OverlayCounter,
+} from "./overlay.ts";
 import { BUILTIN_NFS } from "./registry.ts";
 import { ChainContract } from "./types.ts";
 import {
@@ -62,7 +73,7 @@ async function clangCheck(lines: string[]): Promise<string> {
 describe("TypeScript mirror of the C structs", () => {
   it("sizes, offsets and constants match the headers (checked by clang)", async () => {
     const asserts: string[] = [];
-    for (const layout of STRUCT_LAYOUTS) {
+    for (const layout of [...STRUCT_LAYOUTS, OVERLAY_SEGMENT_KEY_LAYOUT, OVERLAY_REMOTE_LAYOUT]) {
       asserts.push(`_Static_assert(sizeof(${layout.name}) == ${layout.size}, "sizeof ${layout.name}");`);
       for (const [field, offset] of Object.entries(layout.offsets)) {
         asserts.push(
@@ -97,6 +108,11 @@ describe("TypeScript mirror of the C structs", () => {
       L4LB_RING_MAX,
       L4LB_MAX_FLOWS,
       L4LB_BACKEND_HEALTHY: L4lbBackendFlag.HEALTHY,
+      OVERLAY_MAX_SEGMENTS,
+      OVERLAY_MAX_NODES,
+      OVERLAY_OVERHEAD,
+      OVERLAY_COUNTERS,
+      ...Object.fromEntries(Object.entries(OverlayCounter).map(([name, key]) => [`OVERLAY_${name}`, key])),
       ...Object.fromEntries(Object.entries(IpsSigFlag).map(([name, bit]) => [`IPS_SIG_${name}`, bit])),
       ...Object.fromEntries(
         Object.entries(FirewallMatch).map(([name, bit]) => [`FIREWALL_MATCH_${name}`, bit]),
@@ -112,6 +128,7 @@ describe("TypeScript mirror of the C structs", () => {
       "#include <flowmon/flowmon_types.h>",
       "#include <ips/ips_types.h>",
       "#include <l4lb/l4lb_types.h>",
+      "#include <overlay/overlay_types.h>",
       ...asserts,
     ]);
     expect(stderr).toBe("");
@@ -143,6 +160,7 @@ describe("TypeScript mirror of the C structs", () => {
       "#include <flowmon/flowmon.h>",
       "#include <ips/ips.h>",
       "#include <l4lb/l4lb.h>",
+      "#include <overlay/overlay.h>",
       ...asserts,
     ]);
     expect(stderr).toBe("");

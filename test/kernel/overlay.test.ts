@@ -1,0 +1,380 @@
+/**
+ * The `overlay` built-in with `router`: one L3 network over two nodes that share only an
+ * underlay link. Host A sits behind node N1 (segment 10.79.1.0/24, fd79:1::/64), host B behind
+ * N2 (10.79.2.0/24, fd79:2::/64); neither node has a route to the other's segment. The chain
+ * overlay → router runs on both interfaces of each node, with the same segment table (the one
+ * the operator writes for every node). A's packets for B leave N1 in VXLAN, N2 unwraps them and
+ * its router forwards them to B: B sees A's packet as A sent it, its TTL one lower (N2's router;
+ * the tunnel is one hop). A packet too big to fit the underlay MTU once wrapped is dropped and
+ * counted. The chain managers run as the chart runs the agent.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import koffi from "koffi";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { Hook } from "../../node-agent/src/chain/spec.ts";
+import { withNetns } from "../../node-agent/src/netns/index.ts";
+import { decodeOverlayCounters, type OverlayCounters } from "../../node-agent/src/nf/index.ts";
+import { BpfMap } from "../../node-agent/src/libbpf/index.ts";
+import { OVERLAY_COUNTERS } from "../../node-agent/src/nf/overlay.ts";
+import { startChartManager } from "./chart-manager.ts";
+import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
+import {
+  createBpffsDir,
+  createNetns,
+  run,
+  testScope,
+  type BpffsDir,
+  type TestNetns,
+  type TestScope,
+} from "./harness.ts";
+import {
+  closeFn,
+  MSG_DONTWAIT,
+  recvFn,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_RAW,
+  socketFn,
+  udpFlow,
+} from "./traffic.ts";
+
+const cache = makeCacheDir();
+let objects: BuiltinObjects;
+
+beforeAll(async () => {
+  objects = await compileBuiltins(cache.path);
+});
+afterAll(() => cache.remove());
+
+const ADDR = {
+  a: { v4: "10.79.1.1", v6: "fd79:1::1" },
+  h1: { v4: "10.79.1.2", v6: "fd79:1::2" },
+  h2: { v4: "10.79.2.2", v6: "fd79:2::2" },
+  b: { v4: "10.79.2.1", v6: "fd79:2::1" },
+  u1: { v4: "192.168.79.1" },
+  u2: { v4: "192.168.79.2" },
+} as const;
+
+/** The table the operator writes for both nodes: every segment and the node that hosts it. */
+const SEGMENTS = [
+  { prefix: "10.79.1.0/24", node: ADDR.u1.v4 },
+  { prefix: "fd79:1::/64", node: ADDR.u1.v4 },
+  { prefix: "10.79.2.0/24", node: ADDR.u2.v4 },
+  { prefix: "fd79:2::/64", node: ADDR.u2.v4 },
+];
+
+interface Port {
+  ns: TestNetns;
+  ifname: string;
+  mac: string;
+}
+
+interface Topology {
+  a: Port;
+  h1: Port;
+  u1: Port;
+  u2: Port;
+  h2: Port;
+  b: Port;
+  n1: TestNetns;
+  n2: TestNetns;
+}
+
+function sysctl(ns: TestNetns, knobs: Record<string, string>): void {
+  withNetns(ns.path, () => {
+    for (const [knob, value] of Object.entries(knobs)) writeFileSync(`/proc/sys/net/${knob}`, value);
+  });
+}
+
+async function macOf(ns: TestNetns, ifname: string): Promise<string> {
+  const [link] = JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])) as {
+    address: string;
+  }[];
+  return link!.address;
+}
+
+async function veth(a: { ns: TestNetns; name: string }, b: { ns: TestNetns; name: string }): Promise<void> {
+  await run("ip", [
+    "link",
+    "add",
+    a.name,
+    "netns",
+    a.ns.name,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    b.name,
+    "netns",
+    b.ns.name,
+  ]);
+}
+
+/** A — N1 ==underlay== N2 — B; the underlay's MTU is `underlayMtu`, the hosts' 1500. */
+async function topology(scope: TestScope, underlayMtu: number): Promise<Topology> {
+  const ns = {
+    a: await createNetns(scope, "a"),
+    n1: await createNetns(scope, "n1"),
+    n2: await createNetns(scope, "n2"),
+    b: await createNetns(scope, "b"),
+  };
+  for (const n of Object.values(ns))
+    sysctl(n, { "ipv6/conf/all/disable_ipv6": "0", "ipv6/conf/default/disable_ipv6": "0" });
+  for (const n of [ns.n1, ns.n2]) sysctl(n, { "ipv4/ip_forward": "1", "ipv6/conf/all/forwarding": "1" });
+  const id = `${process.pid % 10000}${Math.floor(Math.random() * 1000)}`;
+  const names = {
+    a: `ov${id}a`,
+    h1: `ov${id}h1`,
+    u1: `ov${id}u1`,
+    u2: `ov${id}u2`,
+    h2: `ov${id}h2`,
+    b: `ov${id}b`,
+  };
+  const home = { a: ns.a, h1: ns.n1, u1: ns.n1, u2: ns.n2, h2: ns.n2, b: ns.b };
+  await veth({ ns: ns.a, name: names.a }, { ns: ns.n1, name: names.h1 });
+  await veth({ ns: ns.n1, name: names.u1 }, { ns: ns.n2, name: names.u2 });
+  await veth({ ns: ns.n2, name: names.h2 }, { ns: ns.b, name: names.b });
+  const ports = {} as Record<keyof typeof names, Port>;
+  for (const key of Object.keys(names) as (keyof typeof names)[]) {
+    const ifname = names[key];
+    const addr: { v4: string; v6?: string } = ADDR[key];
+    const prefix = key === "u1" || key === "u2" ? "/24" : "/24";
+    const mtu = key === "u1" || key === "u2" ? underlayMtu : 1500;
+    await run(
+      "ip",
+      ["-n", home[key].name, "-batch", "-"],
+      `addr add ${addr.v4}${prefix} dev ${ifname}\n` +
+        (addr.v6 ? `addr add ${addr.v6}/64 dev ${ifname} nodad\n` : "") +
+        `link set ${ifname} mtu ${mtu} up\n`,
+    );
+    ports[key] = { ns: home[key], ifname, mac: await macOf(home[key], ifname) };
+  }
+  // Every neighbour static: no ARP or neighbour discovery in the counters.
+  const neigh = (self: Port, peer: Port, addr: { v4: string; v6?: string }) =>
+    `neigh replace ${addr.v4} lladdr ${peer.mac} dev ${self.ifname} nud permanent\n` +
+    (addr.v6 ? `neigh replace ${addr.v6} lladdr ${peer.mac} dev ${self.ifname} nud permanent\n` : "");
+  await run(
+    "ip",
+    ["-n", ns.a.name, "-batch", "-"],
+    `route add default via ${ADDR.h1.v4}\nroute add default via ${ADDR.h1.v6}\n${neigh(ports.a, ports.h1, ADDR.h1)}`,
+  );
+  await run(
+    "ip",
+    ["-n", ns.b.name, "-batch", "-"],
+    `route add default via ${ADDR.h2.v4}\nroute add default via ${ADDR.h2.v6}\n${neigh(ports.b, ports.h2, ADDR.h2)}`,
+  );
+  await run(
+    "ip",
+    ["-n", ns.n1.name, "-batch", "-"],
+    neigh(ports.h1, ports.a, ADDR.a) + neigh(ports.u1, ports.u2, ADDR.u2),
+  );
+  await run(
+    "ip",
+    ["-n", ns.n2.name, "-batch", "-"],
+    neigh(ports.h2, ports.b, ADDR.b) + neigh(ports.u2, ports.u1, ADDR.u1),
+  );
+  return { ...ports, n1: ns.n1, n2: ns.n2 };
+}
+
+/** Starts a chart manager in each node and applies overlay → router on both of its interfaces. */
+async function fabric(scope: TestScope, net: Topology, hook: Hook): Promise<BpffsDir[]> {
+  const dirs: BpffsDir[] = [];
+  for (const [node, ifaces] of [
+    [net.n1, [net.h1.ifname, net.u1.ifname]],
+    [net.n2, [net.h2.ifname, net.u2.ifname]],
+  ] as const) {
+    const bpffs = createBpffsDir(scope);
+    const manager = await startChartManager({
+      root: bpffs.path,
+      netns: node.path,
+      rootObjectPath: objects.root,
+      scope,
+    });
+    const result = await manager.apply(
+      builtinChain(objects, {
+        name: "fabric",
+        revision: "r1",
+        hook,
+        interfaces: [...ifaces],
+        // Generic: native XDP_REDIRECT into a veth needs an XDP program at its far end, and
+        // drops the checksum state of locally sent packets (see bpf/README.md).
+        ...(hook === "xdp" ? { xdpMode: "generic" as const } : {}),
+        functions: [
+          {
+            builtin: "overlay",
+            parameters: { vni: 4242 },
+            tables: { segments: SEGMENTS },
+            tests: [
+              {
+                name: "a packet for no segment goes on unchanged",
+                packet: { ipv4: { src: "10.9.9.1", dst: "10.9.9.2" }, udp: { sport: 1, dport: 7 } },
+                expect: { verdict: "pass" },
+              },
+              {
+                name: "VXLAN from an unknown node is not unwrapped",
+                packet: {
+                  ipv4: { src: "198.51.100.7", dst: ADDR.u1.v4 },
+                  udp: { sport: 50000, dport: 4789 },
+                },
+                expect: { verdict: "pass" },
+              },
+            ],
+          },
+          { builtin: "router" },
+        ],
+      }),
+    );
+    expect(result.selfTest).toMatchObject({ failed: 0 });
+    dirs.push(bpffs);
+  }
+  return dirs;
+}
+
+/** The overlay's counters on a node, read from the pinned per-CPU map as the agent's metrics would. */
+function counters(bpffs: BpffsDir): OverlayCounters {
+  const pin = bpffs.listPinned().find((p) => p.endsWith("/overlay/overlay_counters"));
+  if (!pin) throw new Error(`no overlay_counters pinned in ${bpffs.path}: ${bpffs.listPinned().join(", ")}`);
+  const map = BpfMap.fromPin(join(bpffs.path, pin), "overlay_counters");
+  try {
+    const entries = [];
+    for (let counter = 0; counter < OVERLAY_COUNTERS; counter++) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(counter);
+      entries.push({ key, value: Buffer.concat(map.lookupPerCpu(key) ?? []) });
+    }
+    return decodeOverlayCounters(entries);
+  } finally {
+    map.close();
+  }
+}
+
+// A packet socket: sees every frame a namespace receives.
+const AF_PACKET = 17;
+const ETH_P_ALL_BE = 0x0300;
+
+/** One UDP datagram to `port` as a capture saw it. */
+interface Seen {
+  family: 4 | 6;
+  /** The Ethernet type of the frame: 0x0800 / 0x86dd (not VXLAN-in-UDP, whose UDP port differs). */
+  src: string;
+  dst: string;
+  ttl: number;
+  udpLength: number;
+}
+
+function capture(ns: TestNetns) {
+  const fd = withNetns(ns.path, () =>
+    socketFn(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE),
+  );
+  if (fd < 0) throw new Error(`packet socket in ${ns.name}: errno ${koffi.errno()}`);
+  const frame = Buffer.alloc(4096);
+  return {
+    /** UDP datagrams to `port` received so far. */
+    datagrams(port: number): Seen[] {
+      const seen: Seen[] = [];
+      for (;;) {
+        const n = recvFn(fd, frame, frame.length, MSG_DONTWAIT);
+        if (n < 0) return seen;
+        const type = frame.readUInt16BE(12);
+        if (type === 0x0800 && n >= 42 && frame[23] === 17 && frame.readUInt16BE(36) === port) {
+          seen.push({
+            family: 4,
+            src: [...frame.subarray(26, 30)].join("."),
+            dst: [...frame.subarray(30, 34)].join("."),
+            ttl: frame[22]!,
+            udpLength: frame.readUInt16BE(38),
+          });
+        }
+        if (type === 0x86dd && n >= 62 && frame[20] === 17 && frame.readUInt16BE(56) === port) {
+          const hex = (at: number) => frame.subarray(at, at + 16).toString("hex");
+          seen.push({
+            family: 6,
+            src: hex(22),
+            dst: hex(38),
+            ttl: frame[21]!,
+            udpLength: frame.readUInt16BE(58),
+          });
+        }
+      }
+    },
+    close: () => closeFn(fd),
+  };
+}
+
+const V6_HEX = { a: "fd790001000000000000000000000001", b: "fd790002000000000000000000000001" };
+const COUNT = 20_000;
+const RATE = 20_000;
+const PORT = 7200;
+const PAYLOAD = 64;
+
+describe("overlay + router across two nodes", () => {
+  test.each(["xdp", "tc-ingress"] as const satisfies Hook[])(
+    "%s: A's UDP flows reach B through VXLAN over the underlay, unchanged but for one TTL step; too big is dropped and counted",
+    async (hook) => {
+      const scope = testScope();
+      // 1400 on the underlay: room for inner packets up to 1350 bytes.
+      const net = await topology(scope, 1400);
+      const [n1, n2] = await fabric(scope, net, hook);
+
+      for (const family of ["v4", "v6"] as const) {
+        const cap = capture(net.b.ns);
+        try {
+          const flow = await udpFlow({
+            from: { ns: net.a.ns, ip: ADDR.a[family] },
+            to: { ns: net.b.ns, ip: ADDR.b[family] },
+            count: COUNT,
+            rate: RATE,
+            port: PORT,
+            payloadSize: PAYLOAD,
+          });
+          expect({ family, sent: flow.sent, lost: flow.lost, receiverDrops: flow.receiverDrops }).toEqual({
+            family,
+            sent: COUNT,
+            lost: 0,
+            receiverDrops: 0,
+          });
+          await sleep(50);
+          const seen = cap.datagrams(PORT);
+          // The capture's buffer keeps only part of the flow; every frame it kept is A's own.
+          expect(seen.length).toBeGreaterThan(0);
+          const expected =
+            family === "v4"
+              ? { family: 4, src: ADDR.a.v4, dst: ADDR.b.v4, ttl: 63, udpLength: 8 + PAYLOAD }
+              : { family: 6, src: V6_HEX.a, dst: V6_HEX.b, ttl: 63, udpLength: 8 + PAYLOAD };
+          expect(new Set(seen.map((s) => JSON.stringify(s)))).toEqual(new Set([JSON.stringify(expected)]));
+        } finally {
+          cap.close();
+        }
+      }
+      const sent = counters(n1!);
+      const arrived = counters(n2!);
+      expect(sent).toMatchObject({ encapsulated: 2 * COUNT, tooBig: 0, noRoute: 0 });
+      expect(arrived).toMatchObject({ decapsulated: 2 * COUNT, foreign: 0 });
+
+      // 1,351 bytes of IP (1,323 of UDP payload) need 1,401 on the underlay: one too many.
+      const big = await udpFlow({
+        from: { ns: net.a.ns, ip: ADDR.a.v4 },
+        to: { ns: net.b.ns, ip: ADDR.b.v4 },
+        count: 100,
+        rate: 1000,
+        port: PORT + 1,
+        payloadSize: 1351 - 28,
+      });
+      expect({ sent: big.sent, received: big.received }).toEqual({ sent: 100, received: 0 });
+      expect(counters(n1!).tooBig).toBe(100);
+      // One byte less fits.
+      const fits = await udpFlow({
+        from: { ns: net.a.ns, ip: ADDR.a.v4 },
+        to: { ns: net.b.ns, ip: ADDR.b.v4 },
+        count: 100,
+        rate: 1000,
+        port: PORT + 2,
+        payloadSize: 1350 - 28,
+      });
+      expect({ sent: fits.sent, lost: fits.lost }).toEqual({ sent: 100, lost: 0 });
+      expect(counters(n1!)).toMatchObject({ tooBig: 100, encapsulated: 2 * COUNT + 100 });
+    },
+  );
+});
