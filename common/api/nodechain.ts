@@ -78,6 +78,19 @@ export const NodeChainStatus = z.object({
     .max(1024)
     .optional()
     .describe("Interfaces the live chain is attached to."),
+  mode: z
+    .enum(["linked", "fused"])
+    .optional()
+    .describe(
+      "How the live chain runs: fused (one program for every function) or linked (one per function).",
+    ),
+  modeReason: z
+    .string()
+    .max(1024)
+    .optional()
+    .describe(
+      "Why a chain that asked for auto runs linked (the fused program did not build, verify or pass).",
+    ),
   selfTest: SelfTest.optional(),
   lastError: LastError.optional(),
   conditions: Conditions.optional().describe(

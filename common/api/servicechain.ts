@@ -164,6 +164,14 @@ export const ChainFunctions = z
     ],
   });
 
+/**
+ * How a chain runs on a node: `linked`, one program per function joined by tail calls; `fused`,
+ * one program generated from the functions' inline code (one parse, no hop cost); `auto`, fused
+ * where that program builds and verifies, else linked with the reason in status.
+ */
+export const ChainMode = z.enum(["linked", "fused", "auto"]);
+export type ChainMode = z.infer<typeof ChainMode>;
+
 /** Desired state of a ServiceChain. */
 export const ServiceChainSpec = z.strictObject({
   functions: ChainFunctions.describe(
@@ -172,6 +180,9 @@ export const ServiceChainSpec = z.strictObject({
   attachment: Attachment,
   nodeSelector: LabelSelector.optional().describe("Nodes that run the chain; all nodes when omitted."),
   rollout: Rollout.prefault({}).describe("How a new revision reaches the nodes."),
+  mode: ChainMode.default("auto").describe(
+    "linked: one program per function, joined by tail calls. fused: one program generated from every function's inline process function (one parse of the packet, no per-function hop); a chain that cannot be fused fails. auto: fused where it builds and verifies, else linked, with the reason in the NodeChain's status.",
+  ),
   tests: TestVectors.optional().describe(
     "Packets the whole chain must handle as stated, run on each node before every switch.",
   ),
@@ -247,6 +258,7 @@ export const ChainPlan = z.strictObject({
     .max(MAX_CHAIN_LENGTH)
     .describe("Functions in packet order, fully resolved."),
   tests: TestVectors.optional().describe("The chain's own test vectors."),
+  mode: ChainMode.optional().describe("linked, fused or auto (the default when absent)."),
 });
 export type ChainPlan = z.infer<typeof ChainPlan>;
 

@@ -111,6 +111,13 @@ export interface LoadNfsOptions {
    * duplicates the fd) and how to report the choice. Without it, every map is new.
    */
   chooseMap?: (nf: NfLoadSpec, map: ObjectMapSpec) => { reuse?: BpfMap; origin: MapOrigin };
+  /**
+   * At most this many entries for every NF-owned hash-like map that is not a table (those
+   * {@link clearState} empties). For the self-test instance: test packets put a few entries
+   * there, and emptying a map costs a walk over all of its buckets (about 70 µs for an LRU
+   * hash of 65,536 entries, before every vector), however few entries it holds.
+   */
+  maxStateEntries?: number;
 }
 
 const CONTRACT_MAPS = new Set<string>([ChainContract.progsMap, ChainContract.statsMap]);
@@ -161,7 +168,8 @@ export function loadNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): Lo
 
 /**
  * Loads NFs `indexes` of `options.functions` at once, each verified on a worker thread (see
- * BpfObject.loadAsync), so that they share the machine's cores; in the order of `indexes`. All
+ * BpfObject.loadAsync), so that they share the machine's cores; in the order of `indexes`. An
+ * NF's verification starts as soon as it is opened, while the main thread opens the next. All
  * or nothing: on a failure everything is closed, and the failed NF is loaded once more on the
  * main thread, so that its error carries what libbpf printed.
  */
@@ -170,13 +178,23 @@ export async function loadNfsConcurrently(
   indexes: readonly number[],
 ): Promise<LoadedNf[]> {
   const opened: OpenedNf[] = [];
-  try {
-    for (const i of indexes) opened.push(openNf(options, options.functions[i]!, i));
-  } catch (err) {
-    for (const nf of opened) nf.object.close();
-    throw err;
+  const loading: Promise<void>[] = [];
+  let openFailure: { error: unknown } | undefined;
+  for (const i of indexes) {
+    try {
+      const nf = openNf(options, options.functions[i]!, i);
+      opened.push(nf);
+      loading.push(nf.object.loadAsync());
+    } catch (err) {
+      openFailure = { error: err };
+      break;
+    }
   }
-  const results = await Promise.allSettled(opened.map((nf) => nf.object.loadAsync()));
+  const results = await Promise.allSettled(loading);
+  if (openFailure) {
+    for (const nf of opened) nf.object.close();
+    throw openFailure.error;
+  }
   const failed = results.findIndex((r) => r.status === "rejected");
   if (failed < 0) return opened.map(loadedNf);
   for (const nf of opened) nf.object.close();
@@ -240,10 +258,16 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
       ownMaps.map((m) => m.name),
     );
     const origins = new Map<string, MapOrigin>();
-    for (const map of ownMaps) {
-      if (map.name in tables) {
-        origins.set(map.name, { kind: "table" });
+    for (const declared of ownMaps) {
+      if (declared.name in tables) {
+        origins.set(declared.name, { kind: "table" });
         continue;
+      }
+      let map = declared;
+      const limit = options.maxStateEntries;
+      if (limit !== undefined && HASH_LIKE.has(map.type) && map.maxEntries > limit) {
+        object.setMaxEntries(map.name, limit);
+        map = { ...map, maxEntries: limit };
       }
       const choice = options.chooseMap?.(spec, map) ?? { origin: { kind: "new" } };
       if (choice.reuse) object.reuseMap(map.name, choice.reuse);

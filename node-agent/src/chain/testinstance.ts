@@ -34,6 +34,14 @@ import { checkTables, replaceEntries } from "./tables.ts";
 const KEPT_ROUNDS = 2;
 
 /**
+ * Entries of the instance's state maps (hash-like, not tables), at most: a vector is one
+ * packet sent up to 10,000 times, which puts a few entries there, and every vector starts by
+ * emptying them, a walk over all buckets that a map of the NF's full size (65,536 flows, say)
+ * makes cost about 70 µs per map and vector.
+ */
+export const SELF_TEST_STATE_ENTRIES = 4096;
+
+/**
  * An NF kept loaded between self-tests, slimmed to what a self-test uses: its program and its
  * maps (own fds each), not the whole object (whose fds on `.rodata`, the prog array and the
  * stats map the program no longer needs): two or three fds per NF rather than six or more.
@@ -111,6 +119,7 @@ export class TestInstance {
       progs: this.progs,
       stats: this.stats,
       chooseMap: this.#chooseStateMap,
+      maxStateEntries: SELF_TEST_STATE_ENTRIES,
     };
     const n = functions.length;
     const keys = functions.map((spec, i) => nfLoadDigest(this.hook, spec, i, n, i));

@@ -57,6 +57,7 @@ export const lib = {
   mapFlags: fn(libbpf, "uint32_t bpf_map__map_flags(void *map)"),
   mapIsInternal: fn(libbpf, "bool bpf_map__is_internal(void *map)"),
   mapReuseFd: fn(libbpf, "int bpf_map__reuse_fd(void *map, int fd)"),
+  mapSetMaxEntries: fn(libbpf, "int bpf_map__set_max_entries(void *map, uint32_t max_entries)"),
   mapInitialValue: fn(libbpf, "void *bpf_map__initial_value(void *map, void *psize)"),
   btfFindByNameKind: fn(libbpf, "int32_t btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)"),
   btfTypeById: fn(libbpf, "void *btf__type_by_id(void *btf, uint32_t id)"),

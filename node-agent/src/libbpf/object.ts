@@ -293,6 +293,16 @@ export class BpfObject {
     if (ret < 0) throw new BpfError(`map ${name}`, `reuse fd ${fd}`, -ret);
   }
 
+  /**
+   * Gives map `name` `maxEntries` entries instead of what the object declares (before load;
+   * not for a reused map, which keeps its own).
+   */
+  setMaxEntries(name: string, maxEntries: number): void {
+    this.#requireState("opened", `resize map ${name}`);
+    const ret = lib.mapSetMaxEntries(this.#findMap(name), maxEntries) as number;
+    if (ret < 0) throw new BpfError(`map ${name}`, `set max entries ${maxEntries}`, -ret);
+  }
+
   /** Loads only the named programs (each must exist); the others are skipped by `load()`. */
   selectPrograms(names: readonly string[]): void {
     this.#requireState("opened", "select programs");

@@ -153,6 +153,7 @@ export function resolvePlan({
     hook,
     functions: resolved,
     tests: chain.spec.tests ?? [],
+    mode: chain.spec.mode ?? "auto",
   };
   return { ok: true, plan: { revision: planRevision(body, sourceTrees), ...body } };
 }
@@ -209,6 +210,8 @@ export function planRevision(
 ): string {
   const content = {
     ...body,
+    // auto, the default, hashes as a plan without a mode did, so that no revision moves for it.
+    mode: body.mode === "auto" ? undefined : body.mode,
     functions: body.functions.map((f) => {
       if (!("artifact" in f.source)) return f;
       const { digest, path } = f.source.artifact;
