@@ -441,6 +441,81 @@ describe("the security example (the ips built-in)", () => {
   );
 });
 
+describe("the balancer example (the l4lb built-in)", () => {
+  const balancer = join(repoRoot, "examples/gitops/balancer");
+
+  /** A copy of the balancer example with `edit` applied to its functions.yaml. */
+  async function brokenBalancer(edit: (text: string) => string): Promise<string> {
+    const dir = join(work, `copy-${++copies}`);
+    await cp(balancer, dir, { recursive: true });
+    const path = join(dir, "functions.yaml");
+    const before = await readFile(path, "utf8");
+    const after = edit(before);
+    if (after === before) throw new Error("the edit of functions.yaml changed nothing");
+    await writeFile(path, after);
+    return dir;
+  }
+
+  it("test runs the balancer's vectors on both hooks, and the chain's", async () => {
+    const run = await sluice(["test", balancer, "--cache-dir", cacheDir]);
+    expect(run.stderr).not.toMatch(/error|problem/i);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/ok: 2 files, 1 NetworkFunction, 1 ServiceChain/);
+    expect(run.stdout).toContain("11 vectors: 11 passed");
+  });
+
+  it.each([
+    [
+      "a table size that is not a prime",
+      (t: string) => t.replace("tableSize: 65537", "tableSize: 65536"),
+      "tableSize: 65536",
+      "spec.tables.services[0].tableSize: l4lb tables: must be a prime",
+    ],
+    [
+      "a backend of the other family",
+      (t: string) => t.replace("{ address: 10.10.1.22 }", "{ address: fd10:1::22 }"),
+      "{ address: fd10:1::22 }",
+      "spec.tables.services[1].backends[1].address: l4lb tables: is IPv6, the vip 10.96.0.53 IPv4",
+    ],
+    [
+      "a virtual IP that is no address",
+      (t: string) => t.replace("vip: 10.96.0.53", "vip: 10.96.0.530"),
+      "vip: 10.96.0.530",
+      "spec.tables.services[1].vip: l4lb tables: must be an IPv4 or IPv6 address",
+    ],
+    [
+      "health for an address that is no backend",
+      (t: string) =>
+        t.replace("{ address: 10.10.1.31, healthy: false }", "{ address: 10.10.1.39, healthy: false }"),
+      "{ address: 10.10.1.39, healthy: false }",
+      "spec.tables.health[0].address: l4lb tables: 10.10.1.39 is no backend of any service",
+    ],
+    [
+      "a protocol other than tcp or udp",
+      (t: string) => t.replace("proto: udp", "proto: sctp"),
+      "proto: sctp",
+      "spec.tables.services[1].proto: l4lb tables: Invalid option",
+    ],
+    [
+      "affinity that is not a boolean",
+      (t: string) => t.replace("affinity: true", 'affinity: "sticky"'),
+      'affinity: "sticky"',
+      "spec.parameters.affinity: l4lb parameters: Invalid input",
+    ],
+  ])(
+    "%s is refused by validate at its field and line, before anything compiles",
+    async (_, edit, line, message) => {
+      const dir = await brokenBalancer(edit);
+      const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+      expect(run.code).toBe(1);
+      const text = await readFile(join(dir, "functions.yaml"), "utf8");
+      expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
+      expect(run.stderr).toContain(message);
+      expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
+    },
+  );
+});
+
 describe("exit codes a script can rely on", () => {
   it("bad usage exits 2", async () => {
     expect((await sluice(["validate"])).code).toBe(2);

@@ -205,6 +205,28 @@ spec:
     });
   });
 
+  it("an l4lb service the operator's schema refuses (table size not a prime) fails the revision at its field", async () => {
+    await write({
+      "a.yaml": `${nf("lb").replace("builtin: noop", "builtin: l4lb")}  tables:
+    services:
+      - vip: 10.96.0.10
+        port: 80
+        tableSize: 1000
+        backends: [{ address: 10.1.0.1 }]
+`,
+    });
+    const result = await loadRevision(dir);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors[0]).toMatchObject({
+      file: "a.yaml",
+      line: 13,
+      path: "spec.tables.services[0].tableSize",
+      reason: "InvalidSpec",
+    });
+    expect(result.errors[0]!.message).toMatch(/^l4lb tables: must be a prime/);
+  });
+
   it("a built-in name no built-in has fails the revision with the reason BuiltinNotFound", async () => {
     await write({ "a.yaml": nf("fw").replace("builtin: noop", "builtin: nat") });
     const result = await loadRevision(dir);
