@@ -25,6 +25,13 @@ export interface AgentLiveReaderOptions {
   commitOf?: (revision: string) => Promise<CommitInfo | undefined>;
   /** When each chain's revision was last switched in. */
   lastSwitch?: (chain: string) => string | undefined;
+  /**
+   * Mark rollouts (started, halted, rolled back) from the ServiceChains in the store; default
+   * true. Off for an agent in a cluster: its store does not cache ServiceChains (each read would
+   * be a LIST on the API server, every second) and its role may not read them; the operator's
+   * cluster view marks rollouts.
+   */
+  rolloutMarkers?: boolean;
 }
 
 const HALTED_REASONS = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExceeded]);
@@ -51,7 +58,7 @@ export function agentLiveReader(
   return async (watched) => {
     const chains = options.list();
     const nodeChains = await options.store.list("NodeChain");
-    const serviceChains = await options.store.list("ServiceChain");
+    const serviceChains = options.rolloutMarkers === false ? [] : await options.store.list("ServiceChain");
     const nowT = Math.round(Date.now() / 1000);
 
     // Run time only while a page looks (counting costs every packet a little); maps every 5 s.

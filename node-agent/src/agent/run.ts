@@ -84,6 +84,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
       bpffsRoot,
       stats,
       mark: (marker) => liveView.history.mark(marker),
+      rolloutMarkers: false,
     }),
     log,
   });
