@@ -282,7 +282,7 @@
       list.append(
         el(
           "li",
-          { class: p.kind, "data-kind": p.kind, "data-chain": p.chain, "data-nf": p.nf },
+          { class: p.kind, "data-kind": p.kind, "data-node": p.node, "data-chain": p.chain, "data-nf": p.nf },
           `${p.node ? `${p.node} ` : ""}${p.chain}${p.nf ? ` / ${p.nf}` : ""}: ${p.message}`,
         ),
       );

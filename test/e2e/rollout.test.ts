@@ -94,8 +94,8 @@ describe("the first revision", () => {
     expect(waited).toContain(`servicechain.sluice.dev/${CHAIN} condition met`);
 
     const chains = await kubectlOk(["get", "servicechains", "-n", namespace]);
-    expect(chains).toMatch(/^NAME\s+READY\s+REVISION\s+NODES\s+AGE\s*$/m);
-    expect(chains).toMatch(new RegExp(`^${CHAIN}\\s+True\\s+${good}\\s+3/3\\s+\\S+\\s*$`, "m"));
+    expect(chains).toMatch(/^NAME\s+READY\s+REVISION\s+NODES\s+UP-TO-DATE\s+FAILED\s+AGE\s*$/m);
+    expect(chains).toMatch(new RegExp(`^${CHAIN}\\s+True\\s+${good}\\s+3/3\\s+3\\s+0\\s+\\S+\\s*$`, "m"));
 
     const nodeChains = await kubectlOk(["get", "nodechains", "-n", namespace]);
     expect(nodeChains).toMatch(/^NAME\s+NODE\s+CHAIN\s+PHASE\s+REVISION\s+AGE\s*$/m);
@@ -388,7 +388,7 @@ describe.each(refused)("a commit with $name", (scenario) => {
 });
 
 describe("the operator's live view", () => {
-  it("shows each node's revision as a rollout moves node by node, and why earlier revisions were refused", async () => {
+  it("shows each node's revision as a rollout moves node by node, why earlier revisions were refused, each node's rates, and a node whose agent stopped reporting", async () => {
     good = await bed.waitForRollout();
     const opened = await openBrowser();
     try {
@@ -460,13 +460,52 @@ describe("the operator's live view", () => {
       expect(await markers("switch-failed")).toMatch(/VerifierRejected|SelfTestFailed/);
       expect(await markers("rolled-back")).toContain("returned");
 
+      // Each node's rates, asked from its agent: every function of every node draws a graph that
+      // grows second by second, and counts the node's own traffic.
+      const graph = (node: string, nf: string) =>
+        page.evaluate(
+          `(() => { const g = document.querySelector('.graph.fn[data-node="${node}"][data-nf="${nf}"]'); return g && { points: Number(g.dataset.points), packets: Number(g.dataset.packetsPerSecond || 0), canvas: !!g.querySelector("canvas") }; })()`,
+        ) as Promise<{ points: number; packets: number; canvas: boolean } | null>;
+      const flows = await bed.startFlows();
+      try {
+        for (const node of bed.nodes) {
+          for (const nf of ["firewall", "ratelimit", "ttl-guard", "flowmon"]) {
+            await expect
+              .poll(async () => (await graph(node.name, nf))?.canvas, { timeout: 30_000 })
+              .toBe(true);
+          }
+          await expect
+            .poll(async () => (await graph(node.name, "firewall"))?.packets ?? 0, { timeout: 30_000 })
+            .toBeGreaterThan(100);
+        }
+        const before = (await graph(bed.nodes[0]!.name, "flowmon"))!.points;
+        await expect
+          .poll(async () => (await graph(bed.nodes[0]!.name, "flowmon"))!.points, { timeout: 15_000 })
+          .toBeGreaterThanOrEqual(before + 3);
+      } finally {
+        await Promise.all(flows.map((f) => f.stop()));
+      }
+
+      // One agent dies: the page says its node stopped reporting (as the SluiceAgentNotReporting
+      // alert would), names no other node, and the problem goes once the agent is back.
+      const silent = bed.nodes[1]!;
+      await bed.killAgent(silent);
+      const silentNodes = async () =>
+        (await page.evaluate(
+          `[...document.querySelectorAll('#problems li[data-kind="node-silent"]')].map((li) => li.dataset.node + " " + li.textContent)`,
+        )) as string[];
+      await expect.poll(silentNodes, { timeout: 40_000 }).toHaveLength(1);
+      const [problem] = await silentNodes();
+      expect(problem).toMatch(new RegExp(`^${silent.name} .*node stopped reporting`));
       await mkdir(join(repoRoot, ".test-results"), { recursive: true });
       await page.screenshot({ path: join(repoRoot, ".test-results/liveview-cluster.png"), fullPage: true });
+      await bed.startAgent(silent);
+      await expect.poll(silentNodes, { timeout: 30_000 }).toEqual([]);
       for (const url of requested) expect(new URL(url).hostname, url).toBe("127.0.0.1");
     } finally {
       await opened.close();
     }
-  });
+  }, 480_000);
 });
 
 function programIdsOf(nc: NodeChainView): number[] | undefined {
