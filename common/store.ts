@@ -12,13 +12,19 @@ import {
 import { InvalidObjectError } from "./errors.ts";
 
 /**
- * A Kubernetes Node as sluice reads it: name, labels, and whether it is being deleted. The rest
- * of what the API server sends passes through untouched.
+ * A Kubernetes Node as sluice reads it: name, labels, annotations, whether it is being deleted,
+ * and its addresses (the overlay's segment table names nodes by their InternalIP). The rest of
+ * what the API server sends passes through untouched.
  */
 export const KubeNode = z.looseObject({
   apiVersion: z.string(),
   kind: z.literal("Node"),
   metadata: objectMeta(z.string().min(1)),
+  status: z
+    .looseObject({
+      addresses: z.array(z.looseObject({ type: z.string(), address: z.string() })).optional(),
+    })
+    .optional(),
 });
 export type KubeNode = z.infer<typeof KubeNode>;
 

@@ -12,6 +12,8 @@ import {
   type ResolvedSource,
   type ServiceChain,
 } from "../../../common/api/index.ts";
+import type { KubeNode } from "../../../common/store.ts";
+import { addClusterSegments } from "./overlay.ts";
 import { sourceTreeKey } from "./source-tree.ts";
 
 /**
@@ -67,6 +69,11 @@ export interface PlanInputs {
    * counts as the whole artifact (its digest).
    */
   sourceTrees?: ReadonlyMap<string, string>;
+  /**
+   * The cluster's Nodes, when the chain has an `overlay`: the segments of those it selects go
+   * into the overlay's table (see `./overlay.ts`).
+   */
+  nodes?: readonly KubeNode[];
 }
 
 type Problem = Omit<PlanProblem, "path">;
@@ -88,6 +95,7 @@ export function resolvePlan({
   sources,
   localArtifact,
   sourceTrees,
+  nodes,
 }: PlanInputs): PlanResult {
   const hook = chain.spec.attachment.hook;
   const problems: PlanProblem[] = [];
@@ -134,6 +142,8 @@ export function resolvePlan({
       ...(tests !== undefined && { tests }),
     });
   }
+  // Positions match spec.functions only when every function resolved; else the others are reported first.
+  if (problems.length === 0) problems.push(...addClusterSegments(resolved, nodes, chain.spec.nodeSelector));
   const first = problems[0];
   if (first) {
     return {

@@ -39,6 +39,7 @@ import {
   selectNodes,
   type NodeInfo,
 } from "./plan.ts";
+import { usesOverlay } from "./overlay.ts";
 import { sourceDirOf, sourceTreeKey } from "./source-tree.ts";
 import { decideRollout, type NodeChainState, type RolloutDecision } from "./rollout.ts";
 
@@ -198,7 +199,9 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<StepResu
     run.log.debug({ source: sourceTrees.missing }, "waiting for the artifact to be readable");
     return { next: false, requeueAfterMs: SOURCE_TREE_RETRY_MS };
   }
-  const result = resolvePlan({ chain, functions, sources, sourceTrees: sourceTrees.value });
+  // An overlay's segment table comes from the Nodes the chain selects.
+  const nodes = usesOverlay(functions.values()) ? await deps.store.list("Node") : undefined;
+  const result = resolvePlan({ chain, functions, sources, sourceTrees: sourceTrees.value, nodes });
   if (!result.ok) {
     const changed = !sameCondition(run.conditions, ConditionType.Ready, result.reason, result.message);
     // A spec to fix stalls; a function or source that is not there yet is waited for (its
