@@ -139,8 +139,9 @@ describe("the operator's cluster view, with each node's agent asked for its rate
             { name: "firewall", packets: (packets += 1000n), drops: 0n, passes: packets, errors: 0n },
             { name: "flowmon", packets, drops: 10n, passes: packets - 10n, errors: 0n },
           ],
-          rootMisses: 0n,
+          rootMisses: packets / 100n,
           runTimeAbsent: "kernel.bpf_stats_enabled is 0",
+          maps: [{ nf: "flowmon", map: "flowmon_flows", entries: 60_000, maxEntries: 65_536 }],
         },
       ],
     });
@@ -194,6 +195,13 @@ describe("the operator's cluster view, with each node's agent asked for its rate
       const point = history.snapshot().points.at(-1)!;
       expect(point.functions["n1/net/edge/firewall"]![0]).toBeGreaterThan(0);
       expect(point.functions["n2/net/edge/firewall"]).toBeUndefined();
+      // The node's own problems are the cluster page's too: read off the agent's counters and maps.
+      expect(
+        history
+          .snapshot()
+          .problems.map((p) => `${p.node} ${p.kind}`)
+          .sort(),
+      ).toEqual(["n1 map-near-full", "n1 tail-call-misses"]);
     } finally {
       stop();
       agentView.stop();
