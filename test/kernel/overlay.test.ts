@@ -113,7 +113,11 @@ async function veth(a: { ns: TestNetns; name: string }, b: { ns: TestNetns; name
 }
 
 /** A — N1 ==underlay== N2 — B; the underlay's MTU is `underlayMtu`, the hosts' 1500. */
-async function topology(scope: TestScope, underlayMtu: number): Promise<Topology> {
+async function topology(
+  scope: TestScope,
+  underlayMtu: number,
+  options: { resolveUnderlay?: boolean } = {},
+): Promise<Topology> {
   const ns = {
     a: await createNetns(scope, "a"),
     n1: await createNetns(scope, "n1"),
@@ -168,12 +172,12 @@ async function topology(scope: TestScope, underlayMtu: number): Promise<Topology
   await run(
     "ip",
     ["-n", ns.n1.name, "-batch", "-"],
-    neigh(ports.h1, ports.a, ADDR.a) + neigh(ports.u1, ports.u2, ADDR.u2),
+    neigh(ports.h1, ports.a, ADDR.a) + (options.resolveUnderlay ? "" : neigh(ports.u1, ports.u2, ADDR.u2)),
   );
   await run(
     "ip",
     ["-n", ns.n2.name, "-batch", "-"],
-    neigh(ports.h2, ports.b, ADDR.b) + neigh(ports.u2, ports.u1, ADDR.u1),
+    neigh(ports.h2, ports.b, ADDR.b) + (options.resolveUnderlay ? "" : neigh(ports.u2, ports.u1, ADDR.u1)),
   );
   return { ...ports, n1: ns.n1, n2: ns.n2 };
 }
@@ -377,4 +381,23 @@ describe("overlay + router across two nodes", () => {
       expect(counters(n1!)).toMatchObject({ tooBig: 100, encapsulated: 2 * COUNT + 100 });
     },
   );
+
+  test("tc-ingress: a node whose MAC is not resolved yet gets the first packets once the kernel resolved it", async () => {
+    const scope = testScope();
+    const net = await topology(scope, 1500, { resolveUnderlay: true });
+    const [n1, n2] = await fabric(scope, net, "tc-ingress");
+    const flow = await udpFlow({
+      from: { ns: net.a.ns, ip: ADDR.a.v4 },
+      to: { ns: net.b.ns, ip: ADDR.b.v4 },
+      count: 2_000,
+      rate: 2_000,
+      port: PORT + 3,
+    });
+    expect({ sent: flow.sent, lost: flow.lost }).toEqual({ sent: 2_000, lost: 0 });
+    const sent = counters(n1!);
+    // The first packet(s) waited for ARP in the kernel; the rest went straight out.
+    expect(sent.noNeighbour).toBeGreaterThanOrEqual(1);
+    expect(sent.noNeighbour + sent.encapsulated).toBe(2_000);
+    expect(counters(n2!).decapsulated).toBe(2_000);
+  });
 });

@@ -228,6 +228,7 @@ static __always_inline enum sluice_verdict overlay_process(void *ctx, __u32 ifin
 	unsigned char dmac[ETH_ALEN], smac[ETH_ALEN];
 	struct ethhdr *eth = data;
 	__u32 frame_len, entropy;
+	__be32 node;
 	long rc;
 
 	if ((void *)(eth + 1) > data_end)
@@ -277,7 +278,8 @@ static __always_inline enum sluice_verdict overlay_process(void *ctx, __u32 ifin
 	fib.family = AF_INET;
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.tot_len = frame_len + OVERLAY_OVERHEAD - ETH_HLEN;
-	fib.ipv4_dst = remote->node;
+	node = remote->node;
+	fib.ipv4_dst = node;
 	fib.ifindex = ifindex;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
@@ -291,18 +293,29 @@ static __always_inline enum sluice_verdict overlay_process(void *ctx, __u32 ifin
 		return SLUICE_CONTINUE;
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* The stack forwards the wrapped packet and resolves the node's address. */
+		/*
+		 * The next hop's MAC is not known yet. The stack cannot take the wrapped packet (its
+		 * source is this node's own address: a martian on input), so tc hands it to the
+		 * kernel's neighbour resolution, which sends it once resolved; XDP has no such way
+		 * and drops it (the node's own traffic, or a static entry, resolves the neighbour).
+		 */
+		overlay_count(OVERLAY_NO_NEIGH);
+		if (xdp)
+			return SLUICE_DROP;
 		__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
 		__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
 	} else {
 		__builtin_memcpy(dmac, fib.dmac, ETH_ALEN);
 		__builtin_memcpy(smac, fib.smac, ETH_ALEN);
 	}
-	if (overlay_encap(ctx, xdp, frame_len, fib.ipv4_src, fib.ipv4_dst, dmac, smac, entropy))
+	/* fib.ipv4_dst is the next hop now; the outer destination stays the node. */
+	if (overlay_encap(ctx, xdp, frame_len, fib.ipv4_src, node, dmac, smac, entropy))
 		return SLUICE_ABORTED;
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		overlay_count(OVERLAY_TO_STACK);
-		return SLUICE_PASS;
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
+
+		bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+		return SLUICE_REDIRECT;
 	}
 	overlay_count(OVERLAY_ENCAPSULATED);
 	bpf_redirect(fib.ifindex, 0);

@@ -41,7 +41,7 @@ enum overlay_counter {
 	OVERLAY_ENCAPSULATED = 0, /* sent to a remote node in VXLAN */
 	OVERLAY_DECAPSULATED = 1, /* arrived from a known node with our VNI, unwrapped */
 	OVERLAY_TOO_BIG = 2,      /* for a remote segment, but too big with the 50 bytes: dropped */
-	OVERLAY_TO_STACK = 3,     /* encapsulated, but the node's neighbour is not resolved: to the stack */
+	OVERLAY_NO_NEIGH = 3,     /* the node's MAC not resolved yet: tc resolves (bpf_redirect_neigh), XDP drops */
 	OVERLAY_NO_ROUTE = 4,     /* for a remote segment, no route to its node: left alone */
 	OVERLAY_FOREIGN = 5,      /* VXLAN on our port from an unknown node or with another VNI: left alone */
 	OVERLAY_COUNTERS = 6,

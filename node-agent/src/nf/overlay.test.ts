@@ -107,7 +107,7 @@ describe("overlay parameters and tables", () => {
       encapsulated: 7,
       decapsulated: 1,
       tooBig: 2,
-      toStack: 0,
+      noNeighbour: 0,
       noRoute: 0,
       foreign: 0,
     });

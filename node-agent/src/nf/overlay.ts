@@ -37,7 +37,7 @@ export const OverlayCounter = {
   ENCAPSULATED: 0,
   DECAPSULATED: 1,
   TOO_BIG: 2,
-  TO_STACK: 3,
+  NO_NEIGH: 3,
   NO_ROUTE: 4,
   FOREIGN: 5,
 } as const;
@@ -52,8 +52,11 @@ export interface OverlayCounters {
   decapsulated: number;
   /** Packets for a remote segment that would exceed the egress MTU once wrapped: dropped. */
   tooBig: number;
-  /** Wrapped, then handed to the stack because the remote node's neighbour entry was not resolved. */
-  toStack: number;
+  /**
+   * Packets for a remote node whose MAC was not resolved yet: tc hands them, wrapped, to the
+   * kernel's neighbour resolution (sent once resolved); XDP drops them.
+   */
+  noNeighbour: number;
   /** Packets for a remote segment with no route to its node: left alone. */
   noRoute: number;
   /** VXLAN packets to the overlay's port from an unknown node or with another VNI: left alone. */
@@ -78,7 +81,7 @@ export function decodeOverlayCounters(entries: Iterable<MapEntry>): OverlayCount
     encapsulated: at(OverlayCounter.ENCAPSULATED),
     decapsulated: at(OverlayCounter.DECAPSULATED),
     tooBig: at(OverlayCounter.TOO_BIG),
-    toStack: at(OverlayCounter.TO_STACK),
+    noNeighbour: at(OverlayCounter.NO_NEIGH),
     noRoute: at(OverlayCounter.NO_ROUTE),
     foreign: at(OverlayCounter.FOREIGN),
   };
