@@ -32,6 +32,7 @@ import { measureSwapFlips, type SwapFigures } from "./swap.ts";
 import { measureSwitchFloor, type SwitchFigures } from "./switching.ts";
 import { measureIps, type IpsFigures } from "./ips.ts";
 import { measureRouter, type RouterFigures } from "./router.ts";
+import { measureL4lb, type L4lbFigures } from "./l4lb.ts";
 import { measureRootHop, type RootHopFigures } from "./roothop.ts";
 import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
 
@@ -45,6 +46,8 @@ interface RunPlan {
   ips: { repeat: number; rounds: number };
   /** Test runs of the router NF (forwarded IPv4/IPv6, TTL 1 to the stack). */
   router: { repeat: number; rounds: number };
+  /** Test runs of the l4lb NF (remembered flow, no affinity, reply, other traffic). */
+  l4lb: { repeat: number; rounds: number };
   /** Switches through the chain manager (first apply, the creation, not counted). */
   managerSwitches: number;
   /** Switches of a 3-noop chain through the chain manager (its own cost, little to verify). */
@@ -67,6 +70,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     testrun: { repeat: 100_000, rounds: 7 },
     ips: { repeat: 10_000, rounds: 7 },
     router: { repeat: 100_000, rounds: 7 },
+    l4lb: { repeat: 100_000, rounds: 7 },
     managerSwitches: 30,
     noopSwitches: 30,
     rootHop: { repeat: 100_000, rounds: 7, flips: 200 },
@@ -81,6 +85,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     testrun: { repeat: 1_000_000, rounds: 15 },
     ips: { repeat: 100_000, rounds: 15 },
     router: { repeat: 1_000_000, rounds: 15 },
+    l4lb: { repeat: 1_000_000, rounds: 15 },
     managerSwitches: 200,
     noopSwitches: 200,
     rootHop: { repeat: 1_000_000, rounds: 15, flips: 1_000 },
@@ -172,6 +177,8 @@ async function main(): Promise<number> {
   const ips: IpsFigures = measureIps(objects, scope, plan.ips, log);
   checkpoint();
   const router: RouterFigures = await measureRouter(objects, scope, plan.router, log);
+  checkpoint();
+  const l4lb: L4lbFigures = measureL4lb(objects, scope, plan.l4lb, log);
   checkpoint();
   const rootHop: RootHopFigures = measureRootHop(objects, scope, plan.rootHop, log);
   checkpoint();
@@ -299,6 +306,7 @@ async function main(): Promise<number> {
     runs,
     ips,
     router,
+    l4lb,
     loads,
     compile: compileFigures,
     floor,
@@ -338,6 +346,8 @@ async function main(): Promise<number> {
     ips,
     router_ns: router.router_ns,
     router,
+    l4lb_ns: l4lb.l4lb_ns,
+    l4lb,
     switch_ms_p50: managerSwitch?.p50_ms ?? null,
     switch_ms_p99: managerSwitch?.p99_ms ?? null,
     flip_us_p50: managerSwitch?.flip_us_p50 ?? null,
@@ -378,6 +388,7 @@ interface Figures {
   runs: TestRunFigures;
   ips: IpsFigures;
   router: RouterFigures;
+  l4lb: L4lbFigures;
   loads: LoadFigures;
   compile: CompileFigures;
   floor: SwitchFigures;
@@ -468,6 +479,7 @@ function render(
     runs,
     ips,
     router,
+    l4lb,
     loads,
     compile,
     floor,
@@ -540,6 +552,22 @@ function render(
         ],
         ["root + router, IPv6 forwarded", String(router.router_ns.forward_v6)],
         ["root + router, TTL 1 (left to the stack)", String(router.router_ns.ttl1_to_stack)],
+      ],
+    ),
+  );
+  out.push("");
+  out.push(
+    `l4lb, TCP segment with 64 payload bytes, x ${l4lb.l4lb_repeat}, ${l4lb.l4lb_rounds} rounds (medians):`,
+  );
+  out.push(
+    table(
+      ["variant", "ns/packet"],
+      [
+        ["root + 1 noop NF (same packet)", String(l4lb.l4lb_baseline_noop_ns)],
+        ["root + l4lb, remembered flow (lookups, DNAT, checksums)", String(l4lb.l4lb_ns.known_flow)],
+        ["root + l4lb, affinity off (Maglev hash and ring, DNAT)", String(l4lb.l4lb_ns.no_affinity)],
+        ["root + l4lb, a backend's reply (source back to the VIP)", String(l4lb.l4lb_ns.reply)],
+        ["root + l4lb, other traffic (two lookups that miss)", String(l4lb.l4lb_ns.other)],
       ],
     ),
   );

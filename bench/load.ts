@@ -13,7 +13,7 @@ import { BENCH_FIREWALL, BENCH_RATELIMIT } from "./testrun.ts";
 import { median, percentile, round, since } from "./stats.ts";
 
 /** NFs whose load time is measured. */
-const LOADED = ["noop", "firewall", "ratelimit", "flowmon", "ips", "router"] as const;
+const LOADED = ["noop", "firewall", "ratelimit", "flowmon", "ips", "router", "l4lb"] as const;
 
 /** Load figures. */
 export interface LoadFigures {
@@ -45,6 +45,7 @@ export function measureLoads(
     noop: {},
     ips: {},
     router: {},
+    l4lb: {},
   };
   const parts: Record<string, NfPart> = {};
   const carried: Record<string, BpfObject> = {};

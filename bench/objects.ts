@@ -23,6 +23,7 @@ export interface BenchObjects {
   flowmon: string;
   ips: string;
   router: string;
+  l4lb: string;
   fused: string;
   /** The root with an indirect hop (bench/roothop.ts). */
   rootIndirect: string;
@@ -37,6 +38,7 @@ const SOURCES: Record<keyof BenchObjects, { sourceRoot: string; entry: string }>
   flowmon: builtin("flowmon"),
   ips: builtin("ips"),
   router: builtin("router"),
+  l4lb: builtin("l4lb"),
   // fused.bpf.c includes ../nf/*/ headers: its source root is the whole bpf/ tree.
   fused: { sourceRoot: BPF_DIR, entry: "bench/fused.bpf.c" },
   rootIndirect: { sourceRoot: BPF_DIR, entry: "bench/root_indirect.bpf.c" },

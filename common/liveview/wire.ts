@@ -27,6 +27,7 @@ const ChainReadingWire = z.object({
   hook: z.string(),
   revision: z.string(),
   phase: z.string(),
+  lastSwitch: z.string().optional(),
   functions: z.array(FunctionReadingWire),
   rootMisses: counter,
   runs: counter.optional(),
@@ -64,6 +65,7 @@ export function encodeReadings(atMs: number, readings: readonly ChainReading[]):
     hook: r.hook,
     revision: r.revision,
     phase: r.phase,
+    ...(r.lastSwitch ? { lastSwitch: r.lastSwitch } : {}),
     functions: r.functions.map((f) => ({
       name: f.name,
       packets: String(f.packets),

@@ -135,6 +135,7 @@ describe("the operator's cluster view, with each node's agent asked for its rate
           hook: "xdp",
           revision: "r1",
           phase: "Ready",
+          lastSwitch: "2026-12-04T10:00:00.000Z",
           functions: [
             { name: "firewall", packets: (packets += 1000n), drops: 0n, passes: packets, errors: 0n },
             { name: "flowmon", packets, drops: 10n, passes: packets - 10n, errors: 0n },
@@ -178,6 +179,7 @@ describe("the operator's cluster view, with each node's agent asked for its rate
         first.find((r) => r.node === "n1")!.functions[0]!.packets,
       );
       expect(n1.runTimeAbsent).toBe("kernel.bpf_stats_enabled is 0");
+      expect(n1.lastSwitch).toBe("2026-12-04T10:00:00.000Z");
       expect(n1.sampledAtMs).toBeGreaterThan(0);
       const n2 = second.find((r) => r.node === "n2")!;
       expect(n2.noCounters).toBe(true);

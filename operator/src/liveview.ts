@@ -101,6 +101,7 @@ export function clusterLiveReaders(options: {
           functions: counted.functions,
           rootMisses: counted.rootMisses,
           sampledAtMs: report.sample.atMs,
+          ...(counted.lastSwitch ? { lastSwitch: counted.lastSwitch } : {}),
           ...(counted.runs !== undefined && counted.runTimeNs !== undefined
             ? { runs: counted.runs, runTimeNs: counted.runTimeNs }
             : {}),

@@ -55,6 +55,8 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     logger: log,
   });
   const counters = new AgentCounters();
+  /** When each chain's live revision was switched in (by this process). */
+  const switchedAt = new Map<string, string>();
   const stats = new BpfStatsSession();
   const agent = new NodeAgent({
     nodeName: options.nodeName,
@@ -63,6 +65,8 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
       apply: async (spec) => {
         const result = await manager.apply(spec);
         counters.recordApply(result);
+        if (result.action === "created" || result.action === "switched")
+          switchedAt.set(result.chain, new Date().toISOString());
         return result;
       },
       adopt: () => manager.adopt(),
@@ -85,6 +89,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
       stats,
       mark: (marker) => liveView.history.mark(marker),
       rolloutMarkers: false,
+      lastSwitch: (chain) => switchedAt.get(chain),
     }),
     log,
   });
