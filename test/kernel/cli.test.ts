@@ -516,6 +516,62 @@ describe("the balancer example (the l4lb built-in)", () => {
   );
 });
 
+describe("the fabric example (the overlay and router built-ins)", () => {
+  const fabric = join(repoRoot, "examples/gitops/fabric");
+
+  /** A copy of the fabric example with `edit` applied to its functions.yaml. */
+  async function brokenFabric(edit: (text: string) => string): Promise<string> {
+    const dir = join(work, `copy-${++copies}`);
+    await cp(fabric, dir, { recursive: true });
+    const path = join(dir, "functions.yaml");
+    const before = await readFile(path, "utf8");
+    const after = edit(before);
+    if (after === before) throw new Error("the edit of functions.yaml changed nothing");
+    await writeFile(path, after);
+    return dir;
+  }
+
+  it("test runs the overlay's and the router's vectors on both hooks, and the chain's", async () => {
+    const run = await sluice(["test", fabric, "--cache-dir", cacheDir]);
+    expect(run.stderr).not.toMatch(/error|problem/i);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/ok: 2 files, 2 NetworkFunctions, 1 ServiceChain/);
+    expect(run.stdout).toContain("7 vectors: 7 passed");
+  });
+
+  it.each([
+    [
+      "a VNI beyond 24 bits",
+      (t: string) => t.replace("vni: 4242", "vni: 16777216"),
+      "vni: 16777216",
+      "spec.parameters.vni: overlay parameters: Too big",
+    ],
+    [
+      "a node address that is not IPv4",
+      (t: string) => t.replace("node: 192.0.2.10 }", 'node: "2001:db8::10" }'),
+      'node: "2001:db8::10" }',
+      'spec.tables.segments[0].node: overlay tables: "2001:db8::10" is not an IPv4 address',
+    ],
+    [
+      "a segment with host bits",
+      (t: string) => t.replace("prefix: 10.200.0.0/16", "prefix: 10.200.0.1/16"),
+      "prefix: 10.200.0.1/16",
+      'spec.tables.segments[0].prefix: overlay tables: "10.200.0.1/16" has host bits set; did you mean 10.200.0.0/16?',
+    ],
+  ])(
+    "%s is refused by validate at its field and line, before anything compiles",
+    async (_, edit, line, message) => {
+      const dir = await brokenFabric(edit);
+      const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+      expect(run.code).toBe(1);
+      const text = await readFile(join(dir, "functions.yaml"), "utf8");
+      expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
+      expect(run.stderr).toContain(message);
+      expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
+    },
+  );
+});
+
 describe("exit codes a script can rely on", () => {
   it("bad usage exits 2", async () => {
     expect((await sluice(["validate"])).code).toBe(2);
