@@ -38,6 +38,9 @@ export interface DataPlaneResult {
   programIds: number[];
   attachedInterfaces: string[];
   selfTest?: SelfTest;
+  /** How the live chain runs, and why a chain asking for auto runs linked. */
+  mode?: "linked" | "fused";
+  modeReason?: string;
   /** NF maps that could not carry over from the previous revision: they started empty. */
   recreatedMaps?: Array<{ nf: string; map: string; reason: string }>;
   /** Set when the chain moved to another hook. */
@@ -86,6 +89,9 @@ export interface AgentOptions {
  * a minute apart, so a node recovers within a minute of its dependency coming back.
  */
 export const DEFAULT_RETRY_BACKOFF = { baseMs: 1_000, maxMs: 60_000 } as const;
+
+/** A switch that takes longer than this is reported as phase Loading while it runs. */
+export const LOADING_REPORT_DELAY_MS = 1_000;
 
 /** NodeChains reconciled at once: each may compile with clang, and nodes have few chains. */
 const CONCURRENCY = 4;
@@ -258,7 +264,7 @@ export class NodeAgent {
       return;
     }
 
-    await this.writeStatus(nc.metadata.namespace, name, status, {
+    const loading: NodeChainStatus = {
       ...status,
       phase: "Loading",
       observedGeneration: generation,
@@ -271,7 +277,17 @@ export class NodeAgent {
         generation,
         new Date(),
       ),
-    });
+    };
+    // "Loading" is worth a write only when the switch takes a while (a compile): a fleet whose
+    // nodes switch in milliseconds would otherwise double its status writes for nothing.
+    let loadingWrite: Promise<void> | undefined;
+    const loadingTimer = setTimeout(() => {
+      loadingWrite = this.writeStatus(nc.metadata.namespace, name, status, loading);
+    }, LOADING_REPORT_DELAY_MS);
+    const loadingSettled = async (): Promise<void> => {
+      clearTimeout(loadingTimer);
+      await loadingWrite;
+    };
     try {
       const built = await buildChainSpec(nc.spec, {
         cacheDir: this.options.cacheDir,
@@ -288,12 +304,15 @@ export class NodeAgent {
       );
       // No lastError, and no self-test left from an earlier attempt that failed: it would keep
       // the node from counting as available.
+      await loadingSettled();
       await this.writeStatus(nc.metadata.namespace, name, status, {
         observedGeneration: generation,
         phase: "Ready",
         revision: result.revision,
         programIds: result.programIds,
         attachedInterfaces: result.attachedInterfaces,
+        ...(result.mode && { mode: result.mode }),
+        ...(result.modeReason && { modeReason: result.modeReason.slice(0, 1024) }),
         ...(result.selfTest && { selfTest: result.selfTest }),
         conditions: applyConditions(
           status.conditions,
@@ -319,6 +338,7 @@ export class NodeAgent {
       };
       // The live chain (its programs and interfaces) stays; the self-test is this attempt's.
       const { selfTest: _earlier, ...kept } = status;
+      await loadingSettled();
       await this.writeStatus(nc.metadata.namespace, name, status, {
         ...kept,
         observedGeneration: generation,
