@@ -93,6 +93,7 @@ static __always_inline __u64 sluice_xdp_len(struct xdp_md *ctx)
 
 static __always_inline int sluice_exit_xdp(struct xdp_md *ctx, enum sluice_verdict verdict)
 {
+	sluice_share_done();
 	if (verdict == SLUICE_CONTINUE) {
 		if (!sluice_is_last) {
 			bpf_tail_call(ctx, &sluice_progs, sluice_next_slot);
@@ -123,6 +124,7 @@ static __always_inline int sluice_exit_xdp(struct xdp_md *ctx, enum sluice_verdi
 
 static __always_inline int sluice_exit_tc(struct __sk_buff *skb, enum sluice_verdict verdict)
 {
+	sluice_share_done();
 	if (verdict == SLUICE_CONTINUE) {
 		if (!sluice_is_last) {
 			bpf_tail_call(skb, &sluice_progs, sluice_next_slot);

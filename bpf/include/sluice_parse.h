@@ -320,6 +320,132 @@ static __always_inline int sluice_parse(struct sluice_pkt *pkt, void *data, void
 }
 
 /*
+ * Parse once per packet in a linked chain. Each NF is its own program, so a chain of n NFs
+ * would parse the packet n times; instead the first NF that parses leaves the result in the
+ * per-CPU map sluice_scratch, which the loader gives every NF of the chain (by fd, as
+ * sluice_stats), and the NFs after it copy it from there instead of parsing again.
+ *
+ * The result may only ever be used for the packet it was parsed from. A chain runs to
+ * completion on one CPU without another packet in between (softirq or BH-disabled context), so
+ * per CPU it is enough to know which packet the entry was written for:
+ * - gen counts packets per CPU: the chain's first NF (the one in slot 0: sluice_next_slot <= 1)
+ *   adds one on its way out, whatever its verdict. A result written by the first NF is stamped
+ *   gen + 1, by a later NF gen; a later NF takes it only if the stamp equals gen. A packet that
+ *   left the chain early therefore cannot leave a result the next packet takes: its first NF
+ *   moved gen on before anyone reads.
+ * - the NF where the walk ends (any verdict but a successful hand-on) also clears the stamps.
+ *   That keeps a last NF that the loader took over from an earlier revision safe should its
+ *   map not be the one the other NFs use (a new agent process), because it stamps nothing
+ *   itself and so only ever sees cleared stamps there.
+ * - sluice_share_parse (set to 1 by the loader only when it gives every NF of the chain the same
+ *   map and every NF follows this contract) turns all of it on; at 0, as in a program loaded on
+ *   its own or by other tools, SLUICE_PARSE parses and the map is never touched. A lone NF
+ *   (first and last) shares nothing either.
+ * Only scalars are kept (offsets, not packet pointers): NFs bounds-check again before reading
+ * the packet at l3_off / l4_off, as after a parse. An NF that changes the packet's headers or
+ * moves its start (bpf_xdp_adjust_head, VLAN push/pop, encapsulation) and then continues must
+ * call SLUICE_PARSE_FORGET() so that the next NF parses again.
+ *
+ * The clock is shared the same way: SLUICE_NOW() reads bpf_ktime_get_ns() once per packet for
+ * all NFs of the chain (stamped like the parse result), as one fused program would.
+ */
+struct sluice_scratch {
+	__u64 gen;         /* packets the chain's first NF handed on or ended, this CPU */
+	__u64 parse_stamp; /* packet (gen) whose parse result is in parsed and pkt; 0: none */
+	__u64 now_stamp;   /* packet (gen) whose clock reading is now_ns; 0: none */
+	__u64 now_ns;
+	__s32 parsed; /* enum sluice_parse_result */
+	__u32 pad;
+	struct sluice_pkt pkt;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sluice_scratch);
+} sluice_scratch SEC(".maps");
+
+/* 1: share the parse result and the clock through sluice_scratch (written by the loader). */
+const volatile __u32 sluice_share_parse = 0;
+/* Chain settings, defined in sluice.h. */
+extern const volatile __u32 sluice_next_slot;
+extern const volatile __u32 sluice_is_last;
+
+/* This NF is the chain's first (slot 0), or runs alone. */
+static __always_inline int sluice_is_first(void)
+{
+	return sluice_next_slot <= 1;
+}
+
+/* Sharing is on and someone can use it: not a lone NF. */
+static __always_inline int sluice_sharing(void)
+{
+	return sluice_share_parse && !(sluice_is_first() && sluice_is_last);
+}
+
+static __always_inline struct sluice_scratch *sluice_scratch_get(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&sluice_scratch, &key);
+}
+
+/* The stamp of the packet at hand (0 when gen never moved: nothing can be taken then). */
+static __always_inline __u64 sluice_scratch_stamp(const struct sluice_scratch *s)
+{
+	return sluice_is_first() ? s->gen + 1 : s->gen;
+}
+
+/* This NF is done with the packet (SLUICE_EXIT): the first NF moves gen on to the next packet. */
+static __always_inline void sluice_share_done(void)
+{
+	struct sluice_scratch *s;
+
+	if (!sluice_sharing() || !sluice_is_first())
+		return;
+	s = sluice_scratch_get();
+	if (s)
+		s->gen++;
+}
+
+/* After changing the packet's headers: the NFs after this one parse again. */
+static __always_inline void sluice_parse_forget(void)
+{
+	struct sluice_scratch *s;
+
+	if (!sluice_sharing())
+		return;
+	s = sluice_scratch_get();
+	if (s)
+		s->parse_stamp = 0;
+}
+#define SLUICE_PARSE_FORGET() sluice_parse_forget()
+
+/* bpf_ktime_get_ns(), read once per packet for the whole chain (see above). */
+static __always_inline __u64 sluice_now(void)
+{
+	struct sluice_scratch *s;
+	__u64 stamp, now;
+
+	if (!sluice_sharing())
+		return bpf_ktime_get_ns();
+	s = sluice_scratch_get();
+	if (!s)
+		return bpf_ktime_get_ns();
+	stamp = sluice_scratch_stamp(s);
+	if (!sluice_is_first() && stamp != 0 && s->now_stamp == stamp)
+		return s->now_ns;
+	now = bpf_ktime_get_ns();
+	if (!sluice_is_last) {
+		s->now_ns = now;
+		s->now_stamp = stamp;
+	}
+	return now;
+}
+#define SLUICE_NOW() sluice_now()
+
+/*
  * The parser of XDP programs, verified once per program (global function). pkt may not be
  * NULL; the verifier needs to see that checked.
  */
@@ -341,12 +467,6 @@ __attribute__((noinline)) int sluice_parse_tc_global(struct __sk_buff *skb, stru
 	return sluice_parse(pkt, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
 }
 
-static __always_inline int sluice_parse_xdp(struct xdp_md *ctx, struct sluice_pkt *pkt)
-{
-	__builtin_memset(pkt, 0, sizeof(*pkt));
-	return sluice_parse_xdp_global(ctx, pkt);
-}
-
 /* Headers of a non-linear skb may sit in fragments; bring them into the linear area. */
 static __always_inline void sluice_pull_headers(struct __sk_buff *skb)
 {
@@ -356,11 +476,87 @@ static __always_inline void sluice_pull_headers(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, want);
 }
 
+/* What *pkt points at when sluice_scratch cannot be read (never, but the verifier asks). */
+static const struct sluice_pkt sluice_pkt_none;
+
+#define SLUICE_HOOK_XDP 1
+#define SLUICE_HOOK_TC 0
+
+/*
+ * The parse of this packet, once per chain: points *pktp at the parsed view in sluice_scratch
+ * and returns the result (enum sluice_parse_result). An NF after the one that parsed the
+ * packet takes its result; otherwise this one parses (into the scratch entry itself, so that
+ * nothing is copied) and leaves the result for the NFs after it. use_global: parse with the
+ * global function (see SLUICE_PARSE) rather than inline (see SLUICE_PARSE_INLINE).
+ */
+static __always_inline int sluice_parse_once(void *ctx, int is_xdp, int use_global,
+					     const struct sluice_pkt **pktp)
+{
+	struct sluice_scratch *s = sluice_scratch_get();
+	struct sluice_pkt *pkt;
+	int ret;
+
+	if (!s) {
+		*pktp = &sluice_pkt_none;
+		return SLUICE_PARSE_MALFORMED;
+	}
+	pkt = &s->pkt;
+	*pktp = pkt;
+	if (sluice_sharing() && !sluice_is_first() && s->gen != 0 && s->parse_stamp == s->gen)
+		return s->parsed;
+
+	if (!is_xdp)
+		sluice_pull_headers(ctx);
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	if (use_global)
+		ret = is_xdp ? sluice_parse_xdp_global(ctx, pkt) : sluice_parse_tc_global(ctx, pkt);
+	else if (is_xdp) {
+		void *data = (void *)(long)((struct xdp_md *)ctx)->data;
+		void *data_end = (void *)(long)((struct xdp_md *)ctx)->data_end;
+
+		ret = sluice_parse(pkt, data, data_end, (__u32)(data_end - data));
+	} else {
+		struct __sk_buff *skb = ctx;
+
+		ret = sluice_parse(pkt, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
+	}
+	/*
+	 * Read back: to the verifier every way out of the parser then looks alike (the result
+	 * and the parsed view both unknown, as when taken), so the NF's logic is checked once.
+	 */
+	s->parsed = ret;
+	if (sluice_sharing() && !sluice_is_last)
+		s->parse_stamp = sluice_scratch_stamp(s);
+	return SLUICE_RELOAD(s->parsed);
+}
+
+static __always_inline int sluice_parse_xdp(struct xdp_md *ctx, struct sluice_pkt *pkt)
+{
+	const struct sluice_pkt *shared;
+	int ret;
+
+	if (!sluice_sharing()) {
+		__builtin_memset(pkt, 0, sizeof(*pkt));
+		return sluice_parse_xdp_global(ctx, pkt);
+	}
+	ret = sluice_parse_once(ctx, SLUICE_HOOK_XDP, 1, &shared);
+	__builtin_memcpy(pkt, shared, sizeof(*pkt));
+	return ret;
+}
+
 static __always_inline int sluice_parse_tc(struct __sk_buff *skb, struct sluice_pkt *pkt)
 {
-	sluice_pull_headers(skb);
-	__builtin_memset(pkt, 0, sizeof(*pkt));
-	return sluice_parse_tc_global(skb, pkt);
+	const struct sluice_pkt *shared;
+	int ret;
+
+	if (!sluice_sharing()) {
+		sluice_pull_headers(skb);
+		__builtin_memset(pkt, 0, sizeof(*pkt));
+		return sluice_parse_tc_global(skb, pkt);
+	}
+	ret = sluice_parse_once(skb, SLUICE_HOOK_TC, 1, &shared);
+	__builtin_memcpy(pkt, shared, sizeof(*pkt));
+	return ret;
 }
 
 static __always_inline int sluice_parse_xdp_inline(struct xdp_md *ctx, struct sluice_pkt *pkt)
@@ -378,6 +574,22 @@ static __always_inline int sluice_parse_tc_inline(struct __sk_buff *skb, struct 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
 	return sluice_parse(pkt, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
 }
+
+/*
+ * The parse of this packet shared along the chain: `const struct sluice_pkt *pkt; int parsed =
+ * SLUICE_PARSE_ONCE(ctx, &pkt);` points pkt at the result (in sluice_scratch; read it, do not
+ * write it) and returns what SLUICE_PARSE returns. Parses with the global function, like
+ * SLUICE_PARSE; SLUICE_PARSE_ONCE_INLINE parses inline, like SLUICE_PARSE_INLINE. Either
+ * parses only when no NF before it in the chain did for this packet.
+ */
+#define SLUICE_PARSE_ONCE(ctx, pktp)                                                              \
+	sluice_parse_once((ctx), _Generic((ctx), struct xdp_md *: SLUICE_HOOK_XDP,                 \
+					  struct __sk_buff *: SLUICE_HOOK_TC),                     \
+			  1, (pktp))
+#define SLUICE_PARSE_ONCE_INLINE(ctx, pktp)                                                       \
+	sluice_parse_once((ctx), _Generic((ctx), struct xdp_md *: SLUICE_HOOK_XDP,                 \
+					  struct __sk_buff *: SLUICE_HOOK_TC),                     \
+			  0, (pktp))
 
 /*
  * Parse the packet of an XDP or tc context: SLUICE_PARSE(ctx, &pkt). A call of the parser's

@@ -235,6 +235,7 @@ describe("crash safety", () => {
         "crash/root_array",
         "crash/root_prog",
         "crash/root_stats",
+        "crash/scratch",
         "crash/stats",
       ].sort(),
     );
@@ -378,6 +379,7 @@ describe("crash safety", () => {
         "hop/root_array",
         "hop/root_prog",
         "hop/root_stats",
+        "hop/scratch",
         "hop/stats",
       ],
     );

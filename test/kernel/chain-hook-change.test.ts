@@ -191,6 +191,7 @@ describe("a change of a chain's hook under traffic", () => {
       "guard/root_array",
       "guard/root_prog",
       "guard/root_stats",
+      "guard/scratch",
       "guard/stats",
     ]);
     expect((await s.manager.status("guard"))!.rootMisses.packets).toBe(0n);

@@ -143,6 +143,7 @@ describe("chain manager", () => {
       "edge/root_array",
       "edge/root_prog",
       "edge/root_stats",
+      "edge/scratch",
       "edge/stats",
     ]);
     const pings = await s.pingB(3);

@@ -6,19 +6,19 @@
 SEC("xdp")
 int firewall_xdp(struct xdp_md *ctx)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(ctx, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE(ctx, &pkt);
 
-	return SLUICE_EXIT(ctx, firewall_process(&pkt, parsed));
+	return SLUICE_EXIT(ctx, firewall_process(pkt, parsed));
 }
 
 SEC("tc")
 int firewall_tc(struct __sk_buff *skb)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(skb, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE(skb, &pkt);
 
-	return SLUICE_EXIT(skb, firewall_process(&pkt, parsed));
+	return SLUICE_EXIT(skb, firewall_process(pkt, parsed));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -6,19 +6,21 @@
 SEC("xdp")
 int flowmon_xdp(struct xdp_md *ctx)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE_INLINE(ctx, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE_INLINE(ctx, &pkt);
 
-	return SLUICE_EXIT(ctx, flowmon_process(&pkt, parsed));
+	return SLUICE_EXIT(ctx, flowmon_process_at(pkt, parsed,
+						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW() : 0));
 }
 
 SEC("tc")
 int flowmon_tc(struct __sk_buff *skb)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE_INLINE(skb, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE_INLINE(skb, &pkt);
 
-	return SLUICE_EXIT(skb, flowmon_process(&pkt, parsed));
+	return SLUICE_EXIT(skb, flowmon_process_at(pkt, parsed,
+						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW() : 0));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

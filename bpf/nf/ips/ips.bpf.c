@@ -6,19 +6,19 @@
 SEC("xdp")
 int ips_xdp(struct xdp_md *ctx)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(ctx, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE(ctx, &pkt);
 
-	return SLUICE_EXIT(ctx, ips_process(ctx, 1, &pkt, parsed));
+	return SLUICE_EXIT(ctx, ips_process(ctx, 1, pkt, parsed));
 }
 
 SEC("tc")
 int ips_tc(struct __sk_buff *skb)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE(skb, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE(skb, &pkt);
 
-	return SLUICE_EXIT(skb, ips_process(skb, 0, &pkt, parsed));
+	return SLUICE_EXIT(skb, ips_process(skb, 0, pkt, parsed));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -66,6 +66,16 @@ const volatile __u32 l4lb_affinity = 1;
 
 #define L4LB_NOT_FOUND 0xffff
 
+/*
+ * After a rewrite: NFs after this one must not take a parse result shared along the chain (it
+ * holds the addresses from before), where the chain header shares one.
+ */
+#ifdef SLUICE_PARSE_FORGET
+#define L4LB_REWRITTEN() SLUICE_PARSE_FORGET()
+#else
+#define L4LB_REWRITTEN() ((void)0)
+#endif
+
 static __always_inline __u32 l4lb_rotl(__u32 x, int r)
 {
 	return (x << r) | (x >> (32 - r));
@@ -289,6 +299,7 @@ static __always_inline enum sluice_verdict l4lb_to_backend(void *ctx, int is_xdp
 	}
 	if (l4lb_rewrite(ctx, is_xdp, pkt, 1, &be->addr, be->port))
 		return SLUICE_ABORTED;
+	L4LB_REWRITTEN();
 	return SLUICE_CONTINUE;
 }
 
@@ -319,6 +330,7 @@ static __always_inline enum sluice_verdict l4lb_process(void *ctx, int is_xdp,
 		return SLUICE_CONTINUE;
 	if (l4lb_rewrite(ctx, is_xdp, pkt, 0, &nat->addr, nat->port))
 		return SLUICE_ABORTED;
+	L4LB_REWRITTEN();
 	return SLUICE_CONTINUE;
 }
 

@@ -6,19 +6,21 @@
 SEC("xdp")
 int ratelimit_xdp(struct xdp_md *ctx)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE_INLINE(ctx, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE_INLINE(ctx, &pkt);
 
-	return SLUICE_EXIT(ctx, ratelimit_process(&pkt, parsed));
+	return SLUICE_EXIT(ctx, ratelimit_process_at(pkt, parsed,
+						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW() : 0));
 }
 
 SEC("tc")
 int ratelimit_tc(struct __sk_buff *skb)
 {
-	struct sluice_pkt pkt;
-	int parsed = SLUICE_PARSE_INLINE(skb, &pkt);
+	const struct sluice_pkt *pkt;
+	int parsed = SLUICE_PARSE_ONCE_INLINE(skb, &pkt);
 
-	return SLUICE_EXIT(skb, ratelimit_process(&pkt, parsed));
+	return SLUICE_EXIT(skb, ratelimit_process_at(pkt, parsed,
+						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW() : 0));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -6,7 +6,7 @@
  */
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { BpfLink, BpfMap, BpfProgram, u32 } from "../libbpf/index.ts";
+import { BpfLink, BpfMap, BpfProgram, sameMapDefinition, u32 } from "../libbpf/index.ts";
 import { ChainContract } from "../nf/types.ts";
 import {
   closeRevision,
@@ -19,6 +19,7 @@ import {
 import { finishHandover } from "./hookchange.ts";
 import { chainPaths, LINK_PREFIX, type ChainPaths } from "./layout.ts";
 import { ChainMeta, readMeta, RevisionMeta, writeMeta } from "./meta.ts";
+import { createScratchMap, SCRATCH_DEFINITION } from "./nfload.ts";
 import { moveNewMaps, pruneMaps } from "./revision.ts";
 import type { AdoptedChain } from "./types.ts";
 
@@ -77,6 +78,8 @@ export function adoptChain(ctx: ManagerContext, name: string): AdoptedChain {
     handles.push(rootStats);
     const stats = BpfMap.fromPin(paths.stats, ChainContract.statsMap);
     handles.push(stats);
+    const scratch = adoptScratch(paths);
+    handles.push(scratch);
     for (const [ifname, attached] of links) attached.mode = meta.interfaces[ifname]?.mode;
     const chain: Chain = {
       name,
@@ -87,6 +90,7 @@ export function adoptChain(ctx: ManagerContext, name: string): AdoptedChain {
       rootArray,
       rootStats,
       stats,
+      scratch,
       metaMap,
       links,
       live: undefined,
@@ -193,4 +197,26 @@ export function describeAdopted(chain: Chain, repairs: string[]): AdoptedChain {
     interfaces: [...chain.links.keys()],
     repairs,
   };
+}
+
+/**
+ * The chain's pinned scratch map, or a new one pinned in its place when there is none (a chain
+ * of an agent from before it) or it is not the contract's: the NFs that use the old one (all of
+ * them from that agent) stay with it until they are replaced.
+ */
+function adoptScratch(paths: ChainPaths): BpfMap {
+  if (existsSync(paths.scratch)) {
+    const pinned = BpfMap.fromPin(paths.scratch, ChainContract.scratchMap);
+    if (sameMapDefinition(pinned.definition(), SCRATCH_DEFINITION)) return pinned;
+    pinned.close();
+    rmSync(paths.scratch, { force: true });
+  }
+  const scratch = createScratchMap();
+  try {
+    scratch.pin(paths.scratch);
+    return scratch;
+  } catch (err) {
+    scratch.close();
+    throw err;
+  }
 }

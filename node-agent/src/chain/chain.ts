@@ -10,7 +10,7 @@ import { u32, type BpfLink, type BpfMap, type BpfProgram } from "../libbpf/index
 import { detach, loadRoot } from "./attach.ts";
 import { chainPaths, type ChainPaths } from "./layout.ts";
 import { createMetaMap, META_FORMAT, writeMeta, type ChainMeta, type RevisionMeta } from "./meta.ts";
-import { createStatsMap, type LoadedNf } from "./nfload.ts";
+import { createScratchMap, createStatsMap, type LoadedNf } from "./nfload.ts";
 import type { SelfTests } from "./selftests.ts";
 import type { ChainSpec } from "./spec.ts";
 import type { NfMapRef, RecreatedMap, SwitchPhase } from "./types.ts";
@@ -67,6 +67,8 @@ export interface Chain {
   rootArray: BpfMap;
   rootStats: BpfMap;
   stats: BpfMap;
+  /** Where the chain's NFs leave a packet's parse result for the NFs after them. */
+  scratch: BpfMap;
   metaMap: BpfMap;
   links: Map<string, AttachedLink>;
   live: LiveRevision | undefined;
@@ -99,6 +101,8 @@ export function createSkeleton(ctx: ManagerContext, spec: ChainSpec, rootObjectP
     handles.push(rootProg, rootArray, rootStats);
     const stats = createStatsMap();
     handles.push(stats);
+    const scratch = createScratchMap();
+    handles.push(scratch);
     const metaMap = createMetaMap();
     handles.push(metaMap);
     const meta: ChainMeta = {
@@ -112,6 +116,7 @@ export function createSkeleton(ctx: ManagerContext, spec: ChainSpec, rootObjectP
     rootArray.pin(paths.rootArray);
     rootStats.pin(paths.rootStats);
     stats.pin(paths.stats);
+    scratch.pin(paths.scratch);
     metaMap.pin(paths.meta);
     const chain: Chain = {
       name: spec.name,
@@ -122,6 +127,7 @@ export function createSkeleton(ctx: ManagerContext, spec: ChainSpec, rootObjectP
       rootArray,
       rootStats,
       stats,
+      scratch,
       metaMap,
       links: new Map(),
       live: undefined,
@@ -172,5 +178,6 @@ export function closeChain(chain: Chain): void {
   chain.rootArray.close();
   chain.rootStats.close();
   chain.stats.close();
+  chain.scratch.close();
   chain.metaMap.close();
 }

@@ -5,6 +5,7 @@
  * ```
  * <root>/<chain>/root_prog, root_array, root_stats   the root program, its 1-slot prog array, its miss counter
  *               /stats                               sluice_stats, shared by every revision
+ *               /scratch                             sluice_scratch, shared by every revision
  *               /meta                                chain state: hook, attach mode, interfaces
  *               /link_<ifname>                       the root's bpf_link on each interface
  *               /rev/<generation>/progs, meta        one revision: its prog array and description
@@ -37,6 +38,8 @@ export interface ChainPaths {
   rootArray: string;
   rootStats: string;
   stats: string;
+  /** sluice_scratch, shared by every revision (absent in chains of older agents). */
+  scratch: string;
   meta: string;
   /** Directory of all revisions. */
   revs: string;
@@ -80,6 +83,7 @@ export function chainPaths(root: string, name: string): ChainPaths {
     rootArray: join(dir, "root_array"),
     rootStats: join(dir, "root_stats"),
     stats: join(dir, "stats"),
+    scratch: join(dir, "scratch"),
     meta: join(dir, "meta"),
     revs: join(dir, "rev"),
     maps: join(dir, "maps"),

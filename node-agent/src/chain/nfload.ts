@@ -43,6 +43,17 @@ export const STATS_DEFINITION: MapDefinition = {
   flags: 0,
 };
 
+/** `sluice_scratch` as the contract declares it (value: `struct sluice_scratch`, 104 bytes). */
+export const SCRATCH_DEFINITION: MapDefinition = ChainContract.maps.sluice_scratch;
+
+/**
+ * A new, unpinned scratch map: where the NFs of one chain leave a packet's parse result for
+ * the NFs after them. Every NF of the chain must get the same one (see {@link LoadNfsOptions}).
+ */
+export function createScratchMap(): BpfMap {
+  return BpfMap.create({ name: ChainContract.scratchMap, ...SCRATCH_DEFINITION });
+}
+
 /** A new, unpinned prog array for one revision (or a self-test instance); the caller owns it. */
 export function createProgArray(): BpfMap {
   return BpfMap.create({ name: ChainContract.progsMap, ...PROGS_DEFINITION });
@@ -107,6 +118,14 @@ export interface LoadNfsOptions {
   progs: BpfMap;
   stats: BpfMap;
   /**
+   * The chain's scratch map, reused by every NF that declares it (every object built against
+   * this `sluice.h`), which then parses a packet only when no NF before it did. It must be the
+   * same map for every NF of the chain in every revision (the last NF can be taken over from
+   * the live revision): the chain's, as `stats`. Without it each NF gets a map of its own and
+   * parses every packet itself.
+   */
+  scratch?: BpfMap;
+  /**
    * For each NF-owned map that is not a table: an existing map to reuse (borrowed: libbpf
    * duplicates the fd) and how to report the choice. Without it, every map is new.
    */
@@ -118,9 +137,18 @@ export interface LoadNfsOptions {
    * hash of 65,536 entries, before every vector), however few entries it holds.
    */
   maxStateEntries?: number;
+  /**
+   * Called by {@link loadNfsConcurrently} as soon as NF `i` has loaded, before the others may
+   * have (to put it in its slot of `progs` early, see buildRevision). A throw fails the load.
+   */
+  onLoaded?: (i: number, program: BpfProgram) => void;
 }
 
-const CONTRACT_MAPS = new Set<string>([ChainContract.progsMap, ChainContract.statsMap]);
+const CONTRACT_MAPS = new Set<string>([
+  ChainContract.progsMap,
+  ChainContract.statsMap,
+  ChainContract.scratchMap,
+]);
 /** Internal maps of writable globals (`.data`, `.data.*`, `.bss`): state a new load starts afresh. */
 const WRITABLE_GLOBALS = /\.(data|bss)(\.|$)/;
 
@@ -234,6 +262,14 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
         );
       }
     }
+    const scratch = mapSpecs.find((m) => m.name === ChainContract.scratchMap);
+    if (scratch && !sameMapDefinition(scratch, SCRATCH_DEFINITION)) {
+      throw new NfContractError(
+        spec.name,
+        `${spec.objectPath} declares map ${ChainContract.scratchMap} unlike the chain contract; include sluice.h`,
+      );
+    }
+    const shareParse = scratch !== undefined && options.scratch !== undefined;
     const isLast = i === options.functions.length - 1;
     const statsIndex = options.statsIndexes[i] ?? i;
     try {
@@ -242,6 +278,7 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
         [ChainContract.rodata.nextSlot]: i + 1,
         [ChainContract.rodata.isLast]: isLast ? 1 : 0,
         [ChainContract.rodata.nfIndex]: statsIndex,
+        ...(shareParse ? { [ChainContract.rodata.shareParse]: 1 } : {}),
       });
     } catch (err) {
       if (err instanceof BpfSpecError) throw new NfContractError(spec.name, err.message);
@@ -249,6 +286,7 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
     }
     object.reuseMap(ChainContract.progsMap, options.progs);
     object.reuseMap(ChainContract.statsMap, options.stats);
+    if (shareParse) object.reuseMap(ChainContract.scratchMap, options.scratch!);
 
     const ownMaps = mapSpecs.filter((m) => !m.internal && !CONTRACT_MAPS.has(m.name));
     const tables = spec.tables ?? {};

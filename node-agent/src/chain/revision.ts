@@ -68,6 +68,11 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
       statsIndexes,
       progs,
       stats: chain.stats,
+      // Each NF goes into its slot as soon as it has loaded: an NF whose next slot is filled
+      // when it is compiled gets its direct jump written then, not patched into live code
+      // afterwards (about 70 µs per patch here, much more while the other CPUs are busy).
+      onLoaded: (i, program) => progs!.update(u32(i), u32(program.fd)),
+      scratch: chain.scratch,
       chooseMap: (nf, map) => {
         const pinPath = paths.map(nf.name, map.name);
         if (!existsSync(pinPath)) return { origin: { kind: "new" } };

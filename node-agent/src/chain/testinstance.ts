@@ -19,6 +19,7 @@ import type { ProgramHook } from "../packet/index.ts";
 import {
   closeNfs,
   createProgArray,
+  createScratchMap,
   createStatsMap,
   HASH_LIKE,
   loadNfsConcurrently,
@@ -83,6 +84,8 @@ export class TestInstance {
   readonly progs: BpfMap;
   /** The instance's counters, indexed by NF position (borrowed). */
   readonly stats: BpfMap;
+  /** The instance's parse scratch, shared by its NFs as a chain's (borrowed). */
+  readonly scratch: BpfMap;
   readonly #loaded = new Map<string, KeptNf>();
   /** State maps by `<nf>\0<map>`: the instance's own dups. */
   readonly #stateMaps = new Map<string, BpfMap>();
@@ -98,6 +101,13 @@ export class TestInstance {
       this.stats = createStatsMap();
     } catch (err) {
       this.progs.close();
+      throw err;
+    }
+    try {
+      this.scratch = createScratchMap();
+    } catch (err) {
+      this.progs.close();
+      this.stats.close();
       throw err;
     }
   }
@@ -118,8 +128,10 @@ export class TestInstance {
       statsIndexes: functions.map((_, i) => i),
       progs: this.progs,
       stats: this.stats,
+      scratch: this.scratch,
       chooseMap: this.#chooseStateMap,
       maxStateEntries: SELF_TEST_STATE_ENTRIES,
+      onLoaded: (i, program) => this.progs.update(u32(i), u32(program.fd)),
     };
     const n = functions.length;
     const keys = functions.map((spec, i) => nfLoadDigest(this.hook, spec, i, n, i));
@@ -183,6 +195,7 @@ export class TestInstance {
     this.#stateMaps.clear();
     this.progs.close();
     this.stats.close();
+    this.scratch.close();
   }
 
   /** Closes the NFs of the last round that are not kept (they were loaded for it alone). */

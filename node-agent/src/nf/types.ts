@@ -26,13 +26,27 @@ export const ChainContract = {
   progsMap: "sluice_progs",
   /** Per-CPU `struct sluice_nf_stats` by stable NF index, shared by all revisions. */
   statsMap: "sluice_stats",
-  /** Definitions of the two shared maps, as every NF object declares them. */
+  /**
+   * Per-CPU `struct sluice_scratch`, one entry: the packet's parse result and clock reading,
+   * shared along the chain (see `sluice_parse.h`). One per chain, shared by every revision.
+   */
+  scratchMap: "sluice_scratch",
+  /** Definitions of the shared maps, as every NF object declares them. */
   maps: {
     sluice_progs: { type: BpfMapType.PROG_ARRAY, keySize: 4, valueSize: 4, maxEntries: 33, flags: 0 },
     sluice_stats: { type: BpfMapType.PERCPU_ARRAY, keySize: 4, valueSize: 40, maxEntries: 64, flags: 0 },
+    sluice_scratch: { type: BpfMapType.PERCPU_ARRAY, keySize: 4, valueSize: 104, maxEntries: 1, flags: 0 },
   } satisfies Record<string, MapDefinition>,
-  /** `.rodata` settings the loader writes into every NF before load (all `__u32`). */
-  rodata: { nextSlot: "sluice_next_slot", isLast: "sluice_is_last", nfIndex: "sluice_nf_index" },
+  /**
+   * `.rodata` settings the loader writes into every NF before load (all `__u32`). `shareParse`
+   * (1: take and leave the parse result in `sluice_scratch`) only in objects that declare it.
+   */
+  rodata: {
+    nextSlot: "sluice_next_slot",
+    isLast: "sluice_is_last",
+    nfIndex: "sluice_nf_index",
+    shareParse: "sluice_share_parse",
+  },
   root: {
     /** Entry of the root object, relative to `bpf/`. */
     entry: "root/root.bpf.c",
