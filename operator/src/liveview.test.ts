@@ -226,3 +226,60 @@ describe("the operator's cluster view, with each node's agent asked for its rate
     expect(agentAddressOf({ metadata: { name: "n1" } })).toBeUndefined();
   });
 });
+
+describe("the commit behind each node's revision on the operator's page", () => {
+  it("is the GitSource commit a plan was first seen with, kept for nodes still on an older plan", async () => {
+    const store = new MemoryStore();
+    const asked: string[] = [];
+    const { read, stop } = clusterLiveReaders({
+      store,
+      mark: () => undefined,
+      commitOf: async (source, revision) => {
+        asked.push(`${source.namespace}/${source.name} ${revision}`);
+        return { sha: revision.slice(-40), message: `subject of ${revision.slice(-40, -34)}` };
+      },
+    });
+    const sha = (c: string) => `main@sha1:${c.repeat(40)}`;
+    await store.apply({
+      apiVersion: "sluice.dev/v1alpha1",
+      kind: "GitSource",
+      metadata: { name: "repo", namespace: NS },
+      spec: { url: "https://git.example/net.git", interval: "1h" },
+    });
+    await store.apply({
+      apiVersion: "sluice.dev/v1alpha1",
+      kind: "ServiceChain",
+      metadata: { name: "edge", namespace: NS },
+      spec: {
+        functions: [{ name: "firewall" }, { name: "flowmon" }],
+        attachment: { interfaces: ["eth0"], hook: "xdp" },
+      },
+    });
+    const source = async (artifact: string, plan: string) => {
+      await store.patchStatus("GitSource", NS, "repo", {
+        artifact: {
+          revision: artifact,
+          digest: `sha256:${"0".repeat(64)}`,
+          url: "http://x/a.tar.gz",
+          lastUpdateTime: new Date().toISOString(),
+        },
+        inventory: [{ kind: "ServiceChain", name: "edge" }],
+      });
+      await store.patchStatus("ServiceChain", NS, "edge", { revision: plan });
+    };
+    for (const node of ["n1", "n2"]) {
+      await nodeChain(store, node, "r1");
+      await store.patchStatus("NodeChain", NS, `edge-${node}`, { phase: "Ready", revision: "r1" });
+    }
+    await source(sha("a"), "r1");
+    const commitsOf = async () =>
+      (await read()).map((r) => `${r.node} ${r.revision} ${r.commit?.message ?? "-"}`);
+    expect(await commitsOf()).toEqual(["n1 r1 subject of aaaaaa", "n2 r1 subject of aaaaaa"]);
+    // A new commit makes plan r2; n1 switched, n2 not yet.
+    await source(sha("b"), "r2");
+    await store.patchStatus("NodeChain", NS, "edge-n1", { phase: "Ready", revision: "r2" });
+    expect(await commitsOf()).toEqual(["n1 r2 subject of bbbbbb", "n2 r1 subject of aaaaaa"]);
+    expect(asked).toEqual([`${NS}/repo ${sha("a")}`, `${NS}/repo ${sha("b")}`]);
+    stop();
+  });
+});

@@ -7,7 +7,7 @@
  * agent stopped answering is a problem on the page.
  */
 import { ConditionType, findCondition, Reason } from "../../common/api/index.ts";
-import type { ChainReading, LiveMarker, RolloutView } from "../../common/liveview/index.ts";
+import type { ChainReading, CommitInfo, LiveMarker, RolloutView } from "../../common/liveview/index.ts";
 import type { Store, StoreObject } from "../../common/store.ts";
 import type { NodeRates } from "./noderates.ts";
 
@@ -19,6 +19,11 @@ export function clusterLiveReaders(options: {
   mark: (marker: LiveMarker) => void;
   /** Where the nodes' counters come from; without it the page says why it has no rates. */
   rates?: NodeRates;
+  /** The commit of a GitSource's artifact revision (`<ref>@sha1:<sha>`), from its work directory. */
+  commitOf?: (
+    source: { namespace: string; name: string },
+    revision: string,
+  ) => Promise<CommitInfo | undefined>;
 }): {
   read: () => Promise<ChainReading[]>;
   rollouts: () => Promise<RolloutView[]>;
@@ -30,6 +35,35 @@ export function clusterLiveReaders(options: {
   const nodeFailures = new Map<string, string>();
   const rolloutStates = new Map<string, string>();
   const nowT = () => Math.round(Date.now() / 1000);
+  /**
+   * `<namespace>/<chain>@<plan revision>` -> the commit of the GitSource artifact the plan was
+   * first seen with: a node still on an older plan keeps showing the commit behind it.
+   */
+  const planCommits = new Map<string, CommitInfo | null>();
+  const commits = new Map<string, Promise<CommitInfo | undefined>>();
+
+  /** Notes the commit behind each ServiceChain's current plan (first seen wins). */
+  const notePlanCommits = async (): Promise<void> => {
+    if (!options.commitOf) return;
+    const planOf = new Map<string, string>();
+    for (const sc of await store.list("ServiceChain"))
+      if (sc.status?.revision)
+        planOf.set(`${sc.metadata.namespace ?? "default"}/${sc.metadata.name}`, sc.status.revision);
+    for (const gs of await store.list("GitSource")) {
+      const namespace = gs.metadata.namespace ?? "default";
+      const artifact = gs.status?.artifact?.revision;
+      if (!artifact) continue;
+      for (const entry of gs.status?.inventory ?? []) {
+        if (entry.kind !== "ServiceChain") continue;
+        const chain = `${entry.namespace ?? namespace}/${entry.name}`;
+        const plan = planOf.get(chain);
+        if (!plan || planCommits.has(`${chain}@${plan}`)) continue;
+        if (!commits.has(artifact))
+          commits.set(artifact, options.commitOf({ namespace, name: gs.metadata.name }, artifact));
+        planCommits.set(`${chain}@${plan}`, (await commits.get(artifact)) ?? null);
+      }
+    }
+  };
 
   /** Marks what changed on a node since its NodeChain was last seen: a switch, a refusal. */
   const noteNodeChain = (nc: StoreObject<"NodeChain">): void => {
@@ -75,6 +109,7 @@ export function clusterLiveReaders(options: {
   const read = async (): Promise<ChainReading[]> => {
     const readings: ChainReading[] = [];
     const now = Date.now();
+    await notePlanCommits();
     for (const nc of await store.list("NodeChain")) {
       noteNodeChain(nc);
       const status = nc.status;
@@ -84,11 +119,14 @@ export function clusterLiveReaders(options: {
       const report = options.rates?.report(node);
       const silentSeconds = options.rates?.silentFor(node, now);
       const counted = report?.sample?.readings.find((r) => r.ref === chain);
+      const revision = status?.revision || nc.spec.revision;
+      const commit = planCommits.get(`${chain}@${revision}`);
       const base = {
         node,
         chain,
         hook: nc.spec.hook,
-        revision: status?.revision || nc.spec.revision,
+        revision,
+        ...(commit ? { commit } : {}),
         phase: status?.phase ?? "Pending",
         ...(error ? { lastError: { reason: error.reason, message: error.message } } : {}),
         ...(silentSeconds !== undefined

@@ -9,7 +9,7 @@ import { CoreResources, KubeClient, type KubeObject } from "../../common/kube/cl
 import { EventRecorder } from "../../common/kube/events.ts";
 import { LeaderElector, type LeaderElectionConfig } from "../../common/kube/leader.ts";
 import { KubeStore } from "../../common/kube/store.ts";
-import { LiveView } from "../../common/liveview/index.ts";
+import { gitCommitInfo, LiveView } from "../../common/liveview/index.ts";
 import { clusterLiveReaders } from "./liveview.ts";
 import { NodeRates } from "./noderates.ts";
 import { OperatorMetrics } from "./metrics.ts";
@@ -99,6 +99,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const cluster = clusterLiveReaders({
     store,
     mark: (marker) => liveView.history.mark(marker),
+    // The GitSource controller's work directories (controlplane.ts: <dataDir>/git/<ns>/<name>).
+    commitOf: (source, revision) =>
+      gitCommitInfo(join(options.dataDir, "git", source.namespace, source.name), revision),
     ...(rates ? { rates } : {}),
   });
   const liveView: LiveView = new LiveView({

@@ -459,6 +459,17 @@ describe("the operator's live view", () => {
       await expect.poll(() => markers("switch"), { timeout: 10_000 }).toContain(target);
       expect(await markers("switch-failed")).toMatch(/VerifierRejected|SelfTestFailed/);
       expect(await markers("rolled-back")).toContain("returned");
+      // Each node's card names the commit behind the revision it runs.
+      for (const node of bed.nodes)
+        await expect
+          .poll(
+            () =>
+              page.evaluate(
+                `document.querySelector('.chain[data-node="${node.name}"] .field.commit b')?.textContent ?? ""`,
+              ),
+            { timeout: 15_000 },
+          )
+          .toContain("ratelimit: 120k packets/s per source");
 
       // Each node's rates, asked from its agent: every function of every node draws a graph that
       // grows second by second, and counts the node's own traffic.
