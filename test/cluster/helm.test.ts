@@ -108,6 +108,7 @@ const customValues = {
     sources: { allowCrossNamespace: true, allowedGitHosts: ["git.example.com", "*.example.org"] },
     port: 9090,
     advertiseUrl: "http://artifacts.network.example:9090",
+    liveView: { agentRatesIdleInterval: "30s" },
     logLevel: "debug",
     dataSizeLimit: "5Gi",
     service: { type: "NodePort", annotations: { "prometheus.io/scrape": "true" } },
@@ -318,6 +319,12 @@ describe("with default values", () => {
       "prometheus.io/scrape": "true",
       "prometheus.io/port": "9471",
     });
+    // The operator's live view asks each agent there for its rates.
+    const deployment = findManifest(defaults.stored, "Deployment") as Workload;
+    const operator = deployment.spec.template.spec.containers.find((c) => c.name === "operator")!;
+    expect(operator.args).toEqual(
+      expect.arrayContaining(["--agent-metrics-port=9471", "--agent-rates-idle-interval=10s"]),
+    );
   });
 
   it("lets each agent write the status only of its own node's NodeChains (test/cluster/node-scoped.test.ts)", () => {
@@ -474,6 +481,11 @@ describe("with non-default values", () => {
       "prometheus.io/scrape": "false",
       "prometheus.io/port": "9500",
     });
+    // ...nor can the operator: its live view asks no agent for rates.
+    const deployment = findManifest(stored, "Deployment") as Workload;
+    expect(
+      deployment.spec.template.spec.containers[0]!.args?.filter((a) => a.startsWith("--agent-")),
+    ).toEqual([]);
     const viewer = findManifest(stored, "ClusterRole", `${release}-sluice-viewer`);
     expect(viewer.metadata.labels?.["rbac.authorization.k8s.io/aggregate-to-view"]).toBeUndefined();
     expect(agent.securityContext?.seccompProfile).toEqual({ type: "Unconfined" });
