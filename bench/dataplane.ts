@@ -35,6 +35,7 @@ import { measureRouter, type RouterFigures } from "./router.ts";
 import { measureL4lb, type L4lbFigures } from "./l4lb.ts";
 import { measureRootHop, type RootHopFigures } from "./roothop.ts";
 import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
+import { measureLinked, type LinkedFigures } from "./linked.ts";
 
 /** How much of everything a run does. */
 interface RunPlan {
@@ -174,6 +175,8 @@ async function main(): Promise<number> {
   checkpoint();
   const runs: TestRunFigures = measureTestRuns(objects, scope, plan.testrun, log);
   checkpoint();
+  const linked: LinkedFigures = measureLinked(objects, scope, plan.testrun, log);
+  checkpoint();
   const ips: IpsFigures = measureIps(objects, scope, plan.ips, log);
   checkpoint();
   const router: RouterFigures = await measureRouter(objects, scope, plan.router, log);
@@ -284,6 +287,7 @@ async function main(): Promise<number> {
   const targets: Record<string, TargetCheck> = {
     hop_ns: atMost(runs.hop_ns, 15, "ns"),
     fused_ratio: atMost(runs.fused_ratio, 1.15, ""),
+    linked_ratio: atMost(linked.linked_ratio, 1.1, ""),
     switch_ms_p50: atMost(managerSwitch?.p50_ms, 3, "ms", failed["chain manager switches"]),
     switch_ms_p99: atMost(managerSwitch?.p99_ms, 20, "ms", failed["chain manager switches"]),
     switch_unseen_ms_p50: atMost(unseenSwitch?.p50_ms, 5, "ms", failed["chain manager unseen switches"]),
@@ -342,6 +346,8 @@ async function main(): Promise<number> {
     fused_ratio: runs.fused_ratio,
     fused_ratio_direct: runs.fused_ratio_direct,
     fused: runs.fused,
+    linked_ratio: linked.linked_ratio,
+    linked,
     ips_ns: ips.ips_ns,
     ips,
     router_ns: router.router_ns,
