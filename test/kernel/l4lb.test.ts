@@ -231,8 +231,15 @@ async function serveBackends(scope: TestScope, net: Topology): Promise<void> {
 }
 
 /** The backend each of `n` UDP flows (source ports first..first+n-1) reached; null for none. */
-async function udpFlows(scope: TestScope, net: Topology, vip: string, first: number, n: number) {
-  const client = traffic(scope, net.c, ["udp", vip, PORT, first, n]);
+async function udpFlows(
+  scope: TestScope,
+  net: Topology,
+  vip: string,
+  first: number,
+  n: number,
+  once = false,
+) {
+  const client = traffic(scope, net.c, ["udp", vip, PORT, first, n, ...(once ? ["once"] : [])]);
   return (await client<{ backends: (string | null)[] }>()).backends;
 }
 
@@ -440,6 +447,54 @@ describe("l4lb between a client and four backends", () => {
     expect(v6.filter((b) => b === null).length).toBe(0);
     expectEvenSpread(countBy(v6), BACKENDS_V6, 0.1);
   });
+
+  test.each([
+    ["xdp", "linked"],
+    ["xdp", "fused"],
+    ["tc-ingress", "linked"],
+    ["tc-ingress", "fused"],
+  ] as const)(
+    "%s, %s: the NFs after the balancer see the rewritten packet: a firewall rule on one backend's address stops exactly its flows",
+    async (hook, mode) => {
+      const scope = testScope();
+      const net = await topology(scope);
+      await serveBackends(scope, net);
+      const manager = await start(scope, net);
+      const four = BACKENDS.slice(0, 4);
+      const blocked = four[0]!;
+      // Linked: each NF parses (or takes a parse shared along the chain, which the balancer
+      // voids when it rewrites); fused: one parse for both, which the balancer updates.
+      await manager.apply({
+        ...builtinChain(objects, {
+          name: "lb",
+          revision: "r1",
+          hook,
+          interfaces: net.lIfs,
+          ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
+          functions: [
+            { builtin: "l4lb", tables: { services: [service(four)] } },
+            { builtin: "firewall", tables: { rules: [{ action: "deny", dst: `${blocked}/32` }] } },
+          ],
+        }),
+        mode,
+      });
+      const got = await udpFlows(scope, net, VIP.v4, 50000, 400, true);
+      const remembered = new Map(
+        (await manager.readTable("lb", "l4lb", "l4lb_flows"))
+          .map(decodeL4lbFlow)
+          .map((r) => [r.flow.sport, r.backend]),
+      );
+      expect(remembered.size).toBe(400);
+      // Answered: every flow whose backend is not the blocked one, from that backend.
+      got.forEach((answer, i) => {
+        const backend = remembered.get(50000 + i);
+        expect({ flow: i, answer }).toEqual({ flow: i, answer: backend === blocked ? null : backend });
+      });
+      expect(got.filter((b) => b === null).length).toBeGreaterThan(50);
+      const [, firewall] = (await manager.status("lb"))!.nfs;
+      expect(firewall!.counters.drops).toBe(BigInt(got.filter((b) => b === null).length));
+    },
+  );
 
   test.each(hooks)(
     "%s: established TCP connections keep their backend across a revision switch that changes the Maglev table",

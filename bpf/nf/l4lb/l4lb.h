@@ -258,7 +258,7 @@ static __always_inline void l4lb_remember_reply(const struct sluice_pkt *pkt, co
 
 /* A packet to the service svc: to its remembered backend if that one is healthy, else by the ring. */
 static __always_inline enum sluice_verdict l4lb_to_backend(void *ctx, int is_xdp,
-							   const struct sluice_pkt *pkt,
+							   struct sluice_pkt *pkt,
 							   const struct l4lb_service *svc)
 {
 	const struct l4lb_backend *be = 0;
@@ -299,16 +299,20 @@ static __always_inline enum sluice_verdict l4lb_to_backend(void *ctx, int is_xdp
 	}
 	if (l4lb_rewrite(ctx, is_xdp, pkt, 1, &be->addr, be->port))
 		return SLUICE_ABORTED;
+	pkt->flow.dst = be->addr;
+	pkt->flow.dport = be->port;
 	L4LB_REWRITTEN();
 	return SLUICE_CONTINUE;
 }
 
 /*
  * The whole NF for a parsed packet. is_xdp is a constant (1 for XDP, 0 for tc): it picks how
- * the packet is written.
+ * the packet is written. pkt is not const: after a rewrite it holds the new addresses and
+ * ports, so that the NFs after this one in a fused program (which share this parse) see the
+ * packet as it now is.
  */
 static __always_inline enum sluice_verdict l4lb_process(void *ctx, int is_xdp,
-							const struct sluice_pkt *pkt, int parsed)
+							struct sluice_pkt *pkt, int parsed)
 {
 	const struct l4lb_service *svc;
 	struct l4lb_vip vip = {};
@@ -330,6 +334,8 @@ static __always_inline enum sluice_verdict l4lb_process(void *ctx, int is_xdp,
 		return SLUICE_CONTINUE;
 	if (l4lb_rewrite(ctx, is_xdp, pkt, 0, &nat->addr, nat->port))
 		return SLUICE_ABORTED;
+	pkt->flow.src = nat->addr;
+	pkt->flow.sport = nat->port;
 	L4LB_REWRITTEN();
 	return SLUICE_CONTINUE;
 }
