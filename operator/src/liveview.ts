@@ -11,6 +11,9 @@ import type { ChainReading, CommitInfo, LiveMarker, RolloutView } from "../../co
 import type { Store, StoreObject } from "../../common/store.ts";
 import type { NodeRates } from "./noderates.ts";
 
+/** What the cluster view reads of {@link NodeRates}: each node's last report, and its silence. */
+export type NodeRateSource = Pick<NodeRates, "report" | "silentFor">;
+
 const HALTED = new Set<string>([Reason.NodesFailed, Reason.ProgressDeadlineExceeded]);
 
 /** Readers of chains and rollouts for {@link import("../../common/liveview/index.ts").LiveView}. */
@@ -18,7 +21,7 @@ export function clusterLiveReaders(options: {
   store: Store;
   mark: (marker: LiveMarker) => void;
   /** Where the nodes' counters come from; without it the page says why it has no rates. */
-  rates?: NodeRates;
+  rates?: NodeRateSource;
   /** The commit of a GitSource's artifact revision (`<ref>@sha1:<sha>`), from its work directory. */
   commitOf?: (
     source: { namespace: string; name: string },
