@@ -1,7 +1,8 @@
 /**
  * Atomic switches under traffic: whole chains switched back and forth hundreds of times while a
  * UDP flow crosses them lose no packet, on native XDP, generic XDP and tcx, and the chain's
- * counters and the rate limiter's buckets carry over every switch.
+ * counters and the rate limiter's buckets carry over every switch: fused to fused, fused to
+ * linked, linked to linked and linked to fused.
  *
  * The chain sits on the receiving veth end (namespace B); static neighbour entries keep ARP off
  * the wire, so the chain sees exactly the packets the flow sent. The manager runs as the chart
@@ -66,6 +67,11 @@ function variant(i: number): BuiltinUse[] {
   }
 }
 
+/** How revision i runs: the sequence fused, fused, linked, linked has every pair of modes in a row. */
+function chainMode(i: number): "fused" | "linked" {
+  return i % 4 < 2 ? "fused" : "linked";
+}
+
 const modes = [
   { mode: "native XDP", hook: "xdp", xdpMode: "native" },
   { mode: "generic XDP", hook: "xdp", xdpMode: "generic" },
@@ -94,6 +100,7 @@ describe("atomic switches under traffic", () => {
           interfaces: [net.b.ifname],
           ...(xdpMode ? { xdpMode } : {}),
           functions: variant(i),
+          mode: chainMode(i),
         });
       await manager.apply(spec(0));
       if (xdpMode) expect((await manager.status("sw"))!.interfaces[0]!.xdpMode).toBe(xdpMode);
@@ -125,6 +132,7 @@ describe("atomic switches under traffic", () => {
       ).toEqual(flows.map(() => ({ lost: 0, receiverDrops: 0, duplicates: 0 })));
       expect(sent).toBe(flows.length * FLOW_PACKETS);
       expect(results.every((r) => r.action === "switched")).toBe(true);
+      expect(results.map((r) => r.mode)).toEqual(results.map((_, i) => chainMode(i + 1)));
       expect(results.flatMap((r) => r.recreatedMaps)).toEqual([]);
       expect(
         results.every((r) => r.carriedMaps.some((m) => m.nf === "ratelimit" && m.map === "ratelimit_state")),

@@ -10,6 +10,7 @@ import {
 } from "../../../common/api/index.ts";
 import { digestHex, fetchArtifact } from "../../../common/artifact/index.ts";
 import { SluiceError, type FieldIssue } from "../../../common/errors.ts";
+import { fusionSourceOf, type FusionSource } from "../chain/fused.ts";
 import type { ChainSpec, NfLoadSpec, RodataValue, TableEntry } from "../chain/spec.ts";
 import { BPF_DIR, compile, CompileError } from "../compile/index.ts";
 import { listInterfaces } from "../netns/index.ts";
@@ -87,6 +88,7 @@ export async function buildChainSpec(plan: NodeChainSpec, options: BuildOptions)
       rodata: source.rodata,
       tables: source.tables ?? customTables(fn, i),
       ...(fn.tests?.length ? { tests: fn.tests } : {}),
+      ...(source.fusion ? { fusion: source.fusion } : {}),
     });
   }
   const tests: TestVector[] = [...(plan.tests ?? [])];
@@ -97,6 +99,7 @@ export async function buildChainSpec(plan: NodeChainSpec, options: BuildOptions)
     interfaces: resolveInterfaces(plan.interfaces, options.netns),
     functions,
     tests,
+    mode: plan.mode ?? "auto",
   };
   return { spec, compiled, cached };
 }
@@ -108,6 +111,8 @@ interface ResolvedSourceFiles {
   programs?: { xdp?: string; tc?: string };
   rodata?: Record<string, RodataValue>;
   tables?: Record<string, TableEntry[]>;
+  /** Where its inline contract lives (fused chains); none for inline C. */
+  fusion?: FusionSource;
 }
 
 async function sourceOf(fn: ResolvedFunction, options: BuildOptions): Promise<ResolvedSourceFiles> {
@@ -123,6 +128,7 @@ async function sourceOf(fn: ResolvedFunction, options: BuildOptions): Promise<Re
       programs: nf.programs,
       rodata: rodataValues(configured.value.rodata),
       tables: configured.value.mapContents,
+      fusion: fusionSourceOf(join(BPF_DIR, nf.sourceDir), basename(nf.entry)),
     };
   }
   // Custom C: parameters become -D defines, so they are compile-time as the API says.
@@ -142,7 +148,8 @@ async function sourceOf(fn: ResolvedFunction, options: BuildOptions): Promise<Re
   const { url, digest, path } = src.artifact;
   const dir = await fetchCached(url, digest, options);
   // The entry's directory is the source root: its headers sit next to it.
-  return { root: join(dir, dirname(path)), entry: basename(path), defines };
+  const root = join(dir, dirname(path));
+  return { root, entry: basename(path), defines, fusion: fusionSourceOf(root, basename(path), defines) };
 }
 
 /**

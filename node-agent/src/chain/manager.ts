@@ -41,6 +41,7 @@ import { SelfTests } from "./selftests.ts";
 import { KeyedQueue } from "./serialize.ts";
 import { validateChainSpec, type ChainSpec } from "./spec.ts";
 import { chainStatus, StatsReader } from "./status.ts";
+import { withMode } from "./mode.ts";
 import { switchRevision } from "./switch.ts";
 import {
   DEFAULT_BPFFS_ROOT,
@@ -79,6 +80,8 @@ export class ChainManager {
   /** Each chain's self-test instance, kept between self-tests (see testinstance.ts). */
   readonly #selfTests = new SelfTests(this.#stats);
   readonly #ctx: ManagerContext;
+  /** How each chain's live revision runs (see mode.ts), as its last switch found. */
+  readonly #modes = new Map<string, { mode: "linked" | "fused"; modeReason?: string }>();
   #rootObject: Promise<string> | undefined;
 
   constructor(options: ChainManagerOptions = {}) {
@@ -138,6 +141,7 @@ export class ChainManager {
       if (chain) destroyChain(this.#ctx, chain);
       else rmSync(chainPaths(this.root, name).dir, { recursive: true, force: true });
       this.#selfTests.drop(name);
+      this.#modes.delete(name);
     });
   }
 
@@ -176,13 +180,41 @@ export class ChainManager {
     const chain = this.#chains.get(spec.name) ?? adoptIfPinned(this.#ctx, spec.name);
     const digests = specDigests(spec);
     if (chain && chain.meta.hook !== spec.hook) {
-      return changeHook(this.#ctx, await this.#rootObjectPath(), chain, spec, digests, started);
+      const rootObjectPath = await this.#rootObjectPath();
+      return this.#keepMode(
+        await withMode(
+          (planned) => changeHook(this.#ctx, rootObjectPath, chain, planned, digests, started),
+          spec,
+          this.#cacheDir(),
+          chain.log,
+        ),
+      );
     }
     if (chain?.live && chain.live.meta.codeDigest === digests.code) {
-      return updateInPlace(this.#ctx, chain, spec, digests, started);
+      const mode = this.#modes.get(spec.name) ?? { mode: chain.live.meta.mode ?? "linked" };
+      return { ...(await updateInPlace(this.#ctx, chain, spec, digests, started)), ...mode };
     }
     const rootObjectPath = chain ? undefined : await this.#rootObjectPath();
-    return switchRevision(this.#ctx, chain, spec, digests, rootObjectPath, started);
+    return this.#keepMode(
+      await withMode(
+        (planned) => switchRevision(this.#ctx, chain, planned, digests, rootObjectPath, started),
+        spec,
+        this.#cacheDir(),
+        chain?.log ?? this.#ctx.log,
+      ),
+    );
+  }
+
+  /** Remembers how a chain's live revision runs, for the results of in-place updates. */
+  #keepMode(result: ApplyResult): ApplyResult {
+    const { mode, modeReason } = result;
+    if (mode) this.#modes.set(result.chain, { mode, ...(modeReason ? { modeReason } : {}) });
+    return result;
+  }
+
+  /** Where compiled objects (the root, fused programs) are cached. */
+  #cacheDir(): string {
+    return this.#options.cacheDir ?? join(tmpdir(), "sluice-cache");
   }
 
   /** The compiled root object: given in the options, or compiled into the cache on first use. */

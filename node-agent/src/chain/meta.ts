@@ -60,6 +60,8 @@ export const RevisionMeta = z.object({
   tablesDigest: z.string(),
   testsDigest: z.string(),
   createdAt: z.string(),
+  /** fused: one generated program runs every NF (each NF's pin is that program); absent: linked. */
+  mode: z.enum(["linked", "fused"]).optional(),
   nfs: z.array(RevisionNf),
 });
 export type RevisionMeta = z.infer<typeof RevisionMeta>;

@@ -19,6 +19,7 @@ import {
   type ManagerContext,
 } from "./chain.ts";
 import { nfTablesDigest, type Digests } from "./digests.ts";
+import { loadFused } from "./fused.ts";
 import { ChainStateError } from "./errors.ts";
 import { createMetaMap, META_FORMAT, writeMeta, type RevisionMeta, type RevisionNf } from "./meta.ts";
 import {
@@ -88,10 +89,12 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
       },
     };
     const n = spec.functions.length;
-    const takeOver = lastNfToTakeOver(chain, spec, hook, statsIndexes);
+    // A fused revision is one program: nothing of a linked one can serve in it.
+    const takeOver = spec.fused ? undefined : lastNfToTakeOver(chain, spec, hook, statsIndexes);
     const toLoad = spec.functions.map((_, i) => i).filter((i) => !(takeOver && i === n - 1));
     const loadStarted = performance.now();
-    nfs.push(...(await loadNfsConcurrently(options, toLoad)));
+    if (spec.fused) nfs.push(...(await loadFused(options, spec.fused)));
+    else nfs.push(...(await loadNfsConcurrently(options, toLoad)));
     const loadMs = performance.now() - loadStarted;
     if (takeOver) {
       const last = spec.functions[n - 1]!;
@@ -127,6 +130,7 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
       tablesDigest: digests.tables,
       testsDigest: digests.tests,
       createdAt: new Date().toISOString(),
+      ...(spec.fused ? { mode: "fused" as const } : {}),
       nfs: nfs.map((nf, i): RevisionNf => ({
         name: nf.spec.name,
         statsIndex: nf.statsIndex,

@@ -11,7 +11,9 @@ import {
   type SelfTestReport,
   type SelfTestVectors,
 } from "../selftest/index.ts";
-import { clearState } from "./nfload.ts";
+import { loadFused } from "./fused.ts";
+import { clearState, closeNfs } from "./nfload.ts";
+import { fillTables } from "./tables.ts";
 import type { ChainSpec } from "./spec.ts";
 import type { StatsReader } from "./status.ts";
 import { TestInstance } from "./testinstance.ts";
@@ -38,6 +40,7 @@ export class SelfTests {
     };
     if (!hasVectors(vectors)) return undefined;
     const instance = this.#instance(spec.name, hook);
+    if (spec.fused) return this.#runFused(spec, hook, instance, vectors);
     const nfs = await instance.prepare(spec.functions);
     const order = spec.functions.map((nf) => nf.name);
     const report = runSelfTest(
@@ -56,6 +59,82 @@ export class SelfTests {
       },
       vectors,
     );
+    assertSelfTestPassed(report);
+    return report;
+  }
+
+  /**
+   * A fused chain's self-test: each NF's own vectors on the NF alone, as in a linked chain (the
+   * NF's code is the same; fused and linked decide alike), and the chain's vectors on the fused
+   * program itself, loaded with maps of its own.
+   */
+  async #runFused(
+    spec: ChainSpec,
+    hook: ProgramHook,
+    instance: TestInstance,
+    vectors: SelfTestVectors,
+  ): Promise<SelfTestReport> {
+    const order = spec.functions.map((nf) => nf.name);
+    const reports: SelfTestReport[] = [];
+    const own: SelfTestVectors = { chain: [], nf: vectors.nf };
+    if (hasVectors(own)) {
+      const nfs = await instance.prepare(spec.functions);
+      reports.push(
+        runSelfTest(
+          {
+            hook,
+            order,
+            program: (i) => nfs[i]!.program,
+            readEnded: () => new Map(order.map((name, i) => [name, this.#stats.read(instance.stats, i)])),
+            isolate: (i) => {
+              const next = nfs[i + 1];
+              if (!next) return () => undefined;
+              instance.progs.delete(u32(i + 1));
+              return () => instance.progs.update(u32(i + 1), u32(next.program.fd));
+            },
+            resetState: () => clearState(nfs),
+          },
+          own,
+        ),
+      );
+    }
+    if ((vectors.chain ?? []).length > 0) {
+      const fused = await loadFused(
+        {
+          hook,
+          functions: spec.functions,
+          statsIndexes: spec.functions.map((_, i) => i),
+          progs: instance.progs,
+          stats: instance.stats,
+        },
+        spec.fused!,
+      );
+      try {
+        fillTables(fused);
+        reports.push(
+          runSelfTest(
+            {
+              hook,
+              order,
+              program: () => fused[0]!.program,
+              readEnded: () => new Map(order.map((name, i) => [name, this.#stats.read(instance.stats, i)])),
+              isolate: () => () => undefined,
+              resetState: () => clearState(fused),
+            },
+            { chain: vectors.chain ?? [] },
+          ),
+        );
+      } finally {
+        closeNfs(fused);
+      }
+    }
+    const results = reports.flatMap((r) => r.results).sort((a, b) => Number(a.passed) - Number(b.passed));
+    const report: SelfTestReport = {
+      passed: reports.reduce((n, r) => n + r.passed, 0),
+      failed: reports.reduce((n, r) => n + r.failed, 0),
+      results,
+      durationMs: reports.reduce((n, r) => n + r.durationMs, 0),
+    };
     assertSelfTestPassed(report);
     return report;
   }

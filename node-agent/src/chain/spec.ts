@@ -5,6 +5,7 @@ import { MAX_CHAIN_LENGTH } from "../../../common/api/servicechain.ts";
 import { SluiceError, type FieldIssue } from "../../../common/errors.ts";
 import type { Hook } from "../../../common/api/meta.ts";
 import type { TestVector } from "../../../common/api/testvector.ts";
+import type { FusedPlan } from "./fused.ts";
 import type { FusionSource } from "./fusedgen.ts";
 
 export type { Hook };
@@ -65,9 +66,15 @@ export interface ChainSpec {
   tests?: TestVector[];
   /**
    * `linked`: one program per NF, tail calls; `fused`: one generated program for the chain;
-   * `auto` (default): fused when it builds and verifies, else linked (with the reason).
+   * `auto`: fused when it builds, verifies and passes the self-test, else linked (with the
+   * reason). Default here `linked`; the API's default is `auto`, which the agent passes on.
    */
   mode?: "linked" | "fused" | "auto";
+  /**
+   * Set by the chain manager, not by callers: the compiled fused program this spec runs as
+   * (see fused.ts); absent: linked.
+   */
+  fused?: FusedPlan;
 }
 
 /**
@@ -149,7 +156,8 @@ export function objectDigest(path: string): string {
 export function codeDigest(spec: ChainSpec): string {
   const h = createHash("sha256");
   h.update(JSON.stringify({ hook: spec.hook, xdpMode: spec.xdpMode ?? "auto" }));
-  if ((spec.mode ?? "auto") !== "auto") h.update(JSON.stringify({ mode: spec.mode }));
+  // A spec without a mode is linked and hashes as before modes existed.
+  if ((spec.mode ?? "linked") !== "linked") h.update(JSON.stringify({ mode: spec.mode }));
   for (const nf of spec.functions) {
     h.update(
       JSON.stringify({

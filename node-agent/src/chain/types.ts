@@ -96,6 +96,10 @@ export interface ApplyResult {
   interfaces: { attached: string[]; detached: string[] };
   /** The self-test, when vectors ran. */
   selfTest?: SelfTestReport;
+  /** How the revision runs: one program for the chain (fused) or one per NF (linked). */
+  mode?: "linked" | "fused";
+  /** Why a chain that asked for `auto` runs linked. */
+  modeReason?: string;
   timings: {
     /** From the call until the self-test passed (loading the self-test instance, running the vectors). */
     selfTestMs: number;
