@@ -11,13 +11,13 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import koffi from "koffi";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Hook } from "../../node-agent/src/chain/spec.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeOverlayCounters, type OverlayCounters } from "../../node-agent/src/nf/index.ts";
 import { BpfMap } from "../../node-agent/src/libbpf/index.ts";
 import { OVERLAY_COUNTERS } from "../../node-agent/src/nf/overlay.ts";
+import { udpCapture } from "./capture.ts";
 import { startChartManager } from "./chart-manager.ts";
 import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
 import {
@@ -29,16 +29,7 @@ import {
   type TestNetns,
   type TestScope,
 } from "./harness.ts";
-import {
-  closeFn,
-  MSG_DONTWAIT,
-  recvFn,
-  SOCK_CLOEXEC,
-  SOCK_NONBLOCK,
-  SOCK_RAW,
-  socketFn,
-  udpFlow,
-} from "./traffic.ts";
+import { udpFlow } from "./traffic.ts";
 
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
@@ -254,59 +245,6 @@ function counters(bpffs: BpffsDir): OverlayCounters {
   }
 }
 
-// A packet socket: sees every frame a namespace receives.
-const AF_PACKET = 17;
-const ETH_P_ALL_BE = 0x0300;
-
-/** One UDP datagram to `port` as a capture saw it. */
-interface Seen {
-  family: 4 | 6;
-  /** The Ethernet type of the frame: 0x0800 / 0x86dd (not VXLAN-in-UDP, whose UDP port differs). */
-  src: string;
-  dst: string;
-  ttl: number;
-  udpLength: number;
-}
-
-function capture(ns: TestNetns) {
-  const fd = withNetns(ns.path, () =>
-    socketFn(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE),
-  );
-  if (fd < 0) throw new Error(`packet socket in ${ns.name}: errno ${koffi.errno()}`);
-  const frame = Buffer.alloc(4096);
-  return {
-    /** UDP datagrams to `port` received so far. */
-    datagrams(port: number): Seen[] {
-      const seen: Seen[] = [];
-      for (;;) {
-        const n = recvFn(fd, frame, frame.length, MSG_DONTWAIT);
-        if (n < 0) return seen;
-        const type = frame.readUInt16BE(12);
-        if (type === 0x0800 && n >= 42 && frame[23] === 17 && frame.readUInt16BE(36) === port) {
-          seen.push({
-            family: 4,
-            src: [...frame.subarray(26, 30)].join("."),
-            dst: [...frame.subarray(30, 34)].join("."),
-            ttl: frame[22]!,
-            udpLength: frame.readUInt16BE(38),
-          });
-        }
-        if (type === 0x86dd && n >= 62 && frame[20] === 17 && frame.readUInt16BE(56) === port) {
-          const hex = (at: number) => frame.subarray(at, at + 16).toString("hex");
-          seen.push({
-            family: 6,
-            src: hex(22),
-            dst: hex(38),
-            ttl: frame[21]!,
-            udpLength: frame.readUInt16BE(58),
-          });
-        }
-      }
-    },
-    close: () => closeFn(fd),
-  };
-}
-
 const V6_HEX = { a: "fd790001000000000000000000000001", b: "fd790002000000000000000000000001" };
 const COUNT = 20_000;
 const RATE = 20_000;
@@ -323,7 +261,7 @@ describe("overlay + router across two nodes", () => {
       const [n1, n2] = await fabric(scope, net, hook);
 
       for (const family of ["v4", "v6"] as const) {
-        const cap = capture(net.b.ns);
+        const cap = udpCapture(net.b.ns.path);
         try {
           const flow = await udpFlow({
             from: { ns: net.a.ns, ip: ADDR.a[family] },
