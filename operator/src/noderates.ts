@@ -121,7 +121,11 @@ export class NodeRates {
   async round(watched: boolean): Promise<void> {
     this.#lastRoundMs = Date.now();
     const nodes = new Set((await this.#options.store.list("NodeChain")).map((nc) => nc.spec.nodeName));
-    for (const node of this.#reports.keys()) if (!nodes.has(node)) this.#reports.delete(node);
+    for (const node of this.#reports.keys())
+      if (!nodes.has(node)) {
+        this.#reports.delete(node);
+        this.#offsets.delete(node);
+      }
     const queue = [...nodes];
     const worker = async () => {
       for (let node = queue.shift(); node !== undefined; node = queue.shift()) await this.#ask(node, watched);
