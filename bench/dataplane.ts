@@ -33,6 +33,7 @@ import { measureSwitchFloor, type SwitchFigures } from "./switching.ts";
 import { measureIps, type IpsFigures } from "./ips.ts";
 import { measureRouter, type RouterFigures } from "./router.ts";
 import { measureL4lb, type L4lbFigures } from "./l4lb.ts";
+import { measureOverlay, type OverlayFigures } from "./overlay.ts";
 import { measureRootHop, type RootHopFigures } from "./roothop.ts";
 import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
 import { measureFused, type FusedFigures } from "./fused.ts";
@@ -50,6 +51,8 @@ interface RunPlan {
   router: { repeat: number; rounds: number };
   /** Test runs of the l4lb NF (remembered flow, no affinity, reply, other traffic). */
   l4lb: { repeat: number; rounds: number };
+  /** Test runs of the overlay NF (wrap for a remote segment, unwrap, no segment). */
+  overlay: { repeat: number; rounds: number };
   /** Switches through the chain manager (first apply, the creation, not counted). */
   managerSwitches: number;
   /** Switches of a 3-noop chain through the chain manager (its own cost, little to verify). */
@@ -73,6 +76,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     ips: { repeat: 10_000, rounds: 7 },
     router: { repeat: 100_000, rounds: 7 },
     l4lb: { repeat: 100_000, rounds: 7 },
+    overlay: { repeat: 100_000, rounds: 7 },
     managerSwitches: 30,
     noopSwitches: 30,
     rootHop: { repeat: 100_000, rounds: 7, flips: 200 },
@@ -88,6 +92,7 @@ const PLANS: Record<RunPlan["mode"], RunPlan> = {
     ips: { repeat: 100_000, rounds: 15 },
     router: { repeat: 1_000_000, rounds: 15 },
     l4lb: { repeat: 1_000_000, rounds: 15 },
+    overlay: { repeat: 1_000_000, rounds: 15 },
     managerSwitches: 200,
     noopSwitches: 200,
     rootHop: { repeat: 1_000_000, rounds: 15, flips: 1_000 },
@@ -185,6 +190,8 @@ async function main(): Promise<number> {
   const router: RouterFigures = await measureRouter(objects, scope, plan.router, log);
   checkpoint();
   const l4lb: L4lbFigures = measureL4lb(objects, scope, plan.l4lb, log);
+  checkpoint();
+  const overlay: OverlayFigures = await measureOverlay(objects, scope, plan.overlay, log);
   checkpoint();
   const rootHop: RootHopFigures = measureRootHop(objects, scope, plan.rootHop, log);
   checkpoint();
@@ -317,6 +324,7 @@ async function main(): Promise<number> {
     ips,
     router,
     l4lb,
+    overlay,
     loads,
     compile: compileFigures,
     floor,
@@ -363,6 +371,8 @@ async function main(): Promise<number> {
     router,
     l4lb_ns: l4lb.l4lb_ns,
     l4lb,
+    overlay_ns: overlay.overlay_ns,
+    overlay,
     switch_ms_p50: managerSwitch?.p50_ms ?? null,
     switch_ms_p99: managerSwitch?.p99_ms ?? null,
     flip_us_p50: managerSwitch?.flip_us_p50 ?? null,
@@ -405,6 +415,7 @@ interface Figures {
   ips: IpsFigures;
   router: RouterFigures;
   l4lb: L4lbFigures;
+  overlay: OverlayFigures;
   loads: LoadFigures;
   compile: CompileFigures;
   floor: SwitchFigures;
@@ -497,6 +508,7 @@ function render(
     ips,
     router,
     l4lb,
+    overlay,
     loads,
     compile,
     floor,
@@ -592,6 +604,27 @@ function render(
         ["root + l4lb, affinity off (Maglev hash and ring, DNAT)", String(l4lb.l4lb_ns.no_affinity)],
         ["root + l4lb, a backend's reply (source back to the VIP)", String(l4lb.l4lb_ns.reply)],
         ["root + l4lb, other traffic (two lookups that miss)", String(l4lb.l4lb_ns.other)],
+      ],
+    ),
+  );
+  out.push("");
+  out.push(
+    `overlay, 64-byte UDP payload, x ${overlay.overlay_repeat}, ${overlay.overlay_rounds} rounds (medians):`,
+  );
+  out.push(
+    table(
+      ["variant", "ns/packet"],
+      [
+        ["root + 1 noop NF (same packet)", String(overlay.overlay_baseline_noop_ns)],
+        [
+          "root + overlay, remote segment (LPM, FIB lookup, 50 bytes pushed, redirect)",
+          String(overlay.overlay_ns.encap),
+        ],
+        [
+          "root + overlay, VXLAN from a node (checks, node lookup, 50 bytes pulled)",
+          String(overlay.overlay_ns.decap),
+        ],
+        ["root + overlay, no segment (the LPM lookup misses)", String(overlay.overlay_ns.no_segment)],
       ],
     ),
   );

@@ -13,7 +13,7 @@ import { BENCH_FIREWALL, BENCH_RATELIMIT } from "./testrun.ts";
 import { median, percentile, round, since } from "./stats.ts";
 
 /** NFs whose load time is measured. */
-const LOADED = ["noop", "firewall", "ratelimit", "flowmon", "ips", "router", "l4lb"] as const;
+const LOADED = ["noop", "firewall", "ratelimit", "flowmon", "ips", "router", "l4lb", "overlay"] as const;
 
 /** Load figures. */
 export interface LoadFigures {
@@ -46,6 +46,7 @@ export function measureLoads(
     ips: {},
     router: {},
     l4lb: {},
+    overlay: {},
   };
   const parts: Record<string, NfPart> = {};
   const carried: Record<string, BpfObject> = {};

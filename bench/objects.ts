@@ -24,6 +24,7 @@ export interface BenchObjects {
   ips: string;
   router: string;
   l4lb: string;
+  overlay: string;
   fused: string;
   /** The root with an indirect hop (bench/roothop.ts). */
   rootIndirect: string;
@@ -39,6 +40,7 @@ const SOURCES: Record<keyof BenchObjects, { sourceRoot: string; entry: string }>
   ips: builtin("ips"),
   router: builtin("router"),
   l4lb: builtin("l4lb"),
+  overlay: builtin("overlay"),
   // fused.bpf.c includes ../nf/*/ headers: its source root is the whole bpf/ tree.
   fused: { sourceRoot: BPF_DIR, entry: "bench/fused.bpf.c" },
   rootIndirect: { sourceRoot: BPF_DIR, entry: "bench/root_indirect.bpf.c" },
