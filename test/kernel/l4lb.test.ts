@@ -408,45 +408,49 @@ describe("l4lb between a client and four backends", () => {
     expect(movedCount / FLOWS).toBeLessThan(share + 0.04);
   });
 
-  test("tc-ingress: an unhealthy backend's flows move to the others and the rest stay; IPv6 flows spread too", async () => {
-    const scope = testScope();
-    const net = await topology(scope);
-    await serveBackends(scope, net);
-    const manager = await start(scope, net);
-    const spec = (revision: string, health: unknown[]) =>
-      builtinChain(objects, {
-        name: "lb",
-        revision,
-        hook: "tc-ingress",
-        interfaces: net.lIfs,
-        functions: [
-          {
-            builtin: "l4lb",
-            tables: {
-              services: [
-                service(BACKENDS.slice(0, 4)),
-                { ...service([]), vip: VIP.v6, backends: BACKENDS_V6.map((address) => ({ address })) },
-              ],
-              health,
+  test.each(hooks)(
+    "%s: an unhealthy backend's flows move to the others and the rest stay; IPv6 flows spread too",
+    async (hook) => {
+      const scope = testScope();
+      const net = await topology(scope);
+      await serveBackends(scope, net);
+      const manager = await start(scope, net);
+      const spec = (revision: string, health: unknown[]) =>
+        builtinChain(objects, {
+          name: "lb",
+          revision,
+          hook,
+          interfaces: net.lIfs,
+          ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
+          functions: [
+            {
+              builtin: "l4lb",
+              tables: {
+                services: [
+                  service(BACKENDS.slice(0, 4)),
+                  { ...service([]), vip: VIP.v6, backends: BACKENDS_V6.map((address) => ({ address })) },
+                ],
+                health,
+              },
             },
-          },
-        ],
-      });
-    await manager.apply(spec("r1", []));
-    const before = await udpFlows(scope, net, VIP.v4, 40000, 2000);
-    const sick = BACKENDS[1]!;
-    expect((await manager.apply(spec("r2", [{ address: sick, healthy: false }]))).action).toBe(
-      "tables-updated",
-    );
-    const after = await udpFlows(scope, net, VIP.v4, 40000, 2000);
-    expect(after.includes(sick)).toBe(false);
-    expect(before.every((b, i) => b === sick || after[i] === b)).toBe(true);
-    expect(after.filter((b) => b === null).length).toBe(0);
+          ],
+        });
+      await manager.apply(spec("r1", []));
+      const before = await udpFlows(scope, net, VIP.v4, 40000, 2000);
+      const sick = BACKENDS[1]!;
+      expect((await manager.apply(spec("r2", [{ address: sick, healthy: false }]))).action).toBe(
+        "tables-updated",
+      );
+      const after = await udpFlows(scope, net, VIP.v4, 40000, 2000);
+      expect(after.includes(sick)).toBe(false);
+      expect(before.every((b, i) => b === sick || after[i] === b)).toBe(true);
+      expect(after.filter((b) => b === null).length).toBe(0);
 
-    const v6 = await udpFlows(scope, net, VIP.v6, 40000, FLOWS);
-    expect(v6.filter((b) => b === null).length).toBe(0);
-    expectEvenSpread(countBy(v6), BACKENDS_V6, 0.1);
-  });
+      const v6 = await udpFlows(scope, net, VIP.v6, 40000, FLOWS);
+      expect(v6.filter((b) => b === null).length).toBe(0);
+      expectEvenSpread(countBy(v6), BACKENDS_V6, 0.1);
+    },
+  );
 
   test.each([
     ["xdp", "linked"],
