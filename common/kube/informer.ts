@@ -1,9 +1,4 @@
-import {
-  makeInformer,
-  type Informer as ClientInformer,
-  type KubernetesObject,
-  type ObjectCache,
-} from "@kubernetes/client-node";
+import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "../log.ts";
 import { type KubeClient, type KubeObject, type Resource, resourcePath } from "./client.ts";
 
@@ -13,10 +8,62 @@ export interface InformerHandlers<T extends KubeObject> {
   onDelete(obj: T): void;
 }
 
+/** Pause before the `n`th consecutive retry: exponential up to 30 s, with full jitter. */
+function restartDelayMs(n: number, baseMs = 250): number {
+  const cap = Math.min(30_000, baseMs * 2 ** Math.min(n, 7));
+  return Math.round(cap / 2 + (Math.random() * cap) / 2);
+}
+
 /**
- * A cached list+watch of one resource, built on client-node's informer (which relists on 410
- * Gone), with what that informer lacks for a long-running controller:
- * - restart with exponential backoff when the watch fails (client-node stops on such errors);
+ * client-node's watch, asking for bookmarks (so that a quiet watch still learns the current
+ * resourceVersion and a restart rarely finds it compacted away) and pausing, with backoff, before
+ * handing on a 410 Gone: many informers told at once that their version is gone do not all list
+ * at once.
+ */
+class ResumingWatch extends Watch {
+  /** 410 Gone answers in a row. */
+  private gone = 0;
+
+  constructor(
+    config: KubeConfig,
+    private readonly onGone: (delayMs: number) => void,
+  ) {
+    super(config);
+  }
+
+  override watch(
+    path: string,
+    queryParams: Record<string, unknown>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    let sawGone = false;
+    return super.watch(
+      path,
+      { ...queryParams, allowWatchBookmarks: true },
+      (phase, obj, watchObj) => {
+        if (phase === "ERROR" && (obj as { code?: number } | undefined)?.code === 410) sawGone = true;
+        else if (phase !== "ERROR") this.gone = 0;
+        callback(phase, obj, watchObj);
+      },
+      (err) => {
+        const statusCode = (err as { statusCode?: number } | null)?.statusCode;
+        if (!sawGone && statusCode !== 410) return done(err);
+        const delay = restartDelayMs(this.gone++, 100);
+        this.onGone(delay);
+        setTimeout(() => done(err), delay).unref();
+      },
+    );
+  }
+}
+
+/**
+ * A cached list+watch of one resource, built on client-node's ListWatch, which resumes a watch
+ * that ended from the last resourceVersion it saw and lists again only after 410 Gone. Added
+ * here for a long-running controller:
+ * - bookmarks, and a jittered pause before the list that follows a 410;
+ * - restart with exponential backoff and jitter when the watch fails (client-node stops on
+ *   such errors; the restart resumes from the last resourceVersion, it does not list);
  * - a watchdog that restarts a watch that has been silent for too long (a half-open connection
  *   otherwise looks exactly like a quiet cluster);
  * - a promise that resolves once the first list has been delivered, so that controllers do not
@@ -24,7 +71,9 @@ export interface InformerHandlers<T extends KubeObject> {
  */
 export class Informer<T extends KubeObject> {
   // client-node's object type is narrower than ours; objects are handed through unchanged.
-  private readonly informer: ClientInformer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  private readonly informer: ListWatch<KubernetesObject>;
+  /** Lists made (the first, and one after each 410 Gone). */
+  lists = 0;
   private failures = 0;
   private errors = 0;
   private lastHeard = Date.now();
@@ -45,6 +94,7 @@ export class Informer<T extends KubeObject> {
     this.hasSynced = new Promise((resolve) => (this.synced = resolve));
     const path = resourcePath(resource, options.namespace);
     const list = async () => {
+      this.lists++;
       const result = await client.list<T>(resource, options.namespace, {
         labelSelector: options.labelSelector,
       });
@@ -53,7 +103,13 @@ export class Informer<T extends KubeObject> {
         metadata: { resourceVersion?: string };
       } as never;
     };
-    this.informer = makeInformer<KubernetesObject>(client.kubeConfig, path, list, options.labelSelector);
+    const watch = new ResumingWatch(client.kubeConfig, (delayMs) =>
+      this.log.info(
+        { resource: resource.plural, listInMs: delayMs },
+        "watch version gone (410); listing again",
+      ),
+    );
+    this.informer = new ListWatch<KubernetesObject>(path, watch, list, false, options.labelSelector);
     const heard = () => {
       this.lastHeard = Date.now();
       this.failures = 0;
@@ -132,7 +188,7 @@ export class Informer<T extends KubeObject> {
     if (this.stopped) return;
     this.errors++;
     this.failures++;
-    const delay = Math.min(30_000, 250 * 2 ** Math.min(this.failures, 7));
+    const delay = restartDelayMs(this.failures);
     this.log.warn({ err, resource: this.resource.plural, retryInMs: delay }, "watch failed; restarting");
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = setTimeout(() => void this.begin(), delay);
