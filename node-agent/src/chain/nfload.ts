@@ -23,6 +23,7 @@ import { NF_STATS_LAYOUT, SLUICE_PROGS_ENTRIES, SLUICE_STATS_ENTRIES } from "../
 import type { ProgramHook } from "../packet/index.ts";
 import { objectDigest, type NfLoadSpec } from "./spec.ts";
 import { NfContractError } from "./errors.ts";
+import { openObject } from "./objectpool.ts";
 import { checkTables } from "./tables.ts";
 
 /** `sluice_progs` as the contract declares it. */
@@ -212,7 +213,9 @@ export async function loadNfsConcurrently(
     try {
       const nf = openNf(options, options.functions[i]!, i);
       opened.push(nf);
-      loading.push(nf.object.loadAsync());
+      loading.push(
+        nf.object.loadAsync().then(() => options.onLoaded?.(i, nf.object.program(nf.programName))),
+      );
     } catch (err) {
       openFailure = { error: err };
       break;
@@ -245,7 +248,7 @@ interface OpenedNf {
 
 /** Opens NF `i` and configures it for loading; throws (having closed it) what is wrong with it. */
 function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf {
-  const object = BpfObject.open(spec.objectPath);
+  const object = openObject(spec.objectPath);
   try {
     const programName = pickProgram(object, spec, options.hook);
     object.selectPrograms([programName]);

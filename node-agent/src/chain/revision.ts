@@ -92,6 +92,7 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
     // A fused revision is one program: nothing of a linked one can serve in it.
     const takeOver = spec.fused ? undefined : lastNfToTakeOver(chain, spec, hook, statsIndexes);
     const toLoad = spec.functions.map((_, i) => i).filter((i) => !(takeOver && i === n - 1));
+    if (takeOver) progs.update(u32(n - 1), u32(takeOver.program.fd));
     const loadStarted = performance.now();
     if (spec.fused) nfs.push(...(await loadFused(options, spec.fused)));
     else nfs.push(...(await loadNfsConcurrently(options, toLoad)));

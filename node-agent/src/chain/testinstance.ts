@@ -144,7 +144,20 @@ export class TestInstance {
       }
       checkTables(spec, (name) => kept.nf.maps.get(name), [...kept.nf.maps.keys()]);
     });
-    const fresh = await loadNfsConcurrently(options, missing);
+    // Kept NFs go into their slots first and new ones as soon as they load, so that a new NF
+    // finds its next slot filled when it is compiled (see buildRevision).
+    functions.forEach((_, i) => {
+      const kept = missing.includes(i) ? undefined : this.#loaded.get(keys[i]!);
+      if (kept) this.progs.update(u32(i), u32(kept.nf.program.fd));
+    });
+    let fresh: LoadedNf[];
+    try {
+      fresh = await loadNfsConcurrently(options, missing);
+    } catch (err) {
+      // Slots of NFs that loaded before another failed would keep them loaded.
+      for (const i of missing) this.progs.delete(u32(i));
+      throw err;
+    }
     // NFs loaded just now and not yet placed: closed if anything below fails.
     const unplaced = new Map<number, LoadedNf>(missing.map((i, k) => [i, fresh[k]!]));
     try {
