@@ -250,6 +250,20 @@ const rules = {
 };
 
 /** Each built-in in a few configurations. */
+/** l4lb services on the probes' destinations: their packets are rewritten to a backend. */
+const l4lbServices = {
+  services: [
+    {
+      vip: B,
+      port: 53,
+      proto: "udp",
+      backends: [{ address: "10.0.1.1" }, { address: "10.0.1.2", port: 5353 }],
+    },
+    { vip: B, port: 22, proto: "tcp", backends: [{ address: "10.0.1.3" }] },
+    { vip: "fd00::2", port: 9000, proto: "udp", backends: [{ address: "fd00:1::1" }] },
+  ],
+};
+
 const builtinUses: Record<BuiltinNfName, BuiltinUse[]> = {
   firewall: [
     { builtin: "firewall", tables: rules },
@@ -265,6 +279,10 @@ const builtinUses: Record<BuiltinNfName, BuiltinUse[]> = {
   router: [
     { builtin: "router" },
     { builtin: "router", parameters: { families: "ipv6", decrementTtl: false } },
+  ],
+  l4lb: [
+    { builtin: "l4lb", tables: l4lbServices },
+    { builtin: "l4lb", parameters: { affinity: false }, tables: l4lbServices },
   ],
 } as Record<BuiltinNfName, BuiltinUse[]>;
 
@@ -295,6 +313,11 @@ describe.each(HOOKS)("fused = linked on %s", (hook) => {
 
   test("chains: every NF's walk can end anywhere, counted where it ends", async () => {
     const chains: NfLoadSpec[][] = [
+      [
+        builtinNf(objects, { builtin: "l4lb", tables: l4lbServices }),
+        builtinNf(objects, { builtin: "firewall", tables: rules }),
+        builtinNf(objects, { builtin: "flowmon" }),
+      ],
       [
         builtinNf(objects, { builtin: "firewall", tables: rules }),
         builtinNf(objects, { builtin: "ratelimit", parameters: { rate: 1, burst: 2 } }),
