@@ -4,7 +4,9 @@
  * up to SLUICE_IPV6_MAX_EXT extension headers), then TCP, UDP, ICMP or ICMPv6.
  *
  * The result is a small struct of scalars (no packet pointers), so NF logic can be written as
- * plain functions over it and a fused program parses once for several NFs.
+ * plain functions over it and a fused program parses once for several NFs. A linked chain
+ * parses once too: SLUICE_PARSE_ONCE leaves the result in the chain's sluice_scratch for the
+ * NFs after the one that parsed (see "Parse once per packet" below).
  *
  * Built for a cheap verification, because every chain switch verifies every NF again:
  * - SLUICE_PARSE calls a global function (sluice_parse_xdp_global / sluice_parse_tc_global).
@@ -17,7 +19,11 @@
  *   the same to it and the stage is verified once instead of once per path that reaches it.
  *   Packet pointers are always the start of the frame plus such an offset, bounds-checked
  *   right before use (sluice_hdr).
- * The cost at run time: a few stores and loads to the stack, and with SLUICE_PARSE a call.
+ * - SLUICE_PARSE_ONCE(_INLINE) parses into the scratch map's entry and reads the result back
+ *   from there: to the verifier every way out of the parser then looks alike, as after a
+ *   global function, so even the inline parser leaves the NF's logic verified once (the
+ *   firewall, with its rule loop, verifies in about as many instructions either way).
+ * The cost at run time: a few stores and loads, and with SLUICE_PARSE / SLUICE_PARSE_ONCE a call.
  */
 #ifndef __SLUICE_PARSE_H
 #define __SLUICE_PARSE_H
@@ -592,8 +598,10 @@ static __always_inline int sluice_parse_tc_inline(struct __sk_buff *skb, struct 
 			  0, (pktp))
 
 /*
- * Parse the packet of an XDP or tc context: SLUICE_PARSE(ctx, &pkt). A call of the parser's
- * global function: the NF's logic after it is verified once, whatever the packet looks like.
+ * Parse the packet of an XDP or tc context into the NF's own copy: SLUICE_PARSE(ctx, &pkt). A
+ * call of the parser's global function: the NF's logic after it is verified once, whatever the
+ * packet looks like. In a chain that shares the parse it takes (or leaves) the shared result as
+ * SLUICE_PARSE_ONCE does, and copies it into *pkt (64 bytes).
  */
 #define SLUICE_PARSE(ctx, pkt)                                                                    \
 	_Generic((ctx), struct xdp_md *: sluice_parse_xdp, struct __sk_buff *: sluice_parse_tc)(  \
@@ -602,9 +610,9 @@ static __always_inline int sluice_parse_tc_inline(struct __sk_buff *skb, struct 
 /*
  * The same parser inlined into the program: no call (on some CPUs a call costs about as much as
  * the parsing), but the verifier may walk the NF's logic once per kind of packet the parser
- * tells apart. Fine for short NFs without loops (ratelimit and flowmon verify in about as many
- * instructions either way); an NF with a loop over packet fields wants SLUICE_PARSE (the
- * firewall: about 780 instructions instead of 2,500).
+ * tells apart. Fine for short NFs without loops; an NF with a loop over packet fields wants
+ * SLUICE_PARSE or SLUICE_PARSE_ONCE_INLINE (the firewall with this one: about 2,500
+ * instructions instead of 800-900). It never shares the parse along the chain.
  */
 #define SLUICE_PARSE_INLINE(ctx, pkt)                                                             \
 	_Generic((ctx), struct xdp_md *: sluice_parse_xdp_inline,                                  \

@@ -7,7 +7,7 @@ SEC("xdp")
 int firewall_xdp(struct xdp_md *ctx)
 {
 	const struct sluice_pkt *pkt;
-	int parsed = SLUICE_PARSE_ONCE(ctx, &pkt);
+	int parsed = SLUICE_PARSE_ONCE_INLINE(ctx, &pkt);
 
 	return SLUICE_EXIT(ctx, firewall_process(pkt, parsed));
 }
@@ -16,7 +16,7 @@ SEC("tc")
 int firewall_tc(struct __sk_buff *skb)
 {
 	const struct sluice_pkt *pkt;
-	int parsed = SLUICE_PARSE_ONCE(skb, &pkt);
+	int parsed = SLUICE_PARSE_ONCE_INLINE(skb, &pkt);
 
 	return SLUICE_EXIT(skb, firewall_process(pkt, parsed));
 }
