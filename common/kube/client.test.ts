@@ -118,9 +118,13 @@ describe("KubeClient when the API server is overloaded", () => {
   it("waits out Retry-After after a 429 and then gets the answer", async () => {
     const api = await scriptedServer([tooMany("1"), nodeChain]);
     const client = clientFor(api.url);
+    const retries: { status: number; delayMs: number }[] = [];
+    client.onRetry = (_what, err, delayMs) => retries.push({ status: err.status, delayMs });
     const obj = await client.get(StoreResources.NodeChain!, "ns", "edge");
     expect(obj?.metadata?.name).toBe("edge");
     expect(api.requests).toHaveLength(2);
+    expect(retries).toEqual([{ status: 429, delayMs: expect.any(Number) }]);
+    expect(retries[0]!.delayMs).toBeGreaterThanOrEqual(1000);
     expect(api.requests[1]!.at - api.requests[0]!.at).toBeGreaterThanOrEqual(950);
   });
 

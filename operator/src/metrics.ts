@@ -9,6 +9,7 @@ import {
   registerProcessMetrics,
   type Registry,
 } from "../../common/metrics.ts";
+import type { KubeClient } from "../../common/kube/client.ts";
 import type { Controller, ReconcileOutcome } from "../../common/kube/controller.ts";
 import { ConditionType, findCondition, Reason, type ServiceChain } from "../../common/api/index.ts";
 
@@ -51,6 +52,18 @@ export class OperatorMetrics {
   record(controller: string, result: ReconcileOutcome, seconds: number): void {
     this.#reconciles.inc({ controller, result });
     this.#seconds.observe({ controller }, seconds);
+  }
+
+  readonly #apiRetries = new Counter({
+    name: "sluice_kube_api_retries_total",
+    help: "Kubernetes API calls tried again after the API server answered 429 or 5xx, by status.",
+    labelNames: ["status"] as const,
+    registers: [this.registry],
+  });
+
+  /** Counts the retries of `client` (an API server under load shows here first). */
+  observeKubeClient(client: KubeClient): void {
+    client.onRetry = (_what, err) => this.#apiRetries.inc({ status: String(err.status) });
   }
 
   /** Makes `controller` report every reconcile here. */

@@ -85,6 +85,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   // Leader: the replica that runs the controllers (the only one without leader election).
   const metrics = new OperatorMetrics(() => controlPlane !== undefined);
   metrics.observeServiceChains(() => store.list("ServiceChain"));
+  metrics.observeKubeClient(client);
   server.route("GET", "/metrics", metrics.handler);
   // The cluster-wide live view at /: every chain on every node, and each rollout, from the caches.
   const rates = options.agentMetricsPort
