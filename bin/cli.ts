@@ -32,7 +32,7 @@ export const commandUsage = {
   operator: `usage: sluice operator [--kubeconfig FILE] [--namespace NS[,NS...]] [--port 8080] [--data-dir DIR]
                        [--advertise-url URL] [--allow-cross-namespace] [--allow-file-sources]
                        [--allowed-git-hosts HOST[,HOST...]]
-                       [--agent-metrics-port PORT [--agent-rates-idle-interval 10s (0s: off)]]
+                       [--agent-metrics-port PORT [--agent-rates-idle-interval 0s]]
                        [--leader-elect [--leader-elect-namespace NS] [--leader-elect-lease NAME]
                         [--leader-elect-id ID] [--leader-elect-duration 15s]]
   The control plane in a cluster: GitSource sync, apply and prune, chain planning and rollout.
@@ -41,7 +41,8 @@ export const commandUsage = {
 
   The live view at / shows every chain on every node; with --agent-metrics-port (the agents'
   --metrics-port) it asks each node's agent, at the Node's InternalIP, for its rates: every
-  second while a page is open, every --agent-rates-idle-interval otherwise.
+  second while a page is open, and otherwise only every --agent-rates-idle-interval if it is
+  not 0s (the default: nobody looking, no request).
 
   Flags for clusters shared by teams (all off by default):
     --allow-cross-namespace   a GitSource may apply objects into other namespaces than its own

@@ -78,7 +78,7 @@ async function operator(argv: string[]): Promise<number> {
     "allow-file-sources": { type: "boolean", default: false },
     "allowed-git-hosts": { type: "string" },
     "agent-metrics-port": { type: "string" },
-    "agent-rates-idle-interval": { type: "string", default: "10s" },
+    "agent-rates-idle-interval": { type: "string", default: "0s" },
   });
   if (typeof line === "number") return line;
   const { values } = line;

@@ -1,14 +1,15 @@
 /**
  * Per-node rates for the operator's cluster view: the operator asks each node's agent for its
  * chains' counters (`GET /live/readings` on the agent's metrics port, at the node's InternalIP),
- * once a second while a page is open and every `idleIntervalMs` otherwise.
+ * once a second while a page is open, and otherwise not at all unless `idleIntervalMs` is set:
+ * with nobody looking the operator's cost does not grow with the number of nodes.
  *
  * Why asking the agents rather than having them write rates into NodeChain status: status writes
  * cost the API server and etcd one write per node per period and wake every NodeChain watcher
  * (the ServiceChain controller among them), and a period the API can bear (10 s or more) is too
  * coarse for a live graph. Asking the agents costs the API nothing, gives one-second figures
- * while someone looks, nothing but a small GET per node every few seconds otherwise (or nothing
- * at all with `idleIntervalMs` 0), and is the same question Prometheus asks: a node whose agent
+ * while someone looks, nothing otherwise (or a small GET per node every `idleIntervalMs` when
+ * asked for), and is the same question Prometheus asks: a node whose agent
  * does not answer is exactly what the SluiceAgentNotReporting alert means.
  */
 import { z } from "zod";
@@ -105,7 +106,7 @@ export class NodeRates {
   async #tick(): Promise<void> {
     if (this.#running) return;
     const watched = this.#options.watched();
-    const idle = this.#options.idleIntervalMs ?? 10_000;
+    const idle = this.#options.idleIntervalMs ?? 0;
     if (!watched && (idle <= 0 || Date.now() - this.#lastRoundMs < idle)) return;
     this.#running = true;
     try {

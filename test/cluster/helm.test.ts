@@ -323,7 +323,7 @@ describe("with default values", () => {
     const deployment = findManifest(defaults.stored, "Deployment") as Workload;
     const operator = deployment.spec.template.spec.containers.find((c) => c.name === "operator")!;
     expect(operator.args).toEqual(
-      expect.arrayContaining(["--agent-metrics-port=9471", "--agent-rates-idle-interval=10s"]),
+      expect.arrayContaining(["--agent-metrics-port=9471", "--agent-rates-idle-interval=0s"]),
     );
   });
 
