@@ -385,6 +385,7 @@ async function main(): Promise<number> {
     switch_floor: floor,
     load_ms_p50: loads.load_ms_p50,
     load_ms_p90: loads.load_ms_p90,
+    load_open_ms_p50: loads.open_ms_p50,
     verified_insns: loads.verified_insns,
     compile_ms_cold: round(compileFigures.compile_ms_cold, 1),
     compile_ms_cached: round(compileFigures.compile_ms_cached, 2),
