@@ -23,6 +23,17 @@ describe("WorkQueue", () => {
     expect(await q.get()).toBe("a");
   });
 
+  it("puts a key added while it was processing behind the keys already waiting (round robin)", async () => {
+    const q = new WorkQueue();
+    q.add("big");
+    const big = await q.get();
+    q.add("big"); // its next pass, asked for during this one
+    q.add("small");
+    q.add("other");
+    q.done(big!);
+    expect([await q.get(), await q.get(), await q.get()]).toEqual(["small", "other", "big"]);
+  });
+
   it("keeps the earliest deadline of delayed adds", async () => {
     const q = new WorkQueue();
     q.addAfter("a", 10_000);

@@ -3,6 +3,10 @@
  * a key is queued at most once however often it is added; a key is never processed by two
  * workers at once (an add during processing runs it again afterwards); failures back off
  * exponentially per key; and a delayed add keeps the earliest deadline.
+ *
+ * Keys are served first come, first served, and a key added while it is processed goes behind
+ * the keys already waiting: a reconcile that does a large job in short passes (asking to run
+ * again after each) takes turns with every other key instead of holding a worker until done.
  */
 export class WorkQueue {
   private readonly queue: string[] = [];
