@@ -19,7 +19,13 @@ import { BpfMap } from "../../node-agent/src/libbpf/index.ts";
 import { OVERLAY_COUNTERS } from "../../node-agent/src/nf/overlay.ts";
 import { udpCapture } from "./capture.ts";
 import { startChartManager } from "./chart-manager.ts";
-import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
+import {
+  builtinChain,
+  compileBuiltins,
+  makeCacheDir,
+  type BuiltinObjects,
+  type BuiltinUse,
+} from "./fixtures/chains.ts";
 import {
   createBpffsDir,
   createNetns,
@@ -174,7 +180,18 @@ async function topology(
 }
 
 /** Starts a chart manager in each node and applies overlay → router on both of its interfaces. */
-async function fabric(scope: TestScope, net: Topology, hook: Hook): Promise<BpffsDir[]> {
+/** How the fabric chain is built: its mode, and NFs between overlay and router. */
+interface FabricOptions {
+  mode?: "linked" | "fused";
+  between?: BuiltinUse[];
+}
+
+async function fabric(
+  scope: TestScope,
+  net: Topology,
+  hook: Hook,
+  options: FabricOptions = {},
+): Promise<BpffsDir[]> {
   const dirs: BpffsDir[] = [];
   for (const [node, ifaces] of [
     [net.n1, [net.h1.ifname, net.u1.ifname]],
@@ -196,6 +213,7 @@ async function fabric(scope: TestScope, net: Topology, hook: Hook): Promise<Bpff
         // Generic: native XDP_REDIRECT into a veth needs an XDP program at its far end, and
         // drops the checksum state of locally sent packets (see bpf/README.md).
         ...(hook === "xdp" ? { xdpMode: "generic" as const } : {}),
+        ...(options.mode ? { mode: options.mode } : {}),
         functions: [
           {
             builtin: "overlay",
@@ -217,11 +235,13 @@ async function fabric(scope: TestScope, net: Topology, hook: Hook): Promise<Bpff
               },
             ],
           },
+          ...(options.between ?? []),
           { builtin: "router" },
         ],
       }),
     );
     expect(result.selfTest).toMatchObject({ failed: 0 });
+    expect(result.mode ?? "linked").toBe(options.mode ?? "linked");
     dirs.push(bpffs);
   }
   return dirs;
@@ -338,4 +358,31 @@ describe("overlay + router across two nodes", () => {
     expect(sent.noNeighbour + sent.encapsulated).toBe(2_000);
     expect(counters(n2!).decapsulated).toBe(2_000);
   });
+
+  test.each(["linked", "fused"] as const)(
+    "tc-ingress, %s: an NF after overlay sees the unwrapped packet, not the tunnel",
+    async (mode) => {
+      const scope = testScope();
+      const net = await topology(scope, 1500);
+      // The firewall matches B's inner port: at N2 it must see A's datagram, not UDP to 4789.
+      const firewall: BuiltinUse = {
+        builtin: "firewall",
+        tables: { rules: [{ action: "deny", protocol: "udp", dport: PORT + 5 }] },
+      };
+      const [, n2] = await fabric(scope, net, "tc-ingress", { mode, between: [firewall] });
+      const flow = (port: number) =>
+        udpFlow({
+          from: { ns: net.a.ns, ip: ADDR.a.v4 },
+          to: { ns: net.b.ns, ip: ADDR.b.v4 },
+          count: 500,
+          rate: 1_000,
+          port,
+        });
+      const allowed = await flow(PORT + 4);
+      expect({ sent: allowed.sent, lost: allowed.lost }).toEqual({ sent: 500, lost: 0 });
+      const denied = await flow(PORT + 5);
+      expect({ sent: denied.sent, received: denied.received }).toEqual({ sent: 500, received: 0 });
+      expect(counters(n2!).decapsulated).toBe(1_000);
+    },
+  );
 });

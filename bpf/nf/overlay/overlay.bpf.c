@@ -6,7 +6,7 @@
 SEC("xdp")
 int overlay_xdp(struct xdp_md *ctx)
 {
-	return SLUICE_EXIT(ctx, overlay_process(ctx, ctx->ingress_ifindex, 1));
+	return SLUICE_EXIT(ctx, overlay_process(ctx, 0, ctx->ingress_ifindex, 1));
 }
 
 SEC("tc")
@@ -16,7 +16,7 @@ int overlay_tc(struct __sk_buff *skb)
 	if ((long)skb->data + ETH_HLEN + OVERLAY_OVERHEAD + sizeof(struct ipv6hdr) > (long)skb->data_end)
 		bpf_skb_pull_data(skb, ETH_HLEN + OVERLAY_OVERHEAD + sizeof(struct ipv6hdr));
 	/* On tc ingress skb->ifindex is the receiving device. */
-	return SLUICE_EXIT(skb, overlay_process(skb, skb->ifindex, 0));
+	return SLUICE_EXIT(skb, overlay_process(skb, 0, skb->ifindex, 0));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

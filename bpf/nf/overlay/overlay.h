@@ -110,11 +110,14 @@ static __always_inline __u16 overlay_ipv4_csum(struct iphdr *ip)
 			      : ((struct __sk_buff *)(ctx))->data_end))
 
 /*
- * Unwraps a VXLAN packet of ours: data..data_end is the outer frame, already checked to hold
- * OVERLAY_OVERHEAD + ETH_HLEN bytes. Returns SLUICE_CONTINUE with the inner packet, or
- * SLUICE_ABORTED when the kernel refused to move the head.
+ * Unwraps a VXLAN packet of ours. Returns SLUICE_CONTINUE with the inner packet, or
+ * SLUICE_ABORTED when the kernel refused to move the head. The NFs after this one see the inner
+ * packet: a parse shared along a linked chain is voided, and pkt (the fused chain's one parse,
+ * or NULL) is parsed again from the inner headers; a fused chain drops an inner packet whose
+ * headers do not parse, since the NFs after it would otherwise read the outer packet's parse.
  */
-static __always_inline enum sluice_verdict overlay_decap(void *ctx, const int xdp)
+static __always_inline enum sluice_verdict overlay_decap(void *ctx, struct sluice_pkt *pkt,
+							 const int xdp)
 {
 	void *data = OVERLAY_DATA(ctx, xdp), *data_end = OVERLAY_DATA_END(ctx, xdp);
 	struct ethhdr *eth = data;
@@ -149,6 +152,20 @@ static __always_inline enum sluice_verdict overlay_decap(void *ctx, const int xd
 	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
 	eth->h_proto = inner_proto;
 	overlay_count(OVERLAY_DECAPSULATED);
+	SLUICE_PARSE_FORGET();
+	if (pkt) {
+		int parsed;
+
+		__builtin_memset(pkt, 0, sizeof(*pkt));
+		if (xdp) {
+			parsed = sluice_parse_xdp_global(ctx, pkt);
+		} else {
+			sluice_pull_headers(ctx);
+			parsed = sluice_parse_tc_global(ctx, pkt);
+		}
+		if (parsed != SLUICE_PARSE_IP)
+			return SLUICE_DROP;
+	}
 	return SLUICE_CONTINUE;
 }
 
@@ -216,9 +233,12 @@ static __always_inline int overlay_encap(void *ctx, const int xdp, __u32 frame_l
  * The overlay's decision for the frame that arrived on ifindex: unwrap VXLAN from a known node,
  * wrap and redirect a packet for a remote segment, or leave it alone (SLUICE_CONTINUE). is_xdp
  * is 1 in an XDP program and 0 in a tc one (a constant: the other hook's branch compiles away).
- * The packet moves (its head grows or shrinks): read data/data_end again after the call.
+ * pkt is the parse a fused chain shares (updated when the packet is unwrapped), or NULL in the
+ * NF's own programs, which parse nothing. The packet moves (its head grows or shrinks): read
+ * data/data_end again after the call.
  */
-static __always_inline enum sluice_verdict overlay_process(void *ctx, __u32 ifindex, int is_xdp)
+static __always_inline enum sluice_verdict overlay_process(void *ctx, struct sluice_pkt *pkt,
+							   __u32 ifindex, int is_xdp)
 {
 	const int xdp = is_xdp;
 	void *data = OVERLAY_DATA(ctx, xdp), *data_end = OVERLAY_DATA_END(ctx, xdp);
@@ -247,7 +267,7 @@ static __always_inline enum sluice_verdict overlay_process(void *ctx, __u32 ifin
 				if (vx->flags & bpf_htonl(0x08000000) &&
 				    vx->vni == bpf_htonl(overlay_vni << 8) &&
 				    bpf_map_lookup_elem(&overlay_nodes, &ip->saddr))
-					return overlay_decap(ctx, xdp);
+					return overlay_decap(ctx, pkt, xdp);
 				overlay_count(OVERLAY_FOREIGN);
 				return SLUICE_CONTINUE;
 			}
