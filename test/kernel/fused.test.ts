@@ -26,16 +26,20 @@ import type { BpfMap } from "../../node-agent/src/libbpf/index.ts";
 import { StatsReader } from "../../node-agent/src/chain/status.ts";
 import { fillTables } from "../../node-agent/src/chain/tables.ts";
 import { BPF_DIR, compile } from "../../node-agent/src/compile/index.ts";
-import { BUILTIN_NFS, type BuiltinNfName } from "../../node-agent/src/nf/index.ts";
+import { BUILTIN_NFS, decodeFlowEntry, type BuiltinNfName } from "../../node-agent/src/nf/index.ts";
 import { buildPacket, returnCodeToVerdict, type ProgramHook } from "../../node-agent/src/packet/index.ts";
+import { startChartManager } from "./chart-manager.ts";
 import {
+  builtinChain,
   builtinNf,
   compileBuiltins,
   makeCacheDir,
+  staticNeighbors,
   type BuiltinObjects,
   type BuiltinUse,
 } from "./fixtures/chains.ts";
-import { repoRoot } from "./harness.ts";
+import { createBpffsDir, createVethNetwork, repoRoot, testScope } from "./harness.ts";
+import { udpFlow } from "./traffic.ts";
 
 const cache = makeCacheDir();
 let objects: BuiltinObjects;
@@ -413,5 +417,85 @@ describe("the example repository's vectors", () => {
     );
     expect(planned.ok).toBe(false);
     expect(!planned.ok && planned.reason).toMatch(/signatures and scan-guard share one source/);
+  });
+});
+
+describe("the chain manager's modes (as the chart runs it)", () => {
+  test("auto fuses a chain that follows the inline contract, runs one that cannot be fused linked and says why; fused refuses it", async () => {
+    const scope = testScope();
+    const net = await createVethNetwork(scope);
+    await staticNeighbors(net);
+    const bpffs = createBpffsDir(scope);
+    const manager = await startChartManager({
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      rootObjectPath: objects.root,
+      scope,
+    });
+    const edge = (revision: string, mode: "auto" | "fused" | "linked", functions: BuiltinUse[]) =>
+      builtinChain(objects, {
+        name: "edge",
+        revision,
+        hook: "xdp",
+        interfaces: [net.b.ifname],
+        xdpMode: "generic",
+        mode,
+        functions,
+        tests: [
+          {
+            name: "udp crosses the chain",
+            packet: { ipv4: { src: net.a.ip, dst: net.b.ip }, udp: { sport: 1, dport: 53 } },
+            expect: { verdict: "pass" },
+          },
+        ],
+      });
+    const three: BuiltinUse[] = [
+      { builtin: "firewall", tables: rules },
+      { builtin: "ratelimit", parameters: { rate: 1_000_000, burst: 1_000_000 } },
+      { builtin: "flowmon" },
+    ];
+    const fused = await manager.apply(edge("r1", "auto", three));
+    expect(fused).toMatchObject({ action: "created", mode: "fused" });
+    expect(fused.modeReason).toBeUndefined();
+    expect(fused.selfTest).toMatchObject({ passed: 1, failed: 0 });
+    // One program runs every NF.
+    expect(new Set(fused.programIds.slice(1)).size).toBe(1);
+    expect(
+      await udpFlow({
+        from: { ns: net.a.ns.name, ip: net.a.ip },
+        to: { ns: net.b.ns.name, ip: net.b.ip },
+        count: 200,
+        rate: 2000,
+      }),
+    ).toMatchObject({ lost: 0 });
+    const counted = (await manager.status("edge"))!.nfs.map((nf) => [nf.name, nf.counters.packets]);
+    expect(counted).toEqual([
+      ["firewall", 200n],
+      ["ratelimit", 200n],
+      ["flowmon", 200n],
+    ]);
+
+    // flowmon stays in the chain: its flows carry over fused -> linked -> fused.
+    const twice: BuiltinUse[] = [
+      { builtin: "flowmon" },
+      { builtin: "ips", name: "signatures", tables: { signatures } },
+      { builtin: "ips", name: "scan-guard", parameters: { synFloodThreshold: 100 } },
+    ];
+    const linked = await manager.apply(edge("r2", "auto", twice));
+    expect(linked).toMatchObject({ action: "switched", mode: "linked" });
+    expect(linked.modeReason).toMatch(/signatures and scan-guard share one source/);
+    await expect(manager.apply(edge("r3", "fused", twice))).rejects.toThrow(/mode fused: .*share one source/);
+    expect((await manager.status("edge"))!.revision).toBe("r2");
+
+    expect(linked.carriedMaps).toContainEqual({ nf: "flowmon", map: "flowmon_flows" });
+
+    // Back to fused: the flow flowmon counted in the first fused revision is still there.
+    const back = await manager.apply(edge("r4", "auto", three));
+    expect(back).toMatchObject({ action: "switched", mode: "fused" });
+    expect(back.carriedMaps).toContainEqual({ nf: "flowmon", map: "flowmon_flows" });
+    const flows = (await manager.readTable("edge", "flowmon", "flowmon_flows")).map((e) =>
+      decodeFlowEntry(e.key, e.value),
+    );
+    expect(flows.map((f) => f.packets)).toEqual([200]);
   });
 });
