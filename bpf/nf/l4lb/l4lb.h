@@ -158,83 +158,129 @@ static __always_inline __u16 l4lb_csum_update(__u16 check, __u32 diff)
 	return (__u16)~sum;
 }
 
+/* What l4lb_rewrite_xdp / _tc change in a packet (filled by l4lb_rewrite). */
+struct l4lb_rw {
+	union sluice_addr old_addr; /* the address being replaced */
+	union sluice_addr new_addr;
+	__u32 l3_off;
+	__u32 l4_off;
+	__be32 old_port;    /* in the low 16 bits, as in the packet */
+	__be32 new_port;
+	__u32 addr_diff;    /* ones'-complement difference of the address (written by the rewrite) */
+	__u8 family;        /* 4 or 6 */
+	__u8 udp;           /* 1 UDP, 0 TCP */
+	__u8 dst;           /* 1 destination, 0 source */
+	__u8 pad;
+};
+
+/*
+ * The rewrite as global functions, one per hook, each verified once on its own. Inside, the
+ * address part forks on the family; the port and TCP/UDP checksum part then reads what it needs
+ * back from *rw (memory the verifier does not track), so both families continue as one path.
+ * XDP writes the frame directly; tc uses the skb helpers, which also handle a checksum the
+ * device is still to complete (CHECKSUM_PARTIAL from a local socket). Return 0, or -1 when the
+ * headers are not where the parser found them.
+ */
+__attribute__((noinline)) int l4lb_rewrite_xdp(struct xdp_md *ctx, struct l4lb_rw *rw)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 l3, l4, port_diff, sum;
+	__u16 *check, *ip_check;
+	__be16 *port_field;
+	__u8 *field;
+	int udp;
+
+	if (!rw)
+		return -1;
+	l3 = rw->l3_off;
+	if (l3 > SLUICE_MAX_HDR_OFF)
+		return -1;
+	if (rw->family == 4) {
+		if (!sluice_hdr((void **)&field, data, data_end, l3 + (rw->dst ? 16 : 12), 4) ||
+		    !sluice_hdr((void **)&ip_check, data, data_end, l3 + 10, 2))
+			return -1;
+		rw->addr_diff = bpf_csum_diff(&rw->old_addr.be32[3], 4, &rw->new_addr.be32[3], 4, 0);
+		*(__be32 *)field = rw->new_addr.be32[3];
+		*ip_check = l4lb_csum_update(*ip_check, rw->addr_diff);
+	} else {
+		if (!sluice_hdr((void **)&field, data, data_end, l3 + (rw->dst ? 24 : 8), 16))
+			return -1;
+		rw->addr_diff = bpf_csum_diff(rw->old_addr.be32, 16, rw->new_addr.be32, 16, 0);
+		__builtin_memcpy(field, rw->new_addr.u8, 16);
+	}
+
+	l4 = SLUICE_RELOAD(rw->l4_off);
+	udp = SLUICE_RELOAD(rw->udp) & 1;
+	if (l4 > SLUICE_MAX_HDR_OFF)
+		return -1;
+	if (!sluice_hdr((void **)&check, data, data_end, l4 + (udp ? 6 : 16), 2) ||
+	    !sluice_hdr((void **)&port_field, data, data_end, l4 + ((rw->dst & 1) << 1), 2))
+		return -1;
+	port_diff = bpf_csum_diff(&rw->old_port, 4, &rw->new_port, 4, 0);
+	*port_field = (__be16)rw->new_port;
+	/* A UDP checksum of 0 means none (IPv4); a computed 0 is sent as 0xffff. */
+	if (!udp || *check) {
+		sum = l4lb_csum_update(*check, l4lb_csum_add(SLUICE_RELOAD(rw->addr_diff), port_diff));
+		*check = udp && sum == 0 ? 0xffff : sum;
+	}
+	return 0;
+}
+
+__attribute__((noinline)) int l4lb_rewrite_tc(struct __sk_buff *skb, struct l4lb_rw *rw)
+{
+	__u32 l3, check_off;
+	__u64 mangled0;
+
+	if (!rw)
+		return -1;
+	l3 = rw->l3_off;
+	if (l3 > SLUICE_MAX_HDR_OFF)
+		return -1;
+	if (rw->family == 4) {
+		rw->addr_diff = bpf_csum_diff(&rw->old_addr.be32[3], 4, &rw->new_addr.be32[3], 4, 0);
+		if (bpf_skb_store_bytes(skb, l3 + (rw->dst ? 16 : 12), &rw->new_addr.be32[3], 4, 0) ||
+		    bpf_l3_csum_replace(skb, l3 + 10, 0, rw->addr_diff, 0))
+			return -1;
+	} else {
+		rw->addr_diff = bpf_csum_diff(rw->old_addr.be32, 16, rw->new_addr.be32, 16, 0);
+		if (bpf_skb_store_bytes(skb, l3 + (rw->dst ? 24 : 8), rw->new_addr.u8, 16, 0))
+			return -1;
+	}
+
+	check_off = SLUICE_RELOAD(rw->l4_off);
+	if (check_off > SLUICE_MAX_HDR_OFF)
+		return -1;
+	mangled0 = (SLUICE_RELOAD(rw->udp) & 1) ? BPF_F_MARK_MANGLED_0 : 0;
+	check_off += mangled0 ? 6 : 16;
+	if (bpf_l4_csum_replace(skb, check_off, 0, SLUICE_RELOAD(rw->addr_diff), BPF_F_PSEUDO_HDR | mangled0) ||
+	    bpf_skb_store_bytes(skb, rw->l4_off + ((rw->dst & 1) << 1), &rw->new_port, 2, 0) ||
+	    bpf_l4_csum_replace(skb, check_off, rw->old_port, rw->new_port, 2 | mangled0))
+		return -1;
+	return 0;
+}
+
 /*
  * Rewrites the destination (dst 1) or source (dst 0) address and port of the parsed TCP/UDP
  * packet to addr:port, updating the IPv4 header checksum and the TCP/UDP checksum (whose
- * pseudo-header holds the address). XDP writes the frame directly; tc uses the skb helpers,
- * which also handle a checksum the device is still to complete (CHECKSUM_PARTIAL from a local
- * socket). Returns 0, or -1 when the headers are not where the parser found them.
+ * pseudo-header holds the address). Returns 0, or -1 (see l4lb_rewrite_xdp).
  */
 static __always_inline int l4lb_rewrite(void *ctx, int is_xdp, const struct sluice_pkt *pkt, int dst,
 					const union sluice_addr *addr, __be16 port)
 {
-	__u32 l3 = pkt->l3_off, l4 = pkt->l4_off, addr_off, port_off, check_off;
-	const union sluice_addr *old_addr = dst ? &pkt->flow.dst : &pkt->flow.src;
-	__be32 old_port = dst ? pkt->flow.dport : pkt->flow.sport;
-	__be32 new_port = port;
-	int udp = pkt->flow.proto == IPPROTO_UDP;
-	__u32 addr_diff, port_diff;
-	__u64 mangled0 = udp ? BPF_F_MARK_MANGLED_0 : 0;
+	struct l4lb_rw rw = {
+		.old_addr = dst ? pkt->flow.dst : pkt->flow.src,
+		.new_addr = *addr,
+		.l3_off = pkt->l3_off,
+		.l4_off = pkt->l4_off,
+		.old_port = dst ? pkt->flow.dport : pkt->flow.sport,
+		.new_port = port,
+		.family = pkt->family,
+		.udp = pkt->flow.proto == IPPROTO_UDP,
+		.dst = dst,
+	};
 
-	if (l3 > SLUICE_MAX_HDR_OFF || l4 > SLUICE_MAX_HDR_OFF)
-		return -1;
-	port_off = l4 + (dst ? 2 : 0);
-	check_off = l4 + (udp ? 6 : 16);
-	port_diff = bpf_csum_diff(&old_port, 4, &new_port, 4, 0);
-	if (pkt->family == 4) {
-		addr_off = l3 + (dst ? 16 : 12);
-		addr_diff = bpf_csum_diff((__be32 *)&old_addr->be32[3], 4, (__be32 *)&addr->be32[3], 4, 0);
-	} else {
-		addr_off = l3 + (dst ? 24 : 8);
-		addr_diff = bpf_csum_diff((__be32 *)old_addr->be32, 16, (__be32 *)addr->be32, 16, 0);
-	}
-
-	if (is_xdp) {
-		struct xdp_md *xdp = ctx;
-		void *data = (void *)(long)xdp->data;
-		void *data_end = (void *)(long)xdp->data_end;
-		__be16 *port_field;
-		__u16 *check;
-		__u8 *field;
-
-		if (!sluice_hdr((void **)&check, data, data_end, check_off, 2) ||
-		    !sluice_hdr((void **)&port_field, data, data_end, port_off, 2))
-			return -1;
-		if (pkt->family == 4) {
-			__u16 *ip_check;
-
-			if (!sluice_hdr((void **)&field, data, data_end, addr_off, 4) ||
-			    !sluice_hdr((void **)&ip_check, data, data_end, l3 + 10, 2))
-				return -1;
-			*(__be32 *)field = addr->be32[3];
-			*ip_check = l4lb_csum_update(*ip_check, addr_diff);
-		} else {
-			if (!sluice_hdr((void **)&field, data, data_end, addr_off, 16))
-				return -1;
-			__builtin_memcpy(field, addr->u8, 16);
-		}
-		*port_field = port;
-		/* A UDP checksum of 0 means none (IPv4); a computed 0 is sent as 0xffff. */
-		if (!udp || *check) {
-			__u16 sum = l4lb_csum_update(*check, l4lb_csum_add(addr_diff, port_diff));
-
-			*check = udp && sum == 0 ? 0xffff : sum;
-		}
-		return 0;
-	}
-
-	if (pkt->family == 4) {
-		if (bpf_skb_store_bytes(ctx, addr_off, &addr->be32[3], 4, 0) ||
-		    bpf_l3_csum_replace(ctx, l3 + 10, 0, addr_diff, 0))
-			return -1;
-	} else if (bpf_skb_store_bytes(ctx, addr_off, addr->u8, 16, 0)) {
-		return -1;
-	}
-	if (bpf_l4_csum_replace(ctx, check_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled0) ||
-	    bpf_skb_store_bytes(ctx, port_off, &port, 2, 0) ||
-	    bpf_l4_csum_replace(ctx, check_off, old_port, port, 2 | mangled0))
-		return -1;
-	return 0;
+	return is_xdp ? l4lb_rewrite_xdp(ctx, &rw) : l4lb_rewrite_tc(ctx, &rw);
 }
 
 /* Remembers where the backend's replies to this flow must come from: the virtual IP and port. */
