@@ -2,6 +2,7 @@
  * Rollouts at fleet scale against a real kube-apiserver + etcd:
  *
  *   npm run bench:scale -- [--nodes 1000] [--workers N] [--switch-ms 50] [--json]
+ *                          [--profile-operator DIR]   (a V8 CPU profile of the operator)
  *
  * Brings up a fleet (test/support/fleet/fleet.ts): N Nodes kept alive by kwok, N simulated
  * agents (the real agent code on a recording, simulated data plane that takes `--switch-ms` per
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     workers: { type: "string" },
     "switch-ms": { type: "string", default: "50" },
     json: { type: "boolean", default: false },
+    "profile-operator": { type: "string" },
   },
 });
 const nodes = Number(values.nodes);
@@ -61,6 +63,7 @@ async function main(): Promise<void> {
     switchMs,
     maxUnavailable: "10%",
     ...(values.workers ? { workers: Number(values.workers) } : {}),
+    ...(values["profile-operator"] ? { operatorProfileDir: values["profile-operator"] } : {}),
     say,
   });
   try {

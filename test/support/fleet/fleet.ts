@@ -38,7 +38,7 @@ import {
 } from "./simulated-agents.ts";
 
 const execFileAsync = promisify(execFile);
-const workerModule = fileURLToPath(new URL("./simulated-agents.ts", import.meta.url));
+const workerModule = fileURLToPath(new URL("./simulated-agents-worker.ts", import.meta.url));
 
 /** The namespace of the fleet's release, GitSource and chain. */
 export const FLEET_NAMESPACE = "fleet";
@@ -59,6 +59,8 @@ export interface FleetOptions {
   maxUnavailable: string;
   /** Progress lines (the bench prints them; the test does not). */
   say?: (line: string) => void;
+  /** Write a V8 CPU profile of the operator into this directory when it stops (`--cpu-prof`). */
+  operatorProfileDir?: string;
 }
 
 /** Requests and latency as the API server's own metrics count them between two scrapes. */
@@ -669,21 +671,29 @@ spec:
       await chown(p, CHART_OPERATOR_UID, CHART_OPERATOR_UID);
     await chmod(work, 0o755);
     const port = await freeLoopbackPort();
-    const [file, ...args] = asChartOperator(
-      sluiceArgv([
-        "operator",
-        `--kubeconfig=${kubeconfig}`,
-        `--namespace=${FLEET_NAMESPACE}`,
-        `--port=${port}`,
-        "--host=127.0.0.1",
-        `--data-dir=${join(dir, "data")}`,
-        `--advertise-url=http://127.0.0.1:${port}`,
-        "--leader-elect",
-        `--leader-elect-namespace=${FLEET_NAMESPACE}`,
-        `--leader-elect-lease=${identities.lease}`,
-        "--leader-elect-id=fleet-operator-0",
-      ]),
-    );
+    const profile = this.options.operatorProfileDir;
+    if (profile) {
+      await mkdir(profile, { recursive: true });
+      await chown(profile, CHART_OPERATOR_UID, CHART_OPERATOR_UID);
+    }
+    const [node, ...sluice] = sluiceArgv([
+      "operator",
+      `--kubeconfig=${kubeconfig}`,
+      `--namespace=${FLEET_NAMESPACE}`,
+      `--port=${port}`,
+      "--host=127.0.0.1",
+      `--data-dir=${join(dir, "data")}`,
+      `--advertise-url=http://127.0.0.1:${port}`,
+      "--leader-elect",
+      `--leader-elect-namespace=${FLEET_NAMESPACE}`,
+      `--leader-elect-lease=${identities.lease}`,
+      "--leader-elect-id=fleet-operator-0",
+    ]);
+    const [file, ...args] = asChartOperator([
+      node!,
+      ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : []),
+      ...sluice,
+    ]);
     const { openSync, closeSync } = await import("node:fs");
     const fd = openSync(join(work, "operator.log"), "a");
     this.operator = spawn(file!, args, {

@@ -1,22 +1,15 @@
 /**
- * A worker process of the fleet simulation: runs many node agents made of the real agent code
- * (`NodeAgent`: its own node's NodeChains only, through a store with the node's label selector,
+ * The fleet simulation's agents: a worker process (`simulated-agents-worker.ts`) runs many node
+ * agents made of the real agent code (`NodeAgent`: its own node's NodeChains only, through a store with the node's label selector,
  * authenticated with a token bound to that Node; artifacts fetched by digest and compiled once
  * per process through the shared cache), each on a *simulated* data plane: a recorder that stands
  * in for the kernel, takes a set time per switch, fails on chosen nodes, and timestamps the start
  * and end of every switch. The parent talks to it over the IPC channel (see {@link WorkerRequest}).
- *
- * Started with `node --import tsx`, so the agent code is the sources, not a copy.
  */
 import { readFileSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
-import { KubeConfig } from "@kubernetes/client-node";
-import { NODE_LABEL, Reason } from "../../../common/api/index.ts";
+import { Reason } from "../../../common/api/index.ts";
 import { SluiceError } from "../../../common/errors.ts";
-import { KubeClient } from "../../../common/kube/client.ts";
-import { KubeStore } from "../../../common/kube/store.ts";
-import { rootLogger } from "../../../common/log.ts";
-import { NodeAgent, type DataPlane, type DataPlaneResult } from "../../../node-agent/src/agent/agent.ts";
+import type { DataPlane, DataPlaneResult } from "../../../node-agent/src/agent/agent.ts";
 import type { ChainSpec } from "../../../node-agent/src/chain/spec.ts";
 
 /** One switch as the simulated data plane recorded it (epoch milliseconds). */
@@ -64,7 +57,7 @@ export class SimulatedSwitchError extends SluiceError {
 }
 
 /** Shared by the recorders of one worker. */
-interface RecorderState {
+export interface RecorderState {
   switchMs: number;
   history: RecordedSwitch[];
   /** Nodes that fail every revision not in `knownRevisions` at the time they were chosen. */
@@ -109,89 +102,9 @@ export class RecordingDataPlane implements DataPlane {
   }
 }
 
-const log = rootLogger.child({ component: "simulated-agents" });
-const agents: { agent: NodeAgent; store: KubeStore }[] = [];
-const state: RecorderState = { switchMs: 50, history: [], failing: new Map(), seenRevisions: new Set() };
-
-/** Agents started at once: each lists and opens a watch; a few at a time keeps start-up smooth. */
-const START_CONCURRENCY = 16;
-
-async function start(request: Extract<WorkerRequest, { type: "start" }>): Promise<WorkerReply> {
-  const began = Date.now();
-  state.switchMs = request.switchMs;
-  await mkdir(request.cacheDir, { recursive: true });
-  const queue = [...request.agents];
-  const startOne = async (spec: SimulatedAgentSpec): Promise<void> => {
-    const kc = new KubeConfig();
-    const user = `agent-${spec.node}`;
-    kc.loadFromOptions({
-      clusters: [{ name: "fleet", server: request.server, caData: request.caData, skipTLSVerify: false }],
-      users: [{ name: user, token: spec.token }],
-      contexts: [{ name: user, cluster: "fleet", user }],
-      currentContext: user,
-    });
-    const agentLog = log.child({ node: spec.node });
-    // As `sluice agent` builds it: its own node's NodeChains only.
-    const store = new KubeStore(new KubeClient(kc), agentLog, {
-      labelSelectors: { NodeChain: `${NODE_LABEL}=${spec.node}` },
-    });
-    const agent = new NodeAgent({
-      nodeName: spec.node,
-      store,
-      dataPlane: new RecordingDataPlane(spec.node, state),
-      cacheDir: request.cacheDir,
-      log: agentLog,
-    });
-    await agent.start();
-    agents.push({ agent, store });
-  };
-  await Promise.all(
-    Array.from({ length: START_CONCURRENCY }, async () => {
-      for (let spec = queue.shift(); spec; spec = queue.shift()) await startOne(spec);
-    }),
-  );
-  return { type: "started", agents: agents.length, ms: Date.now() - began };
-}
-
-function memoryMb(field: "VmRSS" | "VmHWM"): number {
-  return rssOf(process.pid, field);
-}
-
 /** `VmRSS` (now) or `VmHWM` (peak) of process `pid`, in MiB. */
 export function rssOf(pid: number, field: "VmRSS" | "VmHWM"): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? "0");
   return Math.round((kb / 1024) * 10) / 10;
-}
-
-async function handle(request: WorkerRequest): Promise<WorkerReply | undefined> {
-  switch (request.type) {
-    case "start":
-      return start(request);
-    case "fail":
-      for (const node of request.nodes) state.failing.set(node, new Set(state.seenRevisions));
-      return { type: "failArmed" };
-    case "history":
-      return {
-        type: "history",
-        switches: state.history,
-        rssMb: memoryMb("VmRSS"),
-        peakRssMb: memoryMb("VmHWM"),
-      };
-    case "stop":
-      await Promise.all(agents.map(async ({ agent, store }) => (await agent.stop(), await store.stop())));
-      process.exit(0);
-  }
-}
-
-if (process.send) {
-  process.on("message", (request: WorkerRequest) => {
-    handle(request).then(
-      (reply) => reply && process.send!(reply),
-      (err: unknown) =>
-        process.send!({ type: "error", message: err instanceof Error ? err.stack : String(err) }),
-    );
-  });
-  // The parent gone, nothing here has a purpose.
-  process.on("disconnect", () => process.exit(0));
 }
