@@ -497,5 +497,25 @@ describe("the chain manager's modes (as the chart runs it)", () => {
       decodeFlowEntry(e.key, e.value),
     );
     expect(flows.map((f) => f.packets)).toEqual([200]);
+
+    // A new agent process adopts the fused chain from its pins and switches it again.
+    await manager.close();
+    const restarted = await startChartManager({
+      root: bpffs.path,
+      netns: net.b.ns.path,
+      rootObjectPath: objects.root,
+      scope,
+    });
+    expect(await restarted.adopt()).toEqual([
+      expect.objectContaining({ name: "edge", outcome: "adopted", revision: "r4", repairs: [] }),
+    ]);
+    expect((await restarted.status("edge"))!.nfs.map((nf) => [nf.name, nf.counters.packets])).toEqual(
+      counted,
+    );
+    const again = await restarted.apply(
+      edge("r5", "auto", [...three.slice(0, 2), { builtin: "noop" }, { builtin: "flowmon" }]),
+    );
+    expect(again).toMatchObject({ action: "switched", mode: "fused" });
+    expect(again.carriedMaps).toContainEqual({ nf: "flowmon", map: "flowmon_flows" });
   });
 });
