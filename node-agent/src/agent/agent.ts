@@ -53,6 +53,7 @@ export interface DataPlaneResult {
  */
 export function liveMessage(result: DataPlaneResult): string {
   const parts = [`revision ${result.revision} is live on ${result.attachedInterfaces.join(", ")}`];
+  if (result.mode === "linked" && result.modeReason) parts.push(`runs linked: ${result.modeReason}`);
   if (result.hookChange) parts.push(`moved from hook ${result.hookChange.from} to ${result.hookChange.to}`);
   const recreated = result.recreatedMaps ?? [];
   if (recreated.length > 0) {

@@ -9,6 +9,17 @@ describe("the Ready message of a live revision", () => {
       message: "revision r2 is live on eth0, eth1",
     },
     {
+      name: "says why a chain that asked for auto runs linked",
+      result: {
+        revision: "r4",
+        programIds: [1, 2, 3],
+        attachedInterfaces: ["eth0"],
+        mode: "linked" as const,
+        modeReason: "ttl-guard: no ttl_guard.h next to its source",
+      },
+      message: "revision r4 is live on eth0; runs linked: ttl-guard: no ttl_guard.h next to its source",
+    },
+    {
       name: "names each map that started empty, and why",
       result: {
         revision: "r3",
