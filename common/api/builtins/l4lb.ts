@@ -26,11 +26,9 @@ export const L4lbParams = z.strictObject({
 });
 export type L4lbParams = z.infer<typeof L4lbParams>;
 
-const Address = z
-  .string()
-  .refine((text) => isIP(text) !== 0, {
-    message: "must be an IPv4 or IPv6 address like 10.0.0.1 or fd00::1",
-  });
+const Address = z.string().refine((text) => isIP(text) !== 0, {
+  message: "must be an IPv4 or IPv6 address like 10.0.0.1 or fd00::1",
+});
 
 const Port = z.number().int().min(1).max(65535);
 
@@ -43,6 +41,13 @@ function familyOf(address: string): 4 | 6 {
 export const L4lbBackend = z.strictObject({
   address: Address.describe("The backend's address; the same family as the service's vip."),
   port: Port.optional().describe("The backend's port (default: the service's port)."),
+  weight: z
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .default(1)
+    .describe("Relative share of the service's flows: weight 2 takes twice the table entries of weight 1."),
 });
 export type L4lbBackend = z.infer<typeof L4lbBackend>;
 

@@ -35,6 +35,11 @@ describe("Maglev lookup table", () => {
     for (const count of counts) expect(count === even || count === even + 1).toBe(true);
   });
 
+  it("gives weighted backends their share: weights 1, 2, 1 take a quarter, a half and a quarter", () => {
+    const counts = shares(maglevTable(names(3), 65537, undefined, [1, 2, 1]), 3);
+    expect(counts.map((c) => Math.round((c / 65537) * 1000) / 1000)).toEqual([0.25, 0.5, 0.25]);
+  });
+
   it("does not depend on the order of the backends", () => {
     const list = names(5);
     const reversed = [...list].reverse();
@@ -96,7 +101,13 @@ describe("l4lb service table", () => {
 
   it("encodes IPv6 services and backends", () => {
     const value = encodeL4lbService(
-      { vip: "fd00::10", port: 53, proto: "udp", backends: [{ address: "fd01::1" }], tableSize: 7 },
+      {
+        vip: "fd00::10",
+        port: 53,
+        proto: "udp",
+        backends: [{ address: "fd01::1", weight: 1 }],
+        tableSize: 7,
+      },
       [],
     );
     expect(value.subarray(8, 24).toString("hex")).toBe("fd010000000000000000000000000001");
@@ -149,6 +160,11 @@ describe("l4lb service table", () => {
       "a protocol other than tcp/udp",
       { services: [{ ...service, proto: "icmp" }] },
       /^services\[0\]\.proto: /,
+    ],
+    [
+      "a weight of 0",
+      { services: [{ ...service, backends: [{ address: "10.1.0.1", weight: 0 }] }] },
+      /^services\[0\]\.backends\[0\]\.weight: /,
     ],
     [
       "an IPv6 backend of an IPv4 vip",

@@ -45,13 +45,19 @@ function backendHashes(name: string): [number, number] {
  * entries to the others while most other entries keep their owner.
  *
  * `take[i]` false leaves backend i out (unhealthy): the table is the one of the others, so
- * putting it back restores the table it had. The turn order is by name, so that the order of
- * the list does not matter.
+ * putting it back restores the table it had. `weights[i]` (default 1) is how many entries
+ * backend i takes per turn, so its share is its weight over the sum (the paper's weighted
+ * variant). The turn order is by name, so that the order of the list does not matter.
  */
-export function maglevTable(names: readonly string[], size: number, take?: readonly boolean[]): Int16Array {
+export function maglevTable(
+  names: readonly string[],
+  size: number,
+  take?: readonly boolean[],
+  weights?: readonly number[],
+): Int16Array {
   const table = new Int16Array(size).fill(-1);
   const members = names
-    .map((name, index) => ({ name, index }))
+    .map((name, index) => ({ name, index, weight: weights?.[index] ?? 1 }))
     .filter(({ index }) => take?.[index] ?? true)
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   if (members.length === 0) return table;
@@ -67,15 +73,17 @@ export function maglevTable(names: readonly string[], size: number, take?: reado
   let filled = 0;
   for (;;) {
     for (let m = 0; m < members.length; m++) {
-      // Entry j of m's permutation, computed as it is needed: (offset + j * skip) mod size.
-      let entry = (offset[m]! + ((next[m]! * skip[m]!) % size)) % size;
-      while (table[entry] !== -1) {
+      for (let turn = 0; turn < members[m]!.weight; turn++) {
+        // Entry j of m's permutation, computed as it is needed: (offset + j * skip) mod size.
+        let entry = (offset[m]! + ((next[m]! * skip[m]!) % size)) % size;
+        while (table[entry] !== -1) {
+          next[m]!++;
+          entry = (offset[m]! + ((next[m]! * skip[m]!) % size)) % size;
+        }
+        table[entry] = members[m]!.index;
         next[m]!++;
-        entry = (offset[m]! + ((next[m]! * skip[m]!) % size)) % size;
+        if (++filled === size) return table;
       }
-      table[entry] = members[m]!.index;
-      next[m]!++;
-      if (++filled === size) return table;
     }
   }
 }
@@ -114,7 +122,12 @@ export function encodeL4lbService(svc: L4lbService, health: readonly L4lbHealth[
   value.writeUInt32LE(svc.tableSize, 0);
   value.writeUInt16LE(svc.backends.length, 4);
   value.writeUInt16LE(healthy.filter(Boolean).length, 6);
-  const ring = maglevTable(names, svc.tableSize, healthy);
+  const ring = maglevTable(
+    names,
+    svc.tableSize,
+    healthy,
+    svc.backends.map((be) => be.weight),
+  );
   for (let i = 0; i < ring.length; i++) value[ringAt + i] = Math.max(ring[i]!, 0);
   return value;
 }
