@@ -225,10 +225,13 @@ describe("overlay + router across the three agent nodes", () => {
     ];
     for (const nc of chains) {
       const stdout = await kubectlOk(["get", "nodechain", "-n", namespace, nc.metadata.name, "-o", "json"]);
-      const spec = (
-        JSON.parse(stdout) as { spec: { functions: { name: string; tables?: { segments?: unknown } }[] } }
-      ).spec;
+      const { spec, status } = JSON.parse(stdout) as {
+        spec: { functions: { name: string; tables?: { segments?: unknown } }[] };
+        status: { mode?: string; modeReason?: string };
+      };
       expect(spec.functions.find((f) => f.name === "overlay")?.tables?.segments).toEqual(expected);
+      // Linked or fused (mode auto), the NodeChain says which and, when linked, why.
+      expect(status.mode === "fused" || status.modeReason !== undefined).toBe(true);
     }
   });
 
