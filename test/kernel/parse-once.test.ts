@@ -54,39 +54,65 @@ describe("parse once per linked chain", () => {
       const { net, manager } = await setup();
       const a = net.a.ip;
       const b = net.b.ip;
-      const spec = builtinChain(objects, {
-        name: "once",
-        revision: "r1",
-        hook,
-        interfaces: [net.b.ifname],
-        functions: [
-          { builtin: "noop" },
-          {
-            builtin: "firewall",
-            tables: { rules: [{ action: "deny", protocol: "udp", dport: DENIED_PORT }] },
-          },
-          { builtin: "flowmon" },
-        ],
-        tests: [
-          {
-            name: "a denied packet",
-            packet: { ipv4: { src: a, dst: b }, udp: { sport: 5, dport: DENIED_PORT } },
-            expect: { verdict: "drop", counters: { firewall: { drops: 1 }, flowmon: { packets: 0 } } },
-          },
-          {
-            name: "an allowed one",
-            packet: { ipv4: { src: a, dst: b }, udp: { sport: 5, dport: ALLOWED_PORT } },
-            expect: { verdict: "pass", counters: { firewall: { drops: 0 }, flowmon: { passes: 1 } } },
-          },
-          {
-            name: "a denied one again",
-            packet: { ipv4: { src: a, dst: b }, udp: { sport: 6, dport: DENIED_PORT } },
-            expect: { verdict: "drop", counters: { firewall: { drops: 1 }, flowmon: { packets: 0 } } },
-          },
-        ],
-      });
-      const result = await manager.apply(spec);
-      expect(result.selfTest).toMatchObject({ passed: 3, failed: 0 });
+      const spec = (revision: string) =>
+        builtinChain(objects, {
+          name: "once",
+          revision,
+          hook,
+          interfaces: [net.b.ifname],
+          functions: [
+            { builtin: "noop" },
+            {
+              builtin: "firewall",
+              tables: {
+                rules: [
+                  { action: "deny", protocol: "udp", dport: DENIED_PORT },
+                  ...(revision === "r2" ? [{ action: "deny", protocol: "tcp", dport: 1 }] : []),
+                ],
+              },
+              // Run on the firewall alone (entered at its own program, after the chain's vectors):
+              // no result of an earlier packet may be taken there either.
+              tests: [
+                {
+                  name: "denied, alone",
+                  packet: { ipv4: { src: a, dst: b }, udp: { sport: 7, dport: DENIED_PORT } },
+                  count: 3,
+                  expect: { verdict: "drop", dropped: 3 },
+                },
+                {
+                  name: "allowed, alone",
+                  packet: { ipv4: { src: a, dst: b }, udp: { sport: 7, dport: ALLOWED_PORT } },
+                  count: 3,
+                  expect: { verdict: "pass", passed: 3 },
+                },
+              ],
+            },
+            { builtin: "flowmon" },
+          ],
+          tests: [
+            {
+              name: "a denied packet",
+              packet: { ipv4: { src: a, dst: b }, udp: { sport: 5, dport: DENIED_PORT } },
+              expect: { verdict: "drop", counters: { firewall: { drops: 1 }, flowmon: { packets: 0 } } },
+            },
+            {
+              name: "an allowed one",
+              packet: { ipv4: { src: a, dst: b }, udp: { sport: 5, dport: ALLOWED_PORT } },
+              expect: { verdict: "pass", counters: { firewall: { drops: 0 }, flowmon: { passes: 1 } } },
+            },
+            {
+              name: "a denied one again",
+              packet: { ipv4: { src: a, dst: b }, udp: { sport: 6, dport: DENIED_PORT } },
+              expect: { verdict: "drop", counters: { firewall: { drops: 1 }, flowmon: { packets: 0 } } },
+            },
+          ],
+        });
+      // The second self-test (a new rule) runs the firewall's vectors alone on an instance whose
+      // last packet was a chain vector's.
+      for (const revision of ["r1", "r2"]) {
+        const result = await manager.apply(spec(revision));
+        expect(result.selfTest).toMatchObject({ passed: 5, failed: 0 });
+      }
 
       const flow = (port: number) =>
         startUdpFlow({

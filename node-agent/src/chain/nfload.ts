@@ -441,6 +441,15 @@ export function nfLoadDigest(
     .digest("hex");
 }
 
+/**
+ * Forgets every packet the scratch map holds a parse result or a clock reading for, on every
+ * CPU: the next NF to run parses and reads the clock itself, also when it is not the chain's
+ * first (a test run that enters at NF i > 0, which NF 0 does not count as a new packet).
+ */
+export function clearScratch(scratch: BpfMap): void {
+  scratch.updatePerCpu(u32(0), []);
+}
+
 /** Empties the NF-owned hash-like maps that are not tables (state such as buckets and flows). */
 export function clearState(nfs: readonly LoadedNf[]): void {
   for (const nf of nfs) {

@@ -12,7 +12,7 @@ import {
   type SelfTestVectors,
 } from "../selftest/index.ts";
 import { loadFused } from "./fused.ts";
-import { clearState, closeNfs } from "./nfload.ts";
+import { clearScratch, clearState, closeNfs } from "./nfload.ts";
 import { fillTables } from "./tables.ts";
 import type { ChainSpec } from "./spec.ts";
 import type { StatsReader } from "./status.ts";
@@ -56,6 +56,7 @@ export class SelfTests {
           return () => instance.progs.update(u32(i + 1), u32(next.program.fd));
         },
         resetState: () => clearState(nfs),
+        forgetPacket: () => clearScratch(instance.scratch),
       },
       vectors,
     );
@@ -93,6 +94,7 @@ export class SelfTests {
               return () => instance.progs.update(u32(i + 1), u32(next.program.fd));
             },
             resetState: () => clearState(nfs),
+            forgetPacket: () => clearScratch(instance.scratch),
           },
           own,
         ),

@@ -31,6 +31,11 @@ export interface SelfTestTarget {
   isolate(i: number): () => void;
   /** Empties the NFs' own state maps (not their tables), so that every vector starts fresh. */
   resetState(): void;
+  /**
+   * Makes the next run a new packet to every NF, when NF 0 does not run (an NF alone, entered
+   * at its own program): the chain's shared parse result and clock reading are forgotten.
+   */
+  forgetPacket?(): void;
 }
 
 /** The outcome of one vector, in the shape NodeChain status shows it. */
@@ -161,6 +166,7 @@ function runVector(
   let aborted = 0;
   try {
     for (let k = 0; k < count; k++) {
+      if (alone && alone.index > 0) target.forgetPacket?.();
       const { retval } = program.testRun({ data: packet });
       last = returnCodeToVerdict(target.hook, retval) ?? `return code ${retval | 0}`;
       if (last === "pass") passed++;
