@@ -317,6 +317,19 @@ export const RevisionCount = z.object({
     .min(0)
     .default(0)
     .describe("Of these, nodes whose agent has not reported on it yet."),
+  fused: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      "Of the Ready nodes, those that run it fused (one program for the chain); the others run it linked.",
+    ),
+  linkedReason: z
+    .string()
+    .max(1024)
+    .optional()
+    .describe("Why a Ready node runs it linked although the chain's mode is auto (one node's reason)."),
 });
 export type RevisionCount = z.infer<typeof RevisionCount>;
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { NodeChainStatus } from "../../../common/api/index.ts";
-import { nodeHealth, resolveMaxUnavailable } from "./rollout.ts";
+import { nodeHealth, resolveMaxUnavailable, revisionCounts } from "./rollout.ts";
 
 const now = new Date("2025-03-01T10:00:00Z");
 const ready = (at = "2025-03-01T09:59:00Z") => [
@@ -94,5 +94,42 @@ describe("resolveMaxUnavailable", () => {
     ["100%", 7, 7],
   ] as const)("%s of %i nodes is %i", (value, desired, expected) => {
     expect(resolveMaxUnavailable(value, desired)).toBe(expected);
+  });
+});
+
+describe("revisionCounts", () => {
+  it("counts the Ready nodes that run a revision fused, and keeps one reason a node runs it linked", () => {
+    const plan = { revision: "r2", interfaces: ["eth0"], hook: "xdp" as const, functions: [], tests: [] };
+    const counts = revisionCounts(
+      {
+        selected: ["a", "b", "c"],
+        nodeChains: new Map([
+          ["a", { revision: "r2", generation: 2, status: status({ mode: "fused" }) }],
+          ["b", { revision: "r2", generation: 2, status: status({ mode: "fused" }) }],
+          [
+            "c",
+            {
+              revision: "r2",
+              generation: 2,
+              status: status({ mode: "linked", modeReason: "ttl-guard: no ttl_guard.h next to its source" }),
+            },
+          ],
+        ]),
+        target: plan,
+      },
+      new Map(),
+    );
+    expect(counts).toEqual([
+      {
+        revision: "r2",
+        nodes: 3,
+        ready: 3,
+        failed: 0,
+        inProgress: 0,
+        pending: 0,
+        fused: 2,
+        linkedReason: "ttl-guard: no ttl_guard.h next to its source",
+      },
+    ]);
   });
 });

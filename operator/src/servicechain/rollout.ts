@@ -454,8 +454,11 @@ export function revisionCounts(
     )
       count.pending++;
     else if (status.phase === "Failed") count.failed++;
-    else if (status.phase === "Ready" && status.revision === revision) count.ready++;
-    else if (status.phase === "Compiling" || status.phase === "Loading" || status.phase === "Testing")
+    else if (status.phase === "Ready" && status.revision === revision) {
+      count.ready++;
+      if (status.mode === "fused") count.fused = (count.fused ?? 0) + 1;
+      else if (status.modeReason && count.linkedReason === undefined) count.linkedReason = status.modeReason;
+    } else if (status.phase === "Compiling" || status.phase === "Loading" || status.phase === "Testing")
       count.inProgress++;
     else count.pending++;
   }
