@@ -444,7 +444,9 @@ export class Fleet {
           "agent",
           `--kubeconfig=${kubeconfig}`,
           `--node-name=${node}`,
-          "--metrics-port=0",
+          // Metrics and the live view on, as the chart runs it.
+          `--metrics-port=${await freeLoopbackPort()}`,
+          "--metrics-address=127.0.0.1",
           `--cache-dir=${join(work, "cache")}`,
           `--bpffs-root=${bpffs}`,
         ]),
