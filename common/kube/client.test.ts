@@ -84,8 +84,8 @@ const discovery = {
  */
 async function scriptedServer(
   answers: { status: number; headers?: Record<string, string>; body?: unknown }[],
-): Promise<{ url: string; requests: { method: string; url: string; at: number }[] }> {
-  const requests: { method: string; url: string; at: number }[] = [];
+): Promise<{ url: string; requests: { method: string; url: string; at: number; port: number }[] }> {
+  const requests: { method: string; url: string; at: number; port: number }[] = [];
   const server = createHttpServer((req: IncomingMessage, res) => {
     req.resume();
     if (req.url === "/apis/sluice.dev/v1alpha1") {
@@ -95,7 +95,12 @@ async function scriptedServer(
       return;
     }
     const answer = answers[Math.min(requests.length, answers.length - 1)]!;
-    requests.push({ method: req.method ?? "", url: req.url ?? "", at: Date.now() });
+    requests.push({
+      method: req.method ?? "",
+      url: req.url ?? "",
+      at: Date.now(),
+      port: req.socket.remotePort ?? 0,
+    });
     res.writeHead(answer.status, { "content-type": "application/json", ...answer.headers });
     res.end(JSON.stringify(answer.body ?? {}));
   });
@@ -115,6 +120,14 @@ const nodeChain = {
 };
 
 describe("KubeClient when the API server is overloaded", () => {
+  it("keeps its connection to the API server alive between requests", async () => {
+    const api = await scriptedServer([nodeChain]);
+    const client = clientFor(api.url);
+    for (let i = 0; i < 5; i++) await client.get(StoreResources.NodeChain!, "ns", "edge");
+    expect(api.requests).toHaveLength(5);
+    expect(new Set(api.requests.map((r) => r.port)).size).toBe(1);
+  });
+
   it("waits out Retry-After after a 429 and then gets the answer", async () => {
     const api = await scriptedServer([tooMany("1"), nodeChain]);
     const client = clientFor(api.url);
@@ -195,6 +208,13 @@ describe("retryDelayMs", () => {
       expect(d).toBeLessThanOrEqual(3200);
     }
     expect(retryDelayMs({ status: 429, retryAfterMs: 120_000, idempotent: true }, 1, policy)).toBeUndefined();
+  });
+
+  it("tries an idempotent call once more after a failed connection, a create not at all", () => {
+    const failed = { status: 0, connectionFailed: true };
+    expect(retryDelayMs({ ...failed, idempotent: true }, 1, policy)).toBeLessThanOrEqual(policy.baseMs);
+    expect(retryDelayMs({ ...failed, idempotent: true }, 2, policy)).toBeUndefined();
+    expect(retryDelayMs({ ...failed, idempotent: false }, 1, policy)).toBeUndefined();
   });
 
   it("stops after the policy's retries", () => {

@@ -16,6 +16,9 @@
  * with its own schemas, so every answer is turned back into plain JSON here (timestamps then
  * carry milliseconds: `...T11:36:18.000Z`). Writes pass strings through unchanged.
  *
+ * client-node opens a new connection (a TLS handshake) for every request; here requests share
+ * kept-alive connections, one agent per TLS identity.
+ *
  * client-node does not retry: an API server answering 429 or 5xx is tried again here, with
  * exponential backoff, full jitter and its Retry-After honoured (see `retry.ts`); a create only
  * when the server said when.
@@ -32,7 +35,10 @@ import {
   setHeaderOptions,
   type Configuration,
   type KubernetesObject,
+  type RequestContext,
 } from "@kubernetes/client-node";
+import * as http from "node:http";
+import * as https from "node:https";
 import { z } from "zod";
 import { DEFAULT_RETRY, parseRetryAfter, retryDelayMs, type RetryPolicy } from "./retry.ts";
 
@@ -189,6 +195,8 @@ export class KubeClient {
   private readonly customObjects: CustomObjectsApi;
   private readonly timeoutMs: number;
   private readonly retry: RetryPolicy;
+  /** Kept-alive agents by TLS identity (see {@link authenticate}). */
+  private readonly agents = new Map<string, http.Agent>();
   /** Called before each retry (metrics, tests). */
   onRetry?: (what: string, err: KubeApiError, delayMs: number) => void;
 
@@ -207,7 +215,12 @@ export class KubeClient {
     if (!cluster) throw new Error("kubeconfig has no current cluster");
     this.config = createConfiguration({
       baseServer: new ServerConfiguration(cluster.server, {}),
-      authMethods: { default: kubeConfig },
+      authMethods: {
+        default: {
+          getName: () => "default",
+          applySecurityAuthentication: (context) => this.authenticate(context),
+        },
+      },
       promiseMiddleware: [
         {
           pre: (context) => {
@@ -258,7 +271,7 @@ export class KubeClient {
         context.setHeaderParam("Content-Type", options.contentType ?? "application/json");
         context.setBody(JSON.stringify(options.body));
       }
-      await this.kubeConfig.applySecurityAuthentication(context);
+      await this.authenticate(context);
       context.setSignal(AbortSignal.timeout(this.timeoutMs));
       const response = await this.config.httpApi.send(context).toPromise();
       const text = await response.body.text();
@@ -267,6 +280,38 @@ export class KubeClient {
       }
       throw new ApiException(response.httpStatusCode, "Unsuccessful HTTP Request", text, response.headers);
     });
+  }
+
+  /**
+   * The KubeConfig's authentication of one request, on a kept-alive agent with the same TLS
+   * settings instead of the new one client-node makes per request (a proxy's agent is kept).
+   */
+  private async authenticate(context: RequestContext): Promise<void> {
+    await this.kubeConfig.applySecurityAuthentication(context);
+    const fresh = context.getAgent();
+    if (!fresh || this.kubeConfig.getCurrentCluster()?.proxyUrl) return;
+    const tls = fresh instanceof https.Agent;
+    const o = (fresh as http.Agent & { options: https.AgentOptions }).options;
+    const identity = JSON.stringify([
+      tls,
+      String(o.ca ?? ""),
+      String(o.cert ?? ""),
+      String(o.key ?? ""),
+      o.rejectUnauthorized,
+      o.servername,
+    ]);
+    let agent = this.agents.get(identity);
+    if (!agent) {
+      // Credentials rotate rarely; a handful of identities is plenty, older ones are let go.
+      if (this.agents.size >= 4) {
+        for (const old of this.agents.values()) old.destroy();
+        this.agents.clear();
+      }
+      const options = { ...o, keepAlive: true, maxSockets: 32, timeout: 60_000 };
+      agent = tls ? new https.Agent(options) : new http.Agent(options);
+      this.agents.set(identity, agent);
+    }
+    context.setAgent(agent);
   }
 
   /**
@@ -280,7 +325,12 @@ export class KubeClient {
       } catch (raw) {
         const err = apiError(raw, what);
         const delay = retryDelayMs(
-          { status: err.status, retryAfterMs: err.retryAfterMs, idempotent },
+          {
+            status: err.status,
+            retryAfterMs: err.retryAfterMs,
+            idempotent,
+            connectionFailed: err.reason === "ConnectionError",
+          },
           attempt,
           this.retry,
         );

@@ -25,6 +25,12 @@ export const DEFAULT_RETRY: RetryPolicy = { retries: 5, baseMs: 200, maxMs: 5_00
 export interface FailedCall {
   /** HTTP status; 0 when no answer came. */
   status: number;
+  /**
+   * No answer because the connection failed (refused, reset), not because it timed out: an
+   * idempotent call is tried once more at once, as a kept-alive connection the server just
+   * closed fails this way.
+   */
+  connectionFailed?: boolean;
   /** The `Retry-After` the server sent, in milliseconds. */
   retryAfterMs?: number;
   /**
@@ -45,6 +51,10 @@ export function retryDelayMs(
   random: () => number = Math.random,
 ): number | undefined {
   if (attempt > policy.retries) return undefined;
+  if (call.status === 0)
+    return call.connectionFailed && call.idempotent && attempt === 1
+      ? Math.max(1, Math.floor(random() * policy.baseMs))
+      : undefined;
   const overloaded = call.status === 429;
   const serverError = call.status >= 500 && call.status <= 599;
   if (!overloaded && !serverError) return undefined;
