@@ -329,7 +329,7 @@ static __always_inline int sluice_parse(struct sluice_pkt *pkt, void *data, void
  * Parse once per packet in a linked chain. Each NF is its own program, so a chain of n NFs
  * would parse the packet n times; instead the first NF that parses leaves the result in the
  * per-CPU map sluice_scratch, which the loader gives every NF of the chain (by fd, as
- * sluice_stats), and the NFs after it copy it from there instead of parsing again.
+ * sluice_stats), and the NFs after it take it from there instead of parsing again.
  *
  * The result may only ever be used for the packet it was parsed from. A chain runs to
  * completion on one CPU without another packet in between (softirq or BH-disabled context), so
@@ -339,14 +339,15 @@ static __always_inline int sluice_parse(struct sluice_pkt *pkt, void *data, void
  *   gen + 1, by a later NF gen; a later NF takes it only if the stamp equals gen. A packet that
  *   left the chain early therefore cannot leave a result the next packet takes: its first NF
  *   moved gen on before anyone reads.
- * - the NF where the walk ends (any verdict but a successful hand-on) also clears the stamps.
- *   That keeps a last NF that the loader took over from an earlier revision safe should its
- *   map not be the one the other NFs use (a new agent process), because it stamps nothing
- *   itself and so only ever sees cleared stamps there.
+ * - the chain's NFs share one map in every revision (the chain's, pinned with it), so a last NF
+ *   that a new revision takes over from the live one reads the same gen as the NFs before it.
  * - sluice_share_parse (set to 1 by the loader only when it gives every NF of the chain the same
  *   map and every NF follows this contract) turns all of it on; at 0, as in a program loaded on
- *   its own or by other tools, SLUICE_PARSE parses and the map is never touched. A lone NF
- *   (first and last) shares nothing either.
+ *   its own or by other tools, every NF parses and reads the clock itself (SLUICE_PARSE_ONCE
+ *   still parses into the scratch entry, as a per-CPU buffer). A lone NF (first and last)
+ *   shares nothing either.
+ * - a test run that enters at NF i > 0 is not a new packet to NF 0's counter: the self-test
+ *   clears the scratch map before each such run (clearScratch in the agent).
  * Only scalars are kept (offsets, not packet pointers): NFs bounds-check again before reading
  * the packet at l3_off / l4_off, as after a parse. An NF that changes the packet's headers or
  * moves its start (bpf_xdp_adjust_head, VLAN push/pop, encapsulation) and then continues must
