@@ -5,7 +5,7 @@
  * that hit signatures) give the same return codes, the same output packet, the same counters per
  * NF and the same state-map keys, run with BPF_PROG_TEST_RUN.
  */
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { parseAllDocuments } from "yaml";
@@ -343,6 +343,83 @@ describe.each(HOOKS)("fused = linked on %s", (hook) => {
       ],
     ];
     for (const chain of chains) await expectSameBothWays(hook, chain);
+  });
+});
+
+/** Two custom NFs that both declare a map `hits` and a parameter `knob` (a name clash). */
+async function clashingNfs(): Promise<NfLoadSpec[]> {
+  const specs: NfLoadSpec[] = [];
+  for (const [stem, knob, verdict] of [
+    ["alpha", 1, "SLUICE_CONTINUE"],
+    ["beta", 2, "(*v >= 2 ? SLUICE_DROP : SLUICE_CONTINUE)"],
+  ] as const) {
+    const dir = join(cache.path, "clash", stem);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, `${stem}.h`),
+      `#ifndef ${stem.toUpperCase()}_H
+#define ${stem.toUpperCase()}_H
+#include "sluice.h"
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} hits SEC(".maps");
+const volatile __u32 knob = 0;
+static __always_inline enum sluice_verdict ${stem}_process(const struct sluice_pkt *pkt, int parsed)
+{
+	__u32 key = knob;
+	__u64 one = 1, *v = bpf_map_lookup_elem(&hits, &key);
+
+	if (!v) {
+		bpf_map_update_elem(&hits, &key, &one, BPF_NOEXIST);
+		return SLUICE_CONTINUE;
+	}
+	__sync_fetch_and_add(v, 1);
+	return ${verdict};
+}
+#endif
+`,
+    );
+    writeFileSync(
+      join(dir, `${stem}.bpf.c`),
+      `#include "sluice.h"
+#include "${stem}.h"
+SEC("xdp")
+int ${stem}_xdp(struct xdp_md *ctx)
+{
+	struct sluice_pkt pkt;
+	int parsed = SLUICE_PARSE(ctx, &pkt);
+
+	return SLUICE_EXIT(ctx, ${stem}_process(&pkt, parsed));
+}
+SEC("tc")
+int ${stem}_tc(struct __sk_buff *skb)
+{
+	struct sluice_pkt pkt;
+	int parsed = SLUICE_PARSE(skb, &pkt);
+
+	return SLUICE_EXIT(skb, ${stem}_process(&pkt, parsed));
+}
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+`,
+    );
+    const compiled = await compile({ sourceRoot: dir, entry: `${stem}.bpf.c`, cacheDir: cache.path });
+    specs.push({
+      name: stem,
+      objectPath: compiled.objectPath,
+      rodata: { knob },
+      fusion: fusionSourceOf(dir, `${stem}.bpf.c`),
+    });
+  }
+  return specs;
+}
+
+describe.each(HOOKS)("name clashes on %s", (hook) => {
+  test("two NFs that both name a map and a parameter keep their own map and setting fused", async () => {
+    // stateKeys compares each NF's own map: fused, alpha's hits holds key 1 and beta's key 2.
+    await expectSameBothWays(hook, await clashingNfs());
   });
 });
 
