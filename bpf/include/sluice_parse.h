@@ -589,6 +589,31 @@ static __always_inline int sluice_parse_tc_inline(struct __sk_buff *skb, struct 
  * SLUICE_PARSE; SLUICE_PARSE_ONCE_INLINE parses inline, like SLUICE_PARSE_INLINE. Either
  * parses only when no NF before it in the chain did for this packet.
  */
+/*
+ * SLUICE_NOW() without its map lookup, for an NF whose pkt came from SLUICE_PARSE_ONCE(_INLINE):
+ * the scratch entry is the one pkt points into. Call it only where parsed is SLUICE_PARSE_IP or
+ * SLUICE_PARSE_NOT_IP (as ratelimit and flowmon do): with no scratch entry (which the verifier of
+ * an older kernel may consider) the parse says SLUICE_PARSE_MALFORMED and pkt points elsewhere.
+ */
+static __always_inline __u64 sluice_now_of(const struct sluice_pkt *pkt)
+{
+	struct sluice_scratch *s = (void *)pkt - __builtin_offsetof(struct sluice_scratch, pkt);
+	__u64 stamp, now;
+
+	if (!sluice_sharing())
+		return bpf_ktime_get_ns();
+	stamp = sluice_scratch_stamp(s);
+	if (!sluice_is_first() && stamp != 0 && s->now_stamp == stamp)
+		return s->now_ns;
+	now = bpf_ktime_get_ns();
+	if (!sluice_is_last) {
+		s->now_ns = now;
+		s->now_stamp = stamp;
+	}
+	return now;
+}
+#define SLUICE_NOW_OF(pkt) sluice_now_of(pkt)
+
 #define SLUICE_PARSE_ONCE(ctx, pktp)                                                              \
 	sluice_parse_once((ctx), _Generic((ctx), struct xdp_md *: SLUICE_HOOK_XDP,                 \
 					  struct __sk_buff *: SLUICE_HOOK_TC),                     \

@@ -10,7 +10,7 @@ int ratelimit_xdp(struct xdp_md *ctx)
 	int parsed = SLUICE_PARSE_ONCE_INLINE(ctx, &pkt);
 
 	return SLUICE_EXIT(ctx, ratelimit_process_at(pkt, parsed,
-						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW() : 0));
+						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW_OF(pkt) : 0));
 }
 
 SEC("tc")
@@ -20,7 +20,7 @@ int ratelimit_tc(struct __sk_buff *skb)
 	int parsed = SLUICE_PARSE_ONCE_INLINE(skb, &pkt);
 
 	return SLUICE_EXIT(skb, ratelimit_process_at(pkt, parsed,
-						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW() : 0));
+						    parsed == SLUICE_PARSE_IP ? SLUICE_NOW_OF(pkt) : 0));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
