@@ -509,8 +509,9 @@ describe("the chain manager's modes (as the chart runs it)", () => {
       rootObjectPath: objects.root,
       scope,
     });
-    const edge = (revision: string, mode: "auto" | "fused" | "linked", functions: BuiltinUse[]) =>
-      builtinChain(objects, {
+    // Each NF names its program, as the agent does for a built-in.
+    const edge = (revision: string, mode: "auto" | "fused" | "linked", functions: BuiltinUse[]) => {
+      const spec = builtinChain(objects, {
         name: "edge",
         revision,
         hook: "xdp",
@@ -526,6 +527,11 @@ describe("the chain manager's modes (as the chart runs it)", () => {
           },
         ],
       });
+      return {
+        ...spec,
+        functions: spec.functions.map((f) => ({ ...f, programName: `${f.fusion!.stem}_xdp` })),
+      };
+    };
     const three: BuiltinUse[] = [
       { builtin: "firewall", tables: rules },
       { builtin: "ratelimit", parameters: { rate: 1_000_000, burst: 1_000_000 } },

@@ -100,10 +100,12 @@ export async function planFused(
         reason: `${nf.name}: no ${source.header} next to its source (the inline contract: ${source.header} with ${source.stem}_process)`,
       };
     }
-    if (nf.programName !== undefined) {
+    // The conventional program (`<stem>_xdp` / `<stem>_tc`, what the agent names for a built-in)
+    // runs `<stem>_process`; another one may run other code.
+    if (nf.programName !== undefined && nf.programName !== `${source.stem}_${hook}`) {
       return {
         ok: false,
-        reason: `${nf.name}: names its program (${nf.programName}); fused runs <name>_process`,
+        reason: `${nf.name}: runs program ${nf.programName}, not ${source.stem}_${hook}; fused runs ${source.stem}_process`,
       };
     }
     inputs.push({
