@@ -31,7 +31,7 @@ import {
   type LoadNfsOptions,
   type MapOrigin,
 } from "./nfload.ts";
-import type { NfLoadSpec } from "./spec.ts";
+import { objectDigest, type NfLoadSpec } from "./spec.ts";
 import { checkTables } from "./tables.ts";
 
 import type { FusionSource } from "./fusedgen.ts";
@@ -85,6 +85,38 @@ function symbolsOf(objectPath: string): { maps: string[]; rodata: string[] } {
  * `cacheDir`), or says why the chain cannot be fused.
  */
 export async function planFused(
+  hook: ProgramHook,
+  functions: readonly NfLoadSpec[],
+  cacheDir: string,
+): Promise<FusedPlanResult> {
+  // The plan depends on the NFs' objects (their symbols; an object changes with its sources,
+  // headers included), where their headers are, their programs and defines, and their order:
+  // a switch that changes only parameters or tables plans nothing again.
+  let key: string | undefined;
+  try {
+    key = JSON.stringify([
+      hook,
+      cacheDir,
+      functions.map((nf) => [nf.name, objectDigest(nf.objectPath), nf.fusion ?? null, nf.programName ?? ""]),
+      functions.map((nf) => Object.entries(nf.rodata ?? {}).map(([k, v]) => [k, String(v)])),
+    ]);
+  } catch {
+    key = undefined;
+  }
+  const known = key === undefined ? undefined : plans.get(key);
+  if (known && (!known.ok || existsSync(known.plan.objectPath))) return known;
+  const planned = await planFusedUncached(hook, functions, cacheDir);
+  if (key !== undefined) {
+    if (plans.size >= PLANS_KEPT) plans.delete(plans.keys().next().value!);
+    plans.set(key, planned);
+  }
+  return planned;
+}
+
+const PLANS_KEPT = 64;
+const plans = new Map<string, FusedPlanResult>();
+
+async function planFusedUncached(
   hook: ProgramHook,
   functions: readonly NfLoadSpec[],
   cacheDir: string,
@@ -183,7 +215,7 @@ export interface LoadFusedOptions extends LoadNfsOptions {
    * A map to use for NF `nf`'s map `map`, tables included (a self-test's fused program runs on the
    * maps of the self-test's linked NFs). Takes precedence over `chooseMap`.
    */
-  useMap?: (nf: string, map: string) => BpfMap | undefined;
+  useMap?: (nf: string, map: ObjectMapSpec) => BpfMap | undefined;
 }
 
 /**
@@ -246,7 +278,7 @@ export async function loadFused(options: LoadFusedOptions, plan: FusedPlan): Pro
       const tables = spec.tables ?? {};
       for (const m of own) {
         const name = m.symbol.name;
-        const given = options.useMap?.(spec.name, name);
+        const given = options.useMap?.(spec.name, asOwn(m));
         if (given) {
           object.reuseMap(m.symbol.objectName, given);
           origins.set(name, name in tables ? { kind: "table" } : { kind: "new" });

@@ -2,7 +2,7 @@
  * Self-tests of the chains: each chain's vectors run on its private test instance (see
  * testinstance.ts) before anything of a new revision or new tables goes live.
  */
-import { u32 } from "../libbpf/index.ts";
+import { sameMapDefinition, u32, type BpfMap } from "../libbpf/index.ts";
 import type { ProgramHook } from "../packet/index.ts";
 import {
   assertSelfTestPassed,
@@ -12,15 +12,34 @@ import {
   type SelfTestVectors,
 } from "../selftest/index.ts";
 import { loadFused } from "./fused.ts";
-import { clearScratch, clearState, closeNfs } from "./nfload.ts";
-import { fillTables } from "./tables.ts";
+import { clearScratch, clearState, closeNfs, type LoadedNf } from "./nfload.ts";
+import { replaceEntries } from "./tables.ts";
 import type { ChainSpec } from "./spec.ts";
 import type { StatsReader } from "./status.ts";
 import { TestInstance } from "./testinstance.ts";
 
+/** A fused self-test program kept between self-tests, with dups of its maps by `<nf>\0<map>`. */
+interface KeptFused {
+  key: string;
+  instance: TestInstance;
+  nfs: LoadedNf[];
+  maps: Map<string, BpfMap>;
+}
+
+/** Fused self-test programs kept per chain: the current one and the one before. */
+const KEPT_FUSED = 2;
+
+function disposeFused(kept: KeptFused): void {
+  closeNfs(kept.nfs);
+  for (const map of kept.maps.values()) map.close();
+  kept.maps.clear();
+}
+
 /** The self-test instances of a manager's chains, one per chain. Owned by the manager: `close()`. */
 export class SelfTests {
   readonly #instances = new Map<string, TestInstance>();
+  /** Each fused chain's self-test program (see #fusedProgram). */
+  readonly #fused = new Map<string, KeptFused[]>();
   readonly #stats: StatsReader;
 
   constructor(stats: StatsReader) {
@@ -101,18 +120,8 @@ export class SelfTests {
       );
     }
     if ((vectors.chain ?? []).length > 0) {
-      const fused = await loadFused(
-        {
-          hook,
-          functions: spec.functions,
-          statsIndexes: spec.functions.map((_, i) => i),
-          progs: instance.progs,
-          stats: instance.stats,
-        },
-        spec.fused!,
-      );
-      try {
-        fillTables(fused);
+      const fused = await this.#fusedProgram(spec, hook, instance);
+      {
         reports.push(
           runSelfTest(
             {
@@ -126,8 +135,6 @@ export class SelfTests {
             { chain: vectors.chain ?? [] },
           ),
         );
-      } finally {
-        closeNfs(fused);
       }
     }
     const results = reports.flatMap((r) => r.results).sort((a, b) => Number(a.passed) - Number(b.passed));
@@ -141,13 +148,82 @@ export class SelfTests {
     return report;
   }
 
+  /**
+   * The fused program the chain's vectors run on, with the spec's tables. Kept between
+   * self-tests like the linked NFs of the test instance: loaded again only when the fused object,
+   * a parameter or the set of tables changed, and then on the kept state maps (emptied before
+   * every vector anyway), so that a switch does not create and free large maps every time.
+   */
+  async #fusedProgram(spec: ChainSpec, hook: ProgramHook, instance: TestInstance): Promise<LoadedNf[]> {
+    const key = JSON.stringify([
+      hook,
+      spec.fused!.objectPath,
+      spec.functions.map((f) => [
+        f.name,
+        Object.entries(f.rodata ?? {}).map(([k, v]) => [k, String(v)]),
+        Object.keys(f.tables ?? {}).sort(),
+      ]),
+    ]);
+    let list = this.#fused.get(spec.name) ?? [];
+    if (list.some((k) => k.instance !== instance)) {
+      for (const k of list) disposeFused(k);
+      list = [];
+    }
+    let kept = list.find((k) => k.key === key);
+    if (!kept) {
+      // State maps of the latest kept program: every vector empties them first anyway.
+      const maps = list.at(-1)?.maps ?? new Map<string, BpfMap>();
+      const nfs = await loadFused(
+        {
+          hook,
+          functions: spec.functions,
+          statsIndexes: spec.functions.map((_, i) => i),
+          progs: instance.progs,
+          stats: instance.stats,
+          useMap: (nf, map) => {
+            const found = maps.get(`${nf}\0${map.name}`);
+            return found && sameMapDefinition(found.definition(), map) ? found : undefined;
+          },
+        },
+        spec.fused!,
+      );
+      const fresh = new Map<string, BpfMap>();
+      try {
+        for (const nf of nfs)
+          for (const [name, map] of nf.maps) fresh.set(`${nf.spec.name}\0${name}`, map.dup());
+      } catch (err) {
+        for (const map of fresh.values()) map.close();
+        closeNfs(nfs);
+        throw err;
+      }
+      kept = { key, instance, nfs, maps: fresh };
+      list.push(kept);
+    } else {
+      list = [...list.filter((k) => k !== kept), kept];
+    }
+    // The current program and the one before (a rollback returns to it).
+    while (list.length > KEPT_FUSED) disposeFused(list.shift()!);
+    this.#fused.set(spec.name, list);
+    for (const nf of kept.nfs) {
+      for (const [table, entries] of Object.entries(nf.spec.tables ?? {})) {
+        const map = nf.maps.get(table);
+        if (map) replaceEntries(map, entries);
+      }
+    }
+    return kept.nfs;
+  }
+
   /** Closes the instance of chain `name`. */
   drop(name: string): void {
+    for (const kept of this.#fused.get(name) ?? []) disposeFused(kept);
+    this.#fused.delete(name);
     this.#instances.get(name)?.close();
     this.#instances.delete(name);
   }
 
   close(): void {
+    for (const list of this.#fused.values()) for (const kept of list) disposeFused(kept);
+    this.#fused.clear();
     for (const instance of this.#instances.values()) instance.close();
     this.#instances.clear();
   }
