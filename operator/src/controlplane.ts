@@ -15,6 +15,8 @@ import { sourceTreeDigest } from "./servicechain/source-tree.ts";
 
 /** Source-tree digests kept in memory (each a few dozen bytes). */
 const MAX_CACHED_TREES = 4_096;
+/** How long a chain waits for a GitSource's written status to reach the cache. */
+const STATUS_CATCH_UP_MS = 10_000;
 
 /** What the controllers need; the cluster operator and single-host mode each provide it. */
 export interface ControlPlaneOptions {
@@ -88,9 +90,22 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     log,
     options.concurrency ?? 2,
   );
+  // The artifact each GitSource last put in its status, and the one its cached copy shows. The
+  // status write returns before the watch brings it into the cache, while the objects it applied
+  // may be there already: until both agree a chain would mix the new objects with the old
+  // artifact (a revision no commit has), so it waits as for an apply (the watch queues it).
+  const written = new Map<string, { digest: string; atMs: number }>();
+  const cachedArtifact = new Map<string, string | undefined>();
+  const statusBehind = (sourceKey: string): boolean => {
+    const w = written.get(sourceKey);
+    if (!w || cachedArtifact.get(sourceKey) === w.digest) return false;
+    // A status write that failed never arrives; the next reconcile of the source writes again.
+    if (Date.now() - w.atMs > STATUS_CATCH_UP_MS) return false;
+    return true;
+  };
   const sourceApplying = (namespace: string, name: string, chainKey: string): boolean => {
     const sourceKey = `${namespace}/${name}`;
-    if (!applying.has(sourceKey)) return false;
+    if (!applying.has(sourceKey)) return statusBehind(sourceKey);
     let chains = waiting.get(sourceKey);
     if (!chains) waiting.set(sourceKey, (chains = new Set()));
     chains.add(chainKey);
@@ -163,7 +178,10 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
       webhooks.set(key, { ...hook, path: reg.path, unregister: reg.unregister });
       return reg.path;
     },
-    publishArtifact: (namespace, name, digest) => server.publishArtifact(namespace, name, digest),
+    publishArtifact: (namespace, name, digest) => {
+      written.set(`${namespace}/${name}`, { digest, atMs: Date.now() });
+      server.publishArtifact(namespace, name, digest);
+    },
     policy: options.policy,
     ...(options.newWebhookSalt ? { newWebhookSalt: options.newWebhookSalt } : {}),
     event: options.event,
@@ -178,6 +196,8 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     const { namespace, name } = splitKey(key);
     if (event.type === "deleted") {
       seen.delete(key);
+      written.delete(key);
+      cachedArtifact.delete(key);
       webhooks.get(key)?.unregister();
       webhooks.delete(key);
       server.withdrawArtifacts(namespace ?? "default", name);
@@ -186,6 +206,7 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     }
     // After a restart, what status names is what was published (nothing else is served).
     const artifact = GitSource.shape.status.safeParse(event.object.status).data?.artifact;
+    cachedArtifact.set(key, artifact?.digest);
     if (artifact) server.publishArtifact(namespace ?? "default", name, artifact.digest);
     const fingerprint = JSON.stringify([
       event.object.metadata.generation,
