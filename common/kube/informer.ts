@@ -8,6 +8,16 @@ export interface InformerHandlers<T extends KubeObject> {
   onDelete(obj: T): void;
 }
 
+/**
+ * Drops `metadata.managedFields` from an object the informer is about to cache: nothing in sluice
+ * reads it, and for an object written by server-side apply and a status writer it is often as
+ * large as the object itself (a fleet's NodeChains held it once per node).
+ */
+export function stripManagedFields(obj: unknown): void {
+  const metadata = (obj as { metadata?: { managedFields?: unknown } } | null | undefined)?.metadata;
+  if (metadata && typeof metadata === "object" && "managedFields" in metadata) delete metadata.managedFields;
+}
+
 /** Pause before the `n`th consecutive retry: exponential up to 30 s, with full jitter. */
 function restartDelayMs(n: number, baseMs = 250): number {
   const cap = Math.min(30_000, baseMs * 2 ** Math.min(n, 7));
@@ -44,6 +54,7 @@ class ResumingWatch extends Watch {
       (phase, obj, watchObj) => {
         if (phase === "ERROR" && (obj as { code?: number } | undefined)?.code === 410) sawGone = true;
         else if (phase !== "ERROR") this.gone = 0;
+        if (phase !== "ERROR") stripManagedFields(obj);
         callback(phase, obj, watchObj);
       },
       (err) => {
@@ -98,6 +109,7 @@ export class Informer<T extends KubeObject> {
       const result = await client.list<T>(resource, options.namespace, {
         labelSelector: options.labelSelector,
       });
+      for (const item of result.items) stripManagedFields(item);
       return result as unknown as {
         items: KubernetesObject[];
         metadata: { resourceVersion?: string };
