@@ -14,7 +14,8 @@ import { InvalidObjectError } from "./errors.ts";
 /**
  * A Kubernetes Node as sluice reads it: name, labels, annotations, whether it is being deleted,
  * and its addresses (the overlay's segment table names nodes by their InternalIP). The rest of
- * what the API server sends passes through untouched.
+ * what a store holds passes through untouched; the Kubernetes store keeps nothing else of a
+ * Node's status.
  */
 export const KubeNode = z.looseObject({
   apiVersion: z.string(),

@@ -109,7 +109,11 @@ export class KubeStore implements Store {
           this.dispatch(kind, "deleted", obj);
         },
       },
-      { namespace, labelSelector: this.options.labelSelectors?.[kind] },
+      {
+        namespace,
+        labelSelector: this.options.labelSelectors?.[kind],
+        ...(kind === "Node" && { trim: trimNode }),
+      },
     );
   }
 
@@ -268,6 +272,18 @@ export class KubeStore implements Store {
     const object = this.tryParse(kind, obj);
     if (object) for (const h of handlers) h({ type, object });
   }
+}
+
+/**
+ * A Node as the store keeps it: metadata and status.addresses, all sluice reads of a Node (see
+ * `KubeNode`). A kubelet's Node status also lists every image on the node, its capacity, its
+ * conditions and its system info, several KB per Node, refreshed by its heartbeats.
+ */
+function trimNode(node: KubeObject): void {
+  const status = (node as { status?: { addresses?: unknown } }).status;
+  if (status && typeof status === "object")
+    (node as { status?: unknown }).status =
+      status.addresses === undefined ? {} : { addresses: status.addresses };
 }
 
 function writtenKey(kind: string, namespace: string | undefined, name: string): string {
