@@ -14,7 +14,8 @@ import { InvalidObjectError } from "./errors.ts";
 /**
  * A Kubernetes Node as sluice reads it: name, labels, annotations, whether it is being deleted,
  * and its addresses (the overlay's segment table names nodes by their InternalIP). The rest of
- * what the API server sends passes through untouched.
+ * what a store holds passes through untouched; the Kubernetes store keeps nothing else of a
+ * Node's status.
  */
 export const KubeNode = z.looseObject({
   apiVersion: z.string(),
@@ -41,6 +42,35 @@ export function isStoreKind(kind: string): kind is StoreKind {
 
 /** An object of `K` as read from the store: parsed, defaults applied. */
 export type StoreObject<K extends StoreKind = StoreKind> = z.output<(typeof STORE_SCHEMAS)[K]>;
+
+/**
+ * A value that must not be changed: what a store hands out is shared with its cache and with
+ * every other reader (a reader that wants to change it copies it first, e.g. with
+ * `structuredClone`). The stores freeze what they hand out, so a write throws.
+ */
+export type Frozen<T> = T extends (...args: never[]) => unknown
+  ? T
+  : T extends readonly (infer U)[]
+    ? readonly Frozen<U>[]
+    : T extends object
+      ? { readonly [P in keyof T]: Frozen<T[P]> }
+      : T;
+
+/**
+ * An object of `K` as read from the store: shared with the store's cache and every other reader,
+ * and frozen at run time (ES modules are strict: a write to it throws). Typed as the mutable
+ * object for now, so that code that only reads it passes it on unchanged.
+ */
+export type StoreView<K extends StoreKind = StoreKind> = StoreObject<K>;
+
+/** Freezes `value` and everything it holds; returns it. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
 
 /** An object of `K` as written: what a manifest may say (defaults may be left out; status is ignored). */
 export type StoreInput<K extends StoreKind = StoreKind> = z.input<(typeof STORE_SCHEMAS)[K]> & { kind: K };
@@ -105,7 +135,8 @@ export function parseStoreObject<K extends StoreKind>(kind: K, raw: unknown): St
 /** What changed in the store. */
 export interface StoreEvent<K extends StoreKind = StoreKind> {
   type: "changed" | "deleted";
-  object: StoreObject<K>;
+  /** Shared with the store's cache: see {@link Frozen}. */
+  object: StoreView<K>;
 }
 
 /**
@@ -117,14 +148,17 @@ export interface StoreEvent<K extends StoreKind = StoreKind> {
  * (see {@link parseStoreObject}); callers trust the types.
  */
 export interface Store {
-  /** Lists objects of a kind, optionally in one namespace and matching labels. */
+  /**
+   * Lists objects of a kind, optionally in one namespace and matching labels. The objects are
+   * shared with the store's cache and frozen (see {@link Frozen}): copy one before changing it.
+   */
   list<K extends StoreKind>(
     kind: K,
     namespace?: string,
     labels?: Record<string, string>,
-  ): Promise<StoreObject<K>[]>;
+  ): Promise<StoreView<K>[]>;
   /**
-   * Gets one object, or undefined.
+   * Gets one object, or undefined. Like {@link list}'s, the object is shared and frozen.
    *
    * @throws InvalidObjectError when the stored object does not parse.
    */
@@ -132,7 +166,7 @@ export interface Store {
     kind: K,
     namespace: string | undefined,
     name: string,
-  ): Promise<StoreObject<K> | undefined>;
+  ): Promise<StoreView<K> | undefined>;
   /**
    * Creates or updates an object from its desired form (metadata labels/annotations/owners and
    * spec; status is left alone). Generation grows when the spec changes. With `dryRun` the
@@ -168,7 +202,8 @@ export function storeKey(kind: string, namespace: string | undefined, name: stri
  * and rollout logic.
  */
 export class MemoryStore implements Store {
-  private readonly objects = new Map<string, StoreObject>();
+  /** Every object, frozen: readers share them (see {@link Frozen}). */
+  private readonly objects = new Map<string, StoreView>();
   private readonly events = new EventEmitter();
   private version = 0;
   private uidCounter = 0;
@@ -181,13 +216,13 @@ export class MemoryStore implements Store {
     kind: K,
     namespace?: string,
     labels?: Record<string, string>,
-  ): Promise<StoreObject<K>[]> {
-    const out: StoreObject<K>[] = [];
+  ): Promise<StoreView<K>[]> {
+    const out: StoreView<K>[] = [];
     for (const obj of this.objects.values()) {
       if (obj.kind !== kind) continue;
       if (namespace !== undefined && obj.metadata.namespace !== namespace) continue;
       if (labels && !Object.entries(labels).every(([k, v]) => obj.metadata.labels?.[k] === v)) continue;
-      out.push(structuredClone(obj) as StoreObject<K>);
+      out.push(obj as StoreView<K>);
     }
     return out.sort((a, b) =>
       storeKey(a.kind, a.metadata.namespace, a.metadata.name).localeCompare(
@@ -200,9 +235,8 @@ export class MemoryStore implements Store {
     kind: K,
     namespace: string | undefined,
     name: string,
-  ): Promise<StoreObject<K> | undefined> {
-    const obj = this.objects.get(storeKey(kind, namespace, name));
-    return obj && (structuredClone(obj) as StoreObject<K>);
+  ): Promise<StoreView<K> | undefined> {
+    return this.objects.get(storeKey(kind, namespace, name)) as StoreView<K> | undefined;
   }
 
   async apply<K extends StoreKind>(
@@ -227,7 +261,7 @@ export class MemoryStore implements Store {
       },
       ...(existing && "status" in existing && { status: existing.status }),
     } as StoreObject;
-    this.objects.set(key, next);
+    this.objects.set(key, deepFreeze(next) as StoreView);
     this.emit({ type: "changed", object: next });
     return structuredClone(next) as StoreObject<K>;
   }
@@ -262,15 +296,14 @@ export class MemoryStore implements Store {
       metadata: { ...obj.metadata, resourceVersion: String(++this.version) },
       status: mergeStatus(statusOf(obj), status),
     }) as StoreObject;
-    this.objects.set(key, next);
+    this.objects.set(key, deepFreeze(next) as StoreView);
     this.emit({ type: "changed", object: next });
     return structuredClone(next) as StoreObject<K>;
   }
 
   watch<K extends StoreKind>(kind: K, handler: (event: StoreEvent<K>) => void): () => void {
     const listener = (event: StoreEvent) => {
-      if (event.object.kind === kind)
-        handler({ type: event.type, object: structuredClone(event.object) as StoreObject<K> });
+      if (event.object.kind === kind) handler({ type: event.type, object: event.object as StoreView<K> });
     };
     this.events.on("event", listener);
     return () => this.events.off("event", listener);
@@ -281,11 +314,11 @@ export class MemoryStore implements Store {
   }
 }
 
-function specOf(obj: StoreObject): unknown {
+function specOf(obj: StoreView): unknown {
   return "spec" in obj ? obj.spec : undefined;
 }
 
-function statusOf(obj: StoreObject): object | undefined {
+function statusOf(obj: StoreView): object | undefined {
   const status = "status" in obj ? obj.status : undefined;
   return typeof status === "object" && status !== null ? status : undefined;
 }

@@ -8,6 +8,16 @@ export interface InformerHandlers<T extends KubeObject> {
   onDelete(obj: T): void;
 }
 
+/**
+ * Drops `metadata.managedFields` from an object the informer is about to cache: nothing in sluice
+ * reads it, and for an object written by server-side apply and a status writer it is often as
+ * large as the object itself (a fleet's NodeChains held it once per node).
+ */
+export function stripManagedFields(obj: unknown): void {
+  const metadata = (obj as { metadata?: { managedFields?: unknown } } | null | undefined)?.metadata;
+  if (metadata && typeof metadata === "object" && "managedFields" in metadata) delete metadata.managedFields;
+}
+
 /** Pause before the `n`th consecutive retry: exponential up to 30 s, with full jitter. */
 function restartDelayMs(n: number, baseMs = 250): number {
   const cap = Math.min(30_000, baseMs * 2 ** Math.min(n, 7));
@@ -27,6 +37,7 @@ class ResumingWatch extends Watch {
   constructor(
     config: KubeConfig,
     private readonly onGone: (delayMs: number) => void,
+    private readonly onReceipt: (obj: unknown) => void,
   ) {
     super(config);
   }
@@ -44,6 +55,7 @@ class ResumingWatch extends Watch {
       (phase, obj, watchObj) => {
         if (phase === "ERROR" && (obj as { code?: number } | undefined)?.code === 410) sawGone = true;
         else if (phase !== "ERROR") this.gone = 0;
+        if (phase !== "ERROR") this.onReceipt(obj);
         callback(phase, obj, watchObj);
       },
       (err) => {
@@ -89,25 +101,44 @@ export class Informer<T extends KubeObject> {
     readonly resource: Resource,
     private readonly log: Logger,
     handlers: InformerHandlers<T>,
-    options: { namespace?: string; labelSelector?: string; watchdogMs?: number } = {},
+    options: {
+      namespace?: string;
+      labelSelector?: string;
+      watchdogMs?: number;
+      /**
+       * Trims an object in place before it is cached (after managedFields are dropped): what the
+       * owner never reads need not be kept once per object.
+       */
+      trim?: (obj: T) => void;
+    } = {},
   ) {
     this.hasSynced = new Promise((resolve) => (this.synced = resolve));
     const path = resourcePath(resource, options.namespace);
+    const trim = options.trim;
+    function onReceipt(obj: unknown): void {
+      if (typeof obj !== "object" || obj === null) return;
+      stripManagedFields(obj);
+      trim?.(obj as T);
+    }
     const list = async () => {
       this.lists++;
       const result = await client.list<T>(resource, options.namespace, {
         labelSelector: options.labelSelector,
       });
+      for (const item of result.items) onReceipt(item);
       return result as unknown as {
         items: KubernetesObject[];
         metadata: { resourceVersion?: string };
       } as never;
     };
-    const watch = new ResumingWatch(client.kubeConfig, (delayMs) =>
-      this.log.info(
-        { resource: resource.plural, listInMs: delayMs },
-        "watch version gone (410); listing again",
-      ),
+    const watch = new ResumingWatch(
+      client.kubeConfig,
+      (delayMs) =>
+        this.log.info(
+          { resource: resource.plural, listInMs: delayMs },
+          "watch version gone (410); listing again",
+        ),
+      onReceipt,
     );
     this.informer = new ListWatch<KubernetesObject>(path, watch, list, false, options.labelSelector);
     const heard = () => {

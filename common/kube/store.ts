@@ -10,9 +10,11 @@ import {
   type StoreInput,
   type StoreKind,
   type StoreObject,
+  type StoreView,
+  deepFreeze,
 } from "../store.ts";
 import { CoreResources, type KubeClient, type KubeObject, type Resource } from "./client.ts";
-import { Informer } from "./informer.ts";
+import { Informer, stripManagedFields } from "./informer.ts";
 
 /** The store's view of a sluice kind: group, version and plural from the API package. */
 function sluiceResource(info: KindInfo): Resource {
@@ -58,7 +60,7 @@ export class KubeStore implements Store {
    * What each cached or written object parsed to: the informer keeps one object per version, so
    * every version is parsed once however often it is read.
    */
-  private readonly parsed = new WeakMap<KubeObject, StoreObject>();
+  private readonly parsed = new WeakMap<KubeObject, StoreView>();
 
   constructor(
     readonly client: KubeClient,
@@ -107,7 +109,11 @@ export class KubeStore implements Store {
           this.dispatch(kind, "deleted", obj);
         },
       },
-      { namespace, labelSelector: this.options.labelSelectors?.[kind] },
+      {
+        namespace,
+        labelSelector: this.options.labelSelectors?.[kind],
+        ...(kind === "Node" && { trim: trimNode }),
+      },
     );
   }
 
@@ -115,7 +121,7 @@ export class KubeStore implements Store {
     kind: K,
     namespace?: string,
     labels?: Record<string, string>,
-  ): Promise<StoreObject<K>[]> {
+  ): Promise<StoreView<K>[]> {
     const informers = this.informers.get(kind);
     let items: KubeObject[];
     if (informers) {
@@ -132,7 +138,7 @@ export class KubeStore implements Store {
       items = (await this.client.list(resourceOf(kind), namespace, { labelSelector: selector })).items;
     }
     if (informers) items = items.map((o) => this.freshest(kind, o));
-    const out: StoreObject<K>[] = [];
+    const out: StoreView<K>[] = [];
     for (const o of items) {
       if (labels && !Object.entries(labels).every(([k, v]) => o.metadata?.labels?.[k] === v)) continue;
       const parsed = this.tryParse(kind, o);
@@ -145,7 +151,7 @@ export class KubeStore implements Store {
     kind: K,
     namespace: string | undefined,
     name: string,
-  ): Promise<StoreObject<K> | undefined> {
+  ): Promise<StoreView<K> | undefined> {
     const informers = this.options.freshKinds?.includes(kind) ? undefined : this.informers.get(kind);
     if (!informers) {
       const obj = await this.client.get(resourceOf(kind), namespace, name);
@@ -176,7 +182,7 @@ export class KubeStore implements Store {
     };
     const result = await this.client.apply(resourceOf(obj.kind), body, { dryRun: options.dryRun });
     if (!options.dryRun) this.remember(obj.kind, result);
-    return this.parse(obj.kind, result);
+    return structuredClone(this.parse(obj.kind, result)) as StoreObject<K>;
   }
 
   async delete(kind: StoreKind, namespace: string | undefined, name: string): Promise<boolean> {
@@ -192,7 +198,7 @@ export class KubeStore implements Store {
   ): Promise<StoreObject<K>> {
     const result = await this.client.patchStatus(resourceOf(kind), namespace, name, status);
     this.remember(kind, result);
-    return this.parse(kind, result);
+    return structuredClone(this.parse(kind, result)) as StoreObject<K>;
   }
 
   watch<K extends StoreKind>(kind: K, handler: (event: StoreEvent<K>) => void): () => void {
@@ -210,18 +216,22 @@ export class KubeStore implements Store {
     this.informers.clear();
   }
 
-  /** `obj` parsed with the schema of `kind` (a copy the caller may change). */
-  private parse<K extends StoreKind>(kind: K, obj: KubeObject): StoreObject<K> {
+  /**
+   * `obj` parsed with the schema of `kind`, frozen and shared by every reader: lists and
+   * reconciles of a large fleet read every cached object, and copying each one on every read
+   * was most of the operator's CPU and garbage.
+   */
+  private parse<K extends StoreKind>(kind: K, obj: KubeObject): StoreView<K> {
     let parsed = this.parsed.get(obj);
     if (!parsed) {
-      parsed = parseStoreObject(kind, obj);
+      parsed = deepFreeze(parseStoreObject(kind, obj));
       this.parsed.set(obj, parsed);
     }
-    return structuredClone(parsed) as StoreObject<K>;
+    return parsed as StoreView<K>;
   }
 
   /** {@link parse}, or undefined (logged) for an object that does not parse: lists and watches skip it. */
-  private tryParse<K extends StoreKind>(kind: K, obj: KubeObject): StoreObject<K> | undefined {
+  private tryParse<K extends StoreKind>(kind: K, obj: KubeObject): StoreView<K> | undefined {
     try {
       return this.parse(kind, obj);
     } catch (err) {
@@ -234,6 +244,7 @@ export class KubeStore implements Store {
   private remember(kind: StoreKind, obj: KubeObject): void {
     if (!this.informers.has(kind)) return;
     obj.kind ??= kind;
+    stripManagedFields(obj);
     this.written.set(writtenKey(kind, obj.metadata?.namespace, obj.metadata?.name ?? ""), obj);
   }
 
@@ -261,6 +272,18 @@ export class KubeStore implements Store {
     const object = this.tryParse(kind, obj);
     if (object) for (const h of handlers) h({ type, object });
   }
+}
+
+/**
+ * A Node as the store keeps it: metadata and status.addresses, all sluice reads of a Node (see
+ * `KubeNode`). A kubelet's Node status also lists every image on the node, its capacity, its
+ * conditions and its system info, several KB per Node, refreshed by its heartbeats.
+ */
+function trimNode(node: KubeObject): void {
+  const status = (node as { status?: { addresses?: unknown } }).status;
+  if (status && typeof status === "object")
+    (node as { status?: unknown }).status =
+      status.addresses === undefined ? {} : { addresses: status.addresses };
 }
 
 function writtenKey(kind: string, namespace: string | undefined, name: string): string {
