@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs"
 import { join } from "node:path";
 import { BpfMap, u32, type BpfProgram } from "../libbpf/index.ts";
 import { SLUICE_STATS_ENTRIES } from "../nf/structs.ts";
+import { ChainContract } from "../nf/types.ts";
 import { programHook, type ProgramHook } from "../packet/index.ts";
 import {
   closeRevision,
@@ -224,6 +225,9 @@ function assignStatsIndexes(chain: Chain, spec: ChainSpec): number[] {
     used.add(index);
     // Not used by the live revision, so no packet writes it meanwhile.
     chain.stats.update(u32(index), zero);
+    // Nor its per-function time sums (in the chain's scratch map, see SLUICE_TIME_BASE).
+    if (chain.scratch.maxEntries > ChainContract.timeBase + index)
+      chain.scratch.updatePerCpu(u32(ChainContract.timeBase + index), []);
     return index;
   });
 }
