@@ -100,11 +100,14 @@ static __always_inline void sluice_count(__u64 len, enum sluice_end end)
 static __always_inline void sluice_time_hop(__u32 index, int ends)
 {
 	struct sluice_nf_time *stamp, *sum;
-	__u32 key = SLUICE_TIME_STAMP;
+	__u32 key;
 	__u64 now;
 
 	if (!sluice_time_sample)
 		return;
+	/* Nothing of the timing may be moved before the test: off, it must leave no instruction. */
+	asm volatile("" ::: "memory");
+	key = SLUICE_TIME_STAMP;
 	stamp = bpf_map_lookup_elem(&sluice_scratch, &key);
 	if (!stamp || !stamp->ns)
 		return;
