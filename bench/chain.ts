@@ -126,8 +126,14 @@ export class Revision {
 export class Root {
   readonly object: BpfObject;
 
-  constructor(path: string) {
-    this.object = BpfObject.load({ path, programs: [ChainContract.root.programs.xdp] });
+  /** `options`: `.rodata` settings and maps to reuse (per-function time: the scratch map). */
+  constructor(path: string, options: Pick<NfPart, "rodata" | "reuseMaps"> = {}) {
+    this.object = BpfObject.load({
+      path,
+      programs: [ChainContract.root.programs.xdp],
+      ...(options.rodata ? { rodata: options.rodata } : {}),
+      ...(options.reuseMaps ? { reuseMaps: options.reuseMaps } : {}),
+    });
   }
 
   /** The root's XDP program: the chain's entry, as on the hook. */
@@ -174,12 +180,16 @@ export class HandChain {
   }
 
   /** Loads the root and the NFs and links them. Closes what it opened if a step fails. */
-  static build(rootPath: string, parts: readonly NfPart[]): HandChain {
+  static build(
+    rootPath: string,
+    parts: readonly NfPart[],
+    rootOptions: Pick<NfPart, "rodata" | "reuseMaps"> = {},
+  ): HandChain {
     const stats = createStats();
     let root: Root | undefined;
     let revision: Revision | undefined;
     try {
-      root = new Root(rootPath);
+      root = new Root(rootPath, rootOptions);
       revision = Revision.load(parts, stats);
       if (parts.length > 0) root.switchTo(revision);
       return new HandChain(root, revision, stats);

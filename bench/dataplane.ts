@@ -38,6 +38,7 @@ import { measureRootHop, type RootHopFigures } from "./roothop.ts";
 import { measureTestRuns, type TestRunFigures } from "./testrun.ts";
 import { measureFused, type FusedFigures } from "./fused.ts";
 import { measureLinked, type LinkedFigures } from "./linked.ts";
+import { measureTiming, type TimingFigures } from "./timing.ts";
 
 /** How much of everything a run does. */
 interface RunPlan {
@@ -184,6 +185,8 @@ async function main(): Promise<number> {
   const fusedMode: FusedFigures = await measureFused(objects, scope, plan.testrun, log);
   checkpoint();
   const linked: LinkedFigures = measureLinked(objects, scope, plan.testrun, log);
+  checkpoint();
+  const timing: TimingFigures = measureTiming(objects, scope, plan.testrun, log);
   checkpoint();
   const ips: IpsFigures = measureIps(objects, scope, plan.ips, log);
   checkpoint();
@@ -365,6 +368,8 @@ async function main(): Promise<number> {
     fused_mode: fusedMode,
     linked_ratio: linked.linked_ratio,
     linked,
+    nf_timing_ns: timing.overhead_ns,
+    nf_timing: timing,
     ips_ns: ips.ips_ns,
     ips,
     router_ns: router.router_ns,

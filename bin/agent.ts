@@ -2,7 +2,14 @@
  * `sluice agent`: the data plane on one node, against the cluster's API server. Its own module
  * (and bin/agent-main.ts its own entry), so that the agent's build needs nothing of operator/.
  */
-import { ExitCode, parseCommandLine, parsePort, usageError } from "./cli.ts";
+import {
+  ExitCode,
+  parseCommandLine,
+  parsePort,
+  parseTimeSample,
+  TIME_SAMPLE_HELP,
+  usageError,
+} from "./cli.ts";
 import { holdOpen, kubeconfigProblem, startFailed, waitForSignal } from "./lifecycle.ts";
 
 /** Runs `sluice agent` until SIGINT or SIGTERM; returns the exit code. */
@@ -17,6 +24,7 @@ export async function agent(argv: string[]): Promise<number> {
     // Loopback unless told: the agent lives in the host network, where "every address"
     // includes the node's outside interfaces.
     "metrics-address": { type: "string" },
+    "time-functions": { type: "string", default: "0" },
   });
   if (typeof line === "number") return line;
   const { values } = line;
@@ -25,6 +33,10 @@ export async function agent(argv: string[]): Promise<number> {
   const metricsPort = parsePort(values["metrics-port"]);
   if (metricsPort === undefined) {
     return usageError("agent", `--metrics-port: ${values["metrics-port"]} is not a port number`);
+  }
+  const timeSample = parseTimeSample(values["time-functions"]);
+  if (timeSample === undefined) {
+    return usageError("agent", `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
   }
   const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } =
     await import("../node-agent/src/agent/metrics.ts");
@@ -57,6 +69,7 @@ export async function agent(argv: string[]): Promise<number> {
       netns: values.netns,
       metricsPort,
       metricsAddress,
+      timeSample,
       logger: log,
     });
   } catch (err) {

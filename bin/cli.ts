@@ -23,8 +23,10 @@ export const ExitCode = {
 export const commandUsage = {
   run: `usage: sluice run --source <git url or directory> [--ref BRANCH] [--tag T | --semver R | --commit SHA]
                   [--path DIR] [--name local] [--interval 10s] [--port 9470] [--data-dir DIR]
-                  [--bpffs-root DIR] [--netns NS] [--webhook-token T]
+                  [--bpffs-root DIR] [--netns NS] [--webhook-token T] [--time-functions N]
   Follows a Git repository and runs its chains on this host, without a cluster.
+  --time-functions N times 1 in N packets (a power of two) in each function, for the mean ns
+  per packet per function on the live view and /metrics; 0 (the default) is off, at no cost.
 `,
   status: `usage: sluice status [--json | --watch] [--port 9470]
   Shows the chains of a running \`sluice run\`, with per-function rates.
@@ -53,6 +55,7 @@ export const commandUsage = {
   agent: `usage: sluice agent --node-name NAME [--kubeconfig FILE] [--netns NS] [--bpffs-root DIR]
                     [--cache-dir DIR] [--metrics-port 9471 (0: off)]
                     [--metrics-address 127.0.0.1 (an IP of the node; 0.0.0.0: all)]
+                    [--time-functions N (1 in N packets timed per function; 0: off)]
   The data plane on one node: compiles, loads, tests and switches the NodeChains of this node.
   --node-name defaults to $NODE_NAME; the kubeconfig is found as for \`sluice operator\`.
 `,
@@ -160,6 +163,22 @@ export function parsePort(text: string): number | undefined {
   const port = Number(text);
   return /^\d+$/.test(text) && port <= 65535 ? port : undefined;
 }
+
+/** Most packets one sample of `--time-functions` stands for. */
+export const MAX_TIME_SAMPLE = 1 << 20;
+
+/**
+ * `--time-functions N`: time 1 in N packets in each function, N a power of two (1: every
+ * packet) up to {@link MAX_TIME_SAMPLE}; `0` is off. Undefined when `text` is none of these.
+ */
+export function parseTimeSample(text: string): number | undefined {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > MAX_TIME_SAMPLE) return undefined;
+  return n === 0 || (n & (n - 1)) === 0 ? n : undefined;
+}
+
+/** What `--time-functions` takes, for usage errors. */
+export const TIME_SAMPLE_HELP = `a power of two up to ${MAX_TIME_SAMPLE} (time 1 in N packets), or 0 (off)`;
 
 /**
  * What the host refused while a long-running command started (a port in use, a path that is

@@ -4,6 +4,8 @@ import {
   isCommand,
   parseCommandLine,
   parsePort,
+  parseTimeSample,
+  TIME_SAMPLE_HELP,
   usage,
   UsageError,
   usageError,
@@ -165,6 +167,7 @@ async function run(argv: string[]): Promise<number> {
     "bpffs-root": { type: "string" },
     netns: { type: "string" },
     "webhook-token": { type: "string" },
+    "time-functions": { type: "string", default: "0" },
   });
   if (typeof line === "number") return line;
   const { values } = line;
@@ -173,6 +176,10 @@ async function run(argv: string[]): Promise<number> {
   }
   const port = parsePort(values.port);
   if (port === undefined) return usageError("run", `--port: ${values.port} is not a port number`);
+  const timeSample = parseTimeSample(values["time-functions"]);
+  if (timeSample === undefined) {
+    return usageError("run", `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
+  }
   const refs = (["tag", "semver", "commit"] as const).filter((k) => values[k] !== undefined);
   if (refs.length + (values.ref ? 1 : 0) > 1) {
     return usageError("run", "give at most one of --ref, --tag, --semver, --commit");
@@ -194,6 +201,7 @@ async function run(argv: string[]): Promise<number> {
       bpffsRoot: values["bpffs-root"],
       netns: values.netns,
       webhookToken: values["webhook-token"],
+      timeSample,
       log,
     });
   } catch (err) {

@@ -46,6 +46,8 @@ export interface SingleHostOptions {
   netns?: string;
   /** Token for push webhooks on the status endpoint. */
   webhookToken?: string;
+  /** Per-function time of 1 in this many packets (`--time-functions`); 0 or absent: off. */
+  timeSample?: number;
   log: Logger;
 }
 
@@ -265,6 +267,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     netns: options.netns,
     cacheDir,
     logger: agentLog,
+    ...(options.timeSample ? { timeSample: options.timeSample } : {}),
   });
   // The agent's data plane is the chain manager; what it last did per chain is kept for status.
   const lastApply = new Map<string, LastApplyDoc>();

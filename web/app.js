@@ -13,6 +13,8 @@
     errors: "#f5b841",
     ns: "#c792ea",
   };
+  /** Per-function ns series (sampled time, `sluice run --time-functions`). */
+  const FUNCTION_COLORS = ["#82aaff", "#f78c6c", "#c3e88d", "#ffcb6b", "#89ddff", "#ff5370"];
   const KIND_TEXT = {
     switch: "switched in",
     "switch-failed": "switch failed",
@@ -126,15 +128,18 @@
     return [xs, ...ys];
   }
 
-  function nsData(chainKey) {
+  // The whole chain (the root's run time) first, then each function's sampled time.
+  function nsData(chainKey, fnKeys) {
     const xs = [];
-    const ys = [];
+    const ys = [chainKey, ...fnKeys].map(() => []);
     for (const p of state.points) {
       xs.push(p.t);
-      const v = p.nsPerPacket[chainKey];
-      ys.push(v === undefined ? null : v);
+      [chainKey, ...fnKeys].forEach((k, i) => {
+        const v = p.nsPerPacket[k];
+        ys[i].push(v === undefined ? null : v);
+      });
     }
-    return [xs, ys];
+    return [xs, ...ys];
   }
 
   function graphWidth(container) {
@@ -192,16 +197,33 @@
       graphs.set(nf, { plot, element: box, key });
     }
     const nsBox = el("div", { class: "graph ns", "data-chain": chain.chain, "data-node": chain.node });
-    nsBox.append(el("h3", {}, "whole chain: mean ns per packet in the kernel"));
+    nsBox.append(
+      el("h3", {}, "mean ns per packet in the kernel: whole chain, and per function where sampled"),
+    );
     const note = el("div", { class: "note" });
     nsBox.append(note);
     grid.append(nsBox);
+    const fnKeys = chain.functions.map((nf) => `${chain.key}/${nf}`);
     const nsPlot = new uPlot(
-      plotOptions(chain.key, [["ns/packet", COLORS.ns]], graphWidth(nsBox)),
-      nsData(chain.key),
+      plotOptions(
+        chain.key,
+        [
+          ["whole chain", COLORS.ns],
+          ...chain.functions.map((nf, i) => [nf, FUNCTION_COLORS[i % FUNCTION_COLORS.length]]),
+        ],
+        graphWidth(nsBox),
+      ),
+      nsData(chain.key, fnKeys),
       nsBox,
     );
-    graphs.set("", { plot: nsPlot, element: nsBox, key: chain.key, note });
+    graphs.set("", {
+      plot: nsPlot,
+      element: nsBox,
+      key: chain.key,
+      note,
+      fnKeys,
+      functions: chain.functions,
+    });
     return { signature: signatureOf(chain), element, head, maps, graphs };
   }
 
@@ -261,10 +283,23 @@
   function updateGraphs() {
     for (const card of cards.values())
       for (const [nf, graph] of card.graphs) {
-        const data = nf === "" ? nsData(graph.key) : functionData(graph.key);
+        const data = nf === "" ? nsData(graph.key, graph.fnKeys) : functionData(graph.key);
         graph.plot.setData(data);
         const counted = data[1].filter((v) => v !== null).length;
         graph.element.dataset.points = String(counted);
+        if (nf === "") {
+          // The last per-function figure of each function, for whoever reads the page's data.
+          const last = {};
+          graph.functions.forEach((name, i) => {
+            const series = data[2 + i];
+            for (let j = series.length - 1; j >= 0; j--)
+              if (series[j] !== null) {
+                last[name] = series[j];
+                break;
+              }
+          });
+          graph.element.dataset.functionNs = JSON.stringify(last);
+        }
         if (nf !== "") {
           const last = state.points[state.points.length - 1];
           const rates = last && last.functions[graph.key];

@@ -60,6 +60,12 @@ struct {
 const volatile __u32 sluice_next_slot = 0; /* slot of the next NF in sluice_progs */
 const volatile __u32 sluice_is_last = 1;   /* 1: SLUICE_CONTINUE ends the chain with pass */
 const volatile __u32 sluice_nf_index = 0;  /* this NF's index in sluice_stats */
+/*
+ * Per-function time: 0 (the default) off, and the verifier removes the code below; N (a power
+ * of two) times 1 in N packets. The root picks the packet and stamps the clock; each NF adds the
+ * time since the last stamp to its sum at its exit (see SLUICE_TIME_STAMP in sluice_types.h).
+ */
+const volatile __u32 sluice_time_sample = 0;
 
 /* How a packet's walk ended, for the counters. */
 enum sluice_end {
@@ -86,6 +92,35 @@ static __always_inline void sluice_count(__u64 len, enum sluice_end end)
 		st->errors++;
 }
 
+/*
+ * Charges the time since the last stamp of a sampled packet to the NF with stats index `index`
+ * and stamps again (ends: the packet's walk ends here, nothing to stamp for). Each figure so
+ * includes about one clock read (the end of the previous one and the start of this one).
+ */
+static __always_inline void sluice_time_hop(__u32 index, int ends)
+{
+	struct sluice_nf_time *stamp, *sum;
+	__u32 key;
+	__u64 now;
+
+	if (!sluice_time_sample)
+		return;
+	/* Nothing of the timing may be moved before the test: off, it must leave no instruction. */
+	asm volatile("" ::: "memory");
+	key = SLUICE_TIME_STAMP;
+	stamp = bpf_map_lookup_elem(&sluice_scratch, &key);
+	if (!stamp || !stamp->ns)
+		return;
+	now = bpf_ktime_get_ns();
+	key = SLUICE_TIME_BASE + (index & (SLUICE_STATS_ENTRIES - 1));
+	sum = bpf_map_lookup_elem(&sluice_scratch, &key);
+	if (sum) {
+		sum->ns += now - stamp->ns;
+		sum->samples++;
+	}
+	stamp->ns = ends ? 0 : now;
+}
+
 static __always_inline __u64 sluice_xdp_len(struct xdp_md *ctx)
 {
 	return (__u64)ctx->data_end - (__u64)ctx->data;
@@ -93,6 +128,7 @@ static __always_inline __u64 sluice_xdp_len(struct xdp_md *ctx)
 
 static __always_inline int sluice_exit_xdp(struct xdp_md *ctx, enum sluice_verdict verdict)
 {
+	sluice_time_hop(sluice_nf_index, verdict != SLUICE_CONTINUE || sluice_is_last);
 	sluice_share_done();
 	if (verdict == SLUICE_CONTINUE) {
 		if (!sluice_is_last) {
@@ -124,6 +160,7 @@ static __always_inline int sluice_exit_xdp(struct xdp_md *ctx, enum sluice_verdi
 
 static __always_inline int sluice_exit_tc(struct __sk_buff *skb, enum sluice_verdict verdict)
 {
+	sluice_time_hop(sluice_nf_index, verdict != SLUICE_CONTINUE || sluice_is_last);
 	sluice_share_done();
 	if (verdict == SLUICE_CONTINUE) {
 		if (!sluice_is_last) {

@@ -368,10 +368,12 @@ struct sluice_scratch {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SLUICE_SCRATCH_ENTRIES); /* key 0: this; the rest: sluice_time_* */
 	__type(key, __u32);
 	__type(value, struct sluice_scratch);
 } sluice_scratch SEC(".maps");
+
+_Static_assert(sizeof(struct sluice_scratch) == SLUICE_SCRATCH_VALUE_SIZE, "sluice_scratch size");
 
 /* 1: share the parse result and the clock through sluice_scratch (written by the loader). */
 const volatile __u32 sluice_share_parse = 0;

@@ -17,6 +17,25 @@
 #define SLUICE_STATS_ENTRIES 64
 
 /*
+ * Per-function time, sampled (off unless the loader sets sluice_time_sample). It lives in the
+ * chain's per-CPU sluice_scratch map after the parse entry (key 0): key SLUICE_TIME_STAMP holds
+ * the clock stamp of the sampled packet in flight (ns; 0: this packet is not timed) and the
+ * packet counter that picks the samples (samples); key SLUICE_TIME_BASE + i holds the time sums
+ * of the NF with stats index i. Every value is SLUICE_SCRATCH_VALUE_SIZE bytes (struct
+ * sluice_scratch); these entries use the first 16.
+ */
+#define SLUICE_TIME_STAMP 1
+#define SLUICE_TIME_BASE 2
+#define SLUICE_SCRATCH_ENTRIES (SLUICE_TIME_BASE + SLUICE_STATS_ENTRIES)
+#define SLUICE_SCRATCH_VALUE_SIZE 104
+
+/* Time of sampled packets charged to one NF: from the stamp before it to its exit. */
+struct sluice_nf_time {
+	__u64 ns;      /* sum of the sampled packets' time in this NF */
+	__u64 samples; /* sampled packets that went through this NF */
+};
+
+/*
  * Per-NF counters in sluice_stats (per CPU; user space sums the CPUs).
  *
  * A packet is counted once, by the NF where its walk through the chain ended, so that

@@ -54,6 +54,26 @@ describe("the live view's history", () => {
     expect(points.at(-1)!.t - points[0]!.t).toBe(HISTORY_POINTS - 1);
   });
 
+  it("gives each timed function its mean ns per sampled packet over the second", () => {
+    const history = new LiveHistory("n1");
+    const timed = (s: number): ChainReading => {
+      const r = reading(100 * s, 0);
+      r.functions[0]!.timeNs = BigInt(s * 10 * 40);
+      r.functions[0]!.timeSamples = BigInt(s * 10);
+      r.functions[1]!.timeNs = BigInt(s * 5 * 300);
+      r.functions[1]!.timeSamples = BigInt(s * 5);
+      return r;
+    };
+    history.record(1000_000, [timed(1)]);
+    const point = history.record(1001_000, [timed(2)]);
+    expect(point.nsPerPacket["n1/default_edge/firewall"]).toBe(40);
+    expect(point.nsPerPacket["n1/default_edge/ratelimit"]).toBe(300);
+    // Untimed chains give no per-function figure.
+    const plain = new LiveHistory("n1");
+    plain.record(1000_000, [reading(100, 0)]);
+    expect(Object.keys(plain.record(1001_000, [reading(200, 0)]).nsPerPacket)).toEqual([]);
+  });
+
   it("reports a function whose drop rate jumped after a switch, naming the commit", () => {
     const history = new LiveHistory("n1");
     const at = feed(history, 1000, 30, () => [100, 0]);

@@ -41,6 +41,10 @@ interface Previous {
   passes: bigint;
   errors: bigint;
   rates?: FunctionRates;
+  timeNs?: bigint;
+  timeSamples?: bigint;
+  /** Mean ns per sampled packet in this function over the last interval. */
+  nsPerPacket?: number;
 }
 
 interface PreviousChain {
@@ -93,9 +97,22 @@ export class LiveHistory {
         const before = this.#previous.get(key);
         if (before?.atMs === sampledAt) {
           if (before.rates && held) point.functions[key] = before.rates;
+          if (before.nsPerPacket !== undefined && held) point.nsPerPacket[key] = before.nsPerPacket;
           continue;
         }
         let rates: FunctionRates | undefined;
+        let nsPerPacket: number | undefined;
+        if (
+          before?.timeNs !== undefined &&
+          before.timeSamples !== undefined &&
+          fn.timeNs !== undefined &&
+          fn.timeSamples !== undefined &&
+          fn.timeSamples > before.timeSamples &&
+          fn.timeNs >= before.timeNs
+        ) {
+          nsPerPacket = Number(fn.timeNs - before.timeNs) / Number(fn.timeSamples - before.timeSamples);
+          if (held) point.nsPerPacket[key] = nsPerPacket;
+        }
         if (before) {
           const seconds = (sampledAt - before.atMs) / 1000;
           rates = [
@@ -106,7 +123,12 @@ export class LiveHistory {
           ];
           if (held) point.functions[key] = rates;
         }
-        this.#previous.set(key, { atMs: sampledAt, ...fn, ...(rates ? { rates } : {}) });
+        this.#previous.set(key, {
+          atMs: sampledAt,
+          ...fn,
+          ...(rates ? { rates } : {}),
+          ...(nsPerPacket !== undefined ? { nsPerPacket } : {}),
+        });
       }
       const before = this.#previousChain.get(chainKey);
       if (before?.atMs === sampledAt) {

@@ -12,6 +12,12 @@ export interface FunctionReading {
   drops: bigint;
   passes: bigint;
   errors: bigint;
+  /**
+   * Per-function time of sampled packets, where the chain was loaded with it on (`sluice run
+   * --time-functions`): their summed ns in this function and how many there were.
+   */
+  timeNs?: bigint;
+  timeSamples?: bigint;
 }
 
 /** A hash map's fill level. */
@@ -141,7 +147,11 @@ export interface LivePoint {
   t: number;
   /** `<node>/<chain>/<nf>` -> rates. */
   functions: Record<string, FunctionRates>;
-  /** `<node>/<chain>` -> mean ns per packet over the second (absent without run-time figures). */
+  /**
+   * `<node>/<chain>` -> mean ns per packet of the whole chain over the second (absent without
+   * run-time figures); `<node>/<chain>/<nf>` -> mean ns per sampled packet in that function
+   * (only where the chain was loaded with per-function time).
+   */
   nsPerPacket: Record<string, number>;
 }
 

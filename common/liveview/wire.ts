@@ -18,6 +18,8 @@ const FunctionReadingWire = z.object({
   drops: counter,
   passes: counter,
   errors: counter,
+  timeNs: counter.optional(),
+  timeSamples: counter.optional(),
 });
 
 const ChainReadingWire = z.object({
@@ -72,6 +74,8 @@ export function encodeReadings(atMs: number, readings: readonly ChainReading[]):
       drops: String(f.drops),
       passes: String(f.passes),
       errors: String(f.errors),
+      ...(f.timeNs !== undefined ? { timeNs: String(f.timeNs) } : {}),
+      ...(f.timeSamples !== undefined ? { timeSamples: String(f.timeSamples) } : {}),
     })),
     rootMisses: String(r.rootMisses),
     ...(r.runs !== undefined ? { runs: String(r.runs) } : {}),

@@ -62,6 +62,8 @@ export interface ChartManagerOptions {
   netns: string;
   /** Compiled root object. */
   rootObjectPath: string;
+  /** Per-function time of 1 in this many packets (ChainManagerOptions.timeSample); absent: off. */
+  timeSample?: number;
   /** Closes the manager (and ends its process) when disposed. */
   scope?: TestScope;
 }
@@ -89,7 +91,11 @@ export interface ChartManager {
 
 /** Starts a chain manager as the chart runs the agent (see the module comment). */
 export async function startChartManager(options: ChartManagerOptions): Promise<ChartManager> {
-  const config: HostConfig = { root: options.root, rootObjectPath: options.rootObjectPath };
+  const config: HostConfig = {
+    root: options.root,
+    rootObjectPath: options.rootObjectPath,
+    ...(options.timeSample ? { timeSample: options.timeSample } : {}),
+  };
   const [file, ...args] = asChartAgent(
     [process.execPath, "--import", "tsx", fixture("manager-host.ts"), JSON.stringify(config)],
     options.netns,

@@ -137,6 +137,18 @@ describe("a usage error exits 2 with one line naming it and the command's usage"
       "run",
       /^sluice run: --name: /,
     ],
+    [
+      "a --time-functions that is no power of two",
+      ["run", "--source", ".", "--time-functions", "3"],
+      "run",
+      /--time-functions: 3 is not a power of two/,
+    ],
+    [
+      "an agent's --time-functions that is no number",
+      ["agent", "--node-name", "n", "--time-functions", "on"],
+      "agent",
+      /--time-functions: on is not a power of two/,
+    ],
     ["two refs at once", ["run", "--source", ".", "--tag", "v1", "--commit", "abc"], "run", /at most one of/],
     ["a value given to a switch", ["status", "--json=yes"], "status", /'--json' does not take an argument/],
     ["an argument a command does not take", ["status", "extra"], "status", /unexpected argument "extra"/],

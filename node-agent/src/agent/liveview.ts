@@ -138,6 +138,7 @@ export function agentLiveReader(
           drops: nf.counters.drops,
           passes: nf.counters.passes,
           errors: nf.counters.errors,
+          ...(nf.time ? { timeNs: nf.time.ns, timeSamples: nf.time.samples } : {}),
         })),
         rootMisses: c.rootMisses.packets,
         ...(state?.counting && kernel?.root

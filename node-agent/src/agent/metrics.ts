@@ -208,6 +208,25 @@ export function agentRegistry(options: AgentMetricsOptions): Registry {
         ),
       ),
   );
+  // Per-function time, only for chains loaded with it on (`sluice run --time-functions`).
+  const perNfTime = (field: "ns" | "samples", scale: (v: bigint) => number | bigint) => () =>
+    chains().flatMap((c) =>
+      c.nfs.flatMap((nf): Array<[Labeled<"chain" | "nf">, number | bigint]> =>
+        nf.time ? [[{ chain: c.name, nf: nf.name }, scale(nf.time[field])]] : [],
+      ),
+    );
+  counter(
+    "sluice_nf_sampled_time_seconds_total",
+    "Time in the kernel of the packets sampled for per-function time, spent in this network function (each packet's time includes about one clock read); divide by sluice_nf_sampled_packets_total for the mean per packet.",
+    ["chain", "nf"],
+    perNfTime("ns", (v) => Number(v) / 1e9),
+  );
+  counter(
+    "sluice_nf_sampled_packets_total",
+    "Packets sampled for per-function time that went through this network function.",
+    ["chain", "nf"],
+    perNfTime("samples", (v) => v),
+  );
   gauge(
     "sluice_chain_info",
     "The revision running on each chain, and its hook (always 1).",

@@ -32,6 +32,8 @@ export interface AgentProcessOptions {
    * {@link DEFAULT_AGENT_METRICS_ADDRESS}); `0.0.0.0` or `::` for every address of the host.
    */
   metricsAddress?: string;
+  /** Per-function time of 1 in this many packets (`--time-functions`); 0 or absent: off. */
+  timeSample?: number;
   logger?: Logger;
 }
 
@@ -53,6 +55,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     netns: options.netns,
     cacheDir: options.cacheDir,
     logger: log,
+    ...(options.timeSample ? { timeSample: options.timeSample } : {}),
   });
   const counters = new AgentCounters();
   /** When each chain's live revision was switched in (by this process). */

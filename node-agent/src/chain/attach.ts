@@ -31,14 +31,26 @@ export interface RootObjects {
 /**
  * Loads the root program for `hook` with a new, empty prog array; counting misses into
  * `rootStats` when given (a change of hook keeps the chain's counter), else into a new map.
- * The caller owns the result.
+ * With `time.timeSample` > 0 the root picks 1 in that many packets for per-function time and
+ * stamps their start in `time.scratch` (the chain's scratch map). The caller owns the result.
  */
-export function loadRoot(rootObjectPath: string, hook: Hook, rootStats?: BpfMap): RootObjects {
+export function loadRoot(
+  rootObjectPath: string,
+  hook: Hook,
+  rootStats?: BpfMap,
+  time?: { scratch: BpfMap; timeSample: number },
+): RootObjects {
   const rootName = ChainContract.root.programs[programHook(hook)];
+  const reuseMaps: Record<string, BpfMap> = {};
+  if (rootStats) reuseMaps[ChainContract.root.statsMap] = rootStats;
+  if (time) reuseMaps[ChainContract.scratchMap] = time.scratch;
   const object = BpfObject.load({
     path: rootObjectPath,
     programs: [rootName],
-    ...(rootStats ? { reuseMaps: { [ChainContract.root.statsMap]: rootStats } } : {}),
+    ...(Object.keys(reuseMaps).length > 0 ? { reuseMaps } : {}),
+    ...(time && time.timeSample > 0
+      ? { rodata: { [ChainContract.rodata.timeSample]: time.timeSample } }
+      : {}),
   });
   const handles: { close(): void }[] = [];
   try {

@@ -28,6 +28,8 @@ export interface ManagerContext {
   /** The chains held, by name. */
   readonly chains: Map<string, Chain>;
   readonly selfTests: SelfTests;
+  /** Per-function time of 1 in this many packets, for the roots and revisions it loads; 0 off. */
+  readonly timeSample: number;
   /** Reports a step of a switch (the crash tests' seam). */
   phase(phase: SwitchPhase, chain: string): void;
 }
@@ -97,12 +99,15 @@ export function createSkeleton(ctx: ManagerContext, spec: ChainSpec, rootObjectP
   rmSync(paths.dir, { recursive: true, force: true });
   const handles: { close(): void }[] = [];
   try {
-    const { rootProg, rootArray, rootStats } = loadRoot(rootObjectPath, spec.hook);
+    const scratch = createScratchMap();
+    handles.push(scratch);
+    const { rootProg, rootArray, rootStats } = loadRoot(rootObjectPath, spec.hook, undefined, {
+      scratch,
+      timeSample: ctx.timeSample,
+    });
     handles.push(rootProg, rootArray, rootStats);
     const stats = createStatsMap();
     handles.push(stats);
-    const scratch = createScratchMap();
-    handles.push(scratch);
     const metaMap = createMetaMap();
     handles.push(metaMap);
     const meta: ChainMeta = {

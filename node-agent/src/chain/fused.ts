@@ -26,6 +26,7 @@ import { generateFused, type FusedNfInput, type FusedSource, type FusedSymbol } 
 import {
   HASH_LIKE,
   PROGS_DEFINITION,
+  SCRATCH_DEFINITION,
   STATS_DEFINITION,
   type LoadedNf,
   type LoadNfsOptions,
@@ -253,6 +254,16 @@ export async function loadFused(options: LoadFusedOptions, plan: FusedPlan): Pro
       }
       rodata[plan.indexVariables[i]!] = options.statsIndexes[i] ?? i;
     });
+    // Per-function time: the generated program stamps between the NFs' calls into the chain's
+    // scratch map, where the root stamped the packet's start.
+    const scratch = mapSpecs.find((m) => m.name === ChainContract.scratchMap);
+    const timed =
+      (options.timeSample ?? 0) > 0 &&
+      options.scratch !== undefined &&
+      scratch !== undefined &&
+      sameMapDefinition(scratch, SCRATCH_DEFINITION) &&
+      object.rodataVariables().some((v) => v.name === ChainContract.rodata.timeSample);
+    if (timed) rodata[ChainContract.rodata.timeSample] = options.timeSample!;
     try {
       object.setRodata(rodata);
     } catch (err) {
@@ -261,6 +272,7 @@ export async function loadFused(options: LoadFusedOptions, plan: FusedPlan): Pro
     }
     object.reuseMap(ChainContract.progsMap, options.progs);
     object.reuseMap(ChainContract.statsMap, options.stats);
+    if (timed) object.reuseMap(ChainContract.scratchMap, options.scratch!);
 
     const perNf = options.functions.map((spec) => {
       const symbols = plan.maps.filter((s) => s.nf === spec.name);

@@ -30,6 +30,18 @@ describe("generateFused", () => {
     expect(r.value.program).toBe("sluice_fused_xdp");
   });
 
+  test("charges each NF's time after its call, ending the sampled walk where the walk ends", () => {
+    const r = generateFused("xdp", [nf("a", "alpha", pktFn("alpha")), nf("b", "beta", pktFn("beta"))]);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const lines = r.value.text.split("\n").map((l) => l.trim());
+    const hop0 = lines.indexOf("sluice_time_hop(sluice_fused_index_0, verdict != SLUICE_CONTINUE);");
+    const hop1 = lines.indexOf("sluice_time_hop(sluice_fused_index_1, 1);");
+    expect(hop0).toBeGreaterThan(lines.indexOf("verdict = alpha_process(&pkt, parsed);"));
+    expect(hop0).toBeLessThan(lines.indexOf("verdict = beta_process(&pkt, parsed);"));
+    expect(hop1).toBeGreaterThan(lines.indexOf("verdict = beta_process(&pkt, parsed);"));
+  });
+
   test("reads the clock once for every NF that takes it, and passes hook arguments", () => {
     const at = (stem: string) =>
       `static __always_inline enum sluice_verdict ${stem}_process_at(const struct sluice_pkt *pkt, int parsed, __u64 now) {}`;

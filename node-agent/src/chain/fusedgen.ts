@@ -256,6 +256,9 @@ export function generateFused(hook: ProgramHook, nfs: readonly FusedNfInput[]): 
   calls.forEach((call, i) => {
     if (i === firstNow) lines.push("\tnow = bpf_ktime_get_ns();");
     lines.push(`\tverdict = ${call.expr};`);
+    // Per-function time (sluice_time_sample in sluice.h; removed by the verifier when off).
+    const ends = i < calls.length - 1 ? "verdict != SLUICE_CONTINUE" : "1";
+    lines.push(`\tsluice_time_hop(${indexVariables[i]}, ${ends});`);
     if (i < calls.length - 1) {
       lines.push(
         `\tif (verdict != SLUICE_CONTINUE)`,

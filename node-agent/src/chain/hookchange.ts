@@ -46,7 +46,7 @@ export async function changeHook(
   chain.log.info({ from, to: spec.hook }, "hook changes: attaching the new hook before detaching the old");
   let selfTestMs = 0;
   const selfTesting = ctx.selfTests.run(spec, hook).finally(() => (selfTestMs = performance.now() - started));
-  const building = buildRevision(chain, spec, digests);
+  const building = buildRevision(chain, spec, digests, ctx.timeSample);
   const [testOutcome, buildOutcome] = await Promise.allSettled([selfTesting, building]);
   if (testOutcome.status === "rejected") {
     if (buildOutcome.status === "fulfilled") discardRevision(chain, buildOutcome.value);
@@ -72,7 +72,10 @@ export async function changeHook(
     writeMeta(targetMeta, target);
     targetMeta.pin(paths.meta);
     // The miss counter carries over: the new root counts into the old root's map.
-    root = loadRoot(rootObjectPath, spec.hook, chain.rootStats);
+    root = loadRoot(rootObjectPath, spec.hook, chain.rootStats, {
+      scratch: chain.scratch,
+      timeSample: ctx.timeSample,
+    });
     root.rootArray.update(KEY0, u32(built.nfs[0]!.program.fd));
     root.rootProg.pin(paths.rootProg);
     root.rootArray.pin(paths.rootArray);

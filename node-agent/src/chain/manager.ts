@@ -93,6 +93,7 @@ export class ChainManager {
       log: (options.logger ?? rootLogger).child({ component: "chain" }),
       chains: this.#chains,
       selfTests: this.#selfTests,
+      timeSample: options.timeSample ?? 0,
       phase: (phase, chain) => options.onPhase?.(phase, chain),
     };
     if (options.rootObjectPath) this.#rootObject = Promise.resolve(options.rootObjectPath);

@@ -54,8 +54,13 @@ describe("nfLoadDigest: whether an earlier load of an NF can serve again", () =>
     ["another place in the chain", () => nfLoadDigest("xdp", base, 0, 3, 4)],
     ["the last place instead of a middle one", () => nfLoadDigest("xdp", base, 1, 2, 4)],
     ["another counters slot", () => nfLoadDigest("xdp", base, 1, 3, 5)],
+    ["per-function time on", () => nfLoadDigest("xdp", base, 1, 3, 4, 16)],
   ])("differs for %s", (_, other) => {
     expect(other()).not.toBe(nfLoadDigest("xdp", base, 1, 3, 4));
+  });
+
+  it("is what it was before per-function time existed while that is off", () => {
+    expect(nfLoadDigest("xdp", base, 1, 3, 4, 0)).toBe(nfLoadDigest("xdp", base, 1, 3, 4));
   });
 
   it("notices an object rewritten in place with the same size", () => {

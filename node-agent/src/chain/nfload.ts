@@ -127,6 +127,12 @@ export interface LoadNfsOptions {
    */
   scratch?: BpfMap;
   /**
+   * Per-function time of 1 in this many packets (a power of two; 0 or absent: off), written as
+   * `sluice_time_sample` into every NF that declares it. The time sums go to `scratch`, so this
+   * needs `scratch` and a root loaded with the same setting.
+   */
+  timeSample?: number;
+  /**
    * For each NF-owned map that is not a table: an existing map to reuse (borrowed: libbpf
    * duplicates the fd) and how to report the choice. Without it, every map is new.
    */
@@ -273,6 +279,10 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
       );
     }
     const shareParse = scratch !== undefined && options.scratch !== undefined;
+    const timed =
+      shareParse &&
+      (options.timeSample ?? 0) > 0 &&
+      object.rodataVariables().some((v) => v.name === ChainContract.rodata.timeSample);
     const isLast = i === options.functions.length - 1;
     const statsIndex = options.statsIndexes[i] ?? i;
     try {
@@ -282,6 +292,7 @@ function openNf(options: LoadNfsOptions, spec: NfLoadSpec, i: number): OpenedNf 
         [ChainContract.rodata.isLast]: isLast ? 1 : 0,
         [ChainContract.rodata.nfIndex]: statsIndex,
         ...(shareParse ? { [ChainContract.rodata.shareParse]: 1 } : {}),
+        ...(timed ? { [ChainContract.rodata.timeSample]: options.timeSample! } : {}),
       });
     } catch (err) {
       if (err instanceof BpfSpecError) throw new NfContractError(spec.name, err.message);
@@ -423,6 +434,7 @@ export function nfLoadDigest(
   i: number,
   n: number,
   statsIndex: number,
+  timeSample = 0,
 ): string {
   const rodata = Object.entries(spec.rodata ?? {})
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
@@ -436,6 +448,8 @@ export function nfLoadDigest(
         rodata,
         { next: i + 1, last: i === n - 1, statsIndex },
         Object.keys(spec.tables ?? {}).sort(),
+        // Absent when off, so that digests of untimed loads stay what they were.
+        ...(timeSample > 0 ? [{ timeSample }] : []),
       ]),
     )
     .digest("hex");

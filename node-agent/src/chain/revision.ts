@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs"
 import { join } from "node:path";
 import { BpfMap, u32, type BpfProgram } from "../libbpf/index.ts";
 import { SLUICE_STATS_ENTRIES } from "../nf/structs.ts";
+import { ChainContract } from "../nf/types.ts";
 import { programHook, type ProgramHook } from "../packet/index.ts";
 import {
   closeRevision,
@@ -44,9 +45,15 @@ export const GLOBALS_NOT_CARRIED =
 
 /**
  * Loads revision `chain.nextGeneration` of `spec` next to the live one and pins it under
- * rev/<generation>; on failure removes all of it. Nothing live changes.
+ * rev/<generation>; on failure removes all of it. Nothing live changes. `timeSample`: see
+ * ChainManagerOptions.timeSample.
  */
-export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Digests): Promise<BuiltRevision> {
+export async function buildRevision(
+  chain: Chain,
+  spec: ChainSpec,
+  digests: Digests,
+  timeSample = 0,
+): Promise<BuiltRevision> {
   const generation = chain.nextGeneration++;
   const { paths } = chain;
   const opened: BpfMap[] = [];
@@ -74,6 +81,7 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
       // afterwards (about 70 µs per patch here, much more while the other CPUs are busy).
       onLoaded: (i, program) => progs!.update(u32(i), u32(program.fd)),
       scratch: chain.scratch,
+      timeSample: timeSample,
       chooseMap: (nf, map) => {
         const pinPath = paths.map(nf.name, map.name);
         if (!existsSync(pinPath)) return { origin: { kind: "new" } };
@@ -90,7 +98,7 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
     };
     const n = spec.functions.length;
     // A fused revision is one program: nothing of a linked one can serve in it.
-    const takeOver = spec.fused ? undefined : lastNfToTakeOver(chain, spec, hook, statsIndexes);
+    const takeOver = spec.fused ? undefined : lastNfToTakeOver(chain, spec, hook, statsIndexes, timeSample);
     const toLoad = spec.functions.map((_, i) => i).filter((i) => !(takeOver && i === n - 1));
     if (takeOver) progs.update(u32(n - 1), u32(takeOver.program.fd));
     const loadStarted = performance.now();
@@ -139,7 +147,9 @@ export async function buildRevision(chain: Chain, spec: ChainSpec, digests: Dige
         objectPath: nf.spec.objectPath,
         maps: [...nf.origins.keys()],
         tableMaps: Object.keys(nf.spec.tables ?? {}),
-        ...(nf.sharable ? { loadDigest: nfLoadDigest(hook, nf.spec, i, nfs.length, nf.statsIndex) } : {}),
+        ...(nf.sharable
+          ? { loadDigest: nfLoadDigest(hook, nf.spec, i, nfs.length, nf.statsIndex, timeSample) }
+          : {}),
         tablesDigest: nfTablesDigest(nf.spec),
       })),
     };
@@ -172,6 +182,7 @@ function lastNfToTakeOver(
   spec: ChainSpec,
   hook: ProgramHook,
   statsIndexes: readonly number[],
+  timeSample: number,
 ): { nf: RevisionNf; program: BpfProgram } | undefined {
   const live = chain.live;
   const n = spec.functions.length;
@@ -182,7 +193,8 @@ function lastNfToTakeOver(
   if (!liveLast || !program || liveLast.name !== last.name || liveLast.loadDigest === undefined) {
     return undefined;
   }
-  if (liveLast.loadDigest !== nfLoadDigest(hook, last, n - 1, n, statsIndexes[n - 1]!)) return undefined;
+  if (liveLast.loadDigest !== nfLoadDigest(hook, last, n - 1, n, statsIndexes[n - 1]!, timeSample))
+    return undefined;
   if (liveLast.tablesDigest !== nfTablesDigest(last)) return undefined;
   return { nf: liveLast, program };
 }
@@ -213,6 +225,9 @@ function assignStatsIndexes(chain: Chain, spec: ChainSpec): number[] {
     used.add(index);
     // Not used by the live revision, so no packet writes it meanwhile.
     chain.stats.update(u32(index), zero);
+    // Nor its per-function time sums (in the chain's scratch map, see SLUICE_TIME_BASE).
+    if (chain.scratch.maxEntries > ChainContract.timeBase + index)
+      chain.scratch.updatePerCpu(u32(ChainContract.timeBase + index), []);
     return index;
   });
 }

@@ -6,7 +6,8 @@ import { numPossibleCpus, u32, type BpfMap } from "../libbpf/index.ts";
 import { decodePerCpuNfStats, NF_STATS_LAYOUT } from "../nf/structs.ts";
 import type { Chain } from "./chain.ts";
 import { deriveCounters, zeroEnded, type EndedCounters } from "./counters.ts";
-import type { ChainStatus } from "./types.ts";
+import { ChainContract } from "../nf/types.ts";
+import type { ChainStatus, NfTime } from "./types.ts";
 
 /** Bytes of one per-CPU stats value as the kernel hands it out (8-byte slots, one per CPU). */
 export function statsValueSize(): number {
@@ -22,6 +23,25 @@ export class StatsReader {
     if (!map.lookupInto(u32(index), this.#buffer)) return zeroEnded();
     return decodePerCpuNfStats(this.#buffer, numPossibleCpus());
   }
+}
+
+/**
+ * The per-function time sums of stats index `index` in `scratch` (entry SLUICE_TIME_BASE +
+ * index, `struct sluice_nf_time` in its first 16 bytes), summed over CPUs; undefined when no
+ * packet was timed there.
+ */
+export function readNfTime(scratch: BpfMap, index: number): NfTime | undefined {
+  const key = ChainContract.timeBase + index;
+  if (key >= scratch.maxEntries) return undefined;
+  const values = scratch.lookupPerCpu(u32(key));
+  if (!values) return undefined;
+  let ns = 0n;
+  let samples = 0n;
+  for (const v of values) {
+    ns += v.readBigUInt64LE(0);
+    samples += v.readBigUInt64LE(8);
+  }
+  return samples > 0n ? { ns, samples } : undefined;
 }
 
 /** What runs for `chain` now, with counters. */
@@ -45,12 +65,16 @@ export function chainStatus(chain: Chain, stats: StatsReader): ChainStatus {
       linkId: l.link.id,
       ...(l.mode ? { xdpMode: l.mode } : {}),
     })),
-    nfs: nfs.map((nf, i) => ({
-      name: nf.name,
-      programId: live?.programIds[i] ?? 0,
-      statsIndex: nf.statsIndex,
-      counters: counters.get(nf.name)!,
-    })),
+    nfs: nfs.map((nf, i) => {
+      const time = readNfTime(chain.scratch, nf.statsIndex);
+      return {
+        name: nf.name,
+        programId: live?.programIds[i] ?? 0,
+        statsIndex: nf.statsIndex,
+        counters: counters.get(nf.name)!,
+        ...(time ? { time } : {}),
+      };
+    }),
     rootMisses: stats.read(chain.rootStats, 0),
   };
 }

@@ -34,7 +34,7 @@ export async function switchRevision(
   const building = (async () => {
     const chain = existing ?? createSkeleton(ctx, spec, rootObjectPath!);
     try {
-      const built = await buildRevision(chain, spec, digests);
+      const built = await buildRevision(chain, spec, digests, ctx.timeSample);
       buildMs = performance.now() - started;
       return { chain, built };
     } catch (err) {

@@ -43,6 +43,13 @@ export interface ChainManagerOptions {
    * hostNetwork pod does) and leaves this unset.
    */
   netns?: string;
+  /**
+   * Per-function time: the roots and revisions this manager loads time 1 in this many packets
+   * (a power of two, at most 2^20) in each NF (see `sluice_time_sample` in bpf/include/sluice.h);
+   * 0 or absent: off, at no cost. Chains adopted from another agent keep their root's setting
+   * until their hook changes.
+   */
+  timeSample?: number;
   /** Compiled root object (bpf/root/root.bpf.c); default: compiled into `cacheDir` on first use. */
   rootObjectPath?: string;
   /** Compile cache for the root object; default `<tmpdir>/sluice-cache`. */
@@ -166,6 +173,18 @@ export interface NfStatus {
   programId: number;
   statsIndex: number;
   counters: NfCounters;
+  /**
+   * Per-function time (ChainManagerOptions.timeSample): the sampled packets that went through
+   * this NF and their summed time in it (since its stats slot was first used; each includes
+   * about one clock read). Absent when no packet was ever timed in it.
+   */
+  time?: NfTime;
+}
+
+/** Time of sampled packets in one NF, summed over CPUs (`struct sluice_nf_time`). */
+export interface NfTime {
+  ns: bigint;
+  samples: bigint;
 }
 
 /** What runs for a chain now. */

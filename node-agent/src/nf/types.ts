@@ -27,25 +27,32 @@ export const ChainContract = {
   /** Per-CPU `struct sluice_nf_stats` by stable NF index, shared by all revisions. */
   statsMap: "sluice_stats",
   /**
-   * Per-CPU `struct sluice_scratch`, one entry: the packet's parse result and clock reading,
-   * shared along the chain (see `sluice_parse.h`). One per chain, shared by every revision.
+   * Per-CPU `struct sluice_scratch`: entry 0 the packet's parse result and clock reading,
+   * shared along the chain (see `sluice_parse.h`); entry 1 the stamp of a packet sampled for
+   * per-function time, entry 2 + i the time sums of the NF with stats index i (`struct
+   * sluice_nf_time` in the first 16 bytes). One per chain, shared by every revision.
    */
   scratchMap: "sluice_scratch",
+  /** Scratch entry of stats index 0's `struct sluice_nf_time` (SLUICE_TIME_BASE). */
+  timeBase: 2,
   /** Definitions of the shared maps, as every NF object declares them. */
   maps: {
     sluice_progs: { type: BpfMapType.PROG_ARRAY, keySize: 4, valueSize: 4, maxEntries: 33, flags: 0 },
     sluice_stats: { type: BpfMapType.PERCPU_ARRAY, keySize: 4, valueSize: 40, maxEntries: 64, flags: 0 },
-    sluice_scratch: { type: BpfMapType.PERCPU_ARRAY, keySize: 4, valueSize: 104, maxEntries: 1, flags: 0 },
+    sluice_scratch: { type: BpfMapType.PERCPU_ARRAY, keySize: 4, valueSize: 104, maxEntries: 66, flags: 0 },
   } satisfies Record<string, MapDefinition>,
   /**
    * `.rodata` settings the loader writes into every NF before load (all `__u32`). `shareParse`
-   * (1: take and leave the parse result in `sluice_scratch`) only in objects that declare it.
+   * (1: take and leave the parse result in `sluice_scratch`) only in objects that declare it;
+   * `timeSample` (per-function time of 1 in N packets, N a power of two; 0 off) only when on,
+   * in the objects that declare it (the root and every NF built against this `sluice.h`).
    */
   rodata: {
     nextSlot: "sluice_next_slot",
     isLast: "sluice_is_last",
     nfIndex: "sluice_nf_index",
     shareParse: "sluice_share_parse",
+    timeSample: "sluice_time_sample",
   },
   root: {
     /** Entry of the root object, relative to `bpf/`. */
