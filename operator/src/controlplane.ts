@@ -90,22 +90,16 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     log,
     options.concurrency ?? 2,
   );
-  // The artifact each GitSource last put in its status, and the one its cached copy shows. The
-  // status write returns before the watch brings it into the cache, while the objects it applied
-  // may be there already: until both agree a chain would mix the new objects with the old
-  // artifact (a revision no commit has), so it waits as for an apply (the watch queues it).
+  // The artifact each GitSource last put in its status (see ServiceChainDeps.artifactWritten).
   const written = new Map<string, { digest: string; atMs: number }>();
-  const cachedArtifact = new Map<string, string | undefined>();
-  const statusBehind = (sourceKey: string): boolean => {
-    const w = written.get(sourceKey);
-    if (!w || cachedArtifact.get(sourceKey) === w.digest) return false;
+  const artifactWritten = (namespace: string, name: string): string | undefined => {
+    const w = written.get(`${namespace}/${name}`);
     // A status write that failed never arrives; the next reconcile of the source writes again.
-    if (Date.now() - w.atMs > STATUS_CATCH_UP_MS) return false;
-    return true;
+    return w && Date.now() - w.atMs <= STATUS_CATCH_UP_MS ? w.digest : undefined;
   };
   const sourceApplying = (namespace: string, name: string, chainKey: string): boolean => {
     const sourceKey = `${namespace}/${name}`;
-    if (!applying.has(sourceKey)) return statusBehind(sourceKey);
+    if (!applying.has(sourceKey)) return false;
     let chains = waiting.get(sourceKey);
     if (!chains) waiting.set(sourceKey, (chains = new Set()));
     chains.add(chainKey);
@@ -149,7 +143,16 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     async (key, klog) => {
       const { namespace, name } = splitKey(key);
       return reconcileServiceChain(
-        { store, event: options.event, now, sourceApplying, sourceTree, artifactAvailable, statusWrites },
+        {
+          store,
+          event: options.event,
+          now,
+          sourceApplying,
+          artifactWritten,
+          sourceTree,
+          artifactAvailable,
+          statusWrites,
+        },
         namespace ?? "default",
         name,
         klog,
@@ -197,7 +200,6 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     if (event.type === "deleted") {
       seen.delete(key);
       written.delete(key);
-      cachedArtifact.delete(key);
       webhooks.get(key)?.unregister();
       webhooks.delete(key);
       server.withdrawArtifacts(namespace ?? "default", name);
@@ -206,7 +208,6 @@ export function startControlPlane(options: ControlPlaneOptions): ControlPlane {
     }
     // After a restart, what status names is what was published (nothing else is served).
     const artifact = GitSource.shape.status.safeParse(event.object.status).data?.artifact;
-    cachedArtifact.set(key, artifact?.digest);
     if (artifact) server.publishArtifact(namespace ?? "default", name, artifact.digest);
     const fingerprint = JSON.stringify([
       event.object.metadata.generation,

@@ -60,6 +60,14 @@ export interface ServiceChainDeps {
    */
   sourceApplying?: (namespace: string, name: string, chainKey: string) => boolean;
   /**
+   * The artifact GitSource `namespace/name` last wrote into its status, for a few seconds after
+   * the write. The write returns before the watch brings it into the cache the chain reads, while
+   * the objects applied before it may be there already: a chain whose cached GitSource still
+   * shows another artifact waits (and is tried again shortly), or its plan would mix the new
+   * objects with the old artifact, a revision no commit has. Absent: never waited for.
+   */
+  artifactWritten?: (namespace: string, name: string) => string | undefined;
+  /**
    * The digest of the tree a `path` function is compiled from: the files under `dir` in the
    * artifact `digest` of GitSource `namespace/name` (see `sourceTreeDigest`); undefined when that
    * artifact cannot be read now (the chain waits and is tried again). The revision hashes it
@@ -192,7 +200,7 @@ async function reconcilePlan(run: Run, deps: ServiceChainDeps): Promise<StepResu
   const busy = applyingSource(run, deps, [...functions.values()], sources);
   if (busy) {
     run.log.debug({ source: busy }, "waiting for the GitSource to finish applying its revision");
-    return { next: false };
+    return { next: false, requeueAfterMs: SOURCE_TREE_RETRY_MS };
   }
   const sourceTrees = await readSourceTrees(deps, ns, [...functions.values()], sources);
   if (!sourceTrees.ok) {
@@ -276,6 +284,10 @@ function applyingSource(
   for (const key of candidates) {
     const slash = key.indexOf("/");
     if (deps.sourceApplying(key.slice(0, slash), key.slice(slash + 1), chainKey)) return key;
+  }
+  for (const [name, gs] of sources) {
+    const written = deps.artifactWritten?.(ns, name);
+    if (written !== undefined && gs.status.artifact?.digest !== written) return `${ns}/${name}`;
   }
   return undefined;
 }
