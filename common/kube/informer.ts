@@ -1,6 +1,11 @@
 import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { z } from "zod";
 import type { Logger } from "../log.ts";
 import { type KubeClient, type KubeObject, type Resource, resourcePath } from "./client.ts";
+
+/** The HTTP code an ERROR watch event (a Status) or a failed request carries. */
+const WatchErrorCode = z.object({ code: z.number() });
+const RequestErrorCode = z.object({ statusCode: z.number() });
 
 /** What an informer tells its owner. */
 export interface InformerHandlers<T extends KubeObject> {
@@ -53,13 +58,13 @@ class ResumingWatch extends Watch {
       path,
       { ...queryParams, allowWatchBookmarks: true },
       (phase, obj, watchObj) => {
-        if (phase === "ERROR" && (obj as { code?: number } | undefined)?.code === 410) sawGone = true;
+        if (phase === "ERROR" && WatchErrorCode.safeParse(obj).data?.code === 410) sawGone = true;
         else if (phase !== "ERROR") this.gone = 0;
         if (phase !== "ERROR") this.onReceipt(obj);
         callback(phase, obj, watchObj);
       },
       (err) => {
-        const statusCode = (err as { statusCode?: number } | null)?.statusCode;
+        const statusCode = RequestErrorCode.safeParse(err).data?.statusCode;
         if (!sawGone && statusCode !== 410) return done(err);
         const delay = restartDelayMs(this.gone++, 100);
         this.onGone(delay);
