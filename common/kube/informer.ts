@@ -18,9 +18,13 @@ export interface InformerHandlers<T extends KubeObject> {
  * reads it, and for an object written by server-side apply and a status writer it is often as
  * large as the object itself (a fleet's NodeChains held it once per node).
  */
-export function stripManagedFields(obj: unknown): void {
-  const metadata = (obj as { metadata?: { managedFields?: unknown } } | null | undefined)?.metadata;
-  if (metadata && typeof metadata === "object" && "managedFields" in metadata) delete metadata.managedFields;
+export function stripManagedFields(obj: KubeObject): void {
+  if (obj.metadata && "managedFields" in obj.metadata) delete obj.metadata.managedFields;
+}
+
+/** Whether a value from the wire is an object at all (a watch event may carry anything). */
+function isObject(value: unknown): value is KubeObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** Pause before the `n`th consecutive retry: exponential up to 30 s, with full jitter. */
@@ -121,7 +125,7 @@ export class Informer<T extends KubeObject> {
     const path = resourcePath(resource, options.namespace);
     const trim = options.trim;
     function onReceipt(obj: unknown): void {
-      if (typeof obj !== "object" || obj === null) return;
+      if (!isObject(obj)) return;
       stripManagedFields(obj);
       trim?.(obj as T);
     }

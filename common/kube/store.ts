@@ -280,10 +280,10 @@ export class KubeStore implements Store {
  * conditions and its system info, several KB per Node, refreshed by its heartbeats.
  */
 function trimNode(node: KubeObject): void {
-  const status = (node as { status?: { addresses?: unknown } }).status;
-  if (status && typeof status === "object")
-    (node as { status?: unknown }).status =
-      status.addresses === undefined ? {} : { addresses: status.addresses };
+  const status = node.status;
+  if (typeof status !== "object" || status === null) return;
+  const addresses = "addresses" in status ? status.addresses : undefined;
+  node.status = addresses === undefined ? {} : { addresses };
 }
 
 function writtenKey(kind: string, namespace: string | undefined, name: string): string {
