@@ -11,7 +11,7 @@ import { readdirSync, readlinkSync } from "node:fs";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import type { AdoptedChain, SwitchPhase } from "../../node-agent/src/chain/index.ts";
 import { compile } from "../../node-agent/src/compile/index.ts";
 import { linkById, listIds, type ObjectKind } from "../../node-agent/src/libbpf/byid.ts";
@@ -19,23 +19,21 @@ import { BpfLink, BpfMap, BpfProgram, xdpQuery } from "../../node-agent/src/libb
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
 import { asChartAgent, CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
+import { createChainBed, useBuiltinObjects } from "./chain-testbed.ts";
 import { startChartManager } from "./chart-manager.ts";
 import type { DriverConfig } from "./fixtures/chain-driver.ts";
-import { compileBuiltins, makeCacheDir, staticNeighbors, type BuiltinObjects } from "./fixtures/chains.ts";
 import { CRASH_RATE, crashChain } from "./fixtures/crash-chain.ts";
-import { createBpffsDir, createVethNetwork, fixture, listPinned, repoRoot, testScope } from "./harness.ts";
+import { fixture, listPinned, repoRoot } from "./harness.ts";
 import { startUdpFlow, type UdpFlowResult } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
+const objects = useBuiltinObjects();
 let counterObject = "";
 
 beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-  counterObject = (await compile({ sourceRoot: fixture("nf"), entry: "counter.bpf.c", cacheDir: cache.path }))
-    .objectPath;
+  counterObject = (
+    await compile({ sourceRoot: fixture("nf"), entry: "counter.bpf.c", cacheDir: objects.cacheDir })
+  ).objectPath;
 });
-afterAll(() => cache.remove());
 
 interface DriverRun {
   /** Every JSON line the driver printed. */
@@ -122,10 +120,7 @@ const PHASES: SwitchPhase[] = ["self-tested", "built", "flipped", "maps-moved", 
 
 describe("crash safety", () => {
   test("SIGKILL at every step of a switch and at random times loses no packet; the next process adopts the chain and nothing leaks", async () => {
-    const scope = testScope();
-    const net = await createVethNetwork(scope);
-    await staticNeighbors(net);
-    const bpffs = createBpffsDir(scope);
+    const { scope, net, bpffs } = await createChainBed();
     const bpfFdsBefore = bpfFdsOf("self");
     const config: DriverConfig = {
       root: bpffs.path,
@@ -283,10 +278,7 @@ describe("crash safety", () => {
   });
 
   test("SIGKILL at every step of a change of hook (tcx ingress to XDP) loses no packet; the next process undoes or completes the change and leaves one hook attached", async () => {
-    const scope = testScope();
-    const net = await createVethNetwork(scope);
-    await staticNeighbors(net);
-    const bpffs = createBpffsDir(scope);
+    const { scope, net, bpffs } = await createChainBed();
     // Even-numbered chains run on native XDP, odd-numbered ones on tcx ingress: every switch
     // changes the hook, and the driver crashes in changes from tcx ingress to XDP.
     const config: DriverConfig = {

@@ -9,37 +9,29 @@
  * chain: it is dropped if either drops it, and counted by both. The test measures how many
  * packets that was (`processed twice` in its output).
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import type { ChainSpec, Hook } from "../../node-agent/src/chain/index.ts";
 import { xdpQuery } from "../../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeFlowEntry } from "../../node-agent/src/nf/index.ts";
-import { startChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain } from "./fixtures/chains.ts";
 import { compile } from "../../node-agent/src/compile/index.ts";
-import { createBpffsDir, createVethNetwork, fixture, testScope } from "./harness.ts";
+import { fixture } from "./harness.ts";
 import { ping, startUdpFlow, udpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
+const objects = useBuiltinObjects();
 let counterV1 = "";
 let counterV2 = "";
 let counterWithGlobal = "";
 
 beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
   const counter = async (slots: number) =>
     (
       await compile({
         sourceRoot: fixture("nf"),
         entry: "counter.bpf.c",
-        cacheDir: cache.path,
+        cacheDir: objects.cacheDir,
         defines: { COUNTER_SLOTS: slots },
       })
     ).objectPath;
@@ -49,27 +41,17 @@ beforeAll(async () => {
     await compile({
       sourceRoot: fixture("nf"),
       entry: "counter.bpf.c",
-      cacheDir: cache.path,
+      cacheDir: objects.cacheDir,
       defines: { COUNTER_SLOTS: 4, COUNTER_GLOBAL: true },
     })
   ).objectPath;
 });
-afterAll(() => cache.remove());
 
 /** The UDP port the firewall denies. */
 const DENIED_PORT = 7777;
 
 async function setup() {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const manager = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    scope,
-  });
+  const { net, bpffs, manager } = await createChainTestbed(objects);
   const flowOptions = { from: { ns: net.a.ns.name, ip: net.a.ip }, to: { ns: net.b.ns.name, ip: net.b.ip } };
   return {
     net,

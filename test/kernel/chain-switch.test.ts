@@ -9,28 +9,14 @@
  * runs the agent (see chart-manager.ts).
  */
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { ApplyResult, ChainSpec } from "../../node-agent/src/chain/index.ts";
 import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
-import { startChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-  type BuiltinUse,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, testScope } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain, type BuiltinUse } from "./fixtures/chains.ts";
 import { startUdpFlow, type UdpFlowResult } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
+const objects = useBuiltinObjects();
 
 /** Switches per mode. */
 const SWITCHES = 200;
@@ -82,16 +68,7 @@ describe("atomic switches under traffic", () => {
   test.each(modes)(
     `${SWITCHES}+ switches of whole chains on $mode lose no packet; counters and buckets carry over`,
     async ({ hook, xdpMode }) => {
-      const scope = testScope();
-      const net = await createVethNetwork(scope);
-      await staticNeighbors(net);
-      const bpffs = createBpffsDir(scope);
-      const manager = await startChartManager({
-        root: bpffs.path,
-        netns: net.b.ns.path,
-        rootObjectPath: objects.root,
-        scope,
-      });
+      const { net, manager } = await createChainTestbed(objects);
       const spec = (i: number): ChainSpec =>
         builtinChain(objects, {
           name: "sw",

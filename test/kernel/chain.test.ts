@@ -7,7 +7,7 @@
  * Chains sit on the receiving veth end (namespace B); traffic goes A -> B. Both ends know each
  * other's MAC for good, so no ARP crosses the chain and counters equal what was sent.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import {
   ChainSpecError,
@@ -19,70 +19,41 @@ import { compile, CompileError } from "../../node-agent/src/compile/index.ts";
 import { linkById, listIds } from "../../node-agent/src/libbpf/byid.ts";
 import { VerifierError, xdpQuery } from "../../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
-import { startChartManager, type ChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  builtinNf,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
-import {
-  createBpffsDir,
-  createVethNetwork,
-  fixture,
-  run,
-  testScope,
-  VETH_NATIVE_XDP_MAX_MTU,
-  type BpffsDir,
-  type VethNetwork,
-  type VethNetworkOptions,
-} from "./harness.ts";
+import { type ChainTestbed, createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain, builtinNf } from "./fixtures/chains.ts";
+import { fixture, run, VETH_NATIVE_XDP_MAX_MTU, type VethNetworkOptions } from "./harness.ts";
 import { ping, startUdpFlow, udpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
+const objects = useBuiltinObjects();
 let counterV1 = "";
 let counterV2 = "";
 let rejectObject = "";
 
 beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
   const custom = (entry: string, defines?: Record<string, number>) =>
-    compile({ sourceRoot: fixture("nf"), entry, cacheDir: cache.path, ...(defines ? { defines } : {}) }).then(
-      (r) => r.objectPath,
-    );
+    compile({
+      sourceRoot: fixture("nf"),
+      entry,
+      cacheDir: objects.cacheDir,
+      ...(defines ? { defines } : {}),
+    }).then((r) => r.objectPath);
   counterV1 = await custom("counter.bpf.c", { COUNTER_SLOTS: 4 });
   counterV2 = await custom("counter.bpf.c", { COUNTER_SLOTS: 8 });
   rejectObject = await custom("reject.bpf.c");
 });
-afterAll(() => cache.remove());
 
-interface Setup {
-  net: VethNetwork;
-  bpffs: BpffsDir;
-  manager: ChartManager;
-  /** A fresh manager on the same bpffs root and namespace: another agent process. */
-  newManager(): Promise<ChartManager>;
+interface Setup extends ChainTestbed {
   flow(count: number, rate?: number): ReturnType<typeof udpFlow>;
   startFlow(count: number, rate?: number): ReturnType<typeof startUdpFlow>;
   pingB(count: number): ReturnType<typeof ping>;
 }
 
-async function setup(options: VethNetworkOptions = {}): Promise<Setup> {
-  const scope = testScope();
-  const net = await createVethNetwork(scope, options);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const newManager = () =>
-    startChartManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root, scope });
+async function setup(veth: VethNetworkOptions = {}): Promise<Setup> {
+  const testbed = await createChainTestbed(objects, { veth });
+  const { net } = testbed;
   const flowOptions = { from: { ns: net.a.ns.name, ip: net.a.ip }, to: { ns: net.b.ns.name, ip: net.b.ip } };
   return {
-    net,
-    bpffs,
-    manager: await newManager(),
-    newManager,
+    ...testbed,
     flow: (count, rate = 20_000) => udpFlow({ ...flowOptions, count, rate }),
     startFlow: (count, rate = 20_000) => startUdpFlow({ ...flowOptions, count, rate }),
     pingB: (count) => ping(net.a.ns, net.b.ip, count, { timeoutMs: 150, intervalMs: 5 }),
@@ -266,7 +237,7 @@ describe("chain manager", () => {
     const error = await compile({
       sourceRoot: fixture("nf"),
       entry: "broken.bpf.c",
-      cacheDir: cache.path,
+      cacheDir: objects.cacheDir,
     }).catch((err: unknown) => err);
 
     expect(error).toBeInstanceOf(CompileError);
@@ -352,7 +323,7 @@ describe("chain manager", () => {
     await s.manager.close();
 
     const flow = await s.startFlow(6000);
-    const successor = await s.newManager();
+    const successor = await s.startManager();
     const adopted = await successor.adopt();
 
     expect(adopted).toEqual([

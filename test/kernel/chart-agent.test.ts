@@ -4,41 +4,29 @@
  * is: every thread of its process has those three and nothing more, and the switches users make
  * every day go live, with traffic flowing and state carried, also across a restart.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import type { ChainSpec } from "../../node-agent/src/chain/index.ts";
 import { compile } from "../../node-agent/src/compile/index.ts";
 import { decodeFlowEntry } from "../../node-agent/src/nf/index.ts";
 import { CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
-import { startChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, fixture, testScope } from "./harness.ts";
+import { chartManagerStarter, createChainBed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain } from "./fixtures/chains.ts";
+import { fixture } from "./harness.ts";
 import { startUdpFlow, udpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
+const objects = useBuiltinObjects();
 let coreProbeObject = "";
 
 beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
   coreProbeObject = (
-    await compile({ sourceRoot: fixture("nf"), entry: "core-probe.bpf.c", cacheDir: cache.path })
+    await compile({ sourceRoot: fixture("nf"), entry: "core-probe.bpf.c", cacheDir: objects.cacheDir })
   ).objectPath;
 });
-afterAll(() => cache.remove());
 
+/** A chain bed with no manager yet: each test starts the managers it needs. */
 async function setup() {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const startManager = () =>
-    startChartManager({ root: bpffs.path, netns: net.b.ns.path, rootObjectPath: objects.root, scope });
+  const { scope, net, bpffs } = await createChainBed();
+  const startManager = chartManagerStarter(scope, net.b.ns, bpffs, objects);
   const flowOptions = { from: { ns: net.a.ns.name, ip: net.a.ip }, to: { ns: net.b.ns.name, ip: net.b.ip } };
   return {
     net,

@@ -7,7 +7,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import { parseAllDocuments } from "yaml";
 import type { TestVector } from "../../common/api/testvector.ts";
 import { fusionSourceOf, loadFused, planFused } from "../../node-agent/src/chain/fused.ts";
@@ -28,35 +28,24 @@ import { fillTables } from "../../node-agent/src/chain/tables.ts";
 import { BPF_DIR, compile } from "../../node-agent/src/compile/index.ts";
 import { BUILTIN_NFS, decodeFlowEntry, type BuiltinNfName } from "../../node-agent/src/nf/index.ts";
 import { buildPacket, returnCodeToVerdict, type ProgramHook } from "../../node-agent/src/packet/index.ts";
-import { startChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  builtinNf,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-  type BuiltinUse,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, repoRoot, testScope } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain, builtinNf, type BuiltinUse } from "./fixtures/chains.ts";
+import { repoRoot } from "./harness.ts";
 import { udpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
+const objects = useBuiltinObjects();
 let portblockObject: string;
 const stats = new StatsReader();
 
 beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
   portblockObject = (
     await compile({
       sourceRoot: join(BPF_DIR, "examples/portblock"),
       entry: "portblock.bpf.c",
-      cacheDir: cache.path,
+      cacheDir: objects.cacheDir,
     })
   ).objectPath;
 }, 120_000);
-afterAll(() => cache.remove());
 
 /** A packet with how often it is sent in a row. */
 interface Probe {
@@ -166,7 +155,7 @@ async function load(hook: ProgramHook, functions: NfLoadSpec[], mode: "linked" |
   if (mode === "linked") {
     nfs = loadNfs(options);
   } else {
-    const planned = await planFused(hook, functions, cache.path);
+    const planned = await planFused(hook, functions, objects.cacheDir);
     if (!planned.ok) throw new Error(`not fused: ${planned.reason}`);
     nfs = await loadFused(options, planned.plan);
   }
@@ -353,7 +342,7 @@ async function clashingNfs(): Promise<NfLoadSpec[]> {
     ["alpha", 1, "SLUICE_CONTINUE"],
     ["beta", 2, "(*v >= 2 ? SLUICE_DROP : SLUICE_CONTINUE)"],
   ] as const) {
-    const dir = join(cache.path, "clash", stem);
+    const dir = join(objects.cacheDir, "clash", stem);
     mkdirSync(dir, { recursive: true });
     writeFileSync(
       join(dir, `${stem}.h`),
@@ -405,7 +394,7 @@ int ${stem}_tc(struct __sk_buff *skb)
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 `,
     );
-    const compiled = await compile({ sourceRoot: dir, entry: `${stem}.bpf.c`, cacheDir: cache.path });
+    const compiled = await compile({ sourceRoot: dir, entry: `${stem}.bpf.c`, cacheDir: objects.cacheDir });
     specs.push({
       name: stem,
       objectPath: compiled.objectPath,
@@ -467,14 +456,14 @@ describe("the example repository's vectors", () => {
     const dir = join(repoRoot, "examples/gitops/network/nfs/ttl-guard");
     const ttlGuard: NfLoadSpec = {
       name: "ttl-guard",
-      objectPath: (await compile({ sourceRoot: dir, entry: "ttl_guard.bpf.c", cacheDir: cache.path }))
+      objectPath: (await compile({ sourceRoot: dir, entry: "ttl_guard.bpf.c", cacheDir: objects.cacheDir }))
         .objectPath,
       fusion: fusionSourceOf(dir, "ttl_guard.bpf.c", { MIN_TTL: "2" }),
     };
     const planned = await planFused(
       "xdp",
       [builtinNf(objects, { builtin: "flowmon" }), ttlGuard],
-      cache.path,
+      objects.cacheDir,
     );
     expect(planned).toEqual({
       ok: false,
@@ -490,7 +479,7 @@ describe("the example repository's vectors", () => {
         builtinNf(objects, { builtin: "ips", name: "signatures" }),
         builtinNf(objects, { builtin: "ips", name: "scan-guard", parameters: { synFloodThreshold: 5 } }),
       ],
-      cache.path,
+      objects.cacheDir,
     );
     expect(planned.ok).toBe(false);
     expect(!planned.ok && planned.reason).toMatch(/signatures and scan-guard share one source/);
@@ -499,16 +488,7 @@ describe("the example repository's vectors", () => {
 
 describe("the chain manager's modes (as the chart runs it)", () => {
   test("auto fuses a chain that follows the inline contract, runs one that cannot be fused linked and says why; fused refuses it", async () => {
-    const scope = testScope();
-    const net = await createVethNetwork(scope);
-    await staticNeighbors(net);
-    const bpffs = createBpffsDir(scope);
-    const manager = await startChartManager({
-      root: bpffs.path,
-      netns: net.b.ns.path,
-      rootObjectPath: objects.root,
-      scope,
-    });
+    const { net, manager, startManager } = await createChainTestbed(objects);
     // Each NF names its program, as the agent does for a built-in.
     const edge = (revision: string, mode: "auto" | "fused" | "linked", functions: BuiltinUse[]) => {
       const spec = builtinChain(objects, {
@@ -583,12 +563,7 @@ describe("the chain manager's modes (as the chart runs it)", () => {
 
     // A new agent process adopts the fused chain from its pins and switches it again.
     await manager.close();
-    const restarted = await startChartManager({
-      root: bpffs.path,
-      netns: net.b.ns.path,
-      rootObjectPath: objects.root,
-      scope,
-    });
+    const restarted = await startManager();
     expect(await restarted.adopt()).toEqual([
       expect.objectContaining({ name: "edge", outcome: "adopted", revision: "r4", repairs: [] }),
     ]);

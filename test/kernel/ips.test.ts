@@ -7,41 +7,15 @@
  */
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import { decodeIpsHits, type IpsHits } from "../../node-agent/src/nf/index.ts";
-import { startChartManager, type ChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  builtinNf,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, fixture, testScope, type VethNetwork } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { type ChartManager } from "./chart-manager.ts";
+import { builtinChain, builtinNf } from "./fixtures/chains.ts";
+import { fixture, type VethNetwork } from "./harness.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
-
-async function setup(): Promise<{ net: VethNetwork; manager: ChartManager }> {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const manager = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    scope,
-  });
-  return { net, manager };
-}
+const objects = useBuiltinObjects();
 
 /** Runs ips-traffic.mjs in a namespace; resolves with its JSON lines as they come. */
 function traffic(nsPath: string, args: readonly (string | number)[]) {
@@ -191,7 +165,7 @@ describe("ips on real traffic", () => {
   test.each(["xdp", "tc-ingress"] as const)(
     "%s: matching payloads are dropped, others pass, alerts pass; hit counters per signature",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       const spec = builtinChain(objects, {
         name: "ips",
         revision: "r1",
@@ -229,7 +203,7 @@ describe("ips on real traffic", () => {
   test.each(["xdp", "tc-ingress"] as const)(
     "%s: detect mode counts matches and delivers them",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       await manager.apply(
         builtinChain(objects, {
           name: "ids",
@@ -248,7 +222,7 @@ describe("ips on real traffic", () => {
   test.each(["xdp", "tc-ingress"] as const)(
     "%s: SYNs from one source over the per-second threshold are dropped",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       await manager.apply(
         builtinChain(objects, {
           name: "syn",
@@ -266,7 +240,7 @@ describe("ips on real traffic", () => {
   test.each(["xdp", "tc-ingress"] as const)(
     "%s: a source probing many ports is blocked from the limit on, for the rest of the window",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       const limit = 10;
       await manager.apply(
         builtinChain(objects, {
@@ -296,7 +270,7 @@ describe("ips on real traffic", () => {
   );
 
   test("a payload built to hit the prefilter everywhere spends its scan budget and is dropped, and counted", async () => {
-    const { net, manager } = await setup();
+    const { net, manager } = await createChainTestbed(objects);
     // Ten signatures that all start with "/c": every other position of "/c/c/c..." tries all ten.
     const sigs = Array.from({ length: 10 }, (_, i) => ({ id: i + 1, content: `/c${i}zzzz` }));
     const spec = (onScanBudget: string) =>
@@ -321,7 +295,7 @@ describe("ips on real traffic", () => {
   });
 
   test("a signature change is written in place: same programs, the new set applies, counters stay", async () => {
-    const { net, manager } = await setup();
+    const { net, manager } = await createChainTestbed(objects);
     const spec = (revision: string, sigs: unknown[]) => ({
       ...builtinChain(objects, {
         name: "upd",

@@ -17,32 +17,19 @@ import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import koffi from "koffi";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import type { Hook } from "../../node-agent/src/chain/spec.ts";
 import { addressOf } from "../../node-agent/src/libbpf/ffi.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeL4lbFlow } from "../../node-agent/src/nf/index.ts";
-import { startChartManager, type ChartManager } from "./chart-manager.ts";
-import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
-import {
-  createBpffsDir,
-  createNetns,
-  fixture,
-  run,
-  testScope,
-  type TestNetns,
-  type TestScope,
-} from "./harness.ts";
+import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
+import { type ChartManager } from "./chart-manager.ts";
+import { builtinChain } from "./fixtures/chains.ts";
+import { createNetns, fixture, run, testScope, type TestNetns, type TestScope } from "./harness.ts";
 import { closeFn, socketFn, SOCK_CLOEXEC } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
+const objects = useBuiltinObjects();
 
 const VIP = { v4: "10.79.9.1", v6: "fd79:9::1" } as const;
 const PORT = 80;
@@ -297,8 +284,7 @@ const vectors: TestVector[] = [
 const drained = { vip: "10.79.9.2", port: PORT, proto: "tcp", backends: [{ address: "10.79.2.99" }] };
 
 async function start(scope: TestScope, net: Topology): Promise<ChartManager> {
-  const bpffs = createBpffsDir(scope);
-  return startChartManager({ root: bpffs.path, netns: net.l.path, rootObjectPath: objects.root, scope });
+  return (await startNodeManager(scope, net.l, objects)).manager;
 }
 
 const FLOWS = 4000;

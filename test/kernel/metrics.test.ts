@@ -5,32 +5,20 @@
  * status reported last.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { METRICS_CONTENT_TYPE } from "../../common/metrics.ts";
 import { BpfStatsSession } from "../../node-agent/src/agent/kstats.ts";
 import { AgentCounters, startMetricsServer } from "../../node-agent/src/agent/metrics.ts";
 import { checkScrape } from "../support/scrape.ts";
 import { CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
 import type { ChainStatus } from "../../node-agent/src/chain/index.ts";
-import { startChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, testScope } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain } from "./fixtures/chains.ts";
+import { testScope } from "./harness.ts";
 import { ping, udpFlow } from "./traffic.ts";
 
 const STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled";
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
+const objects = useBuiltinObjects();
 
 /** The value of the one sample line `name{labels}`; fails when it is missing. */
 function sample(text: string, series: string): string {
@@ -40,16 +28,7 @@ function sample(text: string, series: string): string {
 }
 
 test("a scrape reports per-NF packets, drops and passes, and the live revision", async () => {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const manager = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    scope,
-  });
+  const { scope, net, bpffs, manager } = await createChainTestbed(objects);
   let chains: ChainStatus[] = [];
   const counters = new AgentCounters();
   // The scraper is root here: it may turn BPF statistics on (the chart's agent may not).
@@ -157,15 +136,7 @@ test("an agent with the chart's capabilities reports run time when the node's ke
   // The sysctl is the host's: set by this test (as the node's administrator), then put back.
   const before = readFileSync(STATS_SYSCTL, "utf8").trim();
   scope.defer(() => writeFileSync(STATS_SYSCTL, before));
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const agent = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    scope,
-  });
+  const { net, manager: agent } = await createChainTestbed(objects, { scope });
   await agent.apply(
     builtinChain(objects, {
       name: "edge",

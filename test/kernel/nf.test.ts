@@ -6,44 +6,15 @@
  * ends know each other's MAC for good, so no ARP crosses the chain and counts are exact. The
  * chain manager runs as the chart runs the agent (see chart-manager.ts).
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import { decodeFlowEntry } from "../../node-agent/src/nf/index.ts";
 import { ipv4Bytes } from "../../node-agent/src/packet/index.ts";
-import { startChartManager, type ChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-  type BuiltinUse,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, testScope, type VethNetwork } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain, type BuiltinUse } from "./fixtures/chains.ts";
 import { ping, udpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
-
-/** A veth pair with a chain manager for namespace B's end, all undone after the test. */
-async function setup(): Promise<{ net: VethNetwork; manager: ChartManager }> {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const manager = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    scope,
-  });
-  return { net, manager };
-}
+const objects = useBuiltinObjects();
 
 const A = "10.77.0.1";
 const B = "10.77.0.2";
@@ -85,7 +56,7 @@ describe("built-in network functions on real traffic", () => {
   test.each(["xdp", "tc-ingress"] as const)(
     "firewall (%s) drops exactly the denied packets and passes the rest; counters match",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       const spec = builtinChain(objects, {
         name: "fw",
         revision: "r1",
@@ -114,7 +85,7 @@ describe("built-in network functions on real traffic", () => {
   );
 
   test("ratelimit passes the burst and the rate, drops the rest, and counts every drop", async () => {
-    const { net, manager } = await setup();
+    const { net, manager } = await createChainTestbed(objects);
     const burst = 50;
     const rate = 200;
     const spec = builtinChain(objects, {
@@ -171,7 +142,7 @@ describe("built-in network functions on real traffic", () => {
   });
 
   test("flowmon counts every packet and byte of a flow and never drops", async () => {
-    const { net, manager } = await setup();
+    const { net, manager } = await createChainTestbed(objects);
     const spec = builtinChain(objects, {
       name: "fm",
       revision: "r1",
@@ -222,7 +193,7 @@ describe("built-in network functions on real traffic", () => {
   test.each(["tc-ingress", "xdp"] as const)(
     "the three in one %s chain: each NF sees what the NFs before it let through; each NF's own vectors run on it alone",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       const functions: BuiltinUse[] = [
         { builtin: "firewall", tables: firewallRules, tests: firewallVectors },
         {

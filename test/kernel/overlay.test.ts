@@ -11,24 +11,17 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { Hook } from "../../node-agent/src/chain/spec.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeOverlayCounters, type OverlayCounters } from "../../node-agent/src/nf/index.ts";
 import { BpfMap } from "../../node-agent/src/libbpf/index.ts";
 import { OVERLAY_COUNTERS } from "../../node-agent/src/nf/overlay.ts";
 import { udpCapture } from "./capture.ts";
-import { startChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  type BuiltinObjects,
-  type BuiltinUse,
-} from "./fixtures/chains.ts";
+import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain, type BuiltinUse } from "./fixtures/chains.ts";
 import {
   compileBpf,
-  createBpffsDir,
   createNetns,
   fixture,
   run,
@@ -39,13 +32,7 @@ import {
 } from "./harness.ts";
 import { ping, udpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
+const objects = useBuiltinObjects();
 
 const ADDR = {
   a: { v4: "10.79.1.1", v6: "fd79:1::1" },
@@ -201,13 +188,7 @@ async function fabric(
     [net.n1, [net.h1.ifname, net.u1.ifname]],
     [net.n2, [net.h2.ifname, net.u2.ifname]],
   ] as const) {
-    const bpffs = createBpffsDir(scope);
-    const manager = await startChartManager({
-      root: bpffs.path,
-      netns: node.path,
-      rootObjectPath: objects.root,
-      scope,
-    });
+    const { bpffs, manager } = await startNodeManager(scope, node, objects);
     const result = await manager.apply(
       builtinChain(objects, {
         name: "fabric",

@@ -9,40 +9,13 @@
  * The chain sits on the receiving veth end (namespace B); both ends know each other's MAC, so no
  * ARP crosses the chain and counts are exact. The manager runs as the chart runs the agent.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { decodeFlowEntry } from "../../node-agent/src/nf/index.ts";
-import { startChartManager, type ChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, testScope, type VethNetwork } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain } from "./fixtures/chains.ts";
 import { startUdpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
-
-async function setup(): Promise<{ net: VethNetwork; manager: ChartManager }> {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const manager = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    scope,
-  });
-  return { net, manager };
-}
+const objects = useBuiltinObjects();
 
 const DENIED_PORT = 9009;
 const ALLOWED_PORT = 9007;
@@ -51,7 +24,7 @@ describe("parse once per linked chain", () => {
   test.each(["xdp", "tc-ingress"] as const)(
     "on %s, every NF decides on its own packet: denied and allowed packets alternate, none is mistaken for the other",
     async (hook) => {
-      const { net, manager } = await setup();
+      const { net, manager } = await createChainTestbed(objects);
       const a = net.a.ip;
       const b = net.b.ip;
       const spec = (revision: string) =>

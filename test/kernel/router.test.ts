@@ -10,15 +10,14 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import koffi from "koffi";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import type { Hook } from "../../node-agent/src/chain/spec.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
-import { startChartManager } from "./chart-manager.ts";
-import { builtinChain, compileBuiltins, makeCacheDir, type BuiltinObjects } from "./fixtures/chains.ts";
+import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
+import { builtinChain } from "./fixtures/chains.ts";
 import {
   compileBpf,
-  createBpffsDir,
   createNetns,
   fixture,
   run,
@@ -38,13 +37,7 @@ import {
   udpFlow,
 } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
+const objects = useBuiltinObjects();
 
 interface Port {
   ns: TestNetns;
@@ -245,13 +238,7 @@ describe("router between three namespaces", () => {
     async (hook) => {
       const scope = testScope();
       const net = await topology(scope);
-      const bpffs = createBpffsDir(scope);
-      const manager = await startChartManager({
-        root: bpffs.path,
-        netns: net.r.path,
-        rootObjectPath: objects.root,
-        scope,
-      });
+      const { manager } = await startNodeManager(scope, net.r, objects);
       const result = await manager.apply(
         builtinChain(objects, {
           name: "router",
@@ -306,13 +293,7 @@ describe("router between three namespaces", () => {
   test("xdp: a packet whose next hop R has not resolved yet goes to R's stack, which resolves it; then the chain forwards", async () => {
     const scope = testScope();
     const net = await topology(scope, { resolveB: true });
-    const bpffs = createBpffsDir(scope);
-    const manager = await startChartManager({
-      root: bpffs.path,
-      netns: net.r.path,
-      rootObjectPath: objects.root,
-      scope,
-    });
+    const { manager } = await startNodeManager(scope, net.r, objects);
     await manager.apply(
       builtinChain(objects, {
         name: "router",
@@ -354,13 +335,7 @@ describe("router between three namespaces", () => {
         "sec",
         "xdp",
       ]);
-    const bpffs = createBpffsDir(scope);
-    const manager = await startChartManager({
-      root: bpffs.path,
-      netns: net.r.path,
-      rootObjectPath: objects.root,
-      scope,
-    });
+    const { manager } = await startNodeManager(scope, net.r, objects);
     await manager.apply(
       builtinChain(objects, {
         name: "router",

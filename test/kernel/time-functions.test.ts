@@ -7,45 +7,19 @@
  * The chain sits on the receiving veth end (namespace B), on generic XDP; both ends know each
  * other's MAC, so only the test's packets cross it. The manager runs as the chart runs the agent.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { ChainStatus } from "../../node-agent/src/chain/index.ts";
 import { numPossibleCpus } from "../../node-agent/src/libbpf/index.ts";
-import { startChartManager, type ChartManager } from "./chart-manager.ts";
-import {
-  builtinChain,
-  compileBuiltins,
-  makeCacheDir,
-  staticNeighbors,
-  type BuiltinObjects,
-} from "./fixtures/chains.ts";
-import { createBpffsDir, createVethNetwork, testScope, type VethNetwork } from "./harness.ts";
+import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { type ChartManager } from "./chart-manager.ts";
+import { builtinChain } from "./fixtures/chains.ts";
+import { type VethNetwork } from "./harness.ts";
 import { startUdpFlow } from "./traffic.ts";
 
-const cache = makeCacheDir();
-let objects: BuiltinObjects;
-
-beforeAll(async () => {
-  objects = await compileBuiltins(cache.path);
-});
-afterAll(() => cache.remove());
+const objects = useBuiltinObjects();
 
 const PACKETS = 2000;
 const PORT = 9011;
-
-async function setup(timeSample?: number): Promise<{ net: VethNetwork; manager: ChartManager }> {
-  const scope = testScope();
-  const net = await createVethNetwork(scope);
-  await staticNeighbors(net);
-  const bpffs = createBpffsDir(scope);
-  const manager = await startChartManager({
-    root: bpffs.path,
-    netns: net.b.ns.path,
-    rootObjectPath: objects.root,
-    ...(timeSample ? { timeSample } : {}),
-    scope,
-  });
-  return { net, manager };
-}
 
 /** Signatures none of which is in the payload: the ips scans all of it. */
 const signatures = Array.from({ length: 10 }, (_, i) => ({
@@ -96,7 +70,7 @@ describe("per-function time", () => {
   ] as const)(
     "%s, 1 in %i packets timed: every function reports ns per packet, and ips on 1,400 bytes more than a no-op",
     async (mode, timeSample) => {
-      const { net, manager } = await setup(timeSample);
+      const { net, manager } = await createChainTestbed(objects, { timeSample });
       await applyChain(manager, net, mode);
       await sendLargePayloads(net);
 
@@ -128,7 +102,7 @@ describe("per-function time", () => {
   );
 
   test("off (the default): no function reports time, and /metrics has no such series", async () => {
-    const { net, manager } = await setup();
+    const { net, manager } = await createChainTestbed(objects);
     await applyChain(manager, net, "linked");
     await sendLargePayloads(net);
     const status = (await manager.status("timed"))!;
