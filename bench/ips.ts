@@ -5,12 +5,11 @@
  * interleaved in the same rounds; figures are medians over rounds.
  */
 import { XdpAction } from "../node-agent/src/libbpf/index.ts";
-import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { HandChain, type NfPart } from "./chain.ts";
+import type { HandChain, NfPart } from "./chain.ts";
+import { builtinPart, interleavedRounds, medianNs, scopedChain } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
-import { median, round } from "./stats.ts";
 
 /** Signature counts measured. */
 export const IPS_SIGNATURE_COUNTS = [0, 10, 100] as const;
@@ -81,34 +80,16 @@ export function measureIps(
   log: (msg: string) => void,
 ): IpsFigures {
   const variants: { name: string; chain: HandChain; packet: Buffer; samples: number[] }[] = [];
-  const add = (name: string, part: NfPart, packet = IPS_BENCH_PACKET) => {
-    const chain = HandChain.build(objects.root, [part]);
-    scope.defer(() => chain.close());
-    variants.push({ name, chain, packet, samples: [] });
-  };
+  const add = (name: string, part: NfPart, packet = IPS_BENCH_PACKET) =>
+    variants.push({ name, chain: scopedChain(scope, objects.root, [part]), packet, samples: [] });
   add("noop", { path: objects.noop, program: "noop_xdp" });
-  for (const n of IPS_SIGNATURE_COUNTS) {
-    const result = configureBuiltinNf("ips", { tables: { signatures: benchSignatures(n) } });
-    if (!result.ok) throw result.error;
-    add(`ips${n}`, {
-      path: objects.ips,
-      program: "ips_xdp",
-      rodata: rodataValues(result.value.rodata),
-      tables: result.value.mapContents,
-    });
-  }
-  const hostile = configureBuiltinNf("ips", {
-    tables: { signatures: Array.from({ length: 100 }, (_, i) => ({ id: i + 1, content: `/c${i}zzzz` })) },
-  });
-  if (!hostile.ok) throw hostile.error;
+  for (const n of IPS_SIGNATURE_COUNTS)
+    add(`ips${n}`, builtinPart(objects, "ips", { tables: { signatures: benchSignatures(n) } }));
   add(
     "hostile",
-    {
-      path: objects.ips,
-      program: "ips_xdp",
-      rodata: rodataValues(hostile.value.rodata),
-      tables: hostile.value.mapContents,
-    },
+    builtinPart(objects, "ips", {
+      tables: { signatures: Array.from({ length: 100 }, (_, i) => ({ id: i + 1, content: `/c${i}zzzz` })) },
+    }),
     IPS_HOSTILE_PACKET,
   );
   for (const v of variants) {
@@ -116,16 +97,19 @@ export function measureIps(
     const expected = v.name === "hostile" ? XdpAction.DROP : XdpAction.PASS;
     if (run.retval !== expected) throw new Error(`${v.name}: the packet got ${run.retval}, not ${expected}`);
   }
-  for (let r = 0; r < options.rounds; r++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(k + r) % variants.length]!;
+  interleavedRounds(
+    variants,
+    options.rounds,
+    (v) => {
       // The hostile packet costs ~50x a normal one: fewer runs keep the round short.
       const repeat = v.name === "hostile" ? Math.max(1, Math.round(options.repeat / 20)) : options.repeat;
       v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat }).durationNs);
-    }
-    if (r + 1 === options.rounds || (r + 1) % 5 === 0) log(`ips: round ${r + 1}/${options.rounds}`);
-  }
-  const med = (name: string) => round(median(variants.find((v) => v.name === name)!.samples), 1);
+    },
+    (done) => {
+      if (done === options.rounds || done % 5 === 0) log(`ips: round ${done}/${options.rounds}`);
+    },
+  );
+  const med = (name: string) => medianNs(variants, name);
   return {
     ips_ns: Object.fromEntries(IPS_SIGNATURE_COUNTS.map((n) => [String(n), med(`ips${n}`)])),
     ips_baseline_noop_ns: med("noop"),

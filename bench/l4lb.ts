@@ -15,12 +15,10 @@
  * the packet does go to one of them.) Variants run interleaved; figures are medians.
  */
 import { XdpAction } from "../node-agent/src/libbpf/index.ts";
-import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { HandChain, type NfPart } from "./chain.ts";
+import { builtinPart, interleavedRounds, medianNs, scopedChain, type BuiltinConfig } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
-import { median, round } from "./stats.ts";
 
 const VIP = "10.96.0.10";
 const BACKENDS = Array.from({ length: 16 }, (_, i) => `10.1.0.${i + 1}`);
@@ -52,17 +50,6 @@ export interface L4lbFigures {
   l4lb_rounds: number;
 }
 
-function part(objects: BenchObjects, parameters: Record<string, unknown>, tables: unknown): NfPart {
-  const configured = configureBuiltinNf("l4lb", { parameters, tables });
-  if (!configured.ok) throw configured.error;
-  return {
-    path: objects.l4lb,
-    program: "l4lb_xdp",
-    rodata: rodataValues(configured.value.rodata),
-    tables: configured.value.mapContents,
-  };
-}
-
 /** Builds the chains and measures them interleaved. */
 export function measureL4lb(
   objects: BenchObjects,
@@ -70,15 +57,12 @@ export function measureL4lb(
   options: { repeat: number; rounds: number },
   log: (msg: string) => void,
 ): L4lbFigures {
-  const build = (nf: NfPart) => {
-    const chain = HandChain.build(objects.root, [nf]);
-    scope.defer(() => chain.close());
-    return chain;
-  };
-  const check = build(part(objects, {}, SIXTEEN));
-  const sticky = build(part(objects, {}, SELF));
-  const stateless = build(part(objects, { affinity: false }, SELF));
-  const noop = build({ path: objects.noop, program: "noop_xdp" });
+  const build = (config: BuiltinConfig) =>
+    scopedChain(scope, objects.root, [builtinPart(objects, "l4lb", config)]);
+  const check = build({ tables: SIXTEEN });
+  const sticky = build({ tables: SELF });
+  const stateless = build({ parameters: { affinity: false }, tables: SELF });
+  const noop = scopedChain(scope, objects.root, [{ path: objects.noop, program: "noop_xdp" }]);
 
   const first = check.entry.testRun({ data: PACKETS.toVip, dataOut: true });
   if (first.retval !== XdpAction.PASS || !first.dataOut)
@@ -102,14 +86,11 @@ export function measureL4lb(
     if (retval !== XdpAction.PASS)
       throw new Error(`l4lb bench ${v.name}: the packet got ${retval}, not pass`);
   }
-  for (let r = 0; r < options.rounds; r++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(k + r) % variants.length]!;
-      v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat: options.repeat }).durationNs);
-    }
-  }
+  interleavedRounds(variants, options.rounds, (v) =>
+    v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat: options.repeat }).durationNs),
+  );
   log(`l4lb: ${options.rounds} rounds`);
-  const med = (name: string) => round(median(variants.find((v) => v.name === name)!.samples), 1);
+  const med = (name: string) => medianNs(variants, name);
   return {
     l4lb_ns: {
       known_flow: med("known_flow"),

@@ -11,7 +11,8 @@ import { BpfMap, u32 } from "../node-agent/src/libbpf/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { udpFlow } from "../test/kernel/traffic.ts";
 import type { BenchObjects } from "./objects.ts";
-import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
+import { rodataValues } from "../node-agent/src/nf/index.ts";
+import { configuredBuiltin } from "./measure.ts";
 import {
   SWITCH_FIREWALL,
   swapFigures,
@@ -61,24 +62,22 @@ export function chain3UnseenSpecs(objects: BenchObjects, net: VethNetwork): Spec
   const alternating = chain3Specs(objects, net);
   return (name, k) => {
     const spec = alternating(name, 0);
-    const rl = configureBuiltinNf("ratelimit", {
+    const rl = configuredBuiltin("ratelimit", {
       parameters: { rate: 1_000_000_000 - k, burst: 1_000_000 - k },
     });
-    const fw = configureBuiltinNf("firewall", {
+    const fw = configuredBuiltin("firewall", {
       ...SWITCH_FIREWALL,
       tables: {
         rules: [...SWITCH_FIREWALL.tables.rules, { action: "deny", protocol: "tcp", dport: 10_000 + k }],
       },
     });
-    if (!rl.ok) throw rl.error;
-    if (!fw.ok) throw fw.error;
     const [firewall, ratelimit, flowmon] = spec.functions;
     return {
       ...spec,
       revision: `rev-${k}`,
       functions: [
-        { ...firewall!, tables: { ...fw.value.mapContents } },
-        { ...ratelimit!, rodata: rodataValues(rl.value.rodata) },
+        { ...firewall!, tables: { ...fw.mapContents } },
+        { ...ratelimit!, rodata: rodataValues(rl.rodata) },
         flowmon!,
       ],
     };

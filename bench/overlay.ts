@@ -10,12 +10,10 @@
 import { writeFileSync } from "node:fs";
 import { XdpAction } from "../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../node-agent/src/netns/index.ts";
-import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
 import { createNetns, run, type TestScope } from "../test/kernel/harness.ts";
-import { HandChain, type NfPart } from "./chain.ts";
+import { builtinPart, interleavedRounds, medianNs, scopedChain } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
-import { median, round } from "./stats.ts";
 
 const VNI = 4242;
 const REMOTE_NODE = "192.168.50.2";
@@ -85,7 +83,7 @@ export async function measureOverlay(
   log: (msg: string) => void,
 ): Promise<OverlayFigures> {
   const nsPath = await underlayNetns(scope);
-  const configured = configureBuiltinNf("overlay", {
+  const overlay = builtinPart(objects, "overlay", {
     parameters: { vni: VNI },
     tables: {
       segments: [
@@ -94,20 +92,8 @@ export async function measureOverlay(
       ],
     },
   });
-  if (!configured.ok) throw configured.error;
-  const overlay: NfPart = {
-    path: objects.overlay,
-    program: "overlay_xdp",
-    rodata: rodataValues(configured.value.rodata),
-    tables: configured.value.mapContents,
-  };
-  const build = (part: NfPart) => {
-    const chain = HandChain.build(objects.root, [part]);
-    scope.defer(() => chain.close());
-    return chain;
-  };
-  const withOverlay = build(overlay);
-  const noop = build({ path: objects.noop, program: "noop_xdp" });
+  const withOverlay = scopedChain(scope, objects.root, [overlay]);
+  const noop = scopedChain(scope, objects.root, [{ path: objects.noop, program: "noop_xdp" }]);
   const variants = [
     { name: "noop", chain: noop, packet: PACKETS.encap, expect: XdpAction.PASS, outLength: 0 },
     {
@@ -142,15 +128,12 @@ export async function measureOverlay(
       if (v.outLength > 0 && length !== v.outLength)
         throw new Error(`overlay bench ${v.name}: ${length} bytes came out, not ${v.outLength}`);
     }
-    for (let r = 0; r < options.rounds; r++) {
-      for (let k = 0; k < variants.length; k++) {
-        const v = variants[(k + r) % variants.length]!;
-        v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat: options.repeat }).durationNs);
-      }
-    }
+    interleavedRounds(variants, options.rounds, (v) =>
+      v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat: options.repeat }).durationNs),
+    );
   });
   log(`overlay: ${options.rounds} rounds`);
-  const med = (name: string) => round(median(variants.find((v) => v.name === name)!.samples), 1);
+  const med = (name: string) => medianNs(variants, name);
   return {
     overlay_ns: { encap: med("encap"), decap: med("decap"), no_segment: med("no_segment") },
     overlay_baseline_noop_ns: med("noop"),

@@ -10,6 +10,7 @@
 import { u32 } from "../node-agent/src/libbpf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
 import { createStats, HandChain, Revision, Root, type NfPart } from "./chain.ts";
+import { interleavedRounds, scopedChain } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, percentile, round } from "./stats.ts";
 import { switchParts } from "./swap.ts";
@@ -47,9 +48,7 @@ export function measureRootHop(
       ["noop1", [noop]],
       ["chain3", chain3Parts(objects)],
     ] as const) {
-      const chain = HandChain.build(rootPath, parts);
-      scope.defer(() => chain.close());
-      variants.push({ name: `${kind}/${name}`, chain, samples: [] });
+      variants.push({ name: `${kind}/${name}`, chain: scopedChain(scope, rootPath, parts), samples: [] });
     }
 
     const stats = createStats();
@@ -72,15 +71,12 @@ export function measureRootHop(
   }
 
   for (const v of variants) v.chain.entry.testRun({ data: BENCH_PACKET, repeat: 10_000 });
-  for (let r = 0; r < options.rounds; r++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(k + r) % variants.length]!;
-      const run = v.chain.entry.testRun({ data: BENCH_PACKET, repeat: options.repeat });
-      if (run.retval !== 2)
-        throw new Error(`root hop ${v.name}: test run returned ${run.retval}, not XDP_PASS`);
-      v.samples.push(run.durationNs);
-    }
-  }
+  interleavedRounds(variants, options.rounds, (v) => {
+    const run = v.chain.entry.testRun({ data: BENCH_PACKET, repeat: options.repeat });
+    if (run.retval !== 2)
+      throw new Error(`root hop ${v.name}: test run returned ${run.retval}, not XDP_PASS`);
+    v.samples.push(run.durationNs);
+  });
   log(`root hop: ${options.rounds} rounds, ${options.flips} flips per root`);
   const s = (name: string) => variants.find((v) => v.name === name)!.samples;
   const extra = (chain: string) =>

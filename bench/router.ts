@@ -9,12 +9,10 @@
 import { writeFileSync } from "node:fs";
 import { XdpAction } from "../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../node-agent/src/netns/index.ts";
-import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
 import { createNetns, run, type TestScope } from "../test/kernel/harness.ts";
-import { HandChain, type NfPart } from "./chain.ts";
+import { builtinPart, interleavedRounds, medianNs, scopedChain } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
-import { median, round } from "./stats.ts";
 
 const PACKETS = {
   forward_v4: buildPacket({
@@ -81,21 +79,8 @@ export async function measureRouter(
   log: (msg: string) => void,
 ): Promise<RouterFigures> {
   const nsPath = await forwardingNetns(scope);
-  const configured = configureBuiltinNf("router");
-  if (!configured.ok) throw configured.error;
-  const router: NfPart = {
-    path: objects.router,
-    program: "router_xdp",
-    rodata: rodataValues(configured.value.rodata),
-    tables: configured.value.mapContents,
-  };
-  const build = (part: NfPart) => {
-    const chain = HandChain.build(objects.root, [part]);
-    scope.defer(() => chain.close());
-    return chain;
-  };
-  const withRouter = build(router);
-  const noop = build({ path: objects.noop, program: "noop_xdp" });
+  const withRouter = scopedChain(scope, objects.root, [builtinPart(objects, "router")]);
+  const noop = scopedChain(scope, objects.root, [{ path: objects.noop, program: "noop_xdp" }]);
   const variants = [
     { name: "noop", chain: noop, packet: PACKETS.forward_v4, expect: XdpAction.PASS },
     { name: "forward_v4", chain: withRouter, packet: PACKETS.forward_v4, expect: XdpAction.REDIRECT },
@@ -108,15 +93,12 @@ export async function measureRouter(
       if (retval !== v.expect)
         throw new Error(`router bench ${v.name}: the packet got ${retval}, not ${v.expect}`);
     }
-    for (let r = 0; r < options.rounds; r++) {
-      for (let k = 0; k < variants.length; k++) {
-        const v = variants[(k + r) % variants.length]!;
-        v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat: options.repeat }).durationNs);
-      }
-    }
+    interleavedRounds(variants, options.rounds, (v) =>
+      v.samples.push(v.chain.entry.testRun({ data: v.packet, repeat: options.repeat }).durationNs),
+    );
   });
   log(`router: ${options.rounds} rounds`);
-  const med = (name: string) => round(median(variants.find((v) => v.name === name)!.samples), 1);
+  const med = (name: string) => medianNs(variants, name);
   return {
     router_ns: {
       forward_v4: med("forward_v4"),

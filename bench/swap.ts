@@ -6,11 +6,12 @@
  */
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { BpfLink, BpfMap, NotSupportedError, u32, type XdpMode } from "../node-agent/src/libbpf/index.ts";
-import { configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
+import { rodataValues } from "../node-agent/src/nf/index.ts";
 import { withNetns } from "../node-agent/src/netns/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { startUdpFlow, type UdpFlowResult } from "../test/kernel/traffic.ts";
 import { createStats, Revision, Root, type NfPart } from "./chain.ts";
+import { configuredBuiltin } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 
 /**
@@ -35,13 +36,8 @@ export const SWITCH_RATELIMIT = [
 
 /** The three NFs of revision `variant` (0 or 1), with their own maps carried over from `carry` if given. */
 export function switchParts(objects: BenchObjects, variant: 0 | 1, carry?: Revision): NfPart[] {
-  const config = (name: string, c: { parameters?: unknown; tables?: unknown }) => {
-    const result = configureBuiltinNf(name, c);
-    if (!result.ok) throw result.error;
-    return result.value;
-  };
-  const fw = config("firewall", SWITCH_FIREWALL);
-  const rl = config("ratelimit", SWITCH_RATELIMIT[variant]);
+  const fw = configuredBuiltin("firewall", SWITCH_FIREWALL);
+  const rl = configuredBuiltin("ratelimit", SWITCH_RATELIMIT[variant]);
   const own = (i: number, map: string): Record<string, BpfMap> => {
     const nf = carry?.nfs[i];
     return nf ? { [map]: nf.map(map) } : {};

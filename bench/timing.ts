@@ -11,6 +11,7 @@ import { createScratchMap } from "../node-agent/src/chain/nfload.ts";
 import { ChainContract } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
 import { HandChain, type NfPart } from "./chain.ts";
+import { interleavedRounds } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round } from "./stats.ts";
 import { BENCH_PACKET } from "./testrun.ts";
@@ -78,12 +79,9 @@ export function measureTiming(
   }
   const every = variants.find((v) => v.name === "every")!;
   const before = Array.from({ length: NFS }, (_, i) => timeAt(every.scratch, i));
-  for (let r = 0; r < options.rounds; r++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(k + r) % variants.length]!;
-      v.samples.push(v.chain.entry.testRun({ data: BENCH_PACKET, repeat: options.repeat }).durationNs);
-    }
-  }
+  interleavedRounds(variants, options.rounds, (v) =>
+    v.samples.push(v.chain.entry.testRun({ data: BENCH_PACKET, repeat: options.repeat }).durationNs),
+  );
   log(`per-function time: ${options.rounds} rounds`);
   const off = variants.find((v) => v.name === "off")!;
   if (Array.from({ length: NFS }, (_, i) => timeAt(off.scratch, i).samples).some((n) => n !== 0n))
