@@ -15,13 +15,22 @@ import { closeNfs, createProgArray, type LoadedNf } from "../node-agent/src/chai
 import type { NfLoadSpec } from "../node-agent/src/chain/spec.ts";
 import { fillTables as fillNfTables } from "../node-agent/src/chain/tables.ts";
 import { BPF_DIR } from "../node-agent/src/compile/index.ts";
-import { XdpAction, u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
-import { BUILTIN_NFS, configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
+import { u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { BUILTIN_NFS, rodataValues } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { createStats, HandChain, Root, type NfPart } from "./chain.ts";
+import { createStats, HandChain, Root } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round, slope } from "./stats.ts";
-import { BENCH_FIREWALL, BENCH_PACKET, BENCH_RATELIMIT } from "./testrun.ts";
+import { configuredBuiltin } from "./measure.ts";
+import {
+  BENCH_FIREWALL,
+  BENCH_RATELIMIT,
+  expectWalk,
+  fusedPart,
+  measurePassing,
+  packetsAt,
+  type ProgramVariant,
+} from "./testrun.ts";
 
 /** Lengths of the generated no-op chains; 0 is the root alone (its tail call misses). */
 export const FUSED_LENGTHS = [0, 1, 2, 4, 8, 16, 32] as const;
@@ -44,12 +53,6 @@ export interface FusedFigures {
   fused_mode_insns: { generated: number; hand: number };
 }
 
-function configured(name: string, config: { parameters?: unknown; tables?: unknown }) {
-  const result = configureBuiltinNf(name, config);
-  if (!result.ok) throw result.error;
-  return result.value;
-}
-
 function builtinSpec(
   objects: BenchObjects,
   name: keyof typeof BUILTIN_NFS,
@@ -57,7 +60,7 @@ function builtinSpec(
   config: { parameters?: unknown; tables?: unknown } = {},
 ): NfLoadSpec {
   const nf = BUILTIN_NFS[name];
-  const c = configured(name, config);
+  const c = configuredBuiltin(name, config);
   return {
     name: as,
     objectPath: objects[name as keyof BenchObjects],
@@ -121,27 +124,6 @@ class FusedChain {
   }
 }
 
-/** Packets counted in `stats[index]`, summed over CPUs. */
-function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
-}
-
-/** Runs the packet once and checks that it passed and that `counted` grew by one. */
-function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
-  const before = counted();
-  const run = prog.testRun({ data: BENCH_PACKET });
-  const after = counted();
-  if (run.retval !== XdpAction.PASS) throw new Error(`${what}: the packet got ${run.retval}, not XDP_PASS`);
-  if (after - before !== 1n)
-    throw new Error(`${what}: the packet did not end where expected (counter moved by ${after - before})`);
-}
-
-interface Variant {
-  name: string;
-  prog: BpfProgram;
-  samples: number[];
-}
-
 /** Builds every variant, checks each walk, and measures `rounds` interleaved rounds of `repeat` runs. */
 export async function measureFused(
   objects: BenchObjects,
@@ -158,16 +140,8 @@ export async function measureFused(
     return x;
   };
   try {
-    const variants: Variant[] = [];
-    const fw = configured("firewall", BENCH_FIREWALL);
-    const rl = configured("ratelimit", BENCH_RATELIMIT);
-    const handPart: NfPart = {
-      path: objects.fused,
-      program: "fused_xdp",
-      rodata: { ...rodataValues(fw.rodata), ...rodataValues(rl.rodata) },
-      tables: fw.mapContents,
-    };
-    const hand = keep(HandChain.build(objects.root, [handPart]));
+    const variants: ProgramVariant[] = [];
+    const hand = keep(HandChain.build(objects.root, [fusedPart(objects)]));
     expectWalk("hand-fused", hand.entry, () => packetsAt(hand.stats, 0));
     const handProg = hand.revision.first!;
     const generated = keep(
@@ -206,17 +180,7 @@ export async function measureFused(
       variants.push({ name: `noop${n}`, prog: chain.root.program, samples: [] });
     }
 
-    for (const v of variants)
-      v.prog.testRun({ data: BENCH_PACKET, repeat: Math.min(options.repeat, 10_000) });
-    for (let r = 0; r < options.rounds; r++) {
-      for (let k = 0; k < variants.length; k++) {
-        const v = variants[(k + r) % variants.length]!;
-        const run = v.prog.testRun({ data: BENCH_PACKET, repeat: options.repeat });
-        if (run.retval !== XdpAction.PASS) throw new Error(`${v.name}: test run returned ${run.retval}`);
-        v.samples.push(run.durationNs);
-      }
-      if (r + 1 === options.rounds || (r + 1) % 5 === 0) log(`fused: round ${r + 1}/${options.rounds}`);
-    }
+    measurePassing(variants, options, (done) => log(`fused: round ${done}/${options.rounds}`));
     const s = (name: string) => variants.find((v) => v.name === name)?.samples ?? [];
     const paired = (a: string, b: string, f: (x: number, y: number) => number) =>
       median(s(a).map((x, i) => f(x, s(b)[i]!)));

@@ -7,15 +7,22 @@
  * rounds. Also the verified instructions of each NF loaded as the agent loads it (sharing on)
  * and as a lone program (sharing off), since a switch verifies NFs again.
  */
-import { BpfMap, BpfObject, XdpAction, u32, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { BpfMap, BpfObject, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { objInfo } from "../node-agent/src/libbpf/sys.ts";
 import { createScratchMap } from "../node-agent/src/chain/nfload.ts";
-import { ChainContract, configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
+import { ChainContract } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
 import { createSharedMaps, HandChain, type NfPart } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round } from "./stats.ts";
-import { BENCH_FIREWALL, BENCH_PACKET, BENCH_RATELIMIT, chain3Parts } from "./testrun.ts";
+import {
+  chain3Parts,
+  expectWalk,
+  fusedPart,
+  measurePassing,
+  packetsAt,
+  type ProgramVariant,
+} from "./testrun.ts";
 
 /** Linked-chain figures. */
 export interface LinkedFigures {
@@ -37,20 +44,6 @@ const NFS = ["firewall", "ratelimit", "flowmon"] as const;
 /** `bpf_prog_info.verified_insns` (offset 216). */
 function verifiedInsns(prog: BpfProgram): number {
   return objInfo(prog.fd, Buffer.alloc(232), `program ${prog.name}`).readUInt32LE(216);
-}
-
-/** The hand-fused program with the comparison's settings and rules. */
-function fusedPart(objects: BenchObjects): NfPart {
-  const fw = configureBuiltinNf("firewall", BENCH_FIREWALL);
-  const rl = configureBuiltinNf("ratelimit", BENCH_RATELIMIT);
-  if (!fw.ok) throw fw.error;
-  if (!rl.ok) throw rl.error;
-  return {
-    path: objects.fused,
-    program: "fused_xdp",
-    rodata: { ...rodataValues(fw.value.rodata), ...rodataValues(rl.value.rodata) },
-    tables: fw.value.mapContents,
-  };
 }
 
 /** The three NFs sharing `scratch`, as the chain manager loads them. */
@@ -99,19 +92,6 @@ function measureVerified(objects: BenchObjects, share: boolean): Record<string, 
   }
 }
 
-/** Packets counted in `stats[index]`, summed over CPUs. */
-function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
-}
-
-/** Runs the packet once: it must pass and end where `counted` says. */
-function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
-  const before = counted();
-  const run = prog.testRun({ data: BENCH_PACKET });
-  if (run.retval !== XdpAction.PASS) throw new Error(`${what}: the packet got ${run.retval}, not XDP_PASS`);
-  if (counted() - before !== 1n) throw new Error(`${what}: the packet did not end where expected`);
-}
-
 /**
  * Builds the three variants, checks that each walks to its end, then measures `rounds`
  * interleaved rounds of `repeat` test runs each (order rotated per round).
@@ -138,20 +118,12 @@ export function measureLinked(
   expectWalk("linked, unshared", unshared.entry, () => packetsAt(unshared.stats, 2));
   expectWalk("hand-fused", fused.entry, () => packetsAt(fused.stats, 0));
 
-  const variants = [
-    { name: "shared", prog: shared.entry, samples: [] as number[] },
-    { name: "unshared", prog: unshared.entry, samples: [] as number[] },
-    { name: "fused", prog: fused.entry, samples: [] as number[] },
+  const variants: ProgramVariant[] = [
+    { name: "shared", prog: shared.entry, samples: [] },
+    { name: "unshared", prog: unshared.entry, samples: [] },
+    { name: "fused", prog: fused.entry, samples: [] },
   ];
-  for (const v of variants) v.prog.testRun({ data: BENCH_PACKET, repeat: Math.min(options.repeat, 10_000) });
-  for (let r = 0; r < options.rounds; r++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(k + r) % variants.length]!;
-      const run = v.prog.testRun({ data: BENCH_PACKET, repeat: options.repeat });
-      if (run.retval !== XdpAction.PASS) throw new Error(`${v.name}: test run returned ${run.retval}`);
-      v.samples.push(run.durationNs);
-    }
-  }
+  measurePassing(variants, options);
   log(`linked vs fused: ${options.rounds} rounds`);
   for (const chain of chains.splice(0)) chain.close();
 

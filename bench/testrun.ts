@@ -7,14 +7,10 @@
  */
 import { XdpAction, u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
-import {
-  configureBuiltinNf,
-  rodataValues,
-  type ConfiguredBuiltinNf,
-  type MapContents,
-} from "../node-agent/src/nf/index.ts";
+import { rodataValues, type MapContents } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
 import { HandChain, type NfPart } from "./chain.ts";
+import { configuredBuiltin, interleavedRounds, type Sampled } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round, slope } from "./stats.ts";
 
@@ -55,17 +51,11 @@ export const BENCH_FIREWALL = {
 /** A rate limit no test run reaches (1e9 packets/s, burst 1e6): every packet takes the full path. */
 export const BENCH_RATELIMIT = { parameters: { rate: 1_000_000_000, burst: 1_000_000 } };
 
-function configured(name: string, config: { parameters?: unknown; tables?: unknown }): ConfiguredBuiltinNf {
-  const result = configureBuiltinNf(name, config);
-  if (!result.ok) throw result.error;
-  return result.value;
-}
-
 /** The three NFs of the linked chain, configured as in the comparison. */
 export function chain3Parts(objects: BenchObjects): NfPart[] {
-  const fw = configured("firewall", BENCH_FIREWALL);
-  const rl = configured("ratelimit", BENCH_RATELIMIT);
-  const fm = configured("flowmon", {});
+  const fw = configuredBuiltin("firewall", BENCH_FIREWALL);
+  const rl = configuredBuiltin("ratelimit", BENCH_RATELIMIT);
+  const fm = configuredBuiltin("flowmon", {});
   return [
     {
       path: objects.firewall,
@@ -78,10 +68,10 @@ export function chain3Parts(objects: BenchObjects): NfPart[] {
   ];
 }
 
-/** The hand-fused program with the same settings and rules. */
-function fusedPart(objects: BenchObjects): NfPart {
-  const fw = configured("firewall", BENCH_FIREWALL);
-  const rl = configured("ratelimit", BENCH_RATELIMIT);
+/** The hand-fused program (bench/fused.bpf.c) with the same settings and rules. */
+export function fusedPart(objects: BenchObjects): NfPart {
+  const fw = configuredBuiltin("firewall", BENCH_FIREWALL);
+  const rl = configuredBuiltin("ratelimit", BENCH_RATELIMIT);
   const tables: MapContents = { ...fw.mapContents };
   return {
     path: objects.fused,
@@ -92,7 +82,7 @@ function fusedPart(objects: BenchObjects): NfPart {
 }
 
 /** Packets counted in `stats[index]`, summed over CPUs. */
-function packetsAt(stats: BpfMap, index: number): bigint {
+export function packetsAt(stats: BpfMap, index: number): bigint {
   return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
 }
 
@@ -117,10 +107,36 @@ export interface TestRunFigures {
   packet_bytes: number;
 }
 
-interface Variant {
-  name: string;
+/** A program measured on {@link BENCH_PACKET}. */
+export interface ProgramVariant extends Sampled {
   prog: BpfProgram;
-  samples: number[];
+}
+
+/**
+ * Runs every variant once to warm it up, then `rounds` interleaved rounds of `repeat` runs of
+ * {@link BENCH_PACKET} each; a run that does not pass throws. `progress` hears of every fifth
+ * round and of the last.
+ */
+export function measurePassing(
+  variants: readonly ProgramVariant[],
+  options: { repeat: number; rounds: number },
+  progress?: (done: number) => void,
+): void {
+  // Warm-up: first runs fill caches and the flow/ratelimit entries.
+  for (const v of variants) v.prog.testRun({ data: BENCH_PACKET, repeat: Math.min(options.repeat, 10_000) });
+  interleavedRounds(
+    variants,
+    options.rounds,
+    (v) => {
+      const run = v.prog.testRun({ data: BENCH_PACKET, repeat: options.repeat });
+      if (run.retval !== XdpAction.PASS)
+        throw new Error(`${v.name}: test run returned ${run.retval}, not XDP_PASS`);
+      v.samples.push(run.durationNs);
+    },
+    (done) => {
+      if (done === options.rounds || done % 5 === 0) progress?.(done);
+    },
+  );
 }
 
 /**
@@ -141,7 +157,7 @@ export function measureTestRuns(
     return chain;
   };
   const noop: NfPart = { path: objects.noop, program: "noop_xdp" };
-  const variants: Variant[] = [];
+  const variants: ProgramVariant[] = [];
   for (const n of CHAIN_LENGTHS) {
     const chain = keep(
       HandChain.build(
@@ -165,19 +181,7 @@ export function measureTestRuns(
   expectWalk("fused direct", fusedProg, () => packetsAt(fused.stats, 0));
   variants.push({ name: "fusedDirect", prog: fusedProg, samples: [] });
 
-  // Warm-up: first runs fill caches and the flow/ratelimit entries.
-  for (const v of variants) v.prog.testRun({ data: BENCH_PACKET, repeat: Math.min(options.repeat, 10_000) });
-
-  for (let r = 0; r < options.rounds; r++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(k + r) % variants.length] as Variant;
-      const run = v.prog.testRun({ data: BENCH_PACKET, repeat: options.repeat });
-      if (run.retval !== XdpAction.PASS)
-        throw new Error(`${v.name}: test run returned ${run.retval}, not XDP_PASS`);
-      v.samples.push(run.durationNs);
-    }
-    if (r + 1 === options.rounds || (r + 1) % 5 === 0) log(`test runs: round ${r + 1}/${options.rounds}`);
-  }
+  measurePassing(variants, options, (done) => log(`test runs: round ${done}/${options.rounds}`));
   for (const chain of built.splice(0)) chain.close();
 
   const s = (name: string) => variants.find((v) => v.name === name)?.samples ?? [];
@@ -215,7 +219,7 @@ export function measureTestRuns(
 }
 
 /** Runs the packet once and checks that it passed and that `counted` grew by one. */
-function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
+export function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
   const before = counted();
   const run = prog.testRun({ data: BENCH_PACKET });
   const after = counted();
