@@ -5,53 +5,22 @@
  * written in place; per-signature hit counters equal what was sent. The chain sits on B's veth
  * end, as in nf.test.ts, and the chain manager runs as the chart runs the agent.
  */
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import { decodeIpsHits, type IpsHits } from "../../node-agent/src/nf/index.ts";
 import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
-import { type ChartManager } from "./chart-manager.ts";
+import type { ChartManager } from "./chart-manager.ts";
 import { builtinChain, builtinNf } from "./fixtures/chains.ts";
-import { fixture, type VethNetwork } from "./harness.ts";
+import type { VethNetwork } from "./harness.ts";
+import { spawnInNetns } from "./traffic.ts";
 
 const objects = useBuiltinObjects();
 
-/** Runs ips-traffic.mjs in a namespace; resolves with its JSON lines as they come. */
+/** Runs ips-traffic.mjs in a namespace: its JSON lines one by one, and a way to write to it. */
 function traffic(nsPath: string, args: readonly (string | number)[]) {
-  const child = spawn("nsenter", [
-    `--net=${nsPath}`,
-    process.execPath,
-    fixture("ips-traffic.mjs"),
-    ...args.map(String),
-  ]);
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  const lines: unknown[] = [];
-  const waiters: (() => void)[] = [];
-  let exited = false;
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    lines.push(JSON.parse(line));
-    waiters.splice(0).forEach((w) => w());
-  });
-  child.on("exit", () => {
-    exited = true;
-    waiters.splice(0).forEach((w) => w());
-  });
-  const next = async <T>(timeoutMs = 20_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    while (lines.length === 0) {
-      if (exited)
-        throw new Error(`ips-traffic ${args[0]} exited: ${stderr.trim() || `code ${child.exitCode}`}`);
-      if (Date.now() > deadline) throw new Error(`ips-traffic ${args[0]}: no output within ${timeoutMs} ms`);
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 100);
-      });
-    }
-    return lines.shift() as T;
-  };
-  return Object.assign(next, { tell: (line: string) => child.stdin.write(`${line}\n`) });
+  const script = spawnInNetns(nsPath, "ips-traffic.mjs", args);
+  const next = <T>(timeoutMs = 20_000) => script.nextLine<T>(`${args[0]} output`, timeoutMs);
+  return Object.assign(next, { tell: script.tell });
 }
 
 const PORT = 7000;

@@ -13,9 +13,7 @@
  * switch that changes the Maglev table, because the affinity map carries over. The chain
  * manager runs as the chart runs the agent (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN).
  */
-import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 import koffi from "koffi";
 import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
@@ -24,10 +22,10 @@ import { addressOf } from "../../node-agent/src/libbpf/ffi.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeL4lbFlow } from "../../node-agent/src/nf/index.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
-import { type ChartManager } from "./chart-manager.ts";
+import type { ChartManager } from "./chart-manager.ts";
 import { builtinChain } from "./fixtures/chains.ts";
-import { createNetns, fixture, run, testScope, type TestNetns, type TestScope } from "./harness.ts";
-import { closeFn, socketFn, SOCK_CLOEXEC } from "./traffic.ts";
+import { createNetns, run, testScope, type TestNetns, type TestScope } from "./harness.ts";
+import { closeFn, socketFn, SOCK_CLOEXEC, spawnInNetns } from "./traffic.ts";
 
 const objects = useBuiltinObjects();
 
@@ -173,42 +171,9 @@ async function topology(scope: TestScope): Promise<Topology> {
 
 /** Runs l4lb-traffic.mjs in a namespace: its JSON lines one by one, and a way to write to it. */
 function traffic(scope: TestScope, ns: TestNetns, args: readonly (string | number)[]) {
-  const child = spawn("nsenter", [
-    `--net=${ns.path}`,
-    process.execPath,
-    fixture("l4lb-traffic.mjs"),
-    ...args.map(String),
-  ]);
-  scope.defer(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  const lines: unknown[] = [];
-  const waiters: (() => void)[] = [];
-  let exited = false;
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    lines.push(JSON.parse(line));
-    waiters.splice(0).forEach((w) => w());
-  });
-  child.on("exit", () => {
-    exited = true;
-    waiters.splice(0).forEach((w) => w());
-  });
-  const next = async <T>(timeoutMs = 60_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    while (lines.length === 0) {
-      if (exited)
-        throw new Error(`l4lb-traffic ${args[0]} exited: ${stderr.trim() || `code ${child.exitCode}`}`);
-      if (Date.now() > deadline) throw new Error(`l4lb-traffic ${args[0]}: no output within ${timeoutMs} ms`);
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 100);
-      });
-    }
-    return lines.shift() as T;
-  };
-  return Object.assign(next, { tell: (line: string) => child.stdin.write(`${line}\n`) });
+  const script = spawnInNetns(ns.path, "l4lb-traffic.mjs", args, { scope });
+  const next = <T>(timeoutMs = 60_000) => script.nextLine<T>(`${args[0]} output`, timeoutMs);
+  return Object.assign(next, { tell: script.tell });
 }
 
 /** Backends' servers in B on every backend address (IPv4 and IPv6), TCP and UDP. */

@@ -11,9 +11,9 @@ import { describe, expect, test } from "vitest";
 import type { ChainStatus } from "../../node-agent/src/chain/index.ts";
 import { numPossibleCpus } from "../../node-agent/src/libbpf/index.ts";
 import { createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
-import { type ChartManager } from "./chart-manager.ts";
+import type { ChartManager } from "./chart-manager.ts";
 import { builtinChain } from "./fixtures/chains.ts";
-import { type VethNetwork } from "./harness.ts";
+import type { VethNetwork } from "./harness.ts";
 import { startUdpFlow } from "./traffic.ts";
 
 const objects = useBuiltinObjects();

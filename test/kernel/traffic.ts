@@ -15,7 +15,7 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import koffi from "koffi";
 import { netnsPath, withNetns } from "../../node-agent/src/netns/index.ts";
-import { fixture } from "./harness.ts";
+import { fixture, type TestScope } from "./harness.ts";
 
 /** Where one side of a flow runs: a namespace (name or path) and an IPv4 or IPv6 address in it. */
 export interface FlowEndpoint {
@@ -75,11 +75,32 @@ function nsPathOf(ns: FlowEndpoint["ns"]): string {
   return typeof ns === "string" ? netnsPath(ns) : ns.path;
 }
 
-/** Starts a Node script inside a namespace; its stdout is read as JSON lines. */
-function spawnInNetns(ns: string, script: string, args: readonly (string | number)[]) {
+/** A Node script running inside a namespace, talking in JSON lines. */
+export interface NetnsScript {
+  child: ChildProcessWithoutNullStreams;
+  /**
+   * The next JSON line the script printed; rejects after `timeoutMs`, or when the script ends
+   * first (with its stderr). `what` names the line in those errors.
+   */
+  nextLine<T>(what: string, timeoutMs: number): Promise<T>;
+  /** Writes one line to the script's stdin. */
+  tell(line: string): void;
+}
+
+/**
+ * Starts fixture `script` with Node inside namespace `ns` (a path); its stdout is read as JSON
+ * lines. With `scope`, the script is killed (if still running) when the scope is disposed.
+ */
+export function spawnInNetns(
+  ns: string,
+  script: string,
+  args: readonly (string | number)[],
+  options: { scope?: TestScope } = {},
+): NetnsScript {
   const child = spawn("nsenter", [`--net=${ns}`, process.execPath, fixture(script), ...args.map(String)], {
     stdio: ["pipe", "pipe", "pipe"],
   });
+  options.scope?.defer(() => kill(child));
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   const lines: unknown[] = [];
@@ -93,7 +114,6 @@ function spawnInNetns(ns: string, script: string, args: readonly (string | numbe
     exited = true;
     waiters.splice(0).forEach((w) => w());
   });
-  /** Resolves with the next JSON line, rejecting after `timeoutMs` or if the process ends first. */
   const nextLine = async <T>(what: string, timeoutMs: number): Promise<T> => {
     const deadline = Date.now() + timeoutMs;
     while (lines.length === 0) {
@@ -107,7 +127,7 @@ function spawnInNetns(ns: string, script: string, args: readonly (string | numbe
     }
     return lines.shift() as T;
   };
-  return { child, nextLine };
+  return { child, nextLine, tell: (line) => child.stdin.write(`${line}\n`) };
 }
 
 function kill(child: ChildProcessWithoutNullStreams): void {
@@ -128,7 +148,7 @@ export async function startUdpFlow(options: UdpFlowOptions): Promise<RunningUdpF
     magic,
     ...(options.port ? [options.port] : []),
   ]);
-  let sender: ReturnType<typeof spawnInNetns> | undefined;
+  let sender: NetnsScript | undefined;
   const abort = () => {
     kill(receiver.child);
     if (sender) kill(sender.child);
