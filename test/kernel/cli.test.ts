@@ -79,10 +79,13 @@ async function capsOnceExeced(pid: number): Promise<bigint> {
   throw new Error(`process ${pid} did not exec node within 10 s`);
 }
 
-/** A copy of the example repository with `edits` applied: file -> edit of its text. */
-async function brokenCopy(edits: Record<string, (text: string) => string>): Promise<string> {
+/** A copy of an example repository (default the network one) with `edits` applied: file -> edit of its text. */
+async function brokenCopy(
+  edits: Record<string, (text: string) => string>,
+  from: string = example,
+): Promise<string> {
   const dir = join(work, `copy-${++copies}`);
-  await cp(example, dir, { recursive: true });
+  await cp(from, dir, { recursive: true });
   for (const [file, edit] of Object.entries(edits)) {
     const path = join(dir, file);
     const before = await readFile(path, "utf8");
@@ -109,6 +112,23 @@ function lineOf(text: string, needle: string, after?: string): number {
   const at = text.indexOf(needle, start);
   if (start < 0 || at < 0) throw new Error(`${JSON.stringify(needle)} not found`);
   return text.slice(0, at).split("\n").length;
+}
+
+/**
+ * The body of a table of manifests `validate` must refuse: `from` with `edit` applied to its
+ * functions.yaml fails with exit code 1 at the line holding `line`, with `message`, before
+ * anything compiles.
+ */
+function refusedByValidate(from: string) {
+  return async (_: string, edit: (text: string) => string, line: string, message: string) => {
+    const dir = await brokenCopy({ "functions.yaml": edit }, from);
+    const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
+    expect(run.code).toBe(1);
+    const text = await readFile(join(dir, "functions.yaml"), "utf8");
+    expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
+    expect(run.stderr).toContain(message);
+    expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
+  };
 }
 
 const exampleVectors = [
@@ -370,18 +390,6 @@ describe("broken copies fail with exit code 1 and point at the cause", () => {
 describe("the security example (the ips built-in)", () => {
   const security = join(repoRoot, "examples/gitops/security");
 
-  /** A copy of the security example with `edit` applied to its functions.yaml. */
-  async function brokenSecurity(edit: (text: string) => string): Promise<string> {
-    const dir = join(work, `copy-${++copies}`);
-    await cp(security, dir, { recursive: true });
-    const path = join(dir, "functions.yaml");
-    const before = await readFile(path, "utf8");
-    const after = edit(before);
-    if (after === before) throw new Error("the edit of functions.yaml changed nothing");
-    await writeFile(path, after);
-    return dir;
-  }
-
   it("test runs the signatures' and the scan guard's vectors on both hooks, and the chain's", async () => {
     const run = await sluice(["test", security, "--cache-dir", cacheDir]);
     expect(run.stderr).not.toMatch(/error|problem/i);
@@ -429,32 +437,12 @@ describe("the security example (the ips built-in)", () => {
     ],
   ])(
     "%s is refused by validate at its field and line, before anything compiles",
-    async (_, edit, line, message) => {
-      const dir = await brokenSecurity(edit);
-      const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
-      expect(run.code).toBe(1);
-      const text = await readFile(join(dir, "functions.yaml"), "utf8");
-      expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
-      expect(run.stderr).toContain(message);
-      expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
-    },
+    refusedByValidate(security),
   );
 });
 
 describe("the balancer example (the l4lb built-in)", () => {
   const balancer = join(repoRoot, "examples/gitops/balancer");
-
-  /** A copy of the balancer example with `edit` applied to its functions.yaml. */
-  async function brokenBalancer(edit: (text: string) => string): Promise<string> {
-    const dir = join(work, `copy-${++copies}`);
-    await cp(balancer, dir, { recursive: true });
-    const path = join(dir, "functions.yaml");
-    const before = await readFile(path, "utf8");
-    const after = edit(before);
-    if (after === before) throw new Error("the edit of functions.yaml changed nothing");
-    await writeFile(path, after);
-    return dir;
-  }
 
   it("test runs the balancer's vectors on both hooks, and the chain's", async () => {
     const run = await sluice(["test", balancer, "--cache-dir", cacheDir]);
@@ -504,32 +492,12 @@ describe("the balancer example (the l4lb built-in)", () => {
     ],
   ])(
     "%s is refused by validate at its field and line, before anything compiles",
-    async (_, edit, line, message) => {
-      const dir = await brokenBalancer(edit);
-      const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
-      expect(run.code).toBe(1);
-      const text = await readFile(join(dir, "functions.yaml"), "utf8");
-      expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
-      expect(run.stderr).toContain(message);
-      expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
-    },
+    refusedByValidate(balancer),
   );
 });
 
 describe("the fabric example (the overlay and router built-ins)", () => {
   const fabric = join(repoRoot, "examples/gitops/fabric");
-
-  /** A copy of the fabric example with `edit` applied to its functions.yaml. */
-  async function brokenFabric(edit: (text: string) => string): Promise<string> {
-    const dir = join(work, `copy-${++copies}`);
-    await cp(fabric, dir, { recursive: true });
-    const path = join(dir, "functions.yaml");
-    const before = await readFile(path, "utf8");
-    const after = edit(before);
-    if (after === before) throw new Error("the edit of functions.yaml changed nothing");
-    await writeFile(path, after);
-    return dir;
-  }
 
   it("test runs the overlay's and the router's vectors on both hooks, and the chain's", async () => {
     const run = await sluice(["test", fabric, "--cache-dir", cacheDir]);
@@ -558,18 +526,7 @@ describe("the fabric example (the overlay and router built-ins)", () => {
       "prefix: 10.200.0.1/16",
       'spec.tables.segments[0].prefix: overlay tables: "10.200.0.1/16" has host bits set; did you mean 10.200.0.0/16?',
     ],
-  ])(
-    "%s is refused by validate at its field and line, before anything compiles",
-    async (_, edit, line, message) => {
-      const dir = await brokenFabric(edit);
-      const run = await sluice(["validate", dir, "--cache-dir", cacheDir]);
-      expect(run.code).toBe(1);
-      const text = await readFile(join(dir, "functions.yaml"), "utf8");
-      expect(run.stderr).toContain(`functions.yaml:${lineOf(text, line)}: NetworkFunction `);
-      expect(run.stderr).toContain(message);
-      expect(run.stdout).toContain("the manifests were rejected, nothing was compiled");
-    },
-  );
+  ])("%s is refused by validate at its field and line, before anything compiles", refusedByValidate(fabric));
 });
 
 describe("exit codes a script can rely on", () => {
