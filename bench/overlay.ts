@@ -7,11 +7,10 @@
  * inside a private namespace with forwarding on, an underlay route and a static neighbour for
  * the remote node, so that the lookup succeeds. Variants run interleaved; figures are medians.
  */
-import { writeFileSync } from "node:fs";
 import { XdpAction } from "../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../node-agent/src/netns/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
-import { createNetns, run, type TestScope } from "../test/kernel/harness.ts";
+import { createNetns, run, sysctl, type TestScope } from "../test/kernel/harness.ts";
 import { builtinPart, interleavedRounds, medianNs, scopedChain } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 
@@ -59,7 +58,7 @@ export interface OverlayFigures {
 /** A namespace that forwards, with an underlay route to the remote node and its MAC known. */
 async function underlayNetns(scope: TestScope): Promise<string> {
   const ns = await createNetns(scope, "ov");
-  withNetns(ns.path, () => writeFileSync("/proc/sys/net/ipv4/ip_forward", "1"));
+  sysctl(ns, { "ipv4/ip_forward": "1" });
   await run(
     "ip",
     ["-n", ns.name, "-batch", "-"],

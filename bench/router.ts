@@ -6,7 +6,6 @@
  * with forwarding on, a route and a static neighbour, so that the lookup succeeds (a test run
  * enters on that namespace's loopback). Variants run interleaved; figures are medians.
  */
-import { writeFileSync } from "node:fs";
 import { XdpAction } from "../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../node-agent/src/netns/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
@@ -44,16 +43,7 @@ export interface RouterFigures {
 
 /** A namespace where 10.2.0.80 and fd02::80 are forwarded out of a veth to a known neighbour. */
 async function forwardingNetns(scope: TestScope): Promise<string> {
-  const ns = await createNetns(scope, "rt");
-  withNetns(ns.path, () => {
-    for (const [knob, value] of [
-      ["ipv6/conf/all/disable_ipv6", "0"],
-      ["ipv6/conf/default/disable_ipv6", "0"],
-      ["ipv4/ip_forward", "1"],
-      ["ipv6/conf/all/forwarding", "1"],
-    ] as const)
-      writeFileSync(`/proc/sys/net/${knob}`, value);
-  });
+  const ns = await createNetns(scope, "rt", { ipv6: true, forwarding: true });
   await run(
     "ip",
     ["-n", ns.name, "-batch", "-"],

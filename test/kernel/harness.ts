@@ -36,7 +36,7 @@ export function uniqueId(): string {
 }
 
 /** A short unique token for interface names (at most 9 characters). */
-function shortId(): string {
+export function ifnameToken(): string {
   return `${process.pid.toString(36)}${(++counter).toString(36)}`;
 }
 
@@ -104,24 +104,100 @@ export interface TestNetns {
   path: string;
 }
 
+/** Options of {@link createNetns}. */
+export interface NetnsOptions {
+  /** Keep IPv6 on; default off (no router solicitations or neighbour discovery to blur packet counts). */
+  ipv6?: boolean;
+  /** Forward IPv4 and IPv6 between its interfaces, as a router; default off. */
+  forwarding?: boolean;
+}
+
 /**
- * Creates a network namespace with loopback up and IPv6 off (no router solicitations or
- * neighbour discovery to blur packet counts); deleted when `scope` is disposed.
+ * Creates a network namespace with loopback up and IPv6 off unless `options.ipv6`; deleted when
+ * `scope` is disposed.
  */
-export async function createNetns(scope: TestScope, label = "n"): Promise<TestNetns> {
+export async function createNetns(
+  scope: TestScope,
+  label = "n",
+  options: NetnsOptions = {},
+): Promise<TestNetns> {
   const name = `${NETNS_PREFIX}${uniqueId()}-${label}`;
   await run("ip", ["netns", "add", name]);
   scope.defer(() => run("ip", ["netns", "del", name]).then(() => undefined));
-  const path = netnsPath(name);
-  withNetns(path, () => {
+  const ns = { name, path: netnsPath(name) };
+  withNetns(ns.path, () => {
     // /proc/sys/net resolves to the namespace of the thread that opens the file.
     for (const conf of ["all", "default"]) {
       const knob = `/proc/sys/net/ipv6/conf/${conf}/disable_ipv6`;
-      if (existsSync(knob)) writeFileSync(knob, "1");
+      if (existsSync(knob)) writeFileSync(knob, options.ipv6 ? "0" : "1");
     }
   });
+  if (options.forwarding) sysctl(ns, { "ipv4/ip_forward": "1", "ipv6/conf/all/forwarding": "1" });
   await run("ip", ["-n", name, "link", "set", "lo", "up"]);
-  return { name, path };
+  return ns;
+}
+
+/** Writes `knobs` (paths below /proc/sys/net, e.g. `ipv4/ip_forward`) inside `ns`. */
+export function sysctl(ns: { path: string }, knobs: Readonly<Record<string, string>>): void {
+  // /proc/sys/net resolves to the namespace of the thread that opens the file.
+  withNetns(ns.path, () => {
+    for (const [knob, value] of Object.entries(knobs)) writeFileSync(`/proc/sys/net/${knob}`, value);
+  });
+}
+
+/** The MAC address of `ifname` in `ns`, `aa:bb:...`. */
+export async function macOf(ns: { name: string }, ifname: string): Promise<string> {
+  const [link] = JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])) as {
+    address?: string;
+  }[];
+  if (!link?.address) throw new Error(`${ifname} in ${ns.name} has no MAC address`);
+  return link.address;
+}
+
+/** An interface to be, by namespace and name. */
+export interface LinkEnd {
+  ns: { name: string };
+  ifname: string;
+}
+
+/** Creates a veth pair joining two namespaces: `a.ifname` in `a.ns`, its peer `b.ifname` in `b.ns`. */
+export async function createVethPair(a: LinkEnd, b: LinkEnd): Promise<void> {
+  await run("ip", [
+    "link",
+    "add",
+    a.ifname,
+    "netns",
+    a.ns.name,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    b.ifname,
+    "netns",
+    b.ns.name,
+  ]);
+}
+
+/**
+ * Attaches the pass-everything XDP fixture (native) to each of `ends`: native XDP_REDIRECT into a
+ * veth delivers only when the far end runs an XDP program.
+ */
+export async function attachXdpPass(scope: TestScope, ends: readonly LinkEnd[]): Promise<void> {
+  const pass = await compileBpf(fixture("xdp-pass.bpf.c"), { scope });
+  for (const end of ends)
+    await run("ip", [
+      "-n",
+      end.ns.name,
+      "link",
+      "set",
+      "dev",
+      end.ifname,
+      "xdpdrv",
+      "obj",
+      pass,
+      "sec",
+      "xdp",
+    ]);
 }
 
 /** One end of a veth pair, inside its namespace. */
@@ -167,23 +243,10 @@ export async function createVethNetwork(
   const subnet = options.subnet ?? 0;
   const nsA = await createNetns(scope, "a");
   const nsB = await createNetns(scope, "b");
-  const id = shortId();
+  const id = ifnameToken();
   const ifA = `sl${id}a`;
   const ifB = `sl${id}b`;
-  await run("ip", [
-    "link",
-    "add",
-    ifA,
-    "netns",
-    nsA.name,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    ifB,
-    "netns",
-    nsB.name,
-  ]);
+  await createVethPair({ ns: nsA, ifname: ifA }, { ns: nsB, ifname: ifB });
   const ends: VethEnd[] = [];
   for (const [ns, ifname, host] of [
     [nsA, ifA, 1],
@@ -195,10 +258,7 @@ export async function createVethNetwork(
       ["-n", ns.name, "-batch", "-"],
       `addr add ${ip}/24 dev ${ifname}\nlink set ${ifname} mtu ${mtu} up\n`,
     );
-    const [link] = JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])) as {
-      address: string;
-    }[];
-    ends.push({ ns, ifname, ifindex: ifIndex(ifname, ns.path), ip, mac: link?.address ?? "", mtu });
+    ends.push({ ns, ifname, ifindex: ifIndex(ifname, ns.path), ip, mac: await macOf(ns, ifname), mtu });
   }
   return { a: ends[0] as VethEnd, b: ends[1] as VethEnd };
 }

@@ -13,7 +13,6 @@
  * switch that changes the Maglev table, because the affinity map carries over. The chain
  * manager runs as the chart runs the agent (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN).
  */
-import { writeFileSync } from "node:fs";
 import koffi from "koffi";
 import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
@@ -24,7 +23,15 @@ import { decodeL4lbFlow } from "../../node-agent/src/nf/index.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
 import type { ChartManager } from "./chart-manager.ts";
 import { builtinChain } from "./fixtures/chains.ts";
-import { createNetns, run, testScope, type TestNetns, type TestScope } from "./harness.ts";
+import {
+  createNetns,
+  createVethPair,
+  ifnameToken,
+  run,
+  type TestNetns,
+  testScope,
+  type TestScope,
+} from "./harness.ts";
 import { closeFn, socketFn, SOCK_CLOEXEC, spawnInNetns } from "./traffic.ts";
 
 const objects = useBuiltinObjects();
@@ -45,12 +52,6 @@ interface Topology {
   b: TestNetns;
   /** L's ends towards C and towards B: the chain's interfaces. */
   lIfs: [string, string];
-}
-
-function sysctl(ns: TestNetns, knobs: Record<string, string>): void {
-  withNetns(ns.path, () => {
-    for (const [knob, value] of Object.entries(knobs)) writeFileSync(`/proc/sys/net/${knob}`, value);
-  });
 }
 
 const libc = koffi.load("libc.so.6");
@@ -90,43 +91,14 @@ function txChecksumOff(ns: TestNetns, ifname: string): void {
 /** C — L — B over IPv4 and IPv6; B holds every backend address; forwarding on in L. */
 async function topology(scope: TestScope): Promise<Topology> {
   const [c, l, b] = [
-    await createNetns(scope, "c"),
-    await createNetns(scope, "l"),
-    await createNetns(scope, "b"),
+    await createNetns(scope, "c", { ipv6: true }),
+    await createNetns(scope, "l", { ipv6: true, forwarding: true }),
+    await createNetns(scope, "b", { ipv6: true }),
   ];
-  for (const ns of [c, l, b])
-    sysctl(ns, { "ipv6/conf/all/disable_ipv6": "0", "ipv6/conf/default/disable_ipv6": "0" });
-  sysctl(l, { "ipv4/ip_forward": "1", "ipv6/conf/all/forwarding": "1" });
-  const id = `${process.pid % 10000}${Math.floor(Math.random() * 1000)}`;
+  const id = ifnameToken();
   const names = { c: `lb${id}c`, lc: `lb${id}lc`, lb: `lb${id}lb`, b: `lb${id}b` };
-  await run("ip", [
-    "link",
-    "add",
-    names.c,
-    "netns",
-    c.name,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    names.lc,
-    "netns",
-    l.name,
-  ]);
-  await run("ip", [
-    "link",
-    "add",
-    names.b,
-    "netns",
-    b.name,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    names.lb,
-    "netns",
-    l.name,
-  ]);
+  await createVethPair({ ns: c, ifname: names.c }, { ns: l, ifname: names.lc });
+  await createVethPair({ ns: b, ifname: names.b }, { ns: l, ifname: names.lb });
   await run(
     "ip",
     ["-n", c.name, "-batch", "-"],

@@ -8,12 +8,10 @@
  * the tunnel is one hop). A packet too big to fit the underlay MTU once wrapped is dropped and
  * counted. The chain managers run as the chart runs the agent.
  */
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, test } from "vitest";
 import type { Hook } from "../../node-agent/src/chain/spec.ts";
-import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeOverlayCounters, type OverlayCounters } from "../../node-agent/src/nf/index.ts";
 import { BpfMap } from "../../node-agent/src/libbpf/index.ts";
 import { OVERLAY_COUNTERS } from "../../node-agent/src/nf/overlay.ts";
@@ -21,13 +19,15 @@ import { udpCapture } from "./capture.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
 import { builtinChain, type BuiltinUse } from "./fixtures/chains.ts";
 import {
-  compileBpf,
-  createNetns,
-  fixture,
-  run,
-  testScope,
+  attachXdpPass,
   type BpffsDir,
+  createNetns,
+  createVethPair,
+  ifnameToken,
+  macOf,
+  run,
   type TestNetns,
+  testScope,
   type TestScope,
 } from "./harness.ts";
 import { ping, udpFlow } from "./traffic.ts";
@@ -68,36 +68,6 @@ interface Topology {
   n2: TestNetns;
 }
 
-function sysctl(ns: TestNetns, knobs: Record<string, string>): void {
-  withNetns(ns.path, () => {
-    for (const [knob, value] of Object.entries(knobs)) writeFileSync(`/proc/sys/net/${knob}`, value);
-  });
-}
-
-async function macOf(ns: TestNetns, ifname: string): Promise<string> {
-  const [link] = JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])) as {
-    address: string;
-  }[];
-  return link!.address;
-}
-
-async function veth(a: { ns: TestNetns; name: string }, b: { ns: TestNetns; name: string }): Promise<void> {
-  await run("ip", [
-    "link",
-    "add",
-    a.name,
-    "netns",
-    a.ns.name,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    b.name,
-    "netns",
-    b.ns.name,
-  ]);
-}
-
 /** A — N1 ==underlay== N2 — B; the underlay's MTU is `underlayMtu`, the hosts' 1500. */
 async function topology(
   scope: TestScope,
@@ -105,15 +75,12 @@ async function topology(
   options: { resolveUnderlay?: boolean } = {},
 ): Promise<Topology> {
   const ns = {
-    a: await createNetns(scope, "a"),
-    n1: await createNetns(scope, "n1"),
-    n2: await createNetns(scope, "n2"),
-    b: await createNetns(scope, "b"),
+    a: await createNetns(scope, "a", { ipv6: true }),
+    n1: await createNetns(scope, "n1", { ipv6: true, forwarding: true }),
+    n2: await createNetns(scope, "n2", { ipv6: true, forwarding: true }),
+    b: await createNetns(scope, "b", { ipv6: true }),
   };
-  for (const n of Object.values(ns))
-    sysctl(n, { "ipv6/conf/all/disable_ipv6": "0", "ipv6/conf/default/disable_ipv6": "0" });
-  for (const n of [ns.n1, ns.n2]) sysctl(n, { "ipv4/ip_forward": "1", "ipv6/conf/all/forwarding": "1" });
-  const id = `${process.pid % 10000}${Math.floor(Math.random() * 1000)}`;
+  const id = ifnameToken();
   const names = {
     a: `ov${id}a`,
     h1: `ov${id}h1`,
@@ -123,9 +90,9 @@ async function topology(
     b: `ov${id}b`,
   };
   const home = { a: ns.a, h1: ns.n1, u1: ns.n1, u2: ns.n2, h2: ns.n2, b: ns.b };
-  await veth({ ns: ns.a, name: names.a }, { ns: ns.n1, name: names.h1 });
-  await veth({ ns: ns.n1, name: names.u1 }, { ns: ns.n2, name: names.u2 });
-  await veth({ ns: ns.n2, name: names.h2 }, { ns: ns.b, name: names.b });
+  await createVethPair({ ns: ns.a, ifname: names.a }, { ns: ns.n1, ifname: names.h1 });
+  await createVethPair({ ns: ns.n1, ifname: names.u1 }, { ns: ns.n2, ifname: names.u2 });
+  await createVethPair({ ns: ns.n2, ifname: names.h2 }, { ns: ns.b, ifname: names.b });
   const ports = {} as Record<keyof typeof names, Port>;
   for (const key of Object.keys(names) as (keyof typeof names)[]) {
     const ifname = names[key];
@@ -376,21 +343,7 @@ describe("overlay + router across two nodes", () => {
     const net = await topology(scope, 1500);
     // Native XDP_REDIRECT into a veth delivers only when the far end runs an XDP program: the
     // underlay's far end runs the chain; A's and B's ends get a pass program.
-    const pass = await compileBpf(fixture("xdp-pass.bpf.c"), { scope });
-    for (const end of [net.a, net.b])
-      await run("ip", [
-        "-n",
-        end.ns.name,
-        "link",
-        "set",
-        "dev",
-        end.ifname,
-        "xdpdrv",
-        "obj",
-        pass,
-        "sec",
-        "xdp",
-      ]);
+    await attachXdpPass(scope, [net.a, net.b]);
     const [n1, n2] = await fabric(scope, net, "xdp", { xdpMode: "native" });
     const result = await ping(net.a.ns, ADDR.b.v4, 200, { intervalMs: 1 });
     expect(result.received).toBe(200);

@@ -7,7 +7,7 @@
  * (TTL 1, no route) goes to the stack, as its vectors show. The chain manager runs as the chart
  * runs the agent (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN).
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import koffi from "koffi";
 import { describe, expect, test } from "vitest";
@@ -17,12 +17,14 @@ import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
 import { builtinChain } from "./fixtures/chains.ts";
 import {
-  compileBpf,
+  attachXdpPass,
   createNetns,
-  fixture,
+  createVethPair,
+  ifnameToken,
+  macOf,
   run,
-  testScope,
   type TestNetns,
+  testScope,
   type TestScope,
 } from "./harness.ts";
 import {
@@ -62,63 +64,20 @@ const ADDR = {
   b: { v4: "10.78.2.1", v6: "fd78:2::1" },
 } as const;
 
-function sysctl(ns: TestNetns, knobs: Record<string, string>): void {
-  withNetns(ns.path, () => {
-    for (const [knob, value] of Object.entries(knobs)) writeFileSync(`/proc/sys/net/${knob}`, value);
-  });
-}
-
-async function macOf(ns: TestNetns, ifname: string): Promise<string> {
-  const [link] = JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])) as {
-    address: string;
-  }[];
-  return link!.address;
-}
-
 /**
  * A — R — B, IPv4 and IPv6, forwarding on in R, every neighbour entry static (but R's for B
  * with `resolveB`: R then learns B's address by ARP, as a router does).
  */
 async function topology(scope: TestScope, options: { resolveB?: boolean } = {}): Promise<Topology> {
   const [nsA, nsR, nsB] = [
-    await createNetns(scope, "a"),
-    await createNetns(scope, "r"),
-    await createNetns(scope, "b"),
+    await createNetns(scope, "a", { ipv6: true }),
+    await createNetns(scope, "r", { ipv6: true, forwarding: true }),
+    await createNetns(scope, "b", { ipv6: true }),
   ];
-  // createNetns turns IPv6 off; this test wants it, before the veths arrive.
-  for (const ns of [nsA, nsR, nsB])
-    sysctl(ns, { "ipv6/conf/all/disable_ipv6": "0", "ipv6/conf/default/disable_ipv6": "0" });
-  sysctl(nsR, { "ipv4/ip_forward": "1", "ipv6/conf/all/forwarding": "1" });
-  const id = `${process.pid % 10000}${Math.floor(Math.random() * 1000)}`;
+  const id = ifnameToken();
   const names = { a: `rt${id}a`, ra: `rt${id}ra`, rb: `rt${id}rb`, b: `rt${id}b` };
-  await run("ip", [
-    "link",
-    "add",
-    names.a,
-    "netns",
-    nsA.name,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    names.ra,
-    "netns",
-    nsR.name,
-  ]);
-  await run("ip", [
-    "link",
-    "add",
-    names.b,
-    "netns",
-    nsB.name,
-    "type",
-    "veth",
-    "peer",
-    "name",
-    names.rb,
-    "netns",
-    nsR.name,
-  ]);
+  await createVethPair({ ns: nsA, ifname: names.a }, { ns: nsR, ifname: names.ra });
+  await createVethPair({ ns: nsB, ifname: names.b }, { ns: nsR, ifname: names.rb });
   const ports = {} as Record<keyof typeof names, Port>;
   for (const [key, ns] of [
     ["a", nsA],
@@ -320,21 +279,7 @@ describe("router between three namespaces", () => {
     const scope = testScope();
     const net = await topology(scope);
     // Native XDP_REDIRECT into a veth delivers only when the far end runs an XDP program.
-    const pass = await compileBpf(fixture("xdp-pass.bpf.c"), { scope });
-    for (const end of [net.a, net.b])
-      await run("ip", [
-        "-n",
-        end.ns.name,
-        "link",
-        "set",
-        "dev",
-        end.ifname,
-        "xdpdrv",
-        "obj",
-        pass,
-        "sec",
-        "xdp",
-      ]);
+    await attachXdpPass(scope, [net.a, net.b]);
     const { manager } = await startNodeManager(scope, net.r, objects);
     await manager.apply(
       builtinChain(objects, {
