@@ -178,6 +178,59 @@ export async function createVethPair(a: LinkEnd, b: LinkEnd): Promise<void> {
   ]);
 }
 
+/** Addresses of one interface of a routed topology: IPv4 (in a /24) and maybe IPv6 (in a /64). */
+export interface PortAddress {
+  v4: string;
+  v6?: string;
+}
+
+/** One interface of a routed topology. */
+export interface Port {
+  ns: TestNetns;
+  ifname: string;
+  mac: string;
+}
+
+/**
+ * Puts `address` on `ifname` in `ns` (IPv6 without duplicate address detection), sets its MTU
+ * and brings it up; returns it with its MAC.
+ */
+export async function configurePort(
+  ns: TestNetns,
+  ifname: string,
+  address: PortAddress,
+  mtu = 1500,
+): Promise<Port> {
+  await run(
+    "ip",
+    ["-n", ns.name, "-batch", "-"],
+    `addr add ${address.v4}/24 dev ${ifname}\n` +
+      (address.v6 ? `addr add ${address.v6}/64 dev ${ifname} nodad\n` : "") +
+      `link set ${ifname} mtu ${mtu} up\n`,
+  );
+  return { ns, ifname, mac: await macOf(ns, ifname) };
+}
+
+/** `ip -batch` lines that make `address` (each family it has) a permanent neighbour with `mac` on `self`. */
+export function permanentNeighbor(self: { ifname: string }, address: PortAddress, mac: string): string {
+  return [address.v4, address.v6]
+    .filter((ip) => ip !== undefined)
+    .map((ip) => `neigh replace ${ip} lladdr ${mac} dev ${self.ifname} nud permanent\n`)
+    .join("");
+}
+
+/**
+ * `ip -batch` lines for a host whose way out is `gateway` (at `address`): default routes via
+ * each of its addresses, and its MAC known for good.
+ */
+export function viaGateway(self: Port, gateway: Port, address: PortAddress): string {
+  return (
+    `route add default via ${address.v4}\n` +
+    (address.v6 ? `route add default via ${address.v6}\n` : "") +
+    permanentNeighbor(self, address, gateway.mac)
+  );
+}
+
 /**
  * Attaches the pass-everything XDP fixture (native) to each of `ends`: native XDP_REDIRECT into a
  * veth delivers only when the far end runs an XDP program.

@@ -21,14 +21,18 @@ import { builtinChain, type BuiltinUse } from "./fixtures/chains.ts";
 import {
   attachXdpPass,
   type BpffsDir,
+  configurePort,
   createNetns,
   createVethPair,
   ifnameToken,
-  macOf,
+  permanentNeighbor,
+  type Port,
+  type PortAddress,
   run,
   type TestNetns,
   testScope,
   type TestScope,
+  viaGateway,
 } from "./harness.ts";
 import { ping, udpFlow } from "./traffic.ts";
 
@@ -50,12 +54,6 @@ const SEGMENTS = [
   { prefix: "10.79.2.0/24", node: ADDR.u2.v4 },
   { prefix: "fd79:2::/64", node: ADDR.u2.v4 },
 ];
-
-interface Port {
-  ns: TestNetns;
-  ifname: string;
-  mac: string;
-}
 
 interface Topology {
   a: Port;
@@ -95,33 +93,13 @@ async function topology(
   await createVethPair({ ns: ns.n2, ifname: names.h2 }, { ns: ns.b, ifname: names.b });
   const ports = {} as Record<keyof typeof names, Port>;
   for (const key of Object.keys(names) as (keyof typeof names)[]) {
-    const ifname = names[key];
-    const addr: { v4: string; v6?: string } = ADDR[key];
-    const prefix = key === "u1" || key === "u2" ? "/24" : "/24";
     const mtu = key === "u1" || key === "u2" ? underlayMtu : 1500;
-    await run(
-      "ip",
-      ["-n", home[key].name, "-batch", "-"],
-      `addr add ${addr.v4}${prefix} dev ${ifname}\n` +
-        (addr.v6 ? `addr add ${addr.v6}/64 dev ${ifname} nodad\n` : "") +
-        `link set ${ifname} mtu ${mtu} up\n`,
-    );
-    ports[key] = { ns: home[key], ifname, mac: await macOf(home[key], ifname) };
+    ports[key] = await configurePort(home[key], names[key], ADDR[key], mtu);
   }
   // Every neighbour static: no ARP or neighbour discovery in the counters.
-  const neigh = (self: Port, peer: Port, addr: { v4: string; v6?: string }) =>
-    `neigh replace ${addr.v4} lladdr ${peer.mac} dev ${self.ifname} nud permanent\n` +
-    (addr.v6 ? `neigh replace ${addr.v6} lladdr ${peer.mac} dev ${self.ifname} nud permanent\n` : "");
-  await run(
-    "ip",
-    ["-n", ns.a.name, "-batch", "-"],
-    `route add default via ${ADDR.h1.v4}\nroute add default via ${ADDR.h1.v6}\n${neigh(ports.a, ports.h1, ADDR.h1)}`,
-  );
-  await run(
-    "ip",
-    ["-n", ns.b.name, "-batch", "-"],
-    `route add default via ${ADDR.h2.v4}\nroute add default via ${ADDR.h2.v6}\n${neigh(ports.b, ports.h2, ADDR.h2)}`,
-  );
+  const neigh = (self: Port, peer: Port, addr: PortAddress) => permanentNeighbor(self, addr, peer.mac);
+  await run("ip", ["-n", ns.a.name, "-batch", "-"], viaGateway(ports.a, ports.h1, ADDR.h1));
+  await run("ip", ["-n", ns.b.name, "-batch", "-"], viaGateway(ports.b, ports.h2, ADDR.h2));
   await run(
     "ip",
     ["-n", ns.n1.name, "-batch", "-"],

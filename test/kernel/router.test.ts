@@ -12,20 +12,23 @@ import { setTimeout as sleep } from "node:timers/promises";
 import koffi from "koffi";
 import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
-import type { Hook } from "../../node-agent/src/chain/spec.ts";
+import type { ChainSpec, Hook } from "../../node-agent/src/chain/spec.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
 import { builtinChain } from "./fixtures/chains.ts";
 import {
   attachXdpPass,
+  configurePort,
   createNetns,
   createVethPair,
   ifnameToken,
-  macOf,
+  permanentNeighbor,
+  type Port,
   run,
   type TestNetns,
   testScope,
   type TestScope,
+  viaGateway,
 } from "./harness.ts";
 import {
   closeFn,
@@ -40,12 +43,6 @@ import {
 } from "./traffic.ts";
 
 const objects = useBuiltinObjects();
-
-interface Port {
-  ns: TestNetns;
-  ifname: string;
-  mac: string;
-}
 
 interface Topology {
   a: Port;
@@ -85,33 +82,32 @@ async function topology(scope: TestScope, options: { resolveB?: boolean } = {}):
     ["rb", nsR],
     ["b", nsB],
   ] as const) {
-    const ifname = names[key];
-    await run(
-      "ip",
-      ["-n", ns.name, "-batch", "-"],
-      `addr add ${ADDR[key].v4}/24 dev ${ifname}\naddr add ${ADDR[key].v6}/64 dev ${ifname} nodad\nlink set ${ifname} mtu 1500 up\n`,
-    );
-    ports[key] = { ns, ifname, mac: await macOf(ns, ifname) };
+    ports[key] = await configurePort(ns, names[key], ADDR[key]);
   }
-  const neigh = (self: Port, peer: keyof typeof ADDR, mac: string) =>
-    `neigh replace ${ADDR[peer].v4} lladdr ${mac} dev ${self.ifname} nud permanent\n` +
-    `neigh replace ${ADDR[peer].v6} lladdr ${mac} dev ${self.ifname} nud permanent\n`;
-  await run(
-    "ip",
-    ["-n", nsA.name, "-batch", "-"],
-    `route add default via ${ADDR.ra.v4}\nroute add default via ${ADDR.ra.v6}\n${neigh(ports.a, "ra", ports.ra.mac)}`,
-  );
-  await run(
-    "ip",
-    ["-n", nsB.name, "-batch", "-"],
-    `route add default via ${ADDR.rb.v4}\nroute add default via ${ADDR.rb.v6}\n${neigh(ports.b, "rb", ports.rb.mac)}`,
-  );
+  await run("ip", ["-n", nsA.name, "-batch", "-"], viaGateway(ports.a, ports.ra, ADDR.ra));
+  await run("ip", ["-n", nsB.name, "-batch", "-"], viaGateway(ports.b, ports.rb, ADDR.rb));
   await run(
     "ip",
     ["-n", nsR.name, "-batch", "-"],
-    neigh(ports.ra, "a", ports.a.mac) + (options.resolveB ? "" : neigh(ports.rb, "b", ports.b.mac)),
+    permanentNeighbor(ports.ra, ADDR.a, ports.a.mac) +
+      (options.resolveB ? "" : permanentNeighbor(ports.rb, ADDR.b, ports.b.mac)),
   );
   return { a: ports.a, ra: ports.ra, rb: ports.rb, b: ports.b, r: nsR };
+}
+
+/** The router alone on both of R's veths, at `placement`, with its own `tests` if given. */
+function routerChain(
+  net: Topology,
+  placement: { hook: Hook; xdpMode?: "generic" | "native" },
+  tests?: TestVector[],
+): ChainSpec {
+  return builtinChain(objects, {
+    name: "router",
+    revision: "r1",
+    ...placement,
+    interfaces: [net.ra.ifname, net.rb.ifname],
+    functions: [{ builtin: "router", ...(tests ? { tests } : {}) }],
+  });
 }
 
 /** Packets R's own stack forwarded (IPv4 ForwDatagrams, IPv6 Ip6OutForwDatagrams). */
@@ -199,16 +195,9 @@ describe("router between three namespaces", () => {
       const net = await topology(scope);
       const { manager } = await startNodeManager(scope, net.r, objects);
       const result = await manager.apply(
-        builtinChain(objects, {
-          name: "router",
-          revision: "r1",
-          hook,
-          interfaces: [net.ra.ifname, net.rb.ifname],
-          // Generic: native XDP_REDIRECT between veths drops the checksum offload state of locally
-          // sent packets, so their UDP checksums arrive unfinished (see bpf/README.md).
-          ...(hook === "xdp" ? { xdpMode: "generic" as const } : {}),
-          functions: [{ builtin: "router", tests: vectors }],
-        }),
+        // Generic: native XDP_REDIRECT between veths drops the checksum offload state of locally
+        // sent packets, so their UDP checksums arrive unfinished (see bpf/README.md).
+        routerChain(net, { hook, ...(hook === "xdp" ? { xdpMode: "generic" as const } : {}) }, vectors),
       );
       expect(result.selfTest).toMatchObject({ passed: vectors.length, failed: 0 });
 
@@ -253,16 +242,7 @@ describe("router between three namespaces", () => {
     const scope = testScope();
     const net = await topology(scope, { resolveB: true });
     const { manager } = await startNodeManager(scope, net.r, objects);
-    await manager.apply(
-      builtinChain(objects, {
-        name: "router",
-        revision: "r1",
-        hook: "xdp",
-        xdpMode: "generic",
-        interfaces: [net.ra.ifname, net.rb.ifname],
-        functions: [{ builtin: "router" }],
-      }),
-    );
+    await manager.apply(routerChain(net, { hook: "xdp", xdpMode: "generic" }));
     const before = stackForwarded(net.r);
     const result = await ping(net.a.ns, ADDR.b.v4, 10, { intervalMs: 20 });
     expect(result.received).toBe(10);
@@ -281,16 +261,7 @@ describe("router between three namespaces", () => {
     // Native XDP_REDIRECT into a veth delivers only when the far end runs an XDP program.
     await attachXdpPass(scope, [net.a, net.b]);
     const { manager } = await startNodeManager(scope, net.r, objects);
-    await manager.apply(
-      builtinChain(objects, {
-        name: "router",
-        revision: "r1",
-        hook: "xdp",
-        xdpMode: "native",
-        interfaces: [net.ra.ifname, net.rb.ifname],
-        functions: [{ builtin: "router" }],
-      }),
-    );
+    await manager.apply(routerChain(net, { hook: "xdp", xdpMode: "native" }));
     const before = stackForwarded(net.r);
     const result = await ping(net.a.ns, ADDR.b.v4, 200, { intervalMs: 1 });
     expect(result.received).toBe(200);
