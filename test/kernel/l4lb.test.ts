@@ -220,8 +220,13 @@ const vectors: TestVector[] = [
 
 const drained = { vip: "10.79.9.2", port: PORT, proto: "tcp", backends: [{ address: "10.79.2.99" }] };
 
-async function start(scope: TestScope, net: Topology): Promise<ChartManager> {
-  return (await startNodeManager(scope, net.l, objects)).manager;
+/** C — L — B with the backends serving and a chart-run manager in L; undone when the test ends. */
+async function setup(): Promise<{ scope: TestScope; net: Topology; manager: ChartManager }> {
+  const scope = testScope();
+  const net = await topology(scope);
+  await serveBackends(scope, net);
+  const { manager } = await startNodeManager(scope, net.l, objects);
+  return { scope, net, manager };
 }
 
 const FLOWS = 4000;
@@ -231,10 +236,7 @@ describe("l4lb between a client and four backends", () => {
   test.each(hooks)(
     "%s: flows spread within 10 percent across backends; removing one moves exactly its flows",
     async (hook) => {
-      const scope = testScope();
-      const net = await topology(scope);
-      await serveBackends(scope, net);
-      const manager = await start(scope, net);
+      const { scope, net, manager } = await setup();
       const four = BACKENDS.slice(0, 4);
       const spec = (revision: string, backends: string[]) =>
         builtinChain(objects, {
@@ -292,10 +294,7 @@ describe("l4lb between a client and four backends", () => {
   );
 
   test("xdp, without affinity: removing one backend moves its flows and only a few others (Maglev alone)", async () => {
-    const scope = testScope();
-    const net = await topology(scope);
-    await serveBackends(scope, net);
-    const manager = await start(scope, net);
+    const { scope, net, manager } = await setup();
     const spec = (revision: string, backends: string[]) =>
       builtinChain(objects, {
         name: "lb",
@@ -334,10 +333,7 @@ describe("l4lb between a client and four backends", () => {
   test.each(hooks)(
     "%s: an unhealthy backend's flows move to the others and the rest stay; IPv6 flows spread too",
     async (hook) => {
-      const scope = testScope();
-      const net = await topology(scope);
-      await serveBackends(scope, net);
-      const manager = await start(scope, net);
+      const { scope, net, manager } = await setup();
       const spec = (revision: string, health: unknown[]) =>
         builtinChain(objects, {
           name: "lb",
@@ -383,10 +379,7 @@ describe("l4lb between a client and four backends", () => {
   ] as const)(
     "%s, %s: the NFs after the balancer see the rewritten packet: a firewall rule on one backend's address stops exactly its flows",
     async (hook, mode) => {
-      const scope = testScope();
-      const net = await topology(scope);
-      await serveBackends(scope, net);
-      const manager = await start(scope, net);
+      const { scope, net, manager } = await setup();
       const four = BACKENDS.slice(0, 4);
       const blocked = four[0]!;
       // Linked: each NF parses (or takes a parse shared along the chain, which the balancer
@@ -426,10 +419,7 @@ describe("l4lb between a client and four backends", () => {
   test.each(hooks)(
     "%s: established TCP connections keep their backend across a revision switch that changes the Maglev table",
     async (hook) => {
-      const scope = testScope();
-      const net = await topology(scope);
-      await serveBackends(scope, net);
-      const manager = await start(scope, net);
+      const { scope, net, manager } = await setup();
       const lb = (backends: string[], tableSize: number) => ({
         builtin: "l4lb" as const,
         tables: {
