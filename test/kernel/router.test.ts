@@ -9,11 +9,11 @@
  */
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import koffi from "koffi";
 import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
 import type { ChainSpec, Hook } from "../../node-agent/src/chain/spec.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
+import { udpCapture } from "./capture.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
 import { builtinChain } from "./fixtures/chains.ts";
 import {
@@ -30,17 +30,7 @@ import {
   type TestScope,
   viaGateway,
 } from "./harness.ts";
-import {
-  closeFn,
-  MSG_DONTWAIT,
-  ping,
-  recvFn,
-  SOCK_CLOEXEC,
-  SOCK_NONBLOCK,
-  SOCK_RAW,
-  socketFn,
-  udpFlow,
-} from "./traffic.ts";
+import { ping, udpFlow } from "./traffic.ts";
 
 const objects = useBuiltinObjects();
 
@@ -122,44 +112,6 @@ function stackForwarded(ns: TestNetns): { v4: number; v6: number } {
   });
 }
 
-// A packet socket in B: sees every frame B receives, with its IP header, for the TTL check.
-const AF_PACKET = 17;
-const ETH_P_ALL_BE = 0x0300;
-
-/** Opens a capture in `ns`; `ttls(port)` then reads the TTL / hop limit of every UDP frame to `port` queued so far. */
-function capture(ns: TestNetns) {
-  const fd = withNetns(ns.path, () =>
-    socketFn(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE),
-  );
-  if (fd < 0) throw new Error(`packet socket in ${ns.name}: errno ${koffi.errno()}`);
-  const frame = Buffer.alloc(2048);
-  return {
-    ttls(port: number): { v4: number[]; v6: number[] } {
-      const seen = { v4: [] as number[], v6: [] as number[] };
-      for (;;) {
-        const n = recvFn(fd, frame, frame.length, MSG_DONTWAIT);
-        if (n < 0) return seen;
-        const type = frame.readUInt16BE(12);
-        if (
-          type === 0x0800 &&
-          n >= 14 + 28 &&
-          frame[14 + 9] === 17 &&
-          frame.readUInt16BE(14 + 20 + 2) === port
-        )
-          seen.v4.push(frame[14 + 8]!);
-        if (
-          type === 0x86dd &&
-          n >= 14 + 48 &&
-          frame[14 + 6] === 17 &&
-          frame.readUInt16BE(14 + 40 + 2) === port
-        )
-          seen.v6.push(frame[14 + 7]!);
-      }
-    },
-    close: () => closeFn(fd),
-  };
-}
-
 const vectors: TestVector[] = [
   {
     name: "TTL 1 goes to the stack (which answers time exceeded)",
@@ -203,7 +155,7 @@ describe("router between three namespaces", () => {
 
       const before = stackForwarded(net.r);
       for (const family of ["v4", "v6"] as const) {
-        const cap = capture(net.b.ns);
+        const cap = udpCapture(net.b.ns.path);
         try {
           const flow = await udpFlow({
             from: { ns: net.a.ns, ip: ADDR.a[family] },
@@ -219,7 +171,10 @@ describe("router between three namespaces", () => {
             receiverDrops: 0,
           });
           await sleep(50);
-          const ttls = cap.ttls(PORT)[family];
+          const ttls = cap
+            .datagrams(PORT)
+            .filter((d) => d.family === (family === "v4" ? 4 : 6))
+            .map((d) => d.ttl);
           // The capture's buffer keeps only part of the flow; every frame it kept counts.
           expect(ttls.length).toBeGreaterThan(0);
           expect(new Set(ttls)).toEqual(new Set([63])); // A sends with 64
