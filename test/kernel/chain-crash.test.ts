@@ -19,7 +19,7 @@ import { BpfLink, BpfMap, BpfProgram, xdpQuery } from "../../node-agent/src/libb
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeRatelimitEntry } from "../../node-agent/src/nf/index.ts";
 import { asChartAgent, CHART_AGENT_CAP_MASK } from "../support/sluice.ts";
-import { createChainBed, useBuiltinObjects } from "./chain-testbed.ts";
+import { createChainBed, useBuiltinObjects, type ChainBed } from "./chain-testbed.ts";
 import { startChartManager } from "./chart-manager.ts";
 import type { DriverConfig } from "./fixtures/chain-driver.ts";
 import { CRASH_RATE, crashChain } from "./fixtures/crash-chain.ts";
@@ -116,55 +116,87 @@ function bpfFdsOf(pid: number | "self"): number {
   }).length;
 }
 
+/** The driver's config for a chain on B's end of `bed`, on native XDP. */
+function driverConfig(
+  { net, bpffs }: ChainBed,
+  chain: Pick<DriverConfig, "chain"> & Partial<DriverConfig>,
+): DriverConfig {
+  return {
+    root: bpffs.path,
+    netns: net.b.ns.path,
+    ifname: net.b.ifname,
+    hook: "xdp",
+    xdpMode: "native",
+    objects,
+    counterObject,
+    src: net.a.ip,
+    dst: net.b.ip,
+    ...chain,
+  };
+}
+
+/** Creates chain 0 of `config` with a manager that then closes: its pins stay, as an agent's do. */
+async function createFirstRevision(config: DriverConfig): Promise<void> {
+  const creator = await startChartManager({
+    root: config.root,
+    netns: config.netns,
+    rootObjectPath: objects.root,
+  });
+  await creator.apply(crashChain(config, 0));
+  await creator.close();
+}
+
+/**
+ * UDP flows from A to B, back to back until `stop()` (or the bed's scope is disposed).
+ * `firstPacketByNs` resolves once the first flow sends, with the time it was seen sending.
+ */
+function backToBackFlows({ scope, net }: ChainBed) {
+  const flows: UdpFlowResult[] = [];
+  let on = true;
+  let sending: (ns: bigint) => void = () => undefined;
+  const firstPacketByNs = new Promise<bigint>((resolve) => (sending = resolve));
+  const loop = (async () => {
+    while (on) {
+      const flow = await startUdpFlow({
+        from: { ns: net.a.ns.name, ip: net.a.ip },
+        to: { ns: net.b.ns.name, ip: net.b.ip },
+        count: 20_000,
+        rate: 10_000,
+      });
+      sending(process.hrtime.bigint());
+      flows.push(await flow.done());
+    }
+  })();
+  scope.defer(async () => {
+    on = false;
+    await loop.catch(() => undefined);
+  });
+  return {
+    flows,
+    firstPacketByNs,
+    /** Ends the flows after the one running and waits for it; a flow's failure throws here. */
+    async stop(): Promise<void> {
+      on = false;
+      await loop;
+    },
+  };
+}
+
 const PHASES: SwitchPhase[] = ["self-tested", "built", "flipped", "maps-moved", "released"];
 
 describe("crash safety", () => {
   test("SIGKILL at every step of a switch and at random times loses no packet; the next process adopts the chain and nothing leaks", async () => {
-    const { scope, net, bpffs } = await createChainBed();
+    const bed = await createChainBed();
+    const { scope, net, bpffs } = bed;
     const bpfFdsBefore = bpfFdsOf("self");
-    const config: DriverConfig = {
-      root: bpffs.path,
-      netns: net.b.ns.path,
-      chain: "crash",
-      ifname: net.b.ifname,
-      hook: "xdp",
-      xdpMode: "native",
-      objects,
-      counterObject,
-      src: net.a.ip,
-      dst: net.b.ip,
-    };
-
-    const creator = await startChartManager({
-      root: bpffs.path,
-      netns: net.b.ns.path,
-      rootObjectPath: objects.root,
-    });
-    await creator.apply(crashChain(config, 0));
-    await creator.close();
+    const config = driverConfig(bed, { chain: "crash" });
+    await createFirstRevision(config);
 
     // Traffic throughout: flows back to back until the crashes are over.
-    const flows: UdpFlowResult[] = [];
-    let trafficOn = true;
     const startedNs = process.hrtime.bigint();
-    let firstPacketByNs = 0n;
-    const traffic = (async () => {
-      while (trafficOn) {
-        const flow = await startUdpFlow({
-          from: { ns: net.a.ns.name, ip: net.a.ip },
-          to: { ns: net.b.ns.name, ip: net.b.ip },
-          count: 20_000,
-          rate: 10_000,
-        });
-        firstPacketByNs ||= process.hrtime.bigint();
-        flows.push(await flow.done());
-      }
-    })();
-    scope.defer(async () => {
-      trafficOn = false;
-      await traffic.catch(() => undefined);
-    });
-    while (firstPacketByNs === 0n) await sleep(5);
+    const traffic = backToBackFlows(bed);
+    const { flows } = traffic;
+    const firstPacketByNs = await traffic.firstPacketByNs;
 
     const adoptions: { after: string; adopted: AdoptedChain[] }[] = [];
     let tookOverByPin = false;
@@ -189,8 +221,7 @@ describe("crash safety", () => {
       await kill(await runDriver({ ...config, crashAt: { phase, after: 2 } }), phase);
     for (const ms of [37, 113, 251]) await kill(await runDriver(config, ms), `random kill after ${ms} ms`);
 
-    trafficOn = false;
-    await traffic;
+    await traffic.stop();
 
     expect(tookOverByPin).toBe(true);
 
@@ -278,47 +309,15 @@ describe("crash safety", () => {
   });
 
   test("SIGKILL at every step of a change of hook (tcx ingress to XDP) loses no packet; the next process undoes or completes the change and leaves one hook attached", async () => {
-    const { scope, net, bpffs } = await createChainBed();
+    const bed = await createChainBed();
+    const { scope, net, bpffs } = bed;
     // Even-numbered chains run on native XDP, odd-numbered ones on tcx ingress: every switch
     // changes the hook, and the driver crashes in changes from tcx ingress to XDP.
-    const config: DriverConfig = {
-      root: bpffs.path,
-      netns: net.b.ns.path,
-      chain: "hop",
-      ifname: net.b.ifname,
-      hook: "xdp",
-      alternateHook: "tc-ingress",
-      xdpMode: "native",
-      objects,
-      counterObject,
-      src: net.a.ip,
-      dst: net.b.ip,
-    };
-    const creator = await startChartManager({
-      root: bpffs.path,
-      netns: net.b.ns.path,
-      rootObjectPath: objects.root,
-    });
-    await creator.apply(crashChain(config, 0));
-    await creator.close();
+    const config = driverConfig(bed, { chain: "hop", alternateHook: "tc-ingress" });
+    await createFirstRevision(config);
 
-    const flows: UdpFlowResult[] = [];
-    let trafficOn = true;
-    const traffic = (async () => {
-      while (trafficOn) {
-        const flow = await startUdpFlow({
-          from: { ns: net.a.ns.name, ip: net.a.ip },
-          to: { ns: net.b.ns.name, ip: net.b.ip },
-          count: 20_000,
-          rate: 10_000,
-        });
-        flows.push(await flow.done());
-      }
-    })();
-    scope.defer(async () => {
-      trafficOn = false;
-      await traffic.catch(() => undefined);
-    });
+    const traffic = backToBackFlows(bed);
+    const { flows } = traffic;
 
     const repairsAfter = new Map<string, string>();
     let previous = "created";
@@ -339,8 +338,7 @@ describe("crash safety", () => {
     });
     const [chain] = await manager.adopt();
     repairsAfter.set(previous, chain!.repairs.join("\n"));
-    trafficOn = false;
-    await traffic;
+    await traffic.stop();
 
     // Killed with both hooks attached, before the commit: the next process undoes the change.
     expect(repairsAfter.get("built")).toMatch(
