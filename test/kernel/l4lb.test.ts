@@ -16,13 +16,13 @@
 import koffi from "koffi";
 import { describe, expect, test } from "vitest";
 import type { TestVector } from "../../common/api/testvector.ts";
-import type { Hook } from "../../node-agent/src/chain/spec.ts";
+import type { ChainSpec, Hook } from "../../node-agent/src/chain/spec.ts";
 import { addressOf } from "../../node-agent/src/libbpf/ffi.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { decodeL4lbFlow } from "../../node-agent/src/nf/index.ts";
 import { startNodeManager, useBuiltinObjects } from "./chain-testbed.ts";
 import type { ChartManager } from "./chart-manager.ts";
-import { builtinChain } from "./fixtures/chains.ts";
+import { builtinChain, type BuiltinUse } from "./fixtures/chains.ts";
 import {
   createNetns,
   createVethPair,
@@ -220,6 +220,18 @@ const vectors: TestVector[] = [
 
 const drained = { vip: "10.79.9.2", port: PORT, proto: "tcp", backends: [{ address: "10.79.2.99" }] };
 
+/** The chain "lb" on L's two interfaces; on XDP, native. */
+function lbChain(net: Topology, hook: Hook, revision: string, functions: BuiltinUse[]): ChainSpec {
+  return builtinChain(objects, {
+    name: "lb",
+    revision,
+    hook,
+    interfaces: net.lIfs,
+    ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
+    functions,
+  });
+}
+
 /** C — L — B with the backends serving and a chart-run manager in L; undone when the test ends. */
 async function setup(): Promise<{ scope: TestScope; net: Topology; manager: ChartManager }> {
   const scope = testScope();
@@ -239,27 +251,20 @@ describe("l4lb between a client and four backends", () => {
       const { scope, net, manager } = await setup();
       const four = BACKENDS.slice(0, 4);
       const spec = (revision: string, backends: string[]) =>
-        builtinChain(objects, {
-          name: "lb",
-          revision,
-          hook,
-          interfaces: net.lIfs,
-          ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
-          functions: [
-            {
-              builtin: "l4lb",
-              tables: {
-                services: [
-                  service(backends),
-                  { vip: VIP.v6, port: PORT, proto: "tcp", backends: [{ address: BACKENDS_V6[0]! }] },
-                  drained,
-                ],
-                health: [{ address: "10.79.2.99", healthy: false }],
-              },
-              tests: vectors,
+        lbChain(net, hook, revision, [
+          {
+            builtin: "l4lb",
+            tables: {
+              services: [
+                service(backends),
+                { vip: VIP.v6, port: PORT, proto: "tcp", backends: [{ address: BACKENDS_V6[0]! }] },
+                drained,
+              ],
+              health: [{ address: "10.79.2.99", healthy: false }],
             },
-          ],
-        });
+            tests: vectors,
+          },
+        ]);
       const first = await manager.apply(spec("r1", four));
       expect(first.selfTest).toMatchObject({ passed: vectors.length, failed: 0 });
 
@@ -296,16 +301,9 @@ describe("l4lb between a client and four backends", () => {
   test("xdp, without affinity: removing one backend moves its flows and only a few others (Maglev alone)", async () => {
     const { scope, net, manager } = await setup();
     const spec = (revision: string, backends: string[]) =>
-      builtinChain(objects, {
-        name: "lb",
-        revision,
-        hook: "xdp",
-        xdpMode: "native",
-        interfaces: net.lIfs,
-        functions: [
-          { builtin: "l4lb", parameters: { affinity: false }, tables: { services: [service(backends)] } },
-        ],
-      });
+      lbChain(net, "xdp", revision, [
+        { builtin: "l4lb", parameters: { affinity: false }, tables: { services: [service(backends)] } },
+      ]);
     const five = BACKENDS.slice(0, 5);
     await manager.apply(spec("r1", five));
     const before = await udpFlows(scope, net, VIP.v4, 30000, FLOWS);
@@ -335,25 +333,18 @@ describe("l4lb between a client and four backends", () => {
     async (hook) => {
       const { scope, net, manager } = await setup();
       const spec = (revision: string, health: unknown[]) =>
-        builtinChain(objects, {
-          name: "lb",
-          revision,
-          hook,
-          interfaces: net.lIfs,
-          ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
-          functions: [
-            {
-              builtin: "l4lb",
-              tables: {
-                services: [
-                  service(BACKENDS.slice(0, 4)),
-                  { ...service([]), vip: VIP.v6, backends: BACKENDS_V6.map((address) => ({ address })) },
-                ],
-                health,
-              },
+        lbChain(net, hook, revision, [
+          {
+            builtin: "l4lb",
+            tables: {
+              services: [
+                service(BACKENDS.slice(0, 4)),
+                { ...service([]), vip: VIP.v6, backends: BACKENDS_V6.map((address) => ({ address })) },
+              ],
+              health,
             },
-          ],
-        });
+          },
+        ]);
       await manager.apply(spec("r1", []));
       const before = await udpFlows(scope, net, VIP.v4, 40000, 2000);
       const sick = BACKENDS[1]!;
@@ -385,17 +376,10 @@ describe("l4lb between a client and four backends", () => {
       // Linked: each NF parses (or takes a parse shared along the chain, which the balancer
       // voids when it rewrites); fused: one parse for both, which the balancer updates.
       await manager.apply({
-        ...builtinChain(objects, {
-          name: "lb",
-          revision: "r1",
-          hook,
-          interfaces: net.lIfs,
-          ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
-          functions: [
-            { builtin: "l4lb", tables: { services: [service(four)] } },
-            { builtin: "firewall", tables: { rules: [{ action: "deny", dst: `${blocked}/32` }] } },
-          ],
-        }),
+        ...lbChain(net, hook, "r1", [
+          { builtin: "l4lb", tables: { services: [service(four)] } },
+          { builtin: "firewall", tables: { rules: [{ action: "deny", dst: `${blocked}/32` }] } },
+        ]),
         mode,
       });
       const got = await udpFlows(scope, net, VIP.v4, 50000, 400, true);
@@ -434,15 +418,7 @@ describe("l4lb between a client and four backends", () => {
           ],
         },
       });
-      const base = {
-        name: "lb",
-        hook,
-        interfaces: net.lIfs,
-        ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
-      };
-      const first = await manager.apply(
-        builtinChain(objects, { ...base, revision: "r1", functions: [lb(BACKENDS.slice(0, 4), 65537)] }),
-      );
+      const first = await manager.apply(lbChain(net, hook, "r1", [lb(BACKENDS.slice(0, 4), 65537)]));
 
       const client = traffic(scope, net.c, ["tcp", VIP.v4, PORT, 200]);
       const opened = await client<{ backends: string[]; errors: number }>();
@@ -452,11 +428,7 @@ describe("l4lb between a client and four backends", () => {
       // A new revision (a flow monitor in front) with a fifth backend and another table size:
       // the new Maglev table would send most of these connections elsewhere.
       const second = await manager.apply(
-        builtinChain(objects, {
-          ...base,
-          revision: "r2",
-          functions: [{ builtin: "flowmon" }, lb(BACKENDS, 16381)],
-        }),
+        lbChain(net, hook, "r2", [{ builtin: "flowmon" }, lb(BACKENDS, 16381)]),
       );
       expect(second.action).toBe("switched");
       expect(second.programIds).not.toEqual(first.programIds);
