@@ -18,10 +18,10 @@ import { BPF_DIR } from "../node-agent/src/compile/index.ts";
 import { XdpAction, u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { BUILTIN_NFS, configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { createStats, HandChain, Root, type NfPart } from "./chain.ts";
+import { createStats, HandChain, packetsAt, Root, type NfPart } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round, slope } from "./stats.ts";
-import { BENCH_FIREWALL, BENCH_PACKET, BENCH_RATELIMIT } from "./testrun.ts";
+import { BENCH_FIREWALL, BENCH_PACKET, BENCH_RATELIMIT, expectWalk } from "./testrun.ts";
 
 /** Lengths of the generated no-op chains; 0 is the root alone (its tail call misses). */
 export const FUSED_LENGTHS = [0, 1, 2, 4, 8, 16, 32] as const;
@@ -119,21 +119,6 @@ class FusedChain {
     this.progs.close();
     this.stats.close();
   }
-}
-
-/** Packets counted in `stats[index]`, summed over CPUs. */
-function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
-}
-
-/** Runs the packet once and checks that it passed and that `counted` grew by one. */
-function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
-  const before = counted();
-  const run = prog.testRun({ data: BENCH_PACKET });
-  const after = counted();
-  if (run.retval !== XdpAction.PASS) throw new Error(`${what}: the packet got ${run.retval}, not XDP_PASS`);
-  if (after - before !== 1n)
-    throw new Error(`${what}: the packet did not end where expected (counter moved by ${after - before})`);
 }
 
 interface Variant {

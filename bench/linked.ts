@@ -7,15 +7,15 @@
  * rounds. Also the verified instructions of each NF loaded as the agent loads it (sharing on)
  * and as a lone program (sharing off), since a switch verifies NFs again.
  */
-import { BpfMap, BpfObject, XdpAction, u32, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { BpfObject, XdpAction, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { objInfo } from "../node-agent/src/libbpf/sys.ts";
 import { createScratchMap } from "../node-agent/src/chain/nfload.ts";
-import { ChainContract, configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
+import { ChainContract } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { createSharedMaps, HandChain, type NfPart } from "./chain.ts";
+import { createSharedMaps, HandChain, packetsAt, type NfPart } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round } from "./stats.ts";
-import { BENCH_FIREWALL, BENCH_PACKET, BENCH_RATELIMIT, chain3Parts } from "./testrun.ts";
+import { BENCH_PACKET, chain3Parts, expectWalk, fusedPart, sharedChain3Parts } from "./testrun.ts";
 
 /** Linked-chain figures. */
 export interface LinkedFigures {
@@ -39,35 +39,12 @@ function verifiedInsns(prog: BpfProgram): number {
   return objInfo(prog.fd, Buffer.alloc(232), `program ${prog.name}`).readUInt32LE(216);
 }
 
-/** The hand-fused program with the comparison's settings and rules. */
-function fusedPart(objects: BenchObjects): NfPart {
-  const fw = configureBuiltinNf("firewall", BENCH_FIREWALL);
-  const rl = configureBuiltinNf("ratelimit", BENCH_RATELIMIT);
-  if (!fw.ok) throw fw.error;
-  if (!rl.ok) throw rl.error;
-  return {
-    path: objects.fused,
-    program: "fused_xdp",
-    rodata: { ...rodataValues(fw.value.rodata), ...rodataValues(rl.value.rodata) },
-    tables: fw.value.mapContents,
-  };
-}
-
-/** The three NFs sharing `scratch`, as the chain manager loads them. */
-function sharedParts(objects: BenchObjects, scratch: BpfMap): NfPart[] {
-  return chain3Parts(objects).map((part) => ({
-    ...part,
-    rodata: { ...part.rodata, [ChainContract.rodata.shareParse]: 1 },
-    reuseMaps: { ...part.reuseMaps, [ChainContract.scratchMap]: scratch },
-  }));
-}
-
 /** Verified instructions of each NF loaded as NF 1 of a 3-NF chain, sharing on or off. */
 function measureVerified(objects: BenchObjects, share: boolean): Record<string, number> {
   const shared = createSharedMaps();
   const scratch = createScratchMap();
   try {
-    const parts = share ? sharedParts(objects, scratch) : chain3Parts(objects);
+    const parts = share ? sharedChain3Parts(objects, scratch) : chain3Parts(objects);
     return Object.fromEntries(
       parts.map((part, i) => {
         const object = BpfObject.load({
@@ -99,19 +76,6 @@ function measureVerified(objects: BenchObjects, share: boolean): Record<string, 
   }
 }
 
-/** Packets counted in `stats[index]`, summed over CPUs. */
-function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
-}
-
-/** Runs the packet once: it must pass and end where `counted` says. */
-function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
-  const before = counted();
-  const run = prog.testRun({ data: BENCH_PACKET });
-  if (run.retval !== XdpAction.PASS) throw new Error(`${what}: the packet got ${run.retval}, not XDP_PASS`);
-  if (counted() - before !== 1n) throw new Error(`${what}: the packet did not end where expected`);
-}
-
 /**
  * Builds the three variants, checks that each walks to its end, then measures `rounds`
  * interleaved rounds of `repeat` test runs each (order rotated per round).
@@ -131,7 +95,7 @@ export function measureLinked(
     scope.defer(() => chain.close());
     return chain;
   };
-  const shared = build(sharedParts(objects, scratch));
+  const shared = build(sharedChain3Parts(objects, scratch));
   const unshared = build(chain3Parts(objects));
   const fused = build([fusedPart(objects)]);
   expectWalk("linked, parse shared", shared.entry, () => packetsAt(shared.stats, 2));

@@ -5,16 +5,18 @@
  * the same rounds (order rotated per round), and figures are medians over rounds of paired
  * differences or ratios, so that a noisy neighbour shifts both sides of a comparison alike.
  */
-import { XdpAction, u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { XdpAction, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
+import { createScratchMap } from "../node-agent/src/chain/nfload.ts";
 import {
+  ChainContract,
   configureBuiltinNf,
   rodataValues,
   type ConfiguredBuiltinNf,
   type MapContents,
 } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { HandChain, type NfPart } from "./chain.ts";
+import { HandChain, packetsAt, type NfPart } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round, slope } from "./stats.ts";
 
@@ -78,8 +80,20 @@ export function chain3Parts(objects: BenchObjects): NfPart[] {
   ];
 }
 
+/**
+ * The three NFs of {@link chain3Parts} sharing the parse and the clock through `scratch`, as the
+ * chain manager loads them.
+ */
+export function sharedChain3Parts(objects: BenchObjects, scratch: BpfMap): NfPart[] {
+  return chain3Parts(objects).map((part) => ({
+    ...part,
+    rodata: { ...part.rodata, [ChainContract.rodata.shareParse]: 1 },
+    reuseMaps: { ...part.reuseMaps, [ChainContract.scratchMap]: scratch },
+  }));
+}
+
 /** The hand-fused program with the same settings and rules. */
-function fusedPart(objects: BenchObjects): NfPart {
+export function fusedPart(objects: BenchObjects): NfPart {
   const fw = configured("firewall", BENCH_FIREWALL);
   const rl = configured("ratelimit", BENCH_RATELIMIT);
   const tables: MapContents = { ...fw.mapContents };
@@ -89,11 +103,6 @@ function fusedPart(objects: BenchObjects): NfPart {
     rodata: { ...rodataValues(fw.rodata), ...rodataValues(rl.rodata) },
     tables,
   };
-}
-
-/** Packets counted in `stats[index]`, summed over CPUs. */
-function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
 }
 
 /** Test-run figures. */
@@ -154,7 +163,9 @@ export function measureTestRuns(
     );
     variants.push({ name: `noop${n}`, prog: chain.entry, samples: [] });
   }
-  const linked = keep(HandChain.build(objects.root, chain3Parts(objects)));
+  const scratch = createScratchMap();
+  scope.defer(() => scratch.close());
+  const linked = keep(HandChain.build(objects.root, sharedChain3Parts(objects, scratch)));
   expectWalk("linked fw+rl+fm", linked.entry, () => packetsAt(linked.stats, 2));
   variants.push({ name: "linked", prog: linked.entry, samples: [] });
   const fused = keep(HandChain.build(objects.root, [fusedPart(objects)]));
@@ -215,7 +226,7 @@ export function measureTestRuns(
 }
 
 /** Runs the packet once and checks that it passed and that `counted` grew by one. */
-function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
+export function expectWalk(what: string, prog: BpfProgram, counted: () => bigint): void {
   const before = counted();
   const run = prog.testRun({ data: BENCH_PACKET });
   const after = counted();
