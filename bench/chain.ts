@@ -32,6 +32,11 @@ export function createStats(): BpfMap {
   return BpfMap.create({ name: ChainContract.statsMap, ...ChainContract.maps.sluice_stats });
 }
 
+/** Packets counted in `stats[index]`, summed over CPUs. */
+export function packetsAt(stats: BpfMap, index: number): bigint {
+  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
+}
+
 /** Creates a revision's prog array and a chain's stats map, as the contract defines them. */
 export function createSharedMaps(): SharedMaps {
   const progs = BpfMap.create({ name: ChainContract.progsMap, ...ChainContract.maps.sluice_progs });

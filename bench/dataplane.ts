@@ -254,6 +254,39 @@ async function main(): Promise<number> {
       ),
   );
   checkpoint();
+  // The same two series with the chain fused, as `mode: auto` runs it where it verifies.
+  const fusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+    "chain manager fused switches",
+    () =>
+      measureManagerSwitches(
+        "bench-fused",
+        chain3Specs(objects, net, "fused"),
+        objects,
+        net,
+        bpffs.path,
+        scope,
+        plan.managerSwitches,
+        log,
+        checkpoint,
+      ),
+  );
+  checkpoint();
+  const unseenFusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+    "chain manager fused unseen switches",
+    () =>
+      measureManagerSwitches(
+        "bench-unseenf",
+        chain3UnseenSpecs(objects, net, "fused"),
+        objects,
+        net,
+        bpffs.path,
+        scope,
+        plan.managerSwitches,
+        log,
+        checkpoint,
+      ),
+  );
+  checkpoint();
   const noopSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
     "chain manager noop switches",
     () =>
@@ -306,13 +339,22 @@ async function main(): Promise<number> {
     switch_ms_p50: atMost(managerSwitch?.p50_ms, 3, "ms", failed["chain manager switches"]),
     switch_ms_p99: atMost(managerSwitch?.p99_ms, 20, "ms", failed["chain manager switches"]),
     switch_unseen_ms_p50: atMost(unseenSwitch?.p50_ms, 5, "ms", failed["chain manager unseen switches"]),
+    switch_fused_ms_p50: atMost(fusedSwitch?.p50_ms, 3, "ms", failed["chain manager fused switches"]),
+    switch_unseen_fused_ms_p50: atMost(
+      unseenFusedSwitch?.p50_ms,
+      5,
+      "ms",
+      failed["chain manager fused unseen switches"],
+    ),
     flip_us_p50: atMost(managerSwitch?.flip_us_p50, 50, "us", failed["chain manager switches"]),
     load_ms_p50: atMost(loadWorst, 1, "ms (slowest NF)"),
     compile_cached_compiles: equals(compileFigures.compile_cached_compiles, 0, "clang runs"),
     swap: swapOk(swap, plan.swap.minSwitches),
   };
   targets.swap_manager = swapOk(managerSwap, 1, failed["chain manager swap"]);
-  const leftovers = [managerSwitch, unseenSwitch, noopSwitch].filter((f) => f !== undefined);
+  const leftovers = [managerSwitch, unseenSwitch, fusedSwitch, unseenFusedSwitch, noopSwitch].filter(
+    (f) => f !== undefined,
+  );
   targets.manager_leftovers = equals(
     leftovers.length > 0
       ? leftovers.reduce((sum, f) => sum + f.stale_programs + f.programs_after_remove, 0)
@@ -333,6 +375,8 @@ async function main(): Promise<number> {
     floor,
     managerSwitch,
     unseenSwitch,
+    fusedSwitch,
+    unseenFusedSwitch,
     noopSwitch,
     rootHop,
     swap,
@@ -385,6 +429,12 @@ async function main(): Promise<number> {
     switch_unseen_ms_p50: unseenSwitch?.p50_ms ?? null,
     switch_unseen_ms_p99: unseenSwitch?.p99_ms ?? null,
     switch_unseen: unseenSwitch ?? null,
+    switch_fused_ms_p50: fusedSwitch?.p50_ms ?? null,
+    switch_fused_ms_p99: fusedSwitch?.p99_ms ?? null,
+    switch_fused: fusedSwitch ?? null,
+    switch_unseen_fused_ms_p50: unseenFusedSwitch?.p50_ms ?? null,
+    switch_unseen_fused_ms_p99: unseenFusedSwitch?.p99_ms ?? null,
+    switch_unseen_fused: unseenFusedSwitch ?? null,
     root_hop: rootHop,
     switch_noop3: noopSwitch ?? null,
     switch_floor: floor,
@@ -427,6 +477,8 @@ interface Figures {
   floor: SwitchFigures;
   managerSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   unseenSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
+  fusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
+  unseenFusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   noopSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   rootHop: RootHopFigures;
   swap: SwapFigures;
@@ -440,6 +492,8 @@ function explain({
   compile,
   managerSwitch,
   unseenSwitch,
+  fusedSwitch,
+  unseenFusedSwitch,
   noopSwitch,
   rootHop,
 }: Figures): string[] {
@@ -473,6 +527,8 @@ function explain({
   for (const [what, s] of [
     ["alternating", managerSwitch],
     ["never-seen", unseenSwitch],
+    ["fused alternating", fusedSwitch],
+    ["fused never-seen", unseenFusedSwitch],
   ] as const) {
     if (!s) continue;
     const p = s.parts_ms_p50;
@@ -520,6 +576,8 @@ function render(
     floor,
     managerSwitch,
     unseenSwitch,
+    fusedSwitch,
+    unseenFusedSwitch,
     noopSwitch,
     swap,
     managerSwap,
@@ -670,6 +728,8 @@ function render(
       [
         ...(managerSwitch ? [sw("fw+rl+fm, chain manager", managerSwitch)] : []),
         ...(unseenSwitch ? [sw("fw+rl+fm never-seen, chain manager", unseenSwitch)] : []),
+        ...(fusedSwitch ? [sw("fw+rl+fm fused, chain manager", fusedSwitch)] : []),
+        ...(unseenFusedSwitch ? [sw("fw+rl+fm fused never-seen, chain manager", unseenFusedSwitch)] : []),
         sw("fw+rl+fm, by hand (floor)", floor),
         ...(noopSwitch ? [sw("3 x noop, chain manager", noopSwitch)] : []),
       ],
@@ -678,6 +738,8 @@ function render(
   for (const [what, f] of [
     ["fw+rl+fm", managerSwitch],
     ["fw+rl+fm never-seen", unseenSwitch],
+    ["fw+rl+fm fused", fusedSwitch],
+    ["fw+rl+fm fused never-seen", unseenFusedSwitch],
     ["3 x noop", noopSwitch],
   ] as const) {
     if (f) {

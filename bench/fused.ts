@@ -18,7 +18,7 @@ import { BPF_DIR } from "../node-agent/src/compile/index.ts";
 import { u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { BUILTIN_NFS, rodataValues } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { createStats, HandChain, Root } from "./chain.ts";
+import { createStats, HandChain, packetsAt, Root } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round, slope } from "./stats.ts";
 import { configuredBuiltin } from "./measure.ts";
@@ -28,7 +28,6 @@ import {
   expectWalk,
   fusedPart,
   measurePassing,
-  packetsAt,
   type ProgramVariant,
 } from "./testrun.ts";
 

@@ -7,12 +7,12 @@
  * rounds. Also the verified instructions of each NF loaded as the agent loads it (sharing on)
  * and as a lone program (sharing off), since a switch verifies NFs again.
  */
-import { BpfMap, BpfObject, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { BpfObject, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { objInfo } from "../node-agent/src/libbpf/sys.ts";
 import { createScratchMap } from "../node-agent/src/chain/nfload.ts";
 import { ChainContract } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { createSharedMaps, HandChain, type NfPart } from "./chain.ts";
+import { createSharedMaps, HandChain, packetsAt, type NfPart } from "./chain.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round } from "./stats.ts";
 import {
@@ -20,7 +20,7 @@ import {
   expectWalk,
   fusedPart,
   measurePassing,
-  packetsAt,
+  sharedChain3Parts,
   type ProgramVariant,
 } from "./testrun.ts";
 
@@ -46,21 +46,12 @@ function verifiedInsns(prog: BpfProgram): number {
   return objInfo(prog.fd, Buffer.alloc(232), `program ${prog.name}`).readUInt32LE(216);
 }
 
-/** The three NFs sharing `scratch`, as the chain manager loads them. */
-function sharedParts(objects: BenchObjects, scratch: BpfMap): NfPart[] {
-  return chain3Parts(objects).map((part) => ({
-    ...part,
-    rodata: { ...part.rodata, [ChainContract.rodata.shareParse]: 1 },
-    reuseMaps: { ...part.reuseMaps, [ChainContract.scratchMap]: scratch },
-  }));
-}
-
 /** Verified instructions of each NF loaded as NF 1 of a 3-NF chain, sharing on or off. */
 function measureVerified(objects: BenchObjects, share: boolean): Record<string, number> {
   const shared = createSharedMaps();
   const scratch = createScratchMap();
   try {
-    const parts = share ? sharedParts(objects, scratch) : chain3Parts(objects);
+    const parts = share ? sharedChain3Parts(objects, scratch) : chain3Parts(objects);
     return Object.fromEntries(
       parts.map((part, i) => {
         const object = BpfObject.load({
@@ -111,7 +102,7 @@ export function measureLinked(
     scope.defer(() => chain.close());
     return chain;
   };
-  const shared = build(sharedParts(objects, scratch));
+  const shared = build(sharedChain3Parts(objects, scratch));
   const unshared = build(chain3Parts(objects));
   const fused = build([fusedPart(objects)]);
   expectWalk("linked, parse shared", shared.entry, () => packetsAt(shared.stats, 2));

@@ -5,13 +5,16 @@
  * new revision's NF 0 when `apply` returns, and traffic sent afterwards must pass the chain.
  */
 import { ChainManager, chainPaths, type ApplyResult, type ChainSpec } from "../node-agent/src/chain/index.ts";
+import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fusionSourceOf } from "../node-agent/src/chain/fused.ts";
+import { BPF_DIR } from "../node-agent/src/compile/index.ts";
 import { listIds } from "../node-agent/src/libbpf/byid.ts";
 import { BpfMap, u32 } from "../node-agent/src/libbpf/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { udpFlow } from "../test/kernel/traffic.ts";
 import type { BenchObjects } from "./objects.ts";
-import { rodataValues } from "../node-agent/src/nf/index.ts";
+import { getBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import { configuredBuiltin } from "./measure.ts";
 import {
   SWITCH_FIREWALL,
@@ -27,23 +30,40 @@ import { since } from "./stats.ts";
 /** Revision `k` of chain `name`: consecutive revisions differ, so each apply is a switch. */
 export type SpecFactory = (name: string, k: number) => ChainSpec;
 
+/** How the chain manager runs a benchmark chain: one program per NF, or one fused program. */
+export type BenchMode = "linked" | "fused";
+
+/** Where built-in NF `name`'s inline contract lives, for a fused chain. */
+function fusionOf(name: string) {
+  const nf = getBuiltinNf(name);
+  if (!nf) throw new Error(`${name} is no built-in NF`);
+  return fusionSourceOf(join(BPF_DIR, nf.sourceDir), basename(nf.entry));
+}
+
 /**
  * firewall -> ratelimit -> flowmon on B's interface; even and odd revisions differ in one
- * parameter (ratelimit's burst).
+ * parameter (ratelimit's burst). Fused, the manager generates the chain's program (compiled
+ * once, then from the cache: its source does not depend on the parameters).
  */
-export function chain3Specs(objects: BenchObjects, net: VethNetwork): SpecFactory {
+export function chain3Specs(
+  objects: BenchObjects,
+  net: VethNetwork,
+  mode: BenchMode = "linked",
+): SpecFactory {
   return (name, k) => ({
     name,
     revision: `rev-${k}`,
     hook: "xdp",
     interfaces: [net.b.ifname],
     xdpMode: "auto",
+    ...(mode === "fused" ? { mode } : {}),
     functions: switchParts(objects, (k % 2) as 0 | 1).map((part, i) => ({
       name: SWITCH_ORDER[i] as string,
       objectPath: part.path,
       programName: part.program,
       rodata: { ...part.rodata },
       tables: { ...part.tables },
+      ...(mode === "fused" ? { fusion: fusionOf(SWITCH_ORDER[i] as string) } : {}),
     })),
     tests: SWITCH_VECTORS,
   });
@@ -58,8 +78,12 @@ export function chain3Specs(objects: BenchObjects, net: VethNetwork): SpecFactor
  * self-test load and flowmon, the unchanged last NF, are reused), and the firewall of the live
  * revision is loaded anew, as every NF before the last one is.
  */
-export function chain3UnseenSpecs(objects: BenchObjects, net: VethNetwork): SpecFactory {
-  const alternating = chain3Specs(objects, net);
+export function chain3UnseenSpecs(
+  objects: BenchObjects,
+  net: VethNetwork,
+  mode: BenchMode = "linked",
+): SpecFactory {
+  const alternating = chain3Specs(objects, net, mode);
   return (name, k) => {
     const spec = alternating(name, 0);
     const rl = configuredBuiltin("ratelimit", {
@@ -117,7 +141,14 @@ function openManager(
   scope: TestScope,
   chains: string[],
 ) {
-  const manager = new ChainManager({ root: bpffsRoot, netns: net.b.ns.path, rootObjectPath: objects.root });
+  // Fused programs are compiled into the bench's own compile cache (where its objects are).
+  const cacheDir = dirname(objects.root);
+  const manager = new ChainManager({
+    root: bpffsRoot,
+    netns: net.b.ns.path,
+    rootObjectPath: objects.root,
+    cacheDir,
+  });
   scope.defer(async () => {
     try {
       for (const name of chains) await manager.remove(name);

@@ -5,12 +5,12 @@
  * drop a packet nor let one fall out of the chain (the root's miss counter stays 0).
  */
 import { setImmediate as yieldToLoop } from "node:timers/promises";
-import { BpfLink, BpfMap, NotSupportedError, u32, type XdpMode } from "../node-agent/src/libbpf/index.ts";
+import { BpfLink, BpfMap, NotSupportedError, type XdpMode } from "../node-agent/src/libbpf/index.ts";
 import { rodataValues } from "../node-agent/src/nf/index.ts";
 import { withNetns } from "../node-agent/src/netns/index.ts";
 import type { TestScope, VethNetwork } from "../test/kernel/harness.ts";
 import { startUdpFlow, type UdpFlowResult } from "../test/kernel/traffic.ts";
-import { createStats, Revision, Root, type NfPart } from "./chain.ts";
+import { createStats, packetsAt, Revision, Root, type NfPart } from "./chain.ts";
 import { configuredBuiltin } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 
@@ -133,11 +133,6 @@ export function swapFigures(
 export interface SwapOptions {
   packets: number;
   rate: number;
-}
-
-/** Sums `packets` of one stats entry over CPUs. */
-export function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
 }
 
 /**

@@ -5,11 +5,12 @@
  * the same rounds (order rotated per round), and figures are medians over rounds of paired
  * differences or ratios, so that a noisy neighbour shifts both sides of a comparison alike.
  */
-import { XdpAction, u32, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { XdpAction, type BpfMap, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { buildPacket } from "../node-agent/src/packet/index.ts";
-import { rodataValues, type MapContents } from "../node-agent/src/nf/index.ts";
+import { createScratchMap } from "../node-agent/src/chain/nfload.ts";
+import { ChainContract, rodataValues, type MapContents } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
-import { HandChain, type NfPart } from "./chain.ts";
+import { HandChain, packetsAt, type NfPart } from "./chain.ts";
 import { configuredBuiltin, interleavedRounds, type Sampled } from "./measure.ts";
 import type { BenchObjects } from "./objects.ts";
 import { median, round, slope } from "./stats.ts";
@@ -68,6 +69,18 @@ export function chain3Parts(objects: BenchObjects): NfPart[] {
   ];
 }
 
+/**
+ * The three NFs of {@link chain3Parts} sharing the parse and the clock through `scratch`, as the
+ * chain manager loads them.
+ */
+export function sharedChain3Parts(objects: BenchObjects, scratch: BpfMap): NfPart[] {
+  return chain3Parts(objects).map((part) => ({
+    ...part,
+    rodata: { ...part.rodata, [ChainContract.rodata.shareParse]: 1 },
+    reuseMaps: { ...part.reuseMaps, [ChainContract.scratchMap]: scratch },
+  }));
+}
+
 /** The hand-fused program (bench/fused.bpf.c) with the same settings and rules. */
 export function fusedPart(objects: BenchObjects): NfPart {
   const fw = configuredBuiltin("firewall", BENCH_FIREWALL);
@@ -79,11 +92,6 @@ export function fusedPart(objects: BenchObjects): NfPart {
     rodata: { ...rodataValues(fw.rodata), ...rodataValues(rl.rodata) },
     tables,
   };
-}
-
-/** Packets counted in `stats[index]`, summed over CPUs. */
-export function packetsAt(stats: BpfMap, index: number): bigint {
-  return (stats.lookupPerCpu(u32(index)) ?? []).reduce((sum, v) => sum + v.readBigUInt64LE(0), 0n);
 }
 
 /** Test-run figures. */
@@ -170,7 +178,9 @@ export function measureTestRuns(
     );
     variants.push({ name: `noop${n}`, prog: chain.entry, samples: [] });
   }
-  const linked = keep(HandChain.build(objects.root, chain3Parts(objects)));
+  const scratch = createScratchMap();
+  scope.defer(() => scratch.close());
+  const linked = keep(HandChain.build(objects.root, sharedChain3Parts(objects, scratch)));
   expectWalk("linked fw+rl+fm", linked.entry, () => packetsAt(linked.stats, 2));
   variants.push({ name: "linked", prog: linked.entry, samples: [] });
   const fused = keep(HandChain.build(objects.root, [fusedPart(objects)]));

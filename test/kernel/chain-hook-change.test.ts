@@ -64,11 +64,12 @@ async function setup() {
 }
 
 /** firewall (denying UDP to DENIED_PORT) -> ratelimit (never limiting here) -> flowmon. */
-function guardChain(ifname: string, revision: string, hook: Hook): ChainSpec {
+function guardChain(ifname: string, revision: string, hook: Hook, mode: "linked" | "fused"): ChainSpec {
   return builtinChain(objects, {
     name: "guard",
     revision,
     hook,
+    mode,
     ...(hook === "xdp" ? { xdpMode: "native" as const } : {}),
     interfaces: [ifname],
     functions: [
@@ -80,107 +81,111 @@ function guardChain(ifname: string, revision: string, hook: Hook): ChainSpec {
 }
 
 describe("a change of a chain's hook under traffic", () => {
-  test("xdp -> tcx ingress -> xdp: no denied packet gets through, no allowed packet is lost, maps and counters carry over", async () => {
-    const s = await setup();
-    const ifname = s.net.b.ifname;
-    const created = await s.manager.apply(guardChain(ifname, "r1", "xdp"));
-    expect(created).toMatchObject({ action: "created", generation: 1 });
+  test.each(["linked", "fused"] as const)(
+    "%s: xdp -> tcx ingress -> xdp: no denied packet gets through, no allowed packet is lost, maps and counters carry over",
+    async (mode) => {
+      const s = await setup();
+      const ifname = s.net.b.ifname;
+      const created = await s.manager.apply(guardChain(ifname, "r1", "xdp", mode));
+      expect(created).toMatchObject({ action: "created", generation: 1, mode });
 
-    // A flow before any change: flowmon's record of it must come through both changes as it is.
-    const before = await s.flow(500);
-    expect(before).toMatchObject({ sent: 500, received: 500 });
-    const flowsOf = async () =>
-      (await s.manager.readTable("guard", "flowmon", "flowmon_flows")).map(({ key, value }) =>
-        decodeFlowEntry(key, value),
+      // A flow before any change: flowmon's record of it must come through both changes as it is.
+      const before = await s.flow(500);
+      expect(before).toMatchObject({ sent: 500, received: 500 });
+      const flowsOf = async () =>
+        (await s.manager.readTable("guard", "flowmon", "flowmon_flows")).map(({ key, value }) =>
+          decodeFlowEntry(key, value),
+        );
+      const [beforeRecord] = await flowsOf();
+      expect(beforeRecord).toMatchObject({ packets: 500 });
+      const ratelimitKeys = (await s.manager.readTable("guard", "ratelimit", "ratelimit_state")).map((e) =>
+        e.key.toString("hex"),
       );
-    const [beforeRecord] = await flowsOf();
-    expect(beforeRecord).toMatchObject({ packets: 500 });
-    const ratelimitKeys = (await s.manager.readTable("guard", "ratelimit", "ratelimit_state")).map((e) =>
-      e.key.toString("hex"),
-    );
-    expect(ratelimitKeys.length).toBeGreaterThan(0);
+      expect(ratelimitKeys.length).toBeGreaterThan(0);
 
-    let sent = before.sent;
-    let generation = created.generation;
-    for (const [revision, hook] of [
-      ["r2", "tc-ingress"],
-      ["r3", "xdp"],
-    ] as const) {
-      const counted = (await s.manager.status("guard"))!.nfs[0]!.counters.packets;
-      const allowed = await s.startFlow(20_000, 10_000);
-      const denied = await s.startFlow(10_000, 5_000, DENIED_PORT);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      let sent = before.sent;
+      let generation = created.generation;
+      for (const [revision, hook] of [
+        ["r2", "tc-ingress"],
+        ["r3", "xdp"],
+      ] as const) {
+        const counted = (await s.manager.status("guard"))!.nfs[0]!.counters.packets;
+        const allowed = await s.startFlow(20_000, 10_000);
+        const denied = await s.startFlow(10_000, 5_000, DENIED_PORT);
+        await new Promise((resolve) => setTimeout(resolve, 300));
 
-      const changed = await s.manager.apply(guardChain(ifname, revision, hook));
+        const changed = await s.manager.apply(guardChain(ifname, revision, hook, mode));
 
-      const [allowedResult, deniedResult] = await Promise.all([allowed.done(), denied.done()]);
-      // Not one packet of the denied port passed unfiltered, before, during or after the change.
-      expect(deniedResult.sent).toBe(10_000);
-      expect(deniedResult.received).toBe(0);
-      // The allowed flow lost nothing.
-      expect(allowedResult).toMatchObject({ sent: 20_000, lost: 0, receiverDrops: 0 });
-      expect(changed).toMatchObject({
-        action: "switched",
-        revision,
-        generation: generation + 1,
-        attachedInterfaces: [ifname],
-        recreatedMaps: [],
-        hookChange: { from: hook === "xdp" ? "tc-ingress" : "xdp", to: hook },
+        const [allowedResult, deniedResult] = await Promise.all([allowed.done(), denied.done()]);
+        // Not one packet of the denied port passed unfiltered, before, during or after the change.
+        expect(deniedResult.sent).toBe(10_000);
+        expect(deniedResult.received).toBe(0);
+        // The allowed flow lost nothing.
+        expect(allowedResult).toMatchObject({ sent: 20_000, lost: 0, receiverDrops: 0 });
+        expect(changed).toMatchObject({
+          action: "switched",
+          revision,
+          generation: generation + 1,
+          attachedInterfaces: [ifname],
+          recreatedMaps: [],
+          hookChange: { from: hook === "xdp" ? "tc-ingress" : "xdp", to: hook },
+          mode,
+        });
+        generation = changed.generation;
+        expect(changed.carriedMaps).toEqual(
+          expect.arrayContaining([
+            { nf: "ratelimit", map: "ratelimit_state" },
+            { nf: "flowmon", map: "flowmon_flows" },
+          ]),
+        );
+        sent += allowedResult.sent + deniedResult.sent;
+
+        const status = (await s.manager.status("guard"))!;
+        expect(status).toMatchObject({ hook, revision, generation });
+        expect(status.interfaces.map((i) => i.name)).toEqual([ifname]);
+        // Only the new hook runs a program now.
+        expect(withNetns(s.net.b.ns.path, () => xdpQuery(s.net.b.ifindex)).mode).toBe(
+          hook === "xdp" ? "native" : "none",
+        );
+        // The firewall's counters continued: every packet was counted at least once. A packet
+        // that arrived while both hooks were attached was counted by both chains.
+        const firewall = status.nfs[0]!.counters;
+        expect(firewall.packets).toBeGreaterThanOrEqual(BigInt(sent));
+        expect(firewall.drops).toBeGreaterThanOrEqual(BigInt(deniedResult.sent));
+        console.log(
+          `${hook}: ${Number(firewall.packets - counted) - allowedResult.sent - deniedResult.sent} packets processed twice during the change, both hooks attached for ${((changed.timings.overlapUs ?? 0) / 1000).toFixed(2)} ms, apply ${changed.timings.totalMs.toFixed(1)} ms`,
+        );
+      }
+
+      // State carried over both changes: the first flow's record is intact, the rate limiter's
+      // buckets are the same, and nothing of the old hooks is left pinned.
+      const after = await flowsOf();
+      expect(
+        after.find((f) => f.sport === beforeRecord!.sport && f.dport === beforeRecord!.dport),
+      ).toMatchObject({
+        packets: 500,
       });
-      generation = changed.generation;
-      expect(changed.carriedMaps).toEqual(
-        expect.arrayContaining([
-          { nf: "ratelimit", map: "ratelimit_state" },
-          { nf: "flowmon", map: "flowmon_flows" },
-        ]),
+      const ratelimitAfter = (await s.manager.readTable("guard", "ratelimit", "ratelimit_state")).map((e) =>
+        e.key.toString("hex"),
       );
-      sent += allowedResult.sent + deniedResult.sent;
+      expect(ratelimitAfter).toEqual(expect.arrayContaining(ratelimitKeys));
+      expect(
+        s.bpffs.listPinned().filter((p) => !p.startsWith("guard/rev/") && !p.startsWith("guard/maps/")),
+      ).toEqual([
+        `guard/link_${ifname}`,
+        "guard/meta",
+        "guard/root_array",
+        "guard/root_prog",
+        "guard/root_stats",
+        "guard/scratch",
+        "guard/stats",
+      ]);
+      expect((await s.manager.status("guard"))!.rootMisses.packets).toBe(0n);
 
-      const status = (await s.manager.status("guard"))!;
-      expect(status).toMatchObject({ hook, revision, generation });
-      expect(status.interfaces.map((i) => i.name)).toEqual([ifname]);
-      // Only the new hook runs a program now.
-      expect(withNetns(s.net.b.ns.path, () => xdpQuery(s.net.b.ifindex)).mode).toBe(
-        hook === "xdp" ? "native" : "none",
-      );
-      // The firewall's counters continued: every packet was counted at least once. A packet
-      // that arrived while both hooks were attached was counted by both chains.
-      const firewall = status.nfs[0]!.counters;
-      expect(firewall.packets).toBeGreaterThanOrEqual(BigInt(sent));
-      expect(firewall.drops).toBeGreaterThanOrEqual(BigInt(deniedResult.sent));
-      console.log(
-        `${hook}: ${Number(firewall.packets - counted) - allowedResult.sent - deniedResult.sent} packets processed twice during the change, both hooks attached for ${((changed.timings.overlapUs ?? 0) / 1000).toFixed(2)} ms, apply ${changed.timings.totalMs.toFixed(1)} ms`,
-      );
-    }
-
-    // State carried over both changes: the first flow's record is intact, the rate limiter's
-    // buckets are the same, and nothing of the old hooks is left pinned.
-    const after = await flowsOf();
-    expect(
-      after.find((f) => f.sport === beforeRecord!.sport && f.dport === beforeRecord!.dport),
-    ).toMatchObject({
-      packets: 500,
-    });
-    const ratelimitAfter = (await s.manager.readTable("guard", "ratelimit", "ratelimit_state")).map((e) =>
-      e.key.toString("hex"),
-    );
-    expect(ratelimitAfter).toEqual(expect.arrayContaining(ratelimitKeys));
-    expect(
-      s.bpffs.listPinned().filter((p) => !p.startsWith("guard/rev/") && !p.startsWith("guard/maps/")),
-    ).toEqual([
-      `guard/link_${ifname}`,
-      "guard/meta",
-      "guard/root_array",
-      "guard/root_prog",
-      "guard/root_stats",
-      "guard/scratch",
-      "guard/stats",
-    ]);
-    expect((await s.manager.status("guard"))!.rootMisses.packets).toBe(0n);
-
-    await s.manager.remove("guard");
-    expect(s.bpffs.listPinned()).toEqual([]);
-  });
+      await s.manager.remove("guard");
+      expect(s.bpffs.listPinned()).toEqual([]);
+    },
+  );
 
   test("a map whose definition changes with the hook starts empty on the new hook, and the result names it and why", async () => {
     const s = await setup();

@@ -92,14 +92,22 @@ export async function planFused(
 ): Promise<FusedPlanResult> {
   // The plan depends on the NFs' objects (their symbols; an object changes with its sources,
   // headers included), where their headers are, their programs and defines, and their order:
-  // a switch that changes only parameters or tables plans nothing again.
+  // a switch that changes only parameters or tables plans nothing again. Parameters count only
+  // for NFs that share one source, whose values must agree (see planFusedUncached).
   let key: string | undefined;
   try {
+    const codeOf = (nf: NfLoadSpec) =>
+      JSON.stringify([nf.fusion?.dir, nf.fusion?.header, nf.fusion?.defines]);
+    const codes = functions.map(codeOf);
     key = JSON.stringify([
       hook,
       cacheDir,
       functions.map((nf) => [nf.name, objectDigest(nf.objectPath), nf.fusion ?? null, nf.programName ?? ""]),
-      functions.map((nf) => Object.entries(nf.rodata ?? {}).map(([k, v]) => [k, String(v)])),
+      functions.map((nf, i) =>
+        codes.indexOf(codes[i]!) !== codes.lastIndexOf(codes[i]!)
+          ? Object.entries(nf.rodata ?? {}).map(([k, v]) => [k, String(v)])
+          : null,
+      ),
     ]);
   } catch {
     key = undefined;
