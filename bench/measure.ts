@@ -3,6 +3,7 @@
  * chains closed with the run's scope, and variants measured in interleaved rounds and reported
  * as medians.
  */
+import type { BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { configureBuiltinNf, rodataValues, type ConfiguredBuiltinNf } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
 import { HandChain, type NfPart } from "./chain.ts";
@@ -77,4 +78,18 @@ export function samplesOf(variants: readonly Sampled[], name: string): number[] 
 /** The median of `name`'s samples, to 0.1 (ns per packet). */
 export function medianNs(variants: readonly Sampled[], name: string): number {
   return round(median(samplesOf(variants, name)), 1);
+}
+
+/**
+ * ns per packet of about `packets` runs of `prog` on `data`, `perCall` runs per test run, as the
+ * mean of the kernel's figure for each call. A test run repeats the program on one buffer without
+ * restoring it, so a packet the program rewrites (a TTL decremented, headers pushed or pulled) is
+ * another packet on the next repetition; `perCall` is how many repetitions stay on the path
+ * measured. Each call starts from a fresh copy of `data`.
+ */
+export function nsPerPacket(prog: BpfProgram, data: Buffer, packets: number, perCall: number): number {
+  const calls = Math.max(1, Math.round(packets / perCall));
+  let total = 0;
+  for (let i = 0; i < calls; i++) total += prog.testRun({ data, repeat: perCall }).durationNs;
+  return total / calls;
 }
