@@ -127,10 +127,21 @@ const BTF_KIND_DATASEC = 15;
 const rodataLayouts = new Map<string, { stamp: string; layout: ReadonlyMap<string, RodataVariable> }>();
 const RODATA_LAYOUTS_KEPT = 64;
 
-/** Identifies one version of a file: device, inode, size and times; undefined if it cannot be read. */
+/**
+ * A file written this recently may be written again within the same tick of the file
+ * system's clock and keep its stamp (same size, same times): such a file is not cached.
+ */
+const RACY_MS = 100;
+
+/**
+ * Identifies one version of a file: device, inode, size and times. Undefined if it cannot be
+ * read or was changed less than RACY_MS ago (see there).
+ */
 function fileStamp(path: string): string | undefined {
   try {
     const st = statSync(path, { bigint: true });
+    const changedMs = Number((st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs) / 1_000_000n);
+    if (Date.now() - changedMs < RACY_MS) return undefined;
     return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
   } catch {
     return undefined;
