@@ -3,10 +3,12 @@
  * calls costs against one fused program, how long a switch takes and whether switching under
  * traffic loses packets. Needs root, bpffs, clang and libbpf (as the kernel tests do).
  *
- *   node --import tsx bench/dataplane.ts [--json] [--quick]
+ *   node --import tsx bench/dataplane.ts [--json] [--quick] [--only load]
  *
  * `--json` prints one JSON object on stdout (logs go to stderr); without it, a table. `--quick`
- * keeps the run under a minute with fewer repeats. Missed targets are reported, not fatal: the
+ * keeps the run under a minute with fewer repeats. `--only load` compiles the objects and
+ * measures only the NF loads (`load_ms_p50`, `load_ms_p90`, `load_open_ms_p50`,
+ * `verified_insns`), in JSON. Missed targets are reported, not fatal: the
  * exit code is non-zero only when the benchmark itself fails. Everything it creates
  * (namespaces, veth pairs, pins, links, temporary files) is removed at the end, also on errors
  * and on Ctrl-C.
@@ -108,12 +110,24 @@ class Interrupted extends Error {
   override name = "Interrupted";
 }
 
-const args = new Set(process.argv.slice(2));
-for (const arg of args) {
-  if (!["--json", "--quick"].includes(arg)) {
-    process.stderr.write(
-      `unknown argument ${arg}\nusage: node --import tsx bench/dataplane.ts [--json] [--quick]\n`,
-    );
+const USAGE = "usage: node --import tsx bench/dataplane.ts [--json] [--quick] [--only load]\n";
+const argv = process.argv.slice(2);
+/** Phases a run is limited to (`--only load`); empty: all. */
+const only = new Set<string>();
+const args = new Set<string>();
+for (let i = 0; i < argv.length; i++) {
+  const arg = argv[i]!;
+  if (arg === "--only" || arg.startsWith("--only=")) {
+    const phase = arg === "--only" ? argv[++i] : arg.slice("--only=".length);
+    if (phase !== "load") {
+      process.stderr.write(`--only: unknown phase ${phase ?? "(none)"}\n${USAGE}`);
+      process.exit(2);
+    }
+    only.add(phase);
+  } else if (["--json", "--quick"].includes(arg)) {
+    args.add(arg);
+  } else {
+    process.stderr.write(`unknown argument ${arg}\n${USAGE}`);
     process.exit(2);
   }
 }
@@ -176,10 +190,32 @@ async function main(): Promise<number> {
   const machine = machineInfo();
   log(`data-plane benchmark, ${plan.mode} run, kernel ${machine.kernel}, ${machine.cpus} CPUs`);
 
-  const { objects, figures: compileFigures } = await compileObjects(scope, plan.compile, log);
+  const { objects, figures: compileFigures } = await compileObjects(
+    scope,
+    only.size > 0 ? { cold: 1, cached: 1 } : plan.compile,
+    log,
+  );
   checkpoint();
   const loads: LoadFigures = measureLoads(objects, scope, plan.loadRounds, log);
   checkpoint();
+  if (only.has("load")) {
+    const result = {
+      benchmark: "sluice data plane",
+      mode: plan.mode,
+      only: [...only],
+      started_at: new Date(startedAt).toISOString(),
+      duration_s: round((Date.now() - startedAt) / 1000, 1),
+      machine: { ...machine, loadavg_end: loadavg().map((l) => round(l, 2)) },
+      repeats: { load_rounds: loads.load_rounds },
+      load_ms_p50: loads.load_ms_p50,
+      load_ms_p90: loads.load_ms_p90,
+      load_open_ms_p50: loads.open_ms_p50,
+      verified_insns: loads.verified_insns,
+      targets: { load_ms_p50: atMost(Math.max(...Object.values(loads.load_ms_p50)), 1, "ms (slowest NF)") },
+    };
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return 0;
+  }
   const runs: TestRunFigures = measureTestRuns(objects, scope, plan.testrun, log);
   checkpoint();
   const fusedMode: FusedFigures = await measureFused(objects, scope, plan.testrun, log);

@@ -1,9 +1,10 @@
 /**
  * Cost of loading one NF as a chain switch does: open the object, set its `.rodata` (chain
- * settings and parameters), reuse the revision's shared maps and the NF's carried-over maps,
- * load (verifier included). The NFs are loaded in turn within each round.
+ * settings and parameters, the parse shared along the chain), reuse the revision's shared maps
+ * (prog array, stats, the chain's scratch map) and the NF's carried-over maps, load (verifier
+ * included). The NFs are loaded in turn within each round.
  */
-import { BpfObject, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
+import { BpfMap, BpfObject, type BpfProgram } from "../node-agent/src/libbpf/index.ts";
 import { objInfo } from "../node-agent/src/libbpf/sys.ts";
 import { BUILTIN_NFS, ChainContract, configureBuiltinNf, rodataValues } from "../node-agent/src/nf/index.ts";
 import type { TestScope } from "../test/kernel/harness.ts";
@@ -39,9 +40,13 @@ export function measureLoads(
   log: (msg: string) => void,
 ): LoadFigures {
   const shared = createSharedMaps();
+  // The chain's scratch map, as the chain manager gives it to every NF (nfload.ts): the NFs
+  // then verify the way a packet's parse is taken from an NF before them too.
+  const scratch = BpfMap.create({ name: ChainContract.scratchMap, ...ChainContract.maps.sluice_scratch });
   scope.defer(() => {
     shared.progs.close();
     shared.stats.close();
+    scratch.close();
   });
   const configs = {
     firewall: BENCH_FIREWALL,
@@ -61,7 +66,8 @@ export function measureLoads(
     const part: NfPart = {
       path: objects[name],
       program: BUILTIN_NFS[name].programs.xdp as string,
-      rodata: rodataValues(result.value.rodata),
+      rodata: { ...rodataValues(result.value.rodata), [ChainContract.rodata.shareParse]: 1 },
+      reuseMaps: { [ChainContract.scratchMap]: scratch },
     };
     parts[name] = part;
     // The "previous revision": its own maps are what the timed loads reuse.
@@ -94,6 +100,7 @@ export function measureLoads(
         const reuse = {
           [ChainContract.progsMap]: shared.progs,
           [ChainContract.statsMap]: shared.stats,
+          [ChainContract.scratchMap]: scratch,
           ...ownMaps,
         };
         for (const [map, existing] of Object.entries(reuse)) object.reuseMap(map, existing);

@@ -539,6 +539,20 @@ static __always_inline int sluice_parse_once(void *ctx, int is_xdp, int use_glob
 	return SLUICE_RELOAD(s->parsed);
 }
 
+/*
+ * Copies a shared parse result into an NF's own struct. A global function, so that to the
+ * verifier the copy is unknown bytes, as after the parser: copied inline, every field on the
+ * stack would carry what the verifier knows of it, and the NF's logic be walked once more for
+ * every way its branches narrowed those fields (l4lb: 2,067 instructions instead of 1,726).
+ */
+__attribute__((noinline)) int sluice_copy_pkt(struct sluice_pkt *dst, const struct sluice_pkt *src)
+{
+	if (!dst || !src)
+		return 0;
+	__builtin_memcpy(dst, src, sizeof(*dst));
+	return 0;
+}
+
 static __always_inline int sluice_parse_xdp(struct xdp_md *ctx, struct sluice_pkt *pkt)
 {
 	const struct sluice_pkt *shared;
@@ -549,7 +563,7 @@ static __always_inline int sluice_parse_xdp(struct xdp_md *ctx, struct sluice_pk
 		return sluice_parse_xdp_global(ctx, pkt);
 	}
 	ret = sluice_parse_once(ctx, SLUICE_HOOK_XDP, 1, &shared);
-	__builtin_memcpy(pkt, shared, sizeof(*pkt));
+	sluice_copy_pkt(pkt, shared);
 	return ret;
 }
 
@@ -564,7 +578,7 @@ static __always_inline int sluice_parse_tc(struct __sk_buff *skb, struct sluice_
 		return sluice_parse_tc_global(skb, pkt);
 	}
 	ret = sluice_parse_once(skb, SLUICE_HOOK_TC, 1, &shared);
-	__builtin_memcpy(pkt, shared, sizeof(*pkt));
+	sluice_copy_pkt(pkt, shared);
 	return ret;
 }
 

@@ -2,7 +2,9 @@
  * Smoke test of the data-plane library on the running kernel: TypeScript -> koffi -> libbpf ->
  * kernel, with a real compiler, real verifier, real veth pairs and real packets.
  */
-import { readlinkSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -134,6 +136,36 @@ describe("libbpf from TypeScript on the running kernel", () => {
     expect(dropping.map("pkt_count").id).toBe(counts.id);
     expect(counter(counts, XDP_ICMP)).toBe(10n);
     expect(dropping.map("cpu_count").id).not.toBe(passing.map("cpu_count").id);
+  });
+
+  test("an object file replaced in place is read anew: its .rodata is the new file's", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-rodata-"));
+    files.defer(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, "nf.o");
+    const names = () => {
+      const object = BpfObject.open(path);
+      try {
+        return object.rodataVariables().map((v) => v.name);
+      } finally {
+        object.close();
+      }
+    };
+    // A file changed in the last 100 ms is read every time; this one is old enough to be kept.
+    copyFileSync(smokeObject, path);
+    await sleep(300);
+    expect(names()).toEqual(["drop_icmp", "drop_udp"]);
+    expect(names()).toEqual(["drop_icmp", "drop_udp"]);
+
+    copyFileSync(rejectObject, path);
+    expect(names()).toEqual([]);
+    await sleep(300);
+    expect(names()).toEqual([]);
+    const object = BpfObject.open(path);
+    try {
+      expect(() => object.setRodata({ drop_icmp: 1 })).toThrow(/has no \.rodata|no \.rodata variable/);
+    } finally {
+      object.close();
+    }
   });
 
   test("a spec naming what the object lacks is refused before anything is loaded", () => {
