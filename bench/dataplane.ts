@@ -238,6 +238,24 @@ async function main(): Promise<number> {
       ),
   );
   checkpoint();
+  // The same alternating series with the standby off: every switch loads (what it cost before).
+  const noStandbySwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+    "chain manager switches without standby",
+    () =>
+      measureManagerSwitches(
+        "bench-nostandby",
+        chain3Specs(objects, net),
+        objects,
+        net,
+        bpffs.path,
+        scope,
+        plan.managerSwitches,
+        log,
+        checkpoint,
+        false,
+      ),
+  );
+  checkpoint();
   const unseenSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
     "chain manager unseen switches",
     () =>
@@ -312,7 +330,7 @@ async function main(): Promise<number> {
     swap: swapOk(swap, plan.swap.minSwitches),
   };
   targets.swap_manager = swapOk(managerSwap, 1, failed["chain manager swap"]);
-  const leftovers = [managerSwitch, unseenSwitch, noopSwitch].filter((f) => f !== undefined);
+  const leftovers = [managerSwitch, noStandbySwitch, unseenSwitch, noopSwitch].filter((f) => f !== undefined);
   targets.manager_leftovers = equals(
     leftovers.length > 0
       ? leftovers.reduce((sum, f) => sum + f.stale_programs + f.programs_after_remove, 0)
@@ -332,6 +350,7 @@ async function main(): Promise<number> {
     compile: compileFigures,
     floor,
     managerSwitch,
+    noStandbySwitch,
     unseenSwitch,
     noopSwitch,
     rootHop,
@@ -385,6 +404,7 @@ async function main(): Promise<number> {
     switch_unseen_ms_p50: unseenSwitch?.p50_ms ?? null,
     switch_unseen_ms_p99: unseenSwitch?.p99_ms ?? null,
     switch_unseen: unseenSwitch ?? null,
+    switch_without_standby: noStandbySwitch ?? null,
     root_hop: rootHop,
     switch_noop3: noopSwitch ?? null,
     switch_floor: floor,
@@ -426,6 +446,8 @@ interface Figures {
   compile: CompileFigures;
   floor: SwitchFigures;
   managerSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
+  /** The alternating series with ChainManagerOptions.keepStandby off. */
+  noStandbySwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   unseenSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   noopSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   rootHop: RootHopFigures;
@@ -439,6 +461,7 @@ function explain({
   loads,
   compile,
   managerSwitch,
+  noStandbySwitch,
   unseenSwitch,
   noopSwitch,
   rootHop,
@@ -472,6 +495,7 @@ function explain({
   }
   for (const [what, s] of [
     ["alternating", managerSwitch],
+    ["alternating without standby", noStandbySwitch],
     ["never-seen", unseenSwitch],
   ] as const) {
     if (!s) continue;
@@ -519,6 +543,7 @@ function render(
     compile,
     floor,
     managerSwitch,
+    noStandbySwitch,
     unseenSwitch,
     noopSwitch,
     swap,
@@ -669,6 +694,7 @@ function render(
       ["chain, by", "switches", "p50 ms", "p99 ms", "flip us", "parts (p50 ms)"],
       [
         ...(managerSwitch ? [sw("fw+rl+fm, chain manager", managerSwitch)] : []),
+        ...(noStandbySwitch ? [sw("fw+rl+fm, chain manager, no standby", noStandbySwitch)] : []),
         ...(unseenSwitch ? [sw("fw+rl+fm never-seen, chain manager", unseenSwitch)] : []),
         sw("fw+rl+fm, by hand (floor)", floor),
         ...(noopSwitch ? [sw("3 x noop, chain manager", noopSwitch)] : []),
@@ -677,12 +703,14 @@ function render(
   );
   for (const [what, f] of [
     ["fw+rl+fm", managerSwitch],
+    ["fw+rl+fm without standby", noStandbySwitch],
     ["fw+rl+fm never-seen", unseenSwitch],
     ["3 x noop", noopSwitch],
   ] as const) {
     if (f) {
       out.push(
-        `chain manager leftovers (${what}): ${f.stale_programs} programs of replaced revisions still loaded, ` +
+        `chain manager leftovers (${what}): ${f.stale_programs} programs of replaced revisions still loaded ` +
+          `beyond the standby, ` +
           `${f.programs_after_remove} programs after remove()`,
       );
     }

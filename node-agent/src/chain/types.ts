@@ -144,7 +144,9 @@ export interface ApplyResult {
      * `selfTestLoadMs` (loading what the self-test instance lacked) and `vectorsMs` run while
      * `nfLoadMs` (loading the new revision's NFs, maps carried over) runs; `revisionMs` is the
      * rest of the build (tables, pins, prog array, meta), `releaseMs` the time after the flip
-     * (new maps moved into place, the replaced revision unpinned and closed).
+     * (new maps moved into place, the replaced revision unpinned and kept as standby or closed).
+     * A switch to the standby (`fromStandby`) loads nothing (`nfLoadMs` 0) and runs the
+     * self-test first; `revisionMs` is then pinning the standby again, after the self-test.
      */
     parts?: {
       selfTestLoadMs: number;
