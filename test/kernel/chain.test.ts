@@ -507,64 +507,69 @@ describe("the standby revision (the one the last switch replaced, kept loaded)",
       expect: { verdict: "drop", counters: { firewall: { drops: 1 } } },
     },
   ];
-  const revisionA = (s: Setup, label: string) => threeNfChain(s, label, { tests: vectors(s) }, 100_000);
-  const revisionB = (s: Setup, label: string) => threeNfChain(s, label, { tests: vectors(s) }, 50_000);
+  const revisionA = (s: Setup, label: string, mode: "linked" | "fused" = "linked") =>
+    threeNfChain(s, label, { tests: vectors(s), mode }, 100_000);
+  const revisionB = (s: Setup, label: string, mode: "linked" | "fused" = "linked") =>
+    threeNfChain(s, label, { tests: vectors(s), mode }, 50_000);
   const stillLoaded = (ids: number[]) => ids.filter((id) => listIds("prog").includes(id));
 
-  test("a switch back to the revision just replaced loads nothing: its programs return, its self-test runs, counters and buckets continue", async () => {
-    const s = await setup();
-    const a = await s.manager.apply(revisionA(s, "r1"));
-    expect(await s.flow(300)).toMatchObject({ received: 300 });
-    const b = await s.manager.apply(revisionB(s, "r2"));
-    expect(b).toMatchObject({ action: "switched" });
-    expect(b.fromStandby).toBeUndefined();
-    expect((await s.manager.status("edge"))!.standby).toEqual({
-      revision: "r1",
-      programIds: a.programIds.slice(1),
-    });
-    expect(await s.flow(300)).toMatchObject({ received: 300 });
+  test.each(["linked", "fused"] as const)(
+    "%s: a switch back to the revision just replaced loads nothing: its programs return, its self-test runs, counters and flows continue",
+    async (mode) => {
+      const s = await setup();
+      const a = await s.manager.apply(revisionA(s, "r1", mode));
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+      const b = await s.manager.apply(revisionB(s, "r2", mode));
+      expect(b).toMatchObject({ action: "switched", mode });
+      expect(b.fromStandby).toBeUndefined();
+      expect((await s.manager.status("edge"))!.standby).toEqual({
+        revision: "r1",
+        programIds: a.programIds.slice(1),
+      });
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
 
-    const backToA = await s.manager.apply(revisionA(s, "r3"));
+      const backToA = await s.manager.apply(revisionA(s, "r3", mode));
 
-    expect(backToA).toMatchObject({
-      action: "switched",
-      revision: "r3",
-      fromStandby: true,
-      recreatedMaps: [],
-    });
-    expect(backToA.programIds).toEqual(a.programIds);
-    expect(backToA.generation).toBeGreaterThan(b.generation);
-    expect(backToA.selfTest).toMatchObject({ passed: 2, failed: 0 });
-    expect(backToA.carriedMaps).toEqual(
-      expect.arrayContaining([
-        { nf: "ratelimit", map: "ratelimit_state" },
-        { nf: "flowmon", map: "flowmon_flows" },
-      ]),
-    );
-    const status = (await s.manager.status("edge"))!;
-    expect(status).toMatchObject({ revision: "r3", generation: backToA.generation });
-    expect(status.standby).toEqual({ revision: "r2", programIds: b.programIds.slice(1) });
-    // The revision runs as it ran: tables (ping denied), the chain's counters and flows.
-    expect((await s.pingB(2)).received).toBe(0);
-    expect(await s.flow(300)).toMatchObject({ received: 300 });
-    expect((await s.manager.status("edge"))!.nfs[2]!.counters.packets).toBe(900n);
-    const flows = await s.manager.readTable("edge", "flowmon", "flowmon_flows");
-    expect(flows.length).toBeGreaterThan(0);
-    // Exactly one revision is pinned, as after any switch.
-    const revs = new Set(
-      s.bpffs
-        .listPinned()
-        .filter((p) => p.startsWith("edge/rev/"))
-        .map((p) => p.split("/")[2]),
-    );
-    expect([...revs]).toEqual([String(backToA.generation)]);
+      expect(backToA).toMatchObject({
+        action: "switched",
+        revision: "r3",
+        fromStandby: true,
+        recreatedMaps: [],
+      });
+      expect(backToA.programIds).toEqual(a.programIds);
+      expect(backToA.generation).toBeGreaterThan(b.generation);
+      expect(backToA.selfTest).toMatchObject({ passed: 2, failed: 0 });
+      expect(backToA.carriedMaps).toEqual(
+        expect.arrayContaining([
+          { nf: "ratelimit", map: "ratelimit_state" },
+          { nf: "flowmon", map: "flowmon_flows" },
+        ]),
+      );
+      const status = (await s.manager.status("edge"))!;
+      expect(status).toMatchObject({ revision: "r3", generation: backToA.generation });
+      expect(status.standby).toEqual({ revision: "r2", programIds: b.programIds.slice(1) });
+      // The revision runs as it ran: tables (ping denied), the chain's counters and flows.
+      expect((await s.pingB(2)).received).toBe(0);
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+      expect((await s.manager.status("edge"))!.nfs[2]!.counters.packets).toBe(900n);
+      const flows = await s.manager.readTable("edge", "flowmon", "flowmon_flows");
+      expect(flows.length).toBeGreaterThan(0);
+      // Exactly one revision is pinned, as after any switch.
+      const revs = new Set(
+        s.bpffs
+          .listPinned()
+          .filter((p) => p.startsWith("edge/rev/"))
+          .map((p) => p.split("/")[2]),
+      );
+      expect([...revs]).toEqual([String(backToA.generation)]);
 
-    // And forth again: the revision of r2 returns.
-    const backToB = await s.manager.apply(revisionB(s, "r4"));
-    expect(backToB).toMatchObject({ fromStandby: true, programIds: b.programIds });
-    expect(await s.flow(300)).toMatchObject({ received: 300 });
-    expect((await s.manager.status("edge"))!.nfs[2]!.counters.packets).toBe(1200n);
-  });
+      // And forth again: the revision of r2 returns.
+      const backToB = await s.manager.apply(revisionB(s, "r4", mode));
+      expect(backToB).toMatchObject({ fromStandby: true, programIds: b.programIds });
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+      expect((await s.manager.status("edge"))!.nfs[2]!.counters.packets).toBe(1200n);
+    },
+  );
 
   test("a self-test failure of the standby leaves the live revision and the standby as they were", async () => {
     const s = await setup();
