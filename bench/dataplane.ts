@@ -274,6 +274,24 @@ async function main(): Promise<number> {
       ),
   );
   checkpoint();
+  // The same alternating series with the standby off: every switch loads (what it cost before).
+  const noStandbySwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+    "chain manager switches without standby",
+    () =>
+      measureManagerSwitches(
+        "bench-nostandby",
+        chain3Specs(objects, net),
+        objects,
+        net,
+        bpffs.path,
+        scope,
+        plan.managerSwitches,
+        log,
+        checkpoint,
+        false,
+      ),
+  );
+  checkpoint();
   const unseenSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
     "chain manager unseen switches",
     () =>
@@ -388,9 +406,14 @@ async function main(): Promise<number> {
     swap: swapOk(swap, plan.swap.minSwitches),
   };
   targets.swap_manager = swapOk(managerSwap, 1, failed["chain manager swap"]);
-  const leftovers = [managerSwitch, unseenSwitch, fusedSwitch, unseenFusedSwitch, noopSwitch].filter(
-    (f) => f !== undefined,
-  );
+  const leftovers = [
+    managerSwitch,
+    noStandbySwitch,
+    unseenSwitch,
+    fusedSwitch,
+    unseenFusedSwitch,
+    noopSwitch,
+  ].filter((f) => f !== undefined);
   targets.manager_leftovers = equals(
     leftovers.length > 0
       ? leftovers.reduce((sum, f) => sum + f.stale_programs + f.programs_after_remove, 0)
@@ -410,6 +433,7 @@ async function main(): Promise<number> {
     compile: compileFigures,
     floor,
     managerSwitch,
+    noStandbySwitch,
     unseenSwitch,
     fusedSwitch,
     unseenFusedSwitch,
@@ -471,6 +495,7 @@ async function main(): Promise<number> {
     switch_unseen_fused_ms_p50: unseenFusedSwitch?.p50_ms ?? null,
     switch_unseen_fused_ms_p99: unseenFusedSwitch?.p99_ms ?? null,
     switch_unseen_fused: unseenFusedSwitch ?? null,
+    switch_without_standby: noStandbySwitch ?? null,
     root_hop: rootHop,
     switch_noop3: noopSwitch ?? null,
     switch_floor: floor,
@@ -512,6 +537,8 @@ interface Figures {
   compile: CompileFigures;
   floor: SwitchFigures;
   managerSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
+  /** The alternating series with ChainManagerOptions.keepStandby off. */
+  noStandbySwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   unseenSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   fusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
   unseenFusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined;
@@ -527,6 +554,7 @@ function explain({
   loads,
   compile,
   managerSwitch,
+  noStandbySwitch,
   unseenSwitch,
   fusedSwitch,
   unseenFusedSwitch,
@@ -562,6 +590,7 @@ function explain({
   }
   for (const [what, s] of [
     ["alternating", managerSwitch],
+    ["alternating without standby", noStandbySwitch],
     ["never-seen", unseenSwitch],
     ["fused alternating", fusedSwitch],
     ["fused never-seen", unseenFusedSwitch],
@@ -611,6 +640,7 @@ function render(
     compile,
     floor,
     managerSwitch,
+    noStandbySwitch,
     unseenSwitch,
     fusedSwitch,
     unseenFusedSwitch,
@@ -763,6 +793,7 @@ function render(
       ["chain, by", "switches", "p50 ms", "p99 ms", "flip us", "parts (p50 ms)"],
       [
         ...(managerSwitch ? [sw("fw+rl+fm, chain manager", managerSwitch)] : []),
+        ...(noStandbySwitch ? [sw("fw+rl+fm, chain manager, no standby", noStandbySwitch)] : []),
         ...(unseenSwitch ? [sw("fw+rl+fm never-seen, chain manager", unseenSwitch)] : []),
         ...(fusedSwitch ? [sw("fw+rl+fm fused, chain manager", fusedSwitch)] : []),
         ...(unseenFusedSwitch ? [sw("fw+rl+fm fused never-seen, chain manager", unseenFusedSwitch)] : []),
@@ -773,6 +804,7 @@ function render(
   );
   for (const [what, f] of [
     ["fw+rl+fm", managerSwitch],
+    ["fw+rl+fm without standby", noStandbySwitch],
     ["fw+rl+fm never-seen", unseenSwitch],
     ["fw+rl+fm fused", fusedSwitch],
     ["fw+rl+fm fused never-seen", unseenFusedSwitch],
@@ -780,7 +812,8 @@ function render(
   ] as const) {
     if (f) {
       out.push(
-        `chain manager leftovers (${what}): ${f.stale_programs} programs of replaced revisions still loaded, ` +
+        `chain manager leftovers (${what}): ${f.stale_programs} programs of replaced revisions still loaded ` +
+          `beyond the standby, ` +
           `${f.programs_after_remove} programs after remove()`,
       );
     }

@@ -140,6 +140,7 @@ function openManager(
   bpffsRoot: string,
   scope: TestScope,
   chains: string[],
+  keepStandby = true,
 ) {
   // Fused programs are compiled into the bench's own compile cache (where its objects are).
   const cacheDir = dirname(objects.root);
@@ -148,6 +149,7 @@ function openManager(
     netns: net.b.ns.path,
     rootObjectPath: objects.root,
     cacheDir,
+    keepStandby,
   });
   scope.defer(async () => {
     try {
@@ -176,10 +178,15 @@ function liveSlot(
 
 /** What the manager left in the kernel: programs it reported that still exist. */
 export interface ManagerLeftovers {
-  /** Programs of replaced revisions still loaded after the last switch (should be 0). */
+  /**
+   * Programs of replaced revisions still loaded after the last switch, beyond the one standby
+   * revision the manager keeps (ChainManagerOptions.keepStandby): should be 0.
+   */
   stale_programs: number;
-  /** Programs of the chain (root and live NFs) still loaded after remove() (should be 0). */
+  /** Programs of the chain (root, live and standby NFs) still loaded after remove() (should be 0). */
   programs_after_remove: number;
+  /** Switches that switched in the chain's standby revision (nothing loaded). */
+  from_standby: number;
 }
 
 /**
@@ -239,8 +246,9 @@ export async function measureManagerSwitches(
   count: number,
   log: (msg: string) => void,
   checkpoint: () => void,
+  keepStandby = true,
 ): Promise<SwitchFigures & ManagerLeftovers> {
-  const manager = openManager(objects, net, bpffsRoot, scope, [name]);
+  const manager = openManager(objects, net, bpffsRoot, scope, [name], keepStandby);
   return removedOnFailure(manager, name, async () => {
     const created = await manager.apply(makeSpec(name, 0));
     if (created.action !== "created") throw new Error(`first apply did "${created.action}", not a creation`);
@@ -251,6 +259,7 @@ export async function measureManagerSwitches(
     const parts: Record<string, number[]> = { self_test: [], load: [], after_flip: [] };
     const reported = new Set<number>(created.programIds.slice(1));
     let current = created.programIds;
+    let fromStandby = 0;
     for (let k = 1; k <= count; k++) {
       checkpoint();
       const spec = makeSpec(name, k);
@@ -260,6 +269,7 @@ export async function measureManagerSwitches(
       checkSwitched(result, live, k);
       for (const id of result.programIds.slice(1)) reported.add(id);
       current = result.programIds;
+      if (result.fromStandby) fromStandby++;
       total.push(ms);
       flipUs.push(result.timings.flipUs);
       parts.self_test?.push(result.timings.selfTestMs);
@@ -291,14 +301,18 @@ export async function measureManagerSwitches(
           `${carried} counted by its last NF, ${after?.rootMisses.packets} root misses`,
       );
     }
-    const stale = await stillLoaded([...reported].filter((id) => !current.includes(id)));
+    const standby = after?.standby?.programIds ?? [];
+    const stale = await stillLoaded(
+      [...reported].filter((id) => !current.includes(id) && !standby.includes(id)),
+    );
     await manager.remove(name);
     live.close();
-    const afterRemove = await stillLoaded(current);
+    const afterRemove = await stillLoaded([...current, ...standby]);
     return {
       ...switchFigures(total, flipUs, parts),
       stale_programs: stale.length,
       programs_after_remove: afterRemove.length,
+      from_standby: fromStandby,
     };
   });
 }

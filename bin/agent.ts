@@ -5,6 +5,7 @@
 import {
   ExitCode,
   parseCommandLine,
+  parseOnOff,
   parsePort,
   parseTimeSample,
   TIME_SAMPLE_HELP,
@@ -25,6 +26,7 @@ export async function agent(argv: string[]): Promise<number> {
     // includes the node's outside interfaces.
     "metrics-address": { type: "string" },
     "time-functions": { type: "string", default: "0" },
+    "keep-standby-revision": { type: "string", default: "true" },
   });
   if (typeof line === "number") return line;
   const { values } = line;
@@ -37,6 +39,13 @@ export async function agent(argv: string[]): Promise<number> {
   const timeSample = parseTimeSample(values["time-functions"]);
   if (timeSample === undefined) {
     return usageError("agent", `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
+  }
+  const keepStandby = parseOnOff(values["keep-standby-revision"]);
+  if (keepStandby === undefined) {
+    return usageError(
+      "agent",
+      `--keep-standby-revision: ${values["keep-standby-revision"]} is not true or false`,
+    );
   }
   const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } =
     await import("../node-agent/src/agent/metrics.ts");
@@ -70,6 +79,7 @@ export async function agent(argv: string[]): Promise<number> {
       metricsPort,
       metricsAddress,
       timeSample,
+      keepStandby,
       logger: log,
     });
   } catch (err) {

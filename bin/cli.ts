@@ -24,9 +24,12 @@ export const commandUsage = {
   run: `usage: sluice run --source <git url or directory> [--ref BRANCH] [--tag T | --semver R | --commit SHA]
                   [--path DIR] [--name local] [--interval 10s] [--port 9470] [--data-dir DIR]
                   [--bpffs-root DIR] [--netns NS] [--webhook-token T] [--time-functions N]
+                  [--keep-standby-revision true|false]
   Follows a Git repository and runs its chains on this host, without a cluster.
   --time-functions N times 1 in N packets (a power of two) in each function, for the mean ns
   per packet per function on the live view and /metrics; 0 (the default) is off, at no cost.
+  --keep-standby-revision (default true) keeps the revision a switch replaced loaded, so that
+  a switch back to it loads nothing; it costs one more revision's programs and tables per chain.
 `,
   status: `usage: sluice status [--json | --watch] [--port 9470]
   Shows the chains of a running \`sluice run\`, with per-function rates.
@@ -56,7 +59,10 @@ export const commandUsage = {
                     [--cache-dir DIR] [--metrics-port 9471 (0: off)]
                     [--metrics-address 127.0.0.1 (an IP of the node; 0.0.0.0: all)]
                     [--time-functions N (1 in N packets timed per function; 0: off)]
+                    [--keep-standby-revision true|false (default true)]
   The data plane on one node: compiles, loads, tests and switches the NodeChains of this node.
+  --keep-standby-revision keeps the revision a switch replaced loaded, so that a switch back to
+  it (a rollback) loads nothing; it costs one more revision's programs and tables per chain.
   --node-name defaults to $NODE_NAME; the kubeconfig is found as for \`sluice operator\`.
 `,
   validate: `usage: sluice validate <dir> [--no-load] [--cache-dir DIR] [--json]
@@ -175,6 +181,14 @@ export function parseTimeSample(text: string): number | undefined {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n > MAX_TIME_SAMPLE) return undefined;
   return n === 0 || (n & (n - 1)) === 0 ? n : undefined;
+}
+
+/**
+ * `--keep-standby-revision true|false`: whether a switch keeps the revision it replaced loaded
+ * (ChainManagerOptions.keepStandby). Undefined for anything else.
+ */
+export function parseOnOff(text: string): boolean | undefined {
+  return text === "true" ? true : text === "false" ? false : undefined;
 }
 
 /** What `--time-functions` takes, for usage errors. */

@@ -4,6 +4,7 @@ import {
   isCommand,
   parseCommandLine,
   parsePort,
+  parseOnOff,
   parseTimeSample,
   TIME_SAMPLE_HELP,
   usage,
@@ -168,6 +169,7 @@ async function run(argv: string[]): Promise<number> {
     netns: { type: "string" },
     "webhook-token": { type: "string" },
     "time-functions": { type: "string", default: "0" },
+    "keep-standby-revision": { type: "string", default: "true" },
   });
   if (typeof line === "number") return line;
   const { values } = line;
@@ -179,6 +181,13 @@ async function run(argv: string[]): Promise<number> {
   const timeSample = parseTimeSample(values["time-functions"]);
   if (timeSample === undefined) {
     return usageError("run", `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
+  }
+  const keepStandby = parseOnOff(values["keep-standby-revision"]);
+  if (keepStandby === undefined) {
+    return usageError(
+      "run",
+      `--keep-standby-revision: ${values["keep-standby-revision"]} is not true or false`,
+    );
   }
   const refs = (["tag", "semver", "commit"] as const).filter((k) => values[k] !== undefined);
   if (refs.length + (values.ref ? 1 : 0) > 1) {
@@ -202,6 +211,7 @@ async function run(argv: string[]): Promise<number> {
       netns: values.netns,
       webhookToken: values["webhook-token"],
       timeSample,
+      keepStandby,
       log,
     });
   } catch (err) {

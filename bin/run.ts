@@ -48,6 +48,8 @@ export interface SingleHostOptions {
   webhookToken?: string;
   /** Per-function time of 1 in this many packets (`--time-functions`); 0 or absent: off. */
   timeSample?: number;
+  /** Keep the revision a switch replaced loaded (`--keep-standby-revision`); absent: on. */
+  keepStandby?: boolean;
   log: Logger;
 }
 
@@ -268,6 +270,7 @@ export async function startSingleHost(options: SingleHostOptions): Promise<Singl
     cacheDir,
     logger: agentLog,
     ...(options.timeSample ? { timeSample: options.timeSample } : {}),
+    ...(options.keepStandby !== undefined ? { keepStandby: options.keepStandby } : {}),
   });
   // The agent's data plane is the chain manager; what it last did per chain is kept for status.
   const lastApply = new Map<string, LastApplyDoc>();

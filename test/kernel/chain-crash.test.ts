@@ -200,6 +200,7 @@ describe("crash safety", () => {
 
     const adoptions: { after: string; adopted: AdoptedChain[] }[] = [];
     let tookOverByPin = false;
+    let standbySwitches = 0;
     let previous = "created";
     const kill = async (run: DriverRun, what: string) => {
       expect(run.signal, `driver ${what}: ${JSON.stringify(run.lines.slice(-3))}`).toBe("SIGKILL");
@@ -209,10 +210,17 @@ describe("crash safety", () => {
       const first = run.lines.find((l) => "caps" in l)!;
       const caps = first.caps as string[];
       expect(caps.map((c) => BigInt(`0x${c}`))).toEqual(caps.map(() => CHART_AGENT_CAP_MASK));
-      // Into an odd-numbered chain only the first NF changes: the adopted rate limiter is taken
+      // Into a chain other than 4k only the first NF changes: the adopted rate limiter is taken
       // over by its pin (by id would need CAP_SYS_ADMIN), not loaded again.
-      expect(first.keptLast).toBe((first.switched as number) % 2 === 1);
+      expect(first.keptLast).toBe((first.switched as number) % 4 !== 0);
       tookOverByPin ||= first.keptLast === true;
+      // A new process has no standby: its first switch builds. Later ones into 4k+3 reuse 4k+1.
+      expect(first.fromStandby).toBe(false);
+      const switchedLines = run.lines.filter((l) => "switched" in l);
+      expect(switchedLines.filter((l) => l.fromStandby)).toEqual(
+        switchedLines.filter((l, i) => i > 0 && (l.switched as number) % 4 === 3),
+      );
+      standbySwitches += switchedLines.filter((l) => l.fromStandby).length;
       const adopted = run.lines.find((l) => "adopted" in l)?.adopted as AdoptedChain[];
       adoptions.push({ after: previous, adopted });
       previous = what;
@@ -224,6 +232,8 @@ describe("crash safety", () => {
     await traffic.stop();
 
     expect(tookOverByPin).toBe(true);
+    // Kills also hit processes that had switched their standby back in: it left nothing behind.
+    expect(standbySwitches).toBeGreaterThan(0);
 
     // Each process found what the one before it left and repaired it.
     const repairsAfter = (what: string) =>

@@ -2,7 +2,8 @@
  * Atomic switches under traffic: whole chains switched back and forth hundreds of times while a
  * UDP flow crosses them lose no packet, on native XDP, generic XDP and tcx, and the chain's
  * counters and the rate limiter's buckets carry over every switch: fused to fused, fused to
- * linked, linked to linked and linked to fused.
+ * linked, linked to linked and linked to fused, and to the chain's standby revision (two
+ * revisions alternating: each switch brings back the one the switch before replaced).
  *
  * The chain sits on the receiving veth end (namespace B); static neighbour entries keep ARP off
  * the wire, so the chain sees exactly the packets the flow sent. The manager runs as the chart
@@ -64,10 +65,38 @@ const modes = [
   { mode: "tcx ingress", hook: "tc-ingress", xdpMode: undefined },
 ] as const;
 
+/** Revisions the test switches through, one after the other. */
+interface Sequence {
+  sequence: string;
+  functions(i: number): BuiltinUse[];
+  runsAs(i: number): "fused" | "linked";
+  /** Whether the switch to revision i switches in the chain's standby (loads nothing). */
+  fromStandby(i: number): boolean;
+}
+
+const sequences: Sequence[] = [
+  {
+    sequence: "four chains in turn",
+    functions: variant,
+    runsAs: chainMode,
+    fromStandby: () => false,
+  },
+  {
+    // Revision i is revision i - 2 again: the one the last switch replaced, the chain's standby.
+    // A (fused) and B (linked) differ in NFs, order and parameters; B's noop "b" is new to A.
+    sequence: "two chains alternating (the standby switched back in)",
+    functions: (i) => variant(i % 2),
+    runsAs: (i) => (i % 2 === 0 ? "fused" : "linked"),
+    fromStandby: (i) => i >= 2,
+  },
+];
+
+const cases = sequences.flatMap((sequence) => modes.map((mode) => ({ ...mode, ...sequence })));
+
 describe("atomic switches under traffic", () => {
-  test.each(modes)(
-    `${SWITCHES}+ switches of whole chains on $mode lose no packet; counters and buckets carry over`,
-    async ({ hook, xdpMode }) => {
+  test.each(cases)(
+    `${SWITCHES}+ switches of whole chains ($sequence) on $mode lose no packet; counters and buckets carry over`,
+    async ({ hook, xdpMode, functions, runsAs, fromStandby }) => {
       const { net, manager } = await createChainTestbed(objects);
       const spec = (i: number): ChainSpec =>
         builtinChain(objects, {
@@ -76,10 +105,10 @@ describe("atomic switches under traffic", () => {
           hook,
           interfaces: [net.b.ifname],
           ...(xdpMode ? { xdpMode } : {}),
-          functions: variant(i),
-          mode: chainMode(i),
+          functions: functions(i),
+          mode: runsAs(i),
         });
-      await manager.apply(spec(0));
+      const created = await manager.apply(spec(0));
       if (xdpMode) expect((await manager.status("sw"))!.interfaces[0]!.xdpMode).toBe(xdpMode);
 
       const results: ApplyResult[] = [];
@@ -109,7 +138,13 @@ describe("atomic switches under traffic", () => {
       ).toEqual(flows.map(() => ({ lost: 0, receiverDrops: 0, duplicates: 0 })));
       expect(sent).toBe(flows.length * FLOW_PACKETS);
       expect(results.every((r) => r.action === "switched")).toBe(true);
-      expect(results.map((r) => r.mode)).toEqual(results.map((_, i) => chainMode(i + 1)));
+      expect(results.map((r) => r.mode)).toEqual(results.map((_, i) => runsAs(i + 1)));
+      expect(results.map((r) => r.fromStandby ?? false)).toEqual(results.map((_, i) => fromStandby(i + 1)));
+      // A standby switched back in runs the very programs it ran before: nothing was loaded.
+      const ids = [created, ...results].map((r) => r.programIds);
+      expect(ids.map((list, i) => (fromStandby(i) ? list : []))).toEqual(
+        ids.map((_, i) => (fromStandby(i) ? ids[i - 2] : [])),
+      );
       expect(results.flatMap((r) => r.recreatedMaps)).toEqual([]);
       expect(
         results.every((r) => r.carriedMaps.some((m) => m.nf === "ratelimit" && m.map === "ratelimit_state")),
@@ -128,7 +163,10 @@ describe("atomic switches under traffic", () => {
       const tatNs = decodeRatelimitEntry(bucket!.key, bucket!.value).tatNs;
       const firstArrivalNs = tatNs - BigInt(sent) * INTERVAL_NS;
       expect(firstArrivalNs).toBeGreaterThanOrEqual(startedNs - 20n * INTERVAL_NS);
-      expect(firstArrivalNs).toBeLessThanOrEqual(firstPacketByNs + 50n * INTERVAL_NS);
+      expect(
+        firstArrivalNs,
+        `${sent} packets, ${results.length} switches, ${flows.length} flows`,
+      ).toBeLessThanOrEqual(firstPacketByNs + 50n * INTERVAL_NS);
 
       if (process.env.SLUICE_TEST_TIMINGS) {
         const sorted = (pick: (r: ApplyResult) => number) => results.map(pick).sort((x, y) => x - y);

@@ -20,6 +20,7 @@ import { linkById, listIds } from "../../node-agent/src/libbpf/byid.ts";
 import { VerifierError, xdpQuery } from "../../node-agent/src/libbpf/index.ts";
 import { withNetns } from "../../node-agent/src/netns/index.ts";
 import { type ChainTestbed, createChainTestbed, useBuiltinObjects } from "./chain-testbed.ts";
+import { startChartManager } from "./chart-manager.ts";
 import { builtinChain, builtinNf } from "./fixtures/chains.ts";
 import { fixture, run, VETH_NATIVE_XDP_MAX_MTU, type VethNetworkOptions } from "./harness.ts";
 import { ping, startUdpFlow, udpFlow } from "./traffic.ts";
@@ -461,5 +462,199 @@ describe("chain manager", () => {
     expect(firewall!.counters).toMatchObject({ packets: 3n, drops: 3n });
     expect(await s.flow(300)).toMatchObject({ received: 300 });
     expect((await s.manager.status("edge"))!.nfs[0]!.counters.packets).toBe(3n);
+  });
+});
+
+describe("the standby revision (the one the last switch replaced, kept loaded)", () => {
+  /** UDP from A passes; ping is denied by the firewall. */
+  const vectors = (s: Setup): TestVector[] => [
+    {
+      name: "udp passes",
+      packet: { ipv4: { src: s.net.a.ip, dst: s.net.b.ip }, udp: { sport: 1, dport: 2 } },
+      expect: { verdict: "pass" },
+    },
+    {
+      name: "ping is denied",
+      packet: { ipv4: { src: s.net.a.ip, dst: s.net.b.ip }, icmp: {} },
+      expect: { verdict: "drop", counters: { firewall: { drops: 1 } } },
+    },
+  ];
+  const revisionA = (s: Setup, label: string, mode: "linked" | "fused" = "linked") =>
+    threeNfChain(s, label, { tests: vectors(s), mode }, 100_000);
+  const revisionB = (s: Setup, label: string, mode: "linked" | "fused" = "linked") =>
+    threeNfChain(s, label, { tests: vectors(s), mode }, 50_000);
+  const stillLoaded = (ids: number[]) => ids.filter((id) => listIds("prog").includes(id));
+
+  test.each(["linked", "fused"] as const)(
+    "%s: a switch back to the revision just replaced loads nothing: its programs return, its self-test runs, counters and flows continue",
+    async (mode) => {
+      const s = await setup();
+      const a = await s.manager.apply(revisionA(s, "r1", mode));
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+      const b = await s.manager.apply(revisionB(s, "r2", mode));
+      expect(b).toMatchObject({ action: "switched", mode });
+      expect(b.fromStandby).toBeUndefined();
+      expect((await s.manager.status("edge"))!.standby).toEqual({
+        revision: "r1",
+        programIds: a.programIds.slice(1),
+      });
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+
+      const backToA = await s.manager.apply(revisionA(s, "r3", mode));
+
+      expect(backToA).toMatchObject({
+        action: "switched",
+        revision: "r3",
+        fromStandby: true,
+        recreatedMaps: [],
+      });
+      expect(backToA.programIds).toEqual(a.programIds);
+      expect(backToA.generation).toBeGreaterThan(b.generation);
+      expect(backToA.selfTest).toMatchObject({ passed: 2, failed: 0 });
+      expect(backToA.carriedMaps).toEqual(
+        expect.arrayContaining([
+          { nf: "ratelimit", map: "ratelimit_state" },
+          { nf: "flowmon", map: "flowmon_flows" },
+        ]),
+      );
+      const status = (await s.manager.status("edge"))!;
+      expect(status).toMatchObject({ revision: "r3", generation: backToA.generation });
+      expect(status.standby).toEqual({ revision: "r2", programIds: b.programIds.slice(1) });
+      // The revision runs as it ran: tables (ping denied), the chain's counters and flows.
+      expect((await s.pingB(2)).received).toBe(0);
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+      expect((await s.manager.status("edge"))!.nfs[2]!.counters.packets).toBe(900n);
+      const flows = await s.manager.readTable("edge", "flowmon", "flowmon_flows");
+      expect(flows.length).toBeGreaterThan(0);
+      // Exactly one revision is pinned, as after any switch.
+      const revs = new Set(
+        s.bpffs
+          .listPinned()
+          .filter((p) => p.startsWith("edge/rev/"))
+          .map((p) => p.split("/")[2]),
+      );
+      expect([...revs]).toEqual([String(backToA.generation)]);
+
+      // And forth again: the revision of r2 returns.
+      const backToB = await s.manager.apply(revisionB(s, "r4", mode));
+      expect(backToB).toMatchObject({ fromStandby: true, programIds: b.programIds });
+      expect(await s.flow(300)).toMatchObject({ received: 300 });
+      expect((await s.manager.status("edge"))!.nfs[2]!.counters.packets).toBe(1200n);
+    },
+  );
+
+  test("a self-test failure of the standby leaves the live revision and the standby as they were", async () => {
+    const s = await setup();
+    const a = await s.manager.apply(revisionA(s, "r1"));
+    await s.manager.apply(revisionB(s, "r2"));
+    const wrong = revisionA(s, "bad");
+    wrong.tests = [{ ...vectors(s)[1]!, expect: { verdict: "pass" } }];
+
+    await expect(s.manager.apply(wrong)).rejects.toThrow(SelfTestError);
+
+    expect(await s.manager.status("edge")).toMatchObject({ revision: "r2", standby: { revision: "r1" } });
+    expect(await s.flow(300)).toMatchObject({ received: 300 });
+    expect(await s.manager.apply(revisionA(s, "r3"))).toMatchObject({
+      fromStandby: true,
+      programIds: a.programIds,
+    });
+  });
+
+  test("a map recreated since (its definition changed) rules the standby out: the revision is loaded again", async () => {
+    const s = await setup();
+    const spec = (revision: string, counterObject: string): ChainSpec => ({
+      name: "carry",
+      revision,
+      hook: "xdp",
+      interfaces: [s.net.b.ifname],
+      functions: [
+        { name: "counter", objectPath: counterObject },
+        builtinNf(objects, { builtin: "ratelimit", parameters: { rate: 1000, burst: 1_000_000 } }),
+      ],
+    });
+    const a = await s.manager.apply(spec("r1", counterV1));
+    const b = await s.manager.apply(spec("r2", counterV2));
+    expect(b.recreatedMaps).toEqual([
+      { nf: "counter", map: "counter_hits", reason: "definition changed: max entries 4 -> 8" },
+    ]);
+    expect((await s.manager.status("carry"))!.standby?.revision).toBe("r1");
+
+    const again = await s.manager.apply(spec("r3", counterV1));
+
+    expect(again.fromStandby).toBeUndefined();
+    expect(again.recreatedMaps).toEqual([
+      { nf: "counter", map: "counter_hits", reason: "definition changed: max entries 8 -> 4" },
+    ]);
+    expect(again.programIds[1]).not.toBe(a.programIds[1]);
+    // The ruled-out standby is gone; the revision it replaced is the standby now.
+    expect((await s.manager.status("carry"))!.standby?.revision).toBe("r2");
+    await expect.poll(() => stillLoaded([a.programIds[1]!]), { timeout: 3000 }).toEqual([]);
+    expect(await s.flow(300)).toMatchObject({ received: 300 });
+    const hits = (await s.manager.readTable("carry", "counter", "counter_hits"))[0]!.value.readBigUInt64LE(0);
+    expect(hits).toBe(300n);
+  });
+
+  test("removing the chain releases the standby: no program of any revision is left", async () => {
+    const s = await setup();
+    const a = await s.manager.apply(revisionA(s, "r1"));
+    const b = await s.manager.apply(revisionB(s, "r2"));
+    const programs = [...new Set([...a.programIds, ...b.programIds])];
+    expect(stillLoaded(programs)).toEqual(programs);
+
+    await s.manager.remove("edge");
+
+    expect(s.bpffs.listPinned()).toEqual([]);
+    await expect.poll(() => stillLoaded(programs), { timeout: 3000 }).toEqual([]);
+  });
+
+  test("nothing of the standby is pinned: a new manager adopts the live revision alone, the standby's programs die with the old one, and the adopted revision serves as standby once replaced", async () => {
+    const s = await setup();
+    const a = await s.manager.apply(revisionA(s, "r1"));
+    const b = await s.manager.apply(revisionB(s, "r2"));
+    const flow = await s.startFlow(6000);
+    await s.manager.close();
+
+    // The last NF (flowmon, unchanged) is one program in both revisions.
+    const standbyOnly = a.programIds.slice(1).filter((id) => !b.programIds.includes(id));
+    expect(standbyOnly.length).toBe(2);
+    await expect.poll(() => stillLoaded(standbyOnly), { timeout: 3000 }).toEqual([]);
+    const successor = await s.startManager();
+    expect(await successor.adopt()).toEqual([
+      expect.objectContaining({ name: "edge", outcome: "adopted", revision: "r2", repairs: [] }),
+    ]);
+    expect((await successor.status("edge"))!.standby).toBeUndefined();
+
+    const backToA = await successor.apply(revisionA(s, "r3"));
+    expect(backToA.fromStandby).toBeUndefined();
+    expect(await successor.apply(revisionB(s, "r4"))).toMatchObject({
+      fromStandby: true,
+      programIds: b.programIds,
+    });
+    expect(await flow.done()).toMatchObject({ sent: 6000, received: 6000, lost: 0 });
+  });
+
+  test("with keepStandby off a switch releases the revision it replaced and a switch back loads it again", async () => {
+    const s = await setup();
+    const manager = await startChartManager({
+      root: s.bpffs.path,
+      netns: s.net.b.ns.path,
+      rootObjectPath: objects.root,
+      keepStandby: false,
+    });
+    try {
+      await s.manager.close();
+      await manager.adopt();
+      const a = await manager.apply(revisionA(s, "r1"));
+      await manager.apply(revisionB(s, "r2"));
+      expect((await manager.status("edge"))!.standby).toBeUndefined();
+      const replaced = a.programIds.slice(1, 3);
+      await expect.poll(() => stillLoaded(replaced), { timeout: 3000 }).toEqual([]);
+      const again = await manager.apply(revisionA(s, "r3"));
+      expect(again.fromStandby).toBeUndefined();
+      expect(again.programIds.slice(1, 3)).not.toEqual(replaced);
+      await manager.remove("edge");
+    } finally {
+      await manager.close();
+    }
   });
 });

@@ -64,6 +64,8 @@ export interface ChartManagerOptions {
   rootObjectPath: string;
   /** Per-function time of 1 in this many packets (ChainManagerOptions.timeSample); absent: off. */
   timeSample?: number;
+  /** ChainManagerOptions.keepStandby; absent: the manager's default (on). */
+  keepStandby?: boolean;
   /** Closes the manager (and ends its process) when disposed. */
   scope?: TestScope;
 }
@@ -95,6 +97,7 @@ export async function startChartManager(options: ChartManagerOptions): Promise<C
     root: options.root,
     rootObjectPath: options.rootObjectPath,
     ...(options.timeSample ? { timeSample: options.timeSample } : {}),
+    ...(options.keepStandby !== undefined ? { keepStandby: options.keepStandby } : {}),
   };
   const [file, ...args] = asChartAgent(
     [process.execPath, "--import", "tsx", fixture("manager-host.ts"), JSON.stringify(config)],

@@ -149,6 +149,18 @@ describe("a usage error exits 2 with one line naming it and the command's usage"
       "agent",
       /--time-functions: on is not a power of two/,
     ],
+    [
+      "a --keep-standby-revision that is neither true nor false",
+      ["run", "--source", ".", "--keep-standby-revision", "no"],
+      "run",
+      /--keep-standby-revision: no is not true or false/,
+    ],
+    [
+      "an agent's --keep-standby-revision that is neither true nor false",
+      ["agent", "--node-name", "n", "--keep-standby-revision", "off"],
+      "agent",
+      /--keep-standby-revision: off is not true or false/,
+    ],
     ["two refs at once", ["run", "--source", ".", "--tag", "v1", "--commit", "abc"], "run", /at most one of/],
     ["a value given to a switch", ["status", "--json=yes"], "status", /'--json' does not take an argument/],
     ["an argument a command does not take", ["status", "extra"], "status", /unexpected argument "extra"/],

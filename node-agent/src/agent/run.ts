@@ -34,6 +34,8 @@ export interface AgentProcessOptions {
   metricsAddress?: string;
   /** Per-function time of 1 in this many packets (`--time-functions`); 0 or absent: off. */
   timeSample?: number;
+  /** Keep the revision a switch replaced loaded (`--keep-standby-revision`); absent: on. */
+  keepStandby?: boolean;
   logger?: Logger;
 }
 
@@ -56,6 +58,7 @@ export async function startAgent(options: AgentProcessOptions): Promise<RunningA
     cacheDir: options.cacheDir,
     logger: log,
     ...(options.timeSample ? { timeSample: options.timeSample } : {}),
+    ...(options.keepStandby !== undefined ? { keepStandby: options.keepStandby } : {}),
   });
   const counters = new AgentCounters();
   /** When each chain's live revision was switched in (by this process). */

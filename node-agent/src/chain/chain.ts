@@ -30,6 +30,8 @@ export interface ManagerContext {
   readonly selfTests: SelfTests;
   /** Per-function time of 1 in this many packets, for the roots and revisions it loads; 0 off. */
   readonly timeSample: number;
+  /** Whether a switch keeps the revision it replaced loaded as the chain's standby (see standby.ts). */
+  readonly keepStandby: boolean;
   /** Reports a step of a switch (the crash tests' seam). */
   phase(phase: SwitchPhase, chain: string): void;
 }
@@ -59,6 +61,23 @@ export interface LiveRevision {
   maps: Map<string, BpfMap>;
 }
 
+/**
+ * The revision a switch replaced, kept loaded so that a switch back to it needs no load (see
+ * standby.ts). Nothing of it is pinned: its fds are its only references, so a process that dies
+ * leaves nothing of it behind. Own fds, closed by releaseStandby / closeChain.
+ */
+export interface StandbyRevision {
+  /** Its prog array, meta map and programs (every program present), as they were live. */
+  revision: Omit<LiveRevision, "programs"> & { programs: BpfProgram[] };
+  /** Its meta's plan key (see standbyPlanKey). */
+  planKey: string;
+  /**
+   * Every NF-owned map its programs use, by `<nf>/<map>`: tables, to pin again when it returns;
+   * state maps, to prove that they are still the chain's.
+   */
+  maps: Map<string, BpfMap>;
+}
+
 /** A chain held by the manager; every handle is an own fd, closed by closeChain. */
 export interface Chain {
   name: string;
@@ -74,6 +93,8 @@ export interface Chain {
   metaMap: BpfMap;
   links: Map<string, AttachedLink>;
   live: LiveRevision | undefined;
+  /** The revision the last switch replaced, kept loaded (see StandbyRevision). */
+  standby?: StandbyRevision;
   nextGeneration: number;
 }
 
@@ -161,13 +182,23 @@ export function liveRevisionOf(built: BuiltRevision): LiveRevision {
     meta: built.meta,
     progs: built.progs,
     metaMap: built.metaMap,
-    programIds: built.nfs.map((nf) => nf.program.id),
+    programIds: built.programs.map((program) => program.id),
     programs: built.programs,
     maps: new Map(),
   };
 }
 
-export function closeRevision(revision: LiveRevision): void {
+/** Closes the standby revision's fds (nothing of it is pinned) and forgets it. */
+export function releaseStandby(chain: Chain): void {
+  const standby = chain.standby;
+  if (!standby) return;
+  chain.standby = undefined;
+  closeRevision(standby.revision);
+  for (const map of standby.maps.values()) map.close();
+  standby.maps.clear();
+}
+
+export function closeRevision(revision: Pick<LiveRevision, "progs" | "metaMap" | "programs" | "maps">): void {
   revision.progs.close();
   revision.metaMap.close();
   for (const program of revision.programs) program?.close();
@@ -178,6 +209,7 @@ export function closeRevision(revision: LiveRevision): void {
 /** Closes every fd of a chain; its pins stay. */
 export function closeChain(chain: Chain): void {
   if (chain.live) closeRevision(chain.live);
+  releaseStandby(chain);
   for (const { link } of chain.links.values()) link.close();
   chain.rootProg.close();
   chain.rootArray.close();

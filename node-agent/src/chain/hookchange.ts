@@ -117,7 +117,8 @@ export async function changeHook(
   closeRoot(chain);
   Object.assign(chain, root);
   chain.links = links;
-  goLive(ctx, chain, built);
+  // The replaced revision runs on the other hook's program type: it cannot serve as standby.
+  goLive(ctx, chain, built, false);
 
   const result: ApplyResult = {
     action: "switched",

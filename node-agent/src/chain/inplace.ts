@@ -7,7 +7,7 @@ import { BpfMap } from "../libbpf/index.ts";
 import { programHook } from "../packet/index.ts";
 import type { SelfTestReport } from "../selftest/index.ts";
 import { attachMissing, detachUnwanted, reattachModes, writeChainMeta } from "./attach.ts";
-import type { Chain, ManagerContext } from "./chain.ts";
+import { releaseStandby, type Chain, type ManagerContext } from "./chain.ts";
 import { nfTablesDigest, type Digests } from "./digests.ts";
 import { ChainStateError } from "./errors.ts";
 import { writeMeta } from "./meta.ts";
@@ -53,6 +53,9 @@ export async function updateInPlace(
     });
   }
   const attached = attachMissing(chain, spec, ctx.netns);
+  // The standby may share a table map with the live revision (a last NF taken over): it would
+  // no longer hold the tables it was built with.
+  if (writes.length > 0) releaseStandby(chain);
   for (const { map, entries } of writes) replaceEntries(map, entries);
   if (tablesChanged) {
     spec.functions.forEach((nf, i) => {

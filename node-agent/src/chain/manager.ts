@@ -94,6 +94,7 @@ export class ChainManager {
       chains: this.#chains,
       selfTests: this.#selfTests,
       timeSample: options.timeSample ?? 0,
+      keepStandby: options.keepStandby ?? true,
       phase: (phase, chain) => options.onPhase?.(phase, chain),
     };
     if (options.rootObjectPath) this.#rootObject = Promise.resolve(options.rootObjectPath);

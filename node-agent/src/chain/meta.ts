@@ -62,6 +62,12 @@ export const RevisionMeta = z.object({
   createdAt: z.string(),
   /** fused: one generated program runs every NF (each NF's pin is that program); absent: linked. */
   mode: z.enum(["linked", "fused"]).optional(),
+  /**
+   * What was loaded apart from tables (see standbyPlanKey), recorded when no NF keeps writable
+   * globals: once replaced, the revision can serve as the chain's standby. Absent in revisions
+   * of older agents.
+   */
+  planKey: z.string().optional(),
   nfs: z.array(RevisionNf),
 });
 export type RevisionMeta = z.infer<typeof RevisionMeta>;

@@ -14,6 +14,7 @@ import { programHook, type ProgramHook } from "../packet/index.ts";
 import {
   closeRevision,
   liveRevisionOf,
+  releaseStandby,
   type BuiltRevision,
   type Chain,
   type LiveRevision,
@@ -35,6 +36,7 @@ import {
   type LoadNfsOptions,
 } from "./nfload.ts";
 import type { ChainSpec } from "./spec.ts";
+import { keepAsStandby, standbyPlanKey } from "./standby.ts";
 import { statsValueSize } from "./status.ts";
 import { fillTables } from "./tables.ts";
 import type { NfMapRef, RecreatedMap } from "./types.ts";
@@ -54,6 +56,7 @@ export async function buildRevision(
   digests: Digests,
   timeSample = 0,
 ): Promise<BuiltRevision> {
+  const planKey = standbyPlanKey(spec, digests.code, timeSample);
   const generation = chain.nextGeneration++;
   const { paths } = chain;
   const opened: BpfMap[] = [];
@@ -140,6 +143,8 @@ export async function buildRevision(
       testsDigest: digests.tests,
       createdAt: new Date().toISOString(),
       ...(spec.fused ? { mode: "fused" as const } : {}),
+      // A program with writable globals would resume them as a standby, a new load starts afresh.
+      ...(nfs.every((nf) => nf.globals.length === 0) ? { planKey } : {}),
       nfs: nfs.map((nf, i): RevisionNf => ({
         name: nf.spec.name,
         statsIndex: nf.statsIndex,
@@ -215,7 +220,6 @@ export function discardRevision(chain: Chain, built: BuiltRevision): void {
 function assignStatsIndexes(chain: Chain, spec: ChainSpec): number[] {
   const live = new Map((chain.live?.meta.nfs ?? []).map((nf) => [nf.name, nf.statsIndex]));
   const used = new Set(live.values());
-  const zero = Buffer.alloc(statsValueSize());
   return spec.functions.map((nf) => {
     const kept = live.get(nf.name);
     if (kept !== undefined) return kept;
@@ -223,13 +227,20 @@ function assignStatsIndexes(chain: Chain, spec: ChainSpec): number[] {
     while (used.has(index)) index++;
     if (index >= SLUICE_STATS_ENTRIES) throw new ChainStateError(`${spec.name}: no free stats index`);
     used.add(index);
-    // Not used by the live revision, so no packet writes it meanwhile.
-    chain.stats.update(u32(index), zero);
-    // Nor its per-function time sums (in the chain's scratch map, see SLUICE_TIME_BASE).
-    if (chain.scratch.maxEntries > ChainContract.timeBase + index)
-      chain.scratch.updatePerCpu(u32(ChainContract.timeBase + index), []);
+    resetNfCounters(chain, index);
     return index;
   });
+}
+
+/**
+ * Zeroes the counters of stats slot `index` for an NF new to the chain. Only for a slot the
+ * live revision does not use, so that no packet writes it meanwhile.
+ */
+export function resetNfCounters(chain: Chain, index: number): void {
+  chain.stats.update(u32(index), Buffer.alloc(statsValueSize()));
+  // Its per-function time sums too (in the chain's scratch map, see SLUICE_TIME_BASE).
+  if (chain.scratch.maxEntries > ChainContract.timeBase + index)
+    chain.scratch.updatePerCpu(u32(ChainContract.timeBase + index), []);
 }
 
 /** Moves maps new in `generation` into the chain's maps/ (atomic rename over an old pin). */
@@ -278,16 +289,23 @@ export function pruneMaps(chain: Chain): string[] {
 
 /**
  * Makes a switched-in revision the chain's live one: its new maps move into maps/, the
- * revision it replaced is unpinned and closed, and maps no NF uses any more are unpinned.
- * Reports the steps through `ctx.phase`.
+ * revision it replaced is unpinned and either kept as the chain's standby (when `keepStandby`
+ * and it can serve, see standby.ts; the standby before it is released) or closed, and maps no
+ * NF uses any more are unpinned. Reports the steps through `ctx.phase`.
  */
-export function goLive(ctx: ManagerContext, chain: Chain, built: BuiltRevision): void {
+export function goLive(ctx: ManagerContext, chain: Chain, built: BuiltRevision, keepStandby: boolean): void {
+  const previous = chain.live;
+  // Taken while its maps are still the chain's pins (the new revision's move over them).
+  const kept = keepStandby && previous !== undefined && keepAsStandby(chain, previous);
+  if (!kept) releaseStandby(chain);
   moveNewMaps(chain, built.generation);
   ctx.phase("maps-moved", chain.name);
-  const previous = chain.live;
   chain.live = liveRevisionOf(built);
   closeNfs(built.nfs);
-  if (previous) releaseRevision(chain, previous);
+  if (previous) {
+    if (kept) rmSync(chain.paths.rev(previous.meta.generation), { recursive: true, force: true });
+    else releaseRevision(chain, previous);
+  }
   pruneMaps(chain);
   ctx.phase("released", chain.name);
 }

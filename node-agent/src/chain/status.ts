@@ -76,5 +76,13 @@ export function chainStatus(chain: Chain, stats: StatsReader): ChainStatus {
       };
     }),
     rootMisses: stats.read(chain.rootStats, 0),
+    ...(chain.standby
+      ? {
+          standby: {
+            revision: chain.standby.revision.meta.revision,
+            programIds: chain.standby.revision.programs.map((p) => p.id),
+          },
+        }
+      : {}),
   };
 }

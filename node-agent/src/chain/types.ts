@@ -50,6 +50,14 @@ export interface ChainManagerOptions {
    * until their hook changes.
    */
   timeSample?: number;
+  /**
+   * Keep the revision a switch replaced loaded as the chain's standby (default true): a switch
+   * back to exactly that revision (a rollback, two revisions alternating) then loads and
+   * verifies nothing, it is self-tested and switched in. Costs the memory of one more revision
+   * per chain (its programs, prog array and tables; state maps are the chain's, shared). Nothing
+   * of the standby is pinned: a new process adopts the live revision alone.
+   */
+  keepStandby?: boolean;
   /** Compiled root object (bpf/root/root.bpf.c); default: compiled into `cacheDir` on first use. */
   rootObjectPath?: string;
   /** Compile cache for the root object; default `<tmpdir>/sluice-cache`. */
@@ -103,6 +111,11 @@ export interface ApplyResult {
   interfaces: { attached: string[]; detached: string[] };
   /** The self-test, when vectors ran. */
   selfTest?: SelfTestReport;
+  /**
+   * The revision switched in was the chain's standby (the one the switch before replaced,
+   * kept loaded: see ChainManagerOptions.keepStandby): nothing was loaded or verified.
+   */
+  fromStandby?: boolean;
   /** How the revision runs: one program for the chain (fused) or one per NF (linked). */
   mode?: "linked" | "fused";
   /** Why a chain that asked for `auto` runs linked. */
@@ -131,7 +144,9 @@ export interface ApplyResult {
      * `selfTestLoadMs` (loading what the self-test instance lacked) and `vectorsMs` run while
      * `nfLoadMs` (loading the new revision's NFs, maps carried over) runs; `revisionMs` is the
      * rest of the build (tables, pins, prog array, meta), `releaseMs` the time after the flip
-     * (new maps moved into place, the replaced revision unpinned and closed).
+     * (new maps moved into place, the replaced revision unpinned and kept as standby or closed).
+     * A switch to the standby (`fromStandby`) loads nothing (`nfLoadMs` 0) and runs the
+     * self-test first; `revisionMs` is then pinning the standby again, after the self-test.
      */
     parts?: {
       selfTestLoadMs: number;
@@ -198,4 +213,9 @@ export interface ChainStatus {
   nfs: NfStatus[];
   /** Packets that found no chain in the root (passed): non-zero only while a chain was missing. */
   rootMisses: EndedCounters;
+  /**
+   * The revision kept loaded as standby (see ChainManagerOptions.keepStandby): its label and
+   * its NFs' program ids in chain order. Absent when there is none.
+   */
+  standby?: { revision: string; programIds: number[] };
 }
