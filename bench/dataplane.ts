@@ -26,6 +26,7 @@ import {
   measureManagerSwitches,
   noop3Specs,
   type ManagerLeftovers,
+  type SpecFactory,
 } from "./manager.ts";
 import { compileObjects, type CompileFigures } from "./objects.ts";
 import { atMost, equals, tally, table, targetTable, type TargetCheck } from "./report.ts";
@@ -258,103 +259,59 @@ async function main(): Promise<number> {
       return undefined;
     }
   };
-  const managerSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
-    "chain manager switches",
-    () =>
-      measureManagerSwitches(
-        "bench-switch",
-        chain3Specs(objects, net),
+  /** One series of `count` switches through the chain manager, named `what` in errors. */
+  const series = (
+    what: string,
+    name: string,
+    makeSpec: SpecFactory,
+    count = plan.managerSwitches,
+    keepStandby = true,
+  ): Promise<(SwitchFigures & ManagerLeftovers) | undefined> =>
+    guarded(what, () => {
+      checkpoint();
+      return measureManagerSwitches(
+        name,
+        makeSpec,
         objects,
         net,
         bpffs.path,
         scope,
-        plan.managerSwitches,
+        count,
         log,
         checkpoint,
-      ),
-  );
-  checkpoint();
+        keepStandby,
+      );
+    });
+  const managerSwitch = await series("chain manager switches", "bench-switch", chain3Specs(objects, net));
   // The same alternating series with the standby off: every switch loads (what it cost before).
-  const noStandbySwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+  const noStandbySwitch = await series(
     "chain manager switches without standby",
-    () =>
-      measureManagerSwitches(
-        "bench-nostandby",
-        chain3Specs(objects, net),
-        objects,
-        net,
-        bpffs.path,
-        scope,
-        plan.managerSwitches,
-        log,
-        checkpoint,
-        false,
-      ),
+    "bench-nostandby",
+    chain3Specs(objects, net),
+    plan.managerSwitches,
+    false,
   );
-  checkpoint();
-  const unseenSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+  const unseenSwitch = await series(
     "chain manager unseen switches",
-    () =>
-      measureManagerSwitches(
-        "bench-unseen",
-        chain3UnseenSpecs(objects, net),
-        objects,
-        net,
-        bpffs.path,
-        scope,
-        plan.managerSwitches,
-        log,
-        checkpoint,
-      ),
+    "bench-unseen",
+    chain3UnseenSpecs(objects, net),
   );
-  checkpoint();
   // The same two series with the chain fused, as `mode: auto` runs it where it verifies.
-  const fusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+  const fusedSwitch = await series(
     "chain manager fused switches",
-    () =>
-      measureManagerSwitches(
-        "bench-fused",
-        chain3Specs(objects, net, "fused"),
-        objects,
-        net,
-        bpffs.path,
-        scope,
-        plan.managerSwitches,
-        log,
-        checkpoint,
-      ),
+    "bench-fused",
+    chain3Specs(objects, net, "fused"),
   );
-  checkpoint();
-  const unseenFusedSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+  const unseenFusedSwitch = await series(
     "chain manager fused unseen switches",
-    () =>
-      measureManagerSwitches(
-        "bench-unseenf",
-        chain3UnseenSpecs(objects, net, "fused"),
-        objects,
-        net,
-        bpffs.path,
-        scope,
-        plan.managerSwitches,
-        log,
-        checkpoint,
-      ),
+    "bench-unseenf",
+    chain3UnseenSpecs(objects, net, "fused"),
   );
-  checkpoint();
-  const noopSwitch: (SwitchFigures & ManagerLeftovers) | undefined = await guarded(
+  const noopSwitch = await series(
     "chain manager noop switches",
-    () =>
-      measureManagerSwitches(
-        "bench-noop",
-        noop3Specs(objects, net),
-        objects,
-        net,
-        bpffs.path,
-        scope,
-        plan.noopSwitches,
-        log,
-        checkpoint,
-      ),
+    "bench-noop",
+    noop3Specs(objects, net),
+    plan.noopSwitches,
   );
   checkpoint();
   const managerSwap: SwapFigures | undefined = await guarded("chain manager swap", () =>
