@@ -22,13 +22,14 @@ import { promisify } from "node:util";
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Node } from "@kubernetes/client-node";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { parseAllDocuments } from "yaml";
+import { z } from "zod";
 import type { NodeChain } from "../../../common/api/index.ts";
 import { KubeClient } from "../../../common/kube/client.ts";
 import { KubeStore } from "../../../common/kube/store.ts";
 import { rootLogger } from "../../../common/log.ts";
 import clusterSetup from "../../cluster/global-setup.ts";
 import { createTestRepo, startGitDaemon, type GitServer, type TestRepo } from "../git-servers.ts";
-import { asChartOperator, CHART_OPERATOR_UID, repoRoot, sluiceArgv } from "../sluice.ts";
+import { asChartOperator, CHART_OPERATOR_UID, repoRoot, SLUICE_BIN } from "../sluice.ts";
 import {
   rssOf,
   type RecordedSwitch,
@@ -96,6 +97,34 @@ export interface UnavailabilityTrace {
 
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
 
+/** `sluice <args>` as the images start it: `node bin/sluice.mjs <args>`, Node's flags from NODE_OPTIONS. */
+function imageArgv(args: readonly string[]): string[] {
+  return [process.execPath, SLUICE_BIN, ...args];
+}
+
+/**
+ * The chart's NODE_OPTIONS, followed by any the fleet itself was started with (a heap snapshot
+ * signal or a profile for a diagnosis: `NODE_OPTIONS=... npm run bench:scale`); without those,
+ * exactly the chart's.
+ */
+function withOwnNodeOptions(chart: string): string {
+  return [chart, process.env.NODE_OPTIONS ?? ""].join(" ").trim();
+}
+
+/** What the fleet reads of a rendered Deployment or DaemonSet: its first container's env. */
+const ChartWorkload = z.object({
+  kind: z.string(),
+  spec: z.object({
+    template: z.object({
+      spec: z.object({
+        containers: z.array(
+          z.object({ env: z.array(z.object({ name: z.string(), value: z.string().optional() })).optional() }),
+        ),
+      }),
+    }),
+  }),
+});
+
 /** A running fleet; {@link Fleet.stop} takes everything down. */
 export class Fleet {
   private readonly cleanups: (() => Promise<void> | void)[] = [];
@@ -114,6 +143,8 @@ export class Fleet {
   private caPem = "";
   private binDir = "";
   private adminKubeconfig = "";
+  /** NODE_OPTIONS of the chart's operator and agent containers (empty when the chart sets none). */
+  private nodeOptions = { operator: "", agent: "" };
   /** NodeChain state by node, from the fleet's own watch. */
   readonly seen = new Map<string, NodeChainSeen>();
   /** Unavailable-node tracking, while armed. */
@@ -440,7 +471,7 @@ export class Fleet {
       await writeFile(kubeconfig, this.kubeconfigText(`agent-${node}`, token), { mode: 0o600 });
       const { asChartAgent } = await import("../sluice.ts");
       const [file, ...args] = asChartAgent(
-        sluiceArgv([
+        imageArgv([
           "agent",
           `--kubeconfig=${kubeconfig}`,
           `--node-name=${node}`,
@@ -453,7 +484,11 @@ export class Fleet {
       );
       const child = spawn(file!, args, {
         stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, SLUICE_LOG_LEVEL: "warn" },
+        env: {
+          ...process.env,
+          SLUICE_LOG_LEVEL: "warn",
+          NODE_OPTIONS: withOwnNodeOptions(this.nodeOptions.agent),
+        },
       });
       let output = "";
       child.stdout!.on("data", (b: Buffer) => (output += b.toString()));
@@ -464,8 +499,11 @@ export class Fleet {
           throw new Error(`sluice agent exited ${child.exitCode}: ${output.slice(-2000)}`);
         return { rssMb: rssOf(child.pid!, "VmRSS"), peakMb: rssOf(child.pid!, "VmHWM") };
       } finally {
-        child.kill("SIGTERM");
-        await new Promise((ok) => child.once("exit", ok));
+        if (child.exitCode === null && child.signalCode === null) {
+          const exited = new Promise((ok) => child.once("exit", ok));
+          child.kill("SIGTERM");
+          await exited;
+        }
       }
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -600,7 +638,38 @@ spec:
     if (!operator || !agent || !lease)
       throw new Error("the chart rendered no operator or agent ServiceAccount or Lease");
     await kubectl(["apply", "--server-side", "-f", "-"], rendered);
+    this.nodeOptions = await this.chartNodeOptions(version.serverVersion.gitVersion);
     return { operator, agent, lease };
+  }
+
+  /**
+   * NODE_OPTIONS of the chart's operator Deployment and agent DaemonSet, as rendered: the fleet
+   * starts both processes as their images do (`node bin/sluice.mjs <command>`, where the
+   * `#!` line's flags do not apply) with these in the environment, so that their memory is
+   * measured with the V8 settings they are deployed with.
+   */
+  private async chartNodeOptions(kubeVersion: string): Promise<{ operator: string; agent: string }> {
+    const { stdout: rendered } = await execFileAsync(
+      join(this.binDir, "helm"),
+      [
+        "template",
+        RELEASE,
+        join(repoRoot, "charts/sluice"),
+        `--namespace=${FLEET_NAMESPACE}`,
+        `--kube-version=${kubeVersion}`,
+        ...["operator-deployment", "agent-daemonset"].flatMap((t) => ["--show-only", `templates/${t}.yaml`]),
+      ],
+      { maxBuffer: 16 << 20 },
+    );
+    const options = (kind: string): string => {
+      const doc = parseAllDocuments(rendered)
+        .map((d) => ChartWorkload.safeParse(d.toJS()).data)
+        .find((d) => d?.kind === kind);
+      if (!doc) throw new Error(`the chart rendered no ${kind}`);
+      const env = doc.spec.template.spec.containers[0]?.env ?? [];
+      return env.find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
+    };
+    return { operator: options("Deployment"), agent: options("DaemonSet") };
   }
 
   private async token(
@@ -678,7 +747,7 @@ spec:
       await mkdir(profile, { recursive: true });
       await chown(profile, CHART_OPERATOR_UID, CHART_OPERATOR_UID);
     }
-    const [node, ...sluice] = sluiceArgv([
+    const [node, ...sluice] = imageArgv([
       "operator",
       `--kubeconfig=${kubeconfig}`,
       `--namespace=${FLEET_NAMESPACE}`,
@@ -700,7 +769,12 @@ spec:
     const fd = openSync(join(work, "operator.log"), "a");
     this.operator = spawn(file!, args, {
       stdio: ["ignore", fd, fd],
-      env: { ...process.env, SLUICE_LOG_LEVEL: "warn", HOME: dir },
+      env: {
+        ...process.env,
+        SLUICE_LOG_LEVEL: "warn",
+        HOME: dir,
+        NODE_OPTIONS: withOwnNodeOptions(this.nodeOptions.operator),
+      },
     });
     closeSync(fd);
     this.operatorLog = join(work, "operator.log");
