@@ -215,10 +215,14 @@ export class Fleet {
       this.core.createNode({ body: { metadata: { name, labels: { [FLEET_LABEL]: "true" } } } }),
     );
     await this.startKwok(work, adminKubeconfig);
-    await this.until(`${this.nodeNames.length} Nodes Ready`, 120_000, async () => {
-      const nodes = await this.core.listNode({ labelSelector: `${FLEET_LABEL}=true` });
-      return nodes.items.filter(isReady).length === this.nodeNames.length;
-    });
+    await this.until(
+      `${this.nodeNames.length} Nodes Ready`,
+      120_000 + this.nodeNames.length * 30,
+      async () => {
+        const nodes = await this.core.listNode({ labelSelector: `${FLEET_LABEL}=true` });
+        return nodes.items.filter(isReady).length === this.nodeNames.length;
+      },
+    );
     this.say(`${this.nodeNames.length} Nodes Ready under kwok (${Date.now() - t} ms)`);
 
     // One token per node, bound to that Node, as the kubelet gives the chart's agent pod.
@@ -307,7 +311,8 @@ export class Fleet {
     let appliedAt = 0;
     await this.until(
       `commit ${sha.slice(0, 8)} applied`,
-      60_000,
+      // A large fleet keeps the operator and the API server busy: a sync waits its turn.
+      60_000 + this.nodeNames.length * 10,
       async () => {
         const gs = (await this.custom.getNamespacedCustomObject({
           group: "sluice.dev",
@@ -368,7 +373,10 @@ export class Fleet {
   }
 
   /** Waits until the chain plans a revision other than `than`; returns it. */
-  async nextRevision(than: string | undefined, timeoutMs = 60_000): Promise<string> {
+  async nextRevision(
+    than: string | undefined,
+    timeoutMs = 60_000 + this.nodeNames.length * 10,
+  ): Promise<string> {
     let revision: string | undefined;
     await this.until("a new revision planned", timeoutMs, async () => {
       revision = (await this.chainStatus()).revision;
