@@ -41,6 +41,8 @@ const { values } = parseArgs({
 const nodes = Number(values.nodes);
 const switchMs = Number(values["switch-ms"]);
 const say = (line: string) => process.stderr.write(`scale: ${line}\n`);
+/** How long one rollout may take before the run fails: 10 min, more for a fleet past 5,000 nodes. */
+const rolloutTimeoutMs = Math.max(600_000, nodes * 120);
 
 async function rollout(
   fleet: Fleet,
@@ -51,7 +53,7 @@ async function rollout(
   fleet.armUnavailabilityTrace();
   const appliedAt = await change();
   const revision = await fleet.nextRevision(before);
-  const doneAt = await fleet.untilAllLive(revision, 600_000);
+  const doneAt = await fleet.untilAllLive(revision, rolloutTimeoutMs);
   const trace = fleet.takeUnavailabilityTrace();
   const window = fleet.apiWindow(metricsBefore, await fleet.scrapeApiServer());
   return { seconds: (doneAt - appliedAt) / 1000, window, revision, maxUnavailable: trace.max };
@@ -84,7 +86,7 @@ async function main(): Promise<void> {
     const appliedAt = await fleet.commitFunctionChange();
     await fleet.nextRevision(good);
     await new Promise((ok) => setTimeout(ok, 500));
-    const backAt = await fleet.untilAllLive(good, 600_000);
+    const backAt = await fleet.untilAllLive(good, rolloutTimeoutMs);
     const haltWindow = fleet.apiWindow(haltBefore, await fleet.scrapeApiServer());
     const halt = (backAt - appliedAt) / 1000;
     const status = await fleet.chainStatus();

@@ -54,6 +54,45 @@ async function digest(path: string): Promise<string> {
     .digest("hex");
 }
 
+/** Namespace of the modules {@link REPLACED_PACKAGES} puts in place of npm packages. */
+const REPLACED = "sluice-replaced";
+
+/**
+ * npm packages that @kubernetes/client-node brings in at load time but that no sluice command
+ * uses, each replaced in the bundle by a few lines (CommonJS). Each one cost every process its
+ * module code and what it builds on load (bench/README.md, the scale section):
+ * - `whatwg-url` (with `tr46` and its Unicode mapping table, ~3.5 MB of RSS): node-fetch 2 takes
+ *   Node's own `URL` when there is one and requires this only as the fallback for runtimes
+ *   without it; the replacement hands out Node's `URL`.
+ * - `isomorphic-ws` (`ws`): the WebSocket client of exec, attach and port-forward, which sluice
+ *   never calls; the replacement fails loudly if something ever does.
+ */
+const REPLACED_PACKAGES: Readonly<Record<string, string>> = {
+  "whatwg-url":
+    'const { URL, URLSearchParams } = require("node:url"); module.exports = { URL, URLSearchParams };',
+  "isomorphic-ws": `class WebSocket {
+  constructor() { throw new Error("sluice is built without a WebSocket client (exec, attach and port-forward are not part of it)"); }
+}
+WebSocket.CONNECTING = 0; WebSocket.OPEN = 1; WebSocket.CLOSING = 2; WebSocket.CLOSED = 3;
+module.exports = WebSocket;`,
+};
+
+/** The esbuild plugin that bundles {@link REPLACED_PACKAGES} in place of the packages. */
+const replacePackages = {
+  name: "replace-unused-packages",
+  setup(b: import("esbuild").PluginBuild): void {
+    const names = Object.keys(REPLACED_PACKAGES).map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    b.onResolve({ filter: new RegExp(`^(${names.join("|")})$`) }, (args) => ({
+      path: args.path,
+      namespace: REPLACED,
+    }));
+    b.onLoad({ filter: /.*/, namespace: REPLACED }, (args) => ({
+      contents: REPLACED_PACKAGES[args.path],
+      loader: "js",
+    }));
+  },
+};
+
 /** Builds `dist/` from the sources (`entry`: the CLI's module) and records what it read. */
 export async function build(entry = DEFAULT_ENTRY): Promise<void> {
   const esbuild = await import("esbuild");
@@ -67,6 +106,7 @@ export async function build(entry = DEFAULT_ENTRY): Promise<void> {
     platform: "node",
     target: "node20",
     external: ["koffi"],
+    plugins: [replacePackages],
     // CommonJS packages inside the ESM bundle still call require() for Node's built-ins.
     banner: {
       js: 'import { createRequire as __sluiceRequire } from "node:module"; const require = __sluiceRequire(import.meta.url);',
@@ -104,7 +144,10 @@ export async function build(entry = DEFAULT_ENTRY): Promise<void> {
     const path = join(entry.parentPath, entry.name);
     if (entry.isFile() && !outputs.has(path)) await rm(path);
   }
-  const inputs = Object.keys(result.metafile.inputs).filter((p) => !p.includes("node_modules/"));
+  // The replaced packages' modules live in build.ts, which is recorded below.
+  const inputs = Object.keys(result.metafile.inputs).filter(
+    (p) => !p.includes("node_modules/") && !p.startsWith(`${REPLACED}:`),
+  );
   const sources: BuildInfo["sources"] = {};
   // The lock file stands for the bundled packages.
   const webSources = (await readdir(join(root, "web"))).map((name) => `web/${name}`);

@@ -15,7 +15,8 @@ export * from "./networkfunction.ts";
 export * from "./servicechain.ts";
 export * from "./nodechain.ts";
 export * from "./kinds.ts";
-export * from "./crd.ts";
+// The CRD generator (crd.ts, with the yaml package) is imported from its own module by the
+// scripts that render CRDs: through this index it was loaded by every sluice process.
 
 /**
  * One problem with one field, as data: where it is (file, document, field path) and what is

@@ -130,6 +130,10 @@ export function resourcePath(res: Resource, namespace?: string, name?: string, s
 export interface ListOptions {
   labelSelector?: string;
   fieldSelector?: string;
+  /** At most this many objects; the answer's `metadata.continue` asks for the next page. */
+  limit?: number;
+  /** The `metadata.continue` of the page before. */
+  continue?: string;
 }
 
 /** The API server's JSON: what the library made into classes and Dates, as plain values again. */
@@ -379,9 +383,18 @@ export class KubeClient {
           undefined,
           options.fieldSelector,
           options.labelSelector,
+          options.limit,
+          options.continue,
         ),
       ),
     );
+    // The library names the list's continue token `_continue` (its model's field for the JSON
+    // `continue`); without the JSON name back, a paged list would stop after its first page.
+    const meta = list.metadata as (KubeList["metadata"] & { _continue?: string }) | undefined;
+    if (meta && "_continue" in meta) {
+      if (meta._continue) meta.continue = meta._continue;
+      delete meta._continue;
+    }
     // Items of a list carry no apiVersion/kind; fill them in so callers can treat them as objects.
     for (const item of list.items) {
       item.apiVersion ??= apiVersionOf(res);

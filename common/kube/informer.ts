@@ -27,6 +27,13 @@ function isObject(value: unknown): value is KubeObject {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/**
+ * Objects per page of an informer's LIST, as client-go's reflector asks: each page's body is
+ * parsed, trimmed and let go before the next one comes, so a first list of 10,000 Nodes never
+ * holds the whole answer (and client-node's objects and the plain copy made of it) at once.
+ */
+export const LIST_PAGE_SIZE = 500;
+
 /** Pause before the `n`th consecutive retry: exponential up to 30 s, with full jitter. */
 function restartDelayMs(n: number, baseMs = 250): number {
   const cap = Math.min(30_000, baseMs * 2 ** Math.min(n, 7));
@@ -119,6 +126,8 @@ export class Informer<T extends KubeObject> {
        * owner never reads need not be kept once per object.
        */
       trim?: (obj: T) => void;
+      /** Objects per page of a LIST (default {@link LIST_PAGE_SIZE}). */
+      pageSize?: number;
     } = {},
   ) {
     this.hasSynced = new Promise((resolve) => (this.synced = resolve));
@@ -131,11 +140,25 @@ export class Informer<T extends KubeObject> {
     }
     const list = async () => {
       this.lists++;
-      const result = await client.list<T>(resource, options.namespace, {
-        labelSelector: options.labelSelector,
-      });
-      for (const item of result.items) onReceipt(item);
-      return result as unknown as {
+      // Pages of one LIST come from one snapshot: the last page's resourceVersion is the list's.
+      // A continue token that expired fails the list; the informer lists again after a pause.
+      const items: T[] = [];
+      let resourceVersion: string | undefined;
+      let next: string | undefined;
+      do {
+        const page = await client.list<T>(resource, options.namespace, {
+          labelSelector: options.labelSelector,
+          limit: options.pageSize ?? LIST_PAGE_SIZE,
+          ...(next ? { continue: next } : {}),
+        });
+        for (const item of page.items) {
+          onReceipt(item);
+          items.push(item);
+        }
+        resourceVersion = page.metadata?.resourceVersion;
+        next = page.metadata?.continue || undefined;
+      } while (next);
+      return { items, metadata: { resourceVersion } } as unknown as {
         items: KubernetesObject[];
         metadata: { resourceVersion?: string };
       } as never;

@@ -46,6 +46,7 @@ interface Container {
     seccompProfile?: { type: string };
   };
   volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
+  resources?: { limits?: { memory?: string } };
 }
 interface PodSpec {
   serviceAccountName: string;
@@ -232,6 +233,19 @@ describe("with default values", () => {
     // Everything it writes goes to volumes, not to the image.
     expect(operator!.volumeMounts?.map((m) => m.mountPath).sort()).toEqual(["/tmp", "/var/lib/sluice"]);
     expect(pod.hostNetwork).not.toBe(true);
+  });
+
+  it("caps the operator's and the agent's V8 heap (NODE_OPTIONS) well inside their memory limits", () => {
+    const mib = (quantity: string) =>
+      Number(/^(\d+)Mi$/.exec(quantity)?.[1] ?? Number(/^(\d+)Gi$/.exec(quantity)?.[1]) * 1024);
+    for (const kind of ["Deployment", "DaemonSet"]) {
+      const [container] = (findManifest(defaults.stored, kind) as Workload).spec.template.spec.containers;
+      const nodeOptions = container!.env?.find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
+      const oldSpace = Number(/--max-old-space-size=(\d+)/.exec(nodeOptions)?.[1]);
+      expect(nodeOptions, kind).toContain("--max-semi-space-size=2");
+      // Code, the young generation and native memory live beside the old space.
+      expect(oldSpace + 100, kind).toBeLessThanOrEqual(mib(container!.resources!.limits!.memory!));
+    }
   });
 
   it("keeps every GitSource in its own namespace and off file:// unless values say otherwise", () => {

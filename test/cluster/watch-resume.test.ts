@@ -27,6 +27,8 @@ interface Seen {
   path: string;
   watch: boolean;
   resourceVersion: string | null;
+  limit?: string | null;
+  continue?: string | null;
 }
 
 /** Forwards HTTP to the API server's HTTPS, recording each request; can cut open watches. */
@@ -104,6 +106,8 @@ class CountingProxy {
       path: url.pathname,
       watch,
       resourceVersion: url.searchParams.get("resourceVersion"),
+      limit: url.searchParams.get("limit"),
+      continue: url.searchParams.get("continue"),
     });
     if (watch) this.watches.add(req.socket);
     const upstream = httpsRequest(
@@ -133,6 +137,7 @@ async function until(what: string, check: () => boolean, timeoutMs = 20_000): Pr
 
 let proxy: CountingProxy;
 let informer: Informer<KubeObject>;
+let informerClient: KubeClient;
 const names = new Set<string>();
 
 beforeAll(async () => {
@@ -147,8 +152,9 @@ beforeAll(async () => {
     contexts: [{ name: "proxy", cluster: "proxy", user: "admin" }],
     currentContext: "proxy",
   });
+  informerClient = new KubeClient(kc);
   informer = new Informer<KubeObject>(
-    new KubeClient(kc),
+    informerClient,
     ConfigMaps,
     rootLogger.child({ test: "watch-resume" }),
     {
@@ -204,5 +210,44 @@ describe("informer watch restarts", () => {
     await until("after-gone seen", () => names.has("after-gone"));
     expect(proxy.lists()).toHaveLength(2);
     for (const name of ["first", "after-cuts", "after-outage", "after-gone"]) expect(names).toContain(name);
+  }, 60_000);
+});
+
+describe("informer lists", () => {
+  it("in pages, and caches every object of every page", async () => {
+    for (const name of ["page-a", "page-b", "page-c"]) await createConfigMap(name);
+    const expected = (await kubectlOk(["get", "configmaps", "-n", namespace, "-o", "name"]))
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => line.replace("configmap/", ""))
+      .sort();
+    expect(expected.length).toBeGreaterThanOrEqual(5);
+    const listsBefore = proxy.lists().length;
+    const paged = new Informer<KubeObject>(
+      informerClient,
+      ConfigMaps,
+      rootLogger.child({ test: "watch-resume-paged" }),
+      { onChange: () => {}, onDelete: () => {} },
+      { namespace, pageSize: 2 },
+    );
+    try {
+      await paged.start();
+      const pages = proxy.lists().slice(listsBefore);
+      expect(pages).toHaveLength(Math.ceil(expected.length / 2));
+      for (const page of pages) expect(page.limit).toBe("2");
+      expect(pages[0]!.continue).toBeNull();
+      for (const page of pages.slice(1)) expect(page.continue).toBeTruthy();
+      expect(
+        paged
+          .list()
+          .map((o) => o.metadata?.name)
+          .sort(),
+      ).toEqual(expected);
+      // The watch goes on from the list's version: what changes next is seen.
+      await createConfigMap("page-after");
+      await until("page-after in the paged cache", () => paged.get("page-after", namespace) !== undefined);
+    } finally {
+      await paged.stop();
+    }
   }, 60_000);
 });

@@ -4,7 +4,7 @@
  * ServiceChain status from the store, and markers for what changed between two readings (a
  * revision switched in or failed, a rollout started, halted or rolled back).
  */
-import { ConditionType, findCondition, Reason } from "../../../common/api/index.ts";
+import { ConditionType, findCondition, NODE_LABEL, Reason } from "../../../common/api/index.ts";
 import type { ChainReading, CommitInfo, LiveMarker } from "../../../common/liveview/index.ts";
 import type { Store } from "../../../common/store.ts";
 import type { ChainStatus } from "../chain/index.ts";
@@ -57,7 +57,11 @@ export function agentLiveReader(
 
   return async (watched) => {
     const chains = options.list();
-    const nodeChains = await options.store.list("NodeChain");
+    // This node's only, by its label: before the agent's own label-selected watch is up (the
+    // view samples from the start), a plain list asked the API server for every NodeChain of
+    // the cluster, each second, several MB at 1,000 nodes; and a chain's NodeChain found by
+    // name alone could be another node's.
+    const nodeChains = await options.store.list("NodeChain", undefined, { [NODE_LABEL]: options.node });
     const serviceChains = options.rolloutMarkers === false ? [] : await options.store.list("ServiceChain");
     const nowT = Math.round(Date.now() / 1000);
 

@@ -1,6 +1,15 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Dns1123Subdomain, LabelValue } from "../../../common/api/index.ts";
-import { nodeChainName, nodeLabelValue, planRevision, selectNodes, type NodeInfo } from "./plan.ts";
+import {
+  canonicalJson,
+  nodeChainName,
+  nodeLabelValue,
+  planRevision,
+  sameJson,
+  selectNodes,
+  type NodeInfo,
+} from "./plan.ts";
 
 describe("nodeChainName", () => {
   it("is <chain>.<node>, so that no two (chain, node) pairs share a name", () => {
@@ -84,5 +93,42 @@ describe("selectNodes", () => {
         nodes,
       ),
     ).toEqual(["b"]);
+  });
+});
+
+/** `value` rebuilt with every object's keys in reverse order and an undefined member added. */
+function reordered(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(reordered);
+  if (value === null || typeof value !== "object") return value;
+  const out: Record<string, unknown> = { absent: undefined };
+  for (const key of Object.keys(value).reverse())
+    out[key] = reordered((value as Record<string, unknown>)[key]);
+  if (Object.hasOwn(value, "absent")) out.absent = reordered((value as Record<string, unknown>).absent);
+  return out;
+}
+
+describe("sameJson", () => {
+  it.each([
+    ["key order does not matter", { a: 1, b: { c: [1, 2] } }, { b: { c: [1, 2] }, a: 1 }, true],
+    ["an undefined member counts as absent", { a: 1, b: undefined }, { a: 1 }, true],
+    ["a changed leaf differs", { a: { b: "x" } }, { a: { b: "y" } }, false],
+    ["an extra member differs", { a: 1 }, { a: 1, b: null }, false],
+    ["a missing member differs", { a: 1, b: 2 }, { a: 1 }, false],
+    ["array order matters", [1, 2], [2, 1], false],
+    ["an array is not an object with index keys", [1], { 0: 1 }, false],
+    ["a number is not its string", { a: 1 }, { a: "1" }, false],
+    ["null is not an empty object", null, {}, false],
+  ])("%s", (_name, a, b, same) => {
+    expect(sameJson(a, b)).toBe(same);
+    expect(sameJson(b, a)).toBe(same);
+  });
+
+  it("agrees with canonicalJson on JSON values and on reordered copies of them", () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.jsonValue(), (a, b) => {
+        expect(sameJson(a, b)).toBe(canonicalJson(a) === canonicalJson(b));
+        expect(sameJson(a, reordered(a))).toBe(true);
+      }),
+    );
   });
 });

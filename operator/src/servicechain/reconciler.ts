@@ -36,6 +36,7 @@ import {
   nodeChainName,
   nodeLabelValue,
   resolvePlan,
+  sameJson,
   selectNodes,
   type NodeInfo,
 } from "./plan.ts";
@@ -607,7 +608,7 @@ function nodeChainObject(
 
 /** Whether applying `desired` would change `existing`: its spec, our labels, or its owner. */
 function differs(existing: NodeChain, desired: StoreInput<"NodeChain">): boolean {
-  if (canonicalJson(existing.spec) !== canonicalJson(desired.spec)) return true;
+  if (!sameJson(existing.spec, desired.spec)) return true;
   for (const [k, v] of Object.entries(desired.metadata.labels ?? {}))
     if (existing.metadata.labels?.[k] !== v) return true;
   const owner = desired.metadata.ownerReferences?.[0];

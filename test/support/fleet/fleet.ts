@@ -22,13 +22,14 @@ import { promisify } from "node:util";
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Node } from "@kubernetes/client-node";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { parseAllDocuments } from "yaml";
+import { z } from "zod";
 import type { NodeChain } from "../../../common/api/index.ts";
 import { KubeClient } from "../../../common/kube/client.ts";
 import { KubeStore } from "../../../common/kube/store.ts";
 import { rootLogger } from "../../../common/log.ts";
 import clusterSetup from "../../cluster/global-setup.ts";
 import { createTestRepo, startGitDaemon, type GitServer, type TestRepo } from "../git-servers.ts";
-import { asChartOperator, CHART_OPERATOR_UID, repoRoot, sluiceArgv } from "../sluice.ts";
+import { asChartOperator, CHART_OPERATOR_UID, repoRoot, SLUICE_BIN } from "../sluice.ts";
 import {
   rssOf,
   type RecordedSwitch,
@@ -96,6 +97,34 @@ export interface UnavailabilityTrace {
 
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
 
+/** `sluice <args>` as the images start it: `node bin/sluice.mjs <args>`, Node's flags from NODE_OPTIONS. */
+function imageArgv(args: readonly string[]): string[] {
+  return [process.execPath, SLUICE_BIN, ...args];
+}
+
+/**
+ * The chart's NODE_OPTIONS, followed by any the fleet itself was started with (a heap snapshot
+ * signal or a profile for a diagnosis: `NODE_OPTIONS=... npm run bench:scale`); without those,
+ * exactly the chart's.
+ */
+function withOwnNodeOptions(chart: string): string {
+  return [chart, process.env.NODE_OPTIONS ?? ""].join(" ").trim();
+}
+
+/** What the fleet reads of a rendered Deployment or DaemonSet: its first container's env. */
+const ChartWorkload = z.object({
+  kind: z.string(),
+  spec: z.object({
+    template: z.object({
+      spec: z.object({
+        containers: z.array(
+          z.object({ env: z.array(z.object({ name: z.string(), value: z.string().optional() })).optional() }),
+        ),
+      }),
+    }),
+  }),
+});
+
 /** A running fleet; {@link Fleet.stop} takes everything down. */
 export class Fleet {
   private readonly cleanups: (() => Promise<void> | void)[] = [];
@@ -114,6 +143,8 @@ export class Fleet {
   private caPem = "";
   private binDir = "";
   private adminKubeconfig = "";
+  /** NODE_OPTIONS of the chart's operator and agent containers (empty when the chart sets none). */
+  private nodeOptions = { operator: "", agent: "" };
   /** NodeChain state by node, from the fleet's own watch. */
   readonly seen = new Map<string, NodeChainSeen>();
   /** Unavailable-node tracking, while armed. */
@@ -184,10 +215,14 @@ export class Fleet {
       this.core.createNode({ body: { metadata: { name, labels: { [FLEET_LABEL]: "true" } } } }),
     );
     await this.startKwok(work, adminKubeconfig);
-    await this.until(`${this.nodeNames.length} Nodes Ready`, 120_000, async () => {
-      const nodes = await this.core.listNode({ labelSelector: `${FLEET_LABEL}=true` });
-      return nodes.items.filter(isReady).length === this.nodeNames.length;
-    });
+    await this.until(
+      `${this.nodeNames.length} Nodes Ready`,
+      120_000 + this.nodeNames.length * 30,
+      async () => {
+        const nodes = await this.core.listNode({ labelSelector: `${FLEET_LABEL}=true` });
+        return nodes.items.filter(isReady).length === this.nodeNames.length;
+      },
+    );
     this.say(`${this.nodeNames.length} Nodes Ready under kwok (${Date.now() - t} ms)`);
 
     // One token per node, bound to that Node, as the kubelet gives the chart's agent pod.
@@ -276,7 +311,8 @@ export class Fleet {
     let appliedAt = 0;
     await this.until(
       `commit ${sha.slice(0, 8)} applied`,
-      60_000,
+      // A large fleet keeps the operator and the API server busy: a sync waits its turn.
+      60_000 + this.nodeNames.length * 10,
       async () => {
         const gs = (await this.custom.getNamespacedCustomObject({
           group: "sluice.dev",
@@ -337,7 +373,10 @@ export class Fleet {
   }
 
   /** Waits until the chain plans a revision other than `than`; returns it. */
-  async nextRevision(than: string | undefined, timeoutMs = 60_000): Promise<string> {
+  async nextRevision(
+    than: string | undefined,
+    timeoutMs = 60_000 + this.nodeNames.length * 10,
+  ): Promise<string> {
     let revision: string | undefined;
     await this.until("a new revision planned", timeoutMs, async () => {
       revision = (await this.chainStatus()).revision;
@@ -440,7 +479,7 @@ export class Fleet {
       await writeFile(kubeconfig, this.kubeconfigText(`agent-${node}`, token), { mode: 0o600 });
       const { asChartAgent } = await import("../sluice.ts");
       const [file, ...args] = asChartAgent(
-        sluiceArgv([
+        imageArgv([
           "agent",
           `--kubeconfig=${kubeconfig}`,
           `--node-name=${node}`,
@@ -453,7 +492,11 @@ export class Fleet {
       );
       const child = spawn(file!, args, {
         stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, SLUICE_LOG_LEVEL: "warn" },
+        env: {
+          ...process.env,
+          SLUICE_LOG_LEVEL: "warn",
+          NODE_OPTIONS: withOwnNodeOptions(this.nodeOptions.agent),
+        },
       });
       let output = "";
       child.stdout!.on("data", (b: Buffer) => (output += b.toString()));
@@ -464,8 +507,11 @@ export class Fleet {
           throw new Error(`sluice agent exited ${child.exitCode}: ${output.slice(-2000)}`);
         return { rssMb: rssOf(child.pid!, "VmRSS"), peakMb: rssOf(child.pid!, "VmHWM") };
       } finally {
-        child.kill("SIGTERM");
-        await new Promise((ok) => child.once("exit", ok));
+        if (child.exitCode === null && child.signalCode === null) {
+          const exited = new Promise((ok) => child.once("exit", ok));
+          child.kill("SIGTERM");
+          await exited;
+        }
       }
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -600,7 +646,38 @@ spec:
     if (!operator || !agent || !lease)
       throw new Error("the chart rendered no operator or agent ServiceAccount or Lease");
     await kubectl(["apply", "--server-side", "-f", "-"], rendered);
+    this.nodeOptions = await this.chartNodeOptions(version.serverVersion.gitVersion);
     return { operator, agent, lease };
+  }
+
+  /**
+   * NODE_OPTIONS of the chart's operator Deployment and agent DaemonSet, as rendered: the fleet
+   * starts both processes as their images do (`node bin/sluice.mjs <command>`, where the
+   * `#!` line's flags do not apply) with these in the environment, so that their memory is
+   * measured with the V8 settings they are deployed with.
+   */
+  private async chartNodeOptions(kubeVersion: string): Promise<{ operator: string; agent: string }> {
+    const { stdout: rendered } = await execFileAsync(
+      join(this.binDir, "helm"),
+      [
+        "template",
+        RELEASE,
+        join(repoRoot, "charts/sluice"),
+        `--namespace=${FLEET_NAMESPACE}`,
+        `--kube-version=${kubeVersion}`,
+        ...["operator-deployment", "agent-daemonset"].flatMap((t) => ["--show-only", `templates/${t}.yaml`]),
+      ],
+      { maxBuffer: 16 << 20 },
+    );
+    const options = (kind: string): string => {
+      const doc = parseAllDocuments(rendered)
+        .map((d) => ChartWorkload.safeParse(d.toJS()).data)
+        .find((d) => d?.kind === kind);
+      if (!doc) throw new Error(`the chart rendered no ${kind}`);
+      const env = doc.spec.template.spec.containers[0]?.env ?? [];
+      return env.find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
+    };
+    return { operator: options("Deployment"), agent: options("DaemonSet") };
   }
 
   private async token(
@@ -678,7 +755,7 @@ spec:
       await mkdir(profile, { recursive: true });
       await chown(profile, CHART_OPERATOR_UID, CHART_OPERATOR_UID);
     }
-    const [node, ...sluice] = sluiceArgv([
+    const [node, ...sluice] = imageArgv([
       "operator",
       `--kubeconfig=${kubeconfig}`,
       `--namespace=${FLEET_NAMESPACE}`,
@@ -700,7 +777,12 @@ spec:
     const fd = openSync(join(work, "operator.log"), "a");
     this.operator = spawn(file!, args, {
       stdio: ["ignore", fd, fd],
-      env: { ...process.env, SLUICE_LOG_LEVEL: "warn", HOME: dir },
+      env: {
+        ...process.env,
+        SLUICE_LOG_LEVEL: "warn",
+        HOME: dir,
+        NODE_OPTIONS: withOwnNodeOptions(this.nodeOptions.operator),
+      },
     });
     closeSync(fd);
     this.operatorLog = join(work, "operator.log");
