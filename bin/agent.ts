@@ -2,15 +2,7 @@
  * `sluice agent`: the data plane on one node, against the cluster's API server. Its own module
  * (and bin/agent-main.ts its own entry), so that the agent's build needs nothing of operator/.
  */
-import {
-  ExitCode,
-  parseCommandLine,
-  parseOnOff,
-  parsePort,
-  parseTimeSample,
-  TIME_SAMPLE_HELP,
-  usageError,
-} from "./cli.ts";
+import { ExitCode, parseCommandLine, parsePort, parseChainManagerFlags, usageError } from "./cli.ts";
 import { holdOpen, kubeconfigProblem, startFailed, waitForSignal } from "./lifecycle.ts";
 
 /** Runs `sluice agent` until SIGINT or SIGTERM; returns the exit code. */
@@ -36,17 +28,9 @@ export async function agent(argv: string[]): Promise<number> {
   if (metricsPort === undefined) {
     return usageError("agent", `--metrics-port: ${values["metrics-port"]} is not a port number`);
   }
-  const timeSample = parseTimeSample(values["time-functions"]);
-  if (timeSample === undefined) {
-    return usageError("agent", `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
-  }
-  const keepStandby = parseOnOff(values["keep-standby-revision"]);
-  if (keepStandby === undefined) {
-    return usageError(
-      "agent",
-      `--keep-standby-revision: ${values["keep-standby-revision"]} is not true or false`,
-    );
-  }
+  const chainFlags = parseChainManagerFlags("agent", values);
+  if (typeof chainFlags === "number") return chainFlags;
+  const { timeSample, keepStandby } = chainFlags;
   const { DEFAULT_AGENT_METRICS_ADDRESS, MetricsAddressError, parseMetricsAddress } =
     await import("../node-agent/src/agent/metrics.ts");
   let metricsAddress: string;

@@ -195,6 +195,28 @@ export function parseOnOff(text: string): boolean | undefined {
 export const TIME_SAMPLE_HELP = `a power of two up to ${MAX_TIME_SAMPLE} (time 1 in N packets), or 0 (off)`;
 
 /**
+ * The chain manager's flags that `sluice agent` and `sluice run` share (`--time-functions`,
+ * `--keep-standby-revision`), or the exit code of the usage error naming the bad one.
+ */
+export function parseChainManagerFlags(
+  command: CommandName,
+  values: { "time-functions": string; "keep-standby-revision": string },
+): { timeSample: number; keepStandby: boolean } | number {
+  const timeSample = parseTimeSample(values["time-functions"]);
+  if (timeSample === undefined) {
+    return usageError(command, `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
+  }
+  const keepStandby = parseOnOff(values["keep-standby-revision"]);
+  if (keepStandby === undefined) {
+    return usageError(
+      command,
+      `--keep-standby-revision: ${values["keep-standby-revision"]} is not true or false`,
+    );
+  }
+  return { timeSample, keepStandby };
+}
+
+/**
  * What the host refused while a long-running command started (a port in use, a path that is
  * not there or not allowed): an error from the operating system carrying a code such as
  * `EADDRINUSE`, which the user fixes by changing a flag or the host, not the code. Returns its

@@ -4,9 +4,7 @@ import {
   isCommand,
   parseCommandLine,
   parsePort,
-  parseOnOff,
-  parseTimeSample,
-  TIME_SAMPLE_HELP,
+  parseChainManagerFlags,
   usage,
   UsageError,
   usageError,
@@ -178,17 +176,9 @@ async function run(argv: string[]): Promise<number> {
   }
   const port = parsePort(values.port);
   if (port === undefined) return usageError("run", `--port: ${values.port} is not a port number`);
-  const timeSample = parseTimeSample(values["time-functions"]);
-  if (timeSample === undefined) {
-    return usageError("run", `--time-functions: ${values["time-functions"]} is not ${TIME_SAMPLE_HELP}`);
-  }
-  const keepStandby = parseOnOff(values["keep-standby-revision"]);
-  if (keepStandby === undefined) {
-    return usageError(
-      "run",
-      `--keep-standby-revision: ${values["keep-standby-revision"]} is not true or false`,
-    );
-  }
+  const chainFlags = parseChainManagerFlags("run", values);
+  if (typeof chainFlags === "number") return chainFlags;
+  const { timeSample, keepStandby } = chainFlags;
   const refs = (["tag", "semver", "commit"] as const).filter((k) => values[k] !== undefined);
   if (refs.length + (values.ref ? 1 : 0) > 1) {
     return usageError("run", "give at most one of --ref, --tag, --semver, --commit");
