@@ -1,4 +1,10 @@
-import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import {
+  ListWatch,
+  Watch,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import { type KubeClient, type KubeObject, type Resource, resourcePath } from "./client.ts";
@@ -22,8 +28,11 @@ export function stripManagedFields(obj: KubeObject): void {
   if (obj.metadata && "managedFields" in obj.metadata) delete obj.metadata.managedFields;
 }
 
-/** Whether a value from the wire is an object at all (a watch event may carry anything). */
-function isObject(value: unknown): value is KubeObject {
+/**
+ * Whether a value from the wire is an object at all (a watch event may carry anything): one
+ * sluice's store reads and client-node's cache holds.
+ */
+function isObject(value: unknown): value is KubeObject & KubernetesObject {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
@@ -142,7 +151,7 @@ export class Informer<T extends KubeObject> {
       this.lists++;
       // Pages of one LIST come from one snapshot: the last page's resourceVersion is the list's.
       // A continue token that expired fails the list; the informer lists again after a pause.
-      const items: T[] = [];
+      const items: KubernetesObject[] = [];
       let resourceVersion: string | undefined;
       let next: string | undefined;
       do {
@@ -152,16 +161,15 @@ export class Informer<T extends KubeObject> {
           ...(next ? { continue: next } : {}),
         });
         for (const item of page.items) {
+          if (!isObject(item)) continue;
           onReceipt(item);
           items.push(item);
         }
         resourceVersion = page.metadata?.resourceVersion;
         next = page.metadata?.continue || undefined;
       } while (next);
-      return { items, metadata: { resourceVersion } } as unknown as {
-        items: KubernetesObject[];
-        metadata: { resourceVersion?: string };
-      } as never;
+      const listed: KubernetesListObject<KubernetesObject> = { items, metadata: { resourceVersion } };
+      return listed;
     };
     const watch = new ResumingWatch(
       client.kubeConfig,
