@@ -14,6 +14,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { onTestFinished } from "vitest";
+import { z } from "zod";
 import { ifIndex, netnsPath, withNetns } from "../../node-agent/src/netns/index.ts";
 import { BPFFS_TEST_ROOT, NETNS_PREFIX } from "./global-setup.ts";
 
@@ -145,11 +146,14 @@ export function sysctl(ns: { path: string }, knobs: Readonly<Record<string, stri
   });
 }
 
+/** What `ip -j link show` prints, as far as the tests read it. */
+const IP_LINKS = z.array(z.object({ address: z.string().optional() }));
+
 /** The MAC address of `ifname` in `ns`, `aa:bb:...`. */
 export async function macOf(ns: { name: string }, ifname: string): Promise<string> {
-  const [link] = JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])) as {
-    address?: string;
-  }[];
+  const [link] = IP_LINKS.parse(
+    JSON.parse(await run("ip", ["-j", "-n", ns.name, "link", "show", "dev", ifname])),
+  );
   if (!link?.address) throw new Error(`${ifname} in ${ns.name} has no MAC address`);
   return link.address;
 }
