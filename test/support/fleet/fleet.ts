@@ -607,21 +607,12 @@ spec:
     const version = JSON.parse(await kubectl(["version", "-o", "json"])) as {
       serverVersion: { gitVersion: string };
     };
-    const { stdout: rendered } = await execFileAsync(
-      join(this.binDir, "helm"),
-      [
-        "template",
-        RELEASE,
-        join(repoRoot, "charts/sluice"),
-        `--namespace=${FLEET_NAMESPACE}`,
-        `--kube-version=${version.serverVersion.gitVersion}`,
-        ...["serviceaccounts", "operator-rbac", "agent-rbac", "agent-admission"].flatMap((t) => [
-          "--show-only",
-          `templates/${t}.yaml`,
-        ]),
-      ],
-      { maxBuffer: 16 << 20 },
-    );
+    const rendered = await this.renderChart(version.serverVersion.gitVersion, [
+      "serviceaccounts",
+      "operator-rbac",
+      "agent-rbac",
+      "agent-admission",
+    ]);
     const docs = parseAllDocuments(rendered)
       .map(
         (d) =>
@@ -657,18 +648,7 @@ spec:
    * measured with the V8 settings they are deployed with.
    */
   private async chartNodeOptions(kubeVersion: string): Promise<{ operator: string; agent: string }> {
-    const { stdout: rendered } = await execFileAsync(
-      join(this.binDir, "helm"),
-      [
-        "template",
-        RELEASE,
-        join(repoRoot, "charts/sluice"),
-        `--namespace=${FLEET_NAMESPACE}`,
-        `--kube-version=${kubeVersion}`,
-        ...["operator-deployment", "agent-daemonset"].flatMap((t) => ["--show-only", `templates/${t}.yaml`]),
-      ],
-      { maxBuffer: 16 << 20 },
-    );
+    const rendered = await this.renderChart(kubeVersion, ["operator-deployment", "agent-daemonset"]);
     const options = (kind: string): string => {
       const doc = parseAllDocuments(rendered)
         .map((d) => ChartWorkload.safeParse(d.toJS()).data)
@@ -678,6 +658,23 @@ spec:
       return env.find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
     };
     return { operator: options("Deployment"), agent: options("DaemonSet") };
+  }
+
+  /** The chart's `templates` (names without `.yaml`), rendered by helm for the fleet's release. */
+  private async renderChart(kubeVersion: string, templates: readonly string[]): Promise<string> {
+    const { stdout } = await execFileAsync(
+      join(this.binDir, "helm"),
+      [
+        "template",
+        RELEASE,
+        join(repoRoot, "charts/sluice"),
+        `--namespace=${FLEET_NAMESPACE}`,
+        `--kube-version=${kubeVersion}`,
+        ...templates.flatMap((t) => ["--show-only", `templates/${t}.yaml`]),
+      ],
+      { maxBuffer: 16 << 20 },
+    );
+    return stdout;
   }
 
   private async token(
